@@ -1,0 +1,275 @@
+"""The file bus: append-only topics in JSONL or SQLite spools under ``<home>/bus``.
+
+    bus = open_bus(home, sink="jsonl")
+    w = bus.writer("trades")                  # one writer per topic, enforced by a lock
+    w.append({"type": "trade", "price": 1.0}) # -> {"seq": 1, "ts": ..., "type": "trade", ...}
+    c = bus.consumer("trades", "signal")      # resumes from its saved position
+    for rec, pos in c.poll():
+        handle(rec); c.mark(pos)
+    c.commit()                                # save the position after processing
+    bus.wait(0.5)                             # sleep until a watched topic changes
+
+==========  ===========================================  =================================
+sink        files                                        chosen by
+==========  ===========================================  =================================
+jsonl       ``<topic>/<first seq>.jsonl`` segments        default; ``--sink jsonl``
+sqlite      ``<topic>/records.db`` (WAL)                  ``--sink sqlite``
+==========  ===========================================  =================================
+
+Readers auto-detect the sink of an existing topic.
+"""
+from __future__ import annotations
+
+import os
+
+import orjson
+
+from . import jsonl, sqlite
+from .durability import SyncPolicy
+from .errors import BadRecord, BusError, UnknownTopicError, WriterLockedError
+from .records import TOPICS, check_payload, decode, encode, now_ms
+from .wake import Waker
+
+__all__ = [
+    "Bus", "Consumer", "open_bus", "BusError", "BadRecord", "WriterLockedError",
+    "UnknownTopicError", "TOPICS", "SINKS", "check_payload", "decode", "encode", "now_ms",
+]
+
+SINKS = ("jsonl", "sqlite")
+DEFAULTS = {
+    "sink": "jsonl",
+    "segment_bytes": 64 << 20,
+    "segment_seconds": 3600,
+    "retention_bytes": 0,
+    "retention_hours": 0,
+    "fsync": "none",
+    "fsync_every": 1000,
+    "fsync_interval_ms": 10,
+    "poll_interval_s": 0.5,
+}
+
+
+def open_bus(home: str | os.PathLike, sink: str | None = None, **settings) -> "Bus":
+    """Open the bus under ``<home>/bus`` (created if missing)."""
+    return Bus(home, sink=sink, **settings)
+
+
+class Bus:
+    """Topics, their writers and consumers, and the waker they share."""
+
+    def __init__(self, home, sink: str | None = None, **settings):
+        unknown = set(settings) - set(DEFAULTS)
+        if unknown:
+            raise BusError(f"unknown bus setting(s): {', '.join(sorted(unknown))}")
+        self.settings = {**DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+        self.sink = sink or self.settings["sink"]
+        if self.sink not in SINKS:
+            raise BusError(f"unknown sink {self.sink!r}; choose one of: {', '.join(SINKS)}")
+        self.home = os.path.abspath(os.fspath(home))
+        self.root = os.path.join(self.home, "bus")
+        os.makedirs(self.root, exist_ok=True)
+        self._waker: Waker | None = None
+        self._deadletter = None
+
+    # -- topics ------------------------------------------------------------------------------
+    def topic_dir(self, topic: str) -> str:
+        if topic not in TOPICS:
+            raise UnknownTopicError(f"unknown topic {topic!r}; topics are: {', '.join(TOPICS)}")
+        return os.path.join(self.root, topic)
+
+    def sink_of(self, topic: str) -> str:
+        """The sink an existing topic uses, else the bus's configured one."""
+        d = self.topic_dir(topic)
+        if sqlite.has_topic(d):
+            return "sqlite"
+        if jsonl.has_topic(d):
+            return "jsonl"
+        return self.sink
+
+    def last_seq(self, topic: str) -> int:
+        d = self.topic_dir(topic)
+        return (sqlite if self.sink_of(topic) == "sqlite" else jsonl).last_seq_in(d)
+
+    # -- writing -----------------------------------------------------------------------------
+    def writer(self, topic: str, shared: bool = False):
+        """The writer of ``topic``; raises :class:`WriterLockedError` if it has one already."""
+        d = self.topic_dir(topic)
+        existing = self.sink_of(topic)
+        if existing != self.sink and (jsonl.has_topic(d) or sqlite.has_topic(d)):
+            raise BusError(f"topic {topic!r} already holds {existing} spools; "
+                           f"use --sink {existing} or another --home")
+        s = self.settings
+        sync = SyncPolicy(s["fsync"], s["fsync_every"], s["fsync_interval_ms"])
+        cls = sqlite.SqliteWriter if self.sink == "sqlite" else jsonl.JsonlWriter
+        return cls(d, topic, segment_bytes=s["segment_bytes"],
+                   segment_seconds=s["segment_seconds"], retention_bytes=s["retention_bytes"],
+                   retention_hours=s["retention_hours"], sync=sync, shared=shared)
+
+    def deadletter(self, reason: str, raw: str, source: str | None = None,
+                   position: dict | None = None, stage: str | None = None) -> dict:
+        """Record a bad input in ``deadletter`` (any number of processes may do this)."""
+        if self._deadletter is None:
+            self._deadletter = self.writer("deadletter", shared=True)
+        return self._deadletter.append({
+            "type": "deadletter", "reason": reason, "source": source, "position": position,
+            "stage": stage, "raw": raw,
+        })
+
+    # -- reading -----------------------------------------------------------------------------
+    def reader(self, topic: str, position: dict | None = None, start: str = "beginning"):
+        """A plain reader (no saved position) from ``start`` or ``position``."""
+        d = self.topic_dir(topic)
+        cls = sqlite.SqliteReader if self.sink_of(topic) == "sqlite" else jsonl.JsonlReader
+        return cls(d, position, start)
+
+    def consumer(self, topic: str, name: str, start: str = "saved",
+                 default_start: str = "beginning") -> "Consumer":
+        """A named consumer whose position is saved under ``<home>/bus/.consumers``."""
+        return Consumer(self, topic, name, start, default_start)
+
+    def consumers(self) -> list[dict]:
+        """Every saved consumer position with its lag."""
+        out = []
+        base = os.path.join(self.root, ".consumers")
+        if not os.path.isdir(base):
+            return out
+        for topic in sorted(os.listdir(base)):
+            if topic not in TOPICS:
+                continue
+            last = self.last_seq(topic)
+            for fn in sorted(os.listdir(os.path.join(base, topic))):
+                if not fn.endswith(".json"):
+                    continue
+                try:
+                    with open(os.path.join(base, topic, fn), "rb") as f:
+                        pos = orjson.loads(f.read())
+                except (OSError, orjson.JSONDecodeError):
+                    continue
+                out.append({"consumer": fn[:-5], "topic": topic, "position": pos.get("seq", 0),
+                            "lag": max(0, last - int(pos.get("seq", 0)))})
+        return out
+
+    # -- waking ------------------------------------------------------------------------------
+    def watch(self, topic: str) -> None:
+        """Make :meth:`wait` return when ``topic`` changes."""
+        if self._waker is None:
+            self._waker = Waker()
+        self._waker.watch(self.topic_dir(topic))
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep until a watched topic changes or ``timeout`` (default: the slow poll)."""
+        if timeout is None:
+            timeout = self.settings["poll_interval_s"]
+        if self._waker is None:
+            self._waker = Waker()
+        return self._waker.wait(timeout)
+
+    @property
+    def waker(self) -> Waker | None:
+        return self._waker
+
+    # -- inspection --------------------------------------------------------------------------
+    def stats(self) -> dict:
+        """Per topic: sink, records, bytes, last seq; per consumer: position, lag."""
+        topics = {}
+        for topic in TOPICS:
+            d = os.path.join(self.root, topic)
+            if not os.path.isdir(d):
+                continue
+            sink = self.sink_of(topic)
+            size = 0
+            for fn in os.listdir(d):
+                p = os.path.join(d, fn)
+                if os.path.isfile(p) and not os.path.islink(p) and fn not in ("writer.lock", "bell"):
+                    size += os.path.getsize(p)
+            last = self.last_seq(topic)
+            if sink == "sqlite":
+                conn = sqlite._connect(os.path.join(d, sqlite.DB), readonly=True) \
+                    if sqlite.has_topic(d) else None
+                count = conn.execute("SELECT count(*) FROM records").fetchone()[0] if conn else 0
+                if conn:
+                    conn.close()
+            else:
+                segs = jsonl.list_segments(d)
+                count = last - segs[0] + 1 if segs and last else 0
+            topics[topic] = {"sink": sink, "records": count, "bytes": size, "last_seq": last}
+        return {"home": self.home, "topics": topics, "consumers": self.consumers()}
+
+    def close(self) -> None:
+        if self._deadletter is not None:
+            self._deadletter.close()
+            self._deadletter = None
+        if self._waker is not None:
+            self._waker.close()
+            self._waker = None
+
+
+class Consumer:
+    """Reads one topic for one named consumer, at least once.
+
+    ``poll`` returns ``(record, position)`` pairs; lines that cannot be decoded are sent to
+    ``deadletter`` with the reason and raw text, and skipped. ``mark`` notes a processed
+    position and ``commit`` saves the last marked one atomically (write, then rename).
+    """
+
+    def __init__(self, bus: Bus, topic: str, name: str, start: str = "saved",
+                 default_start: str = "beginning"):
+        self.bus = bus
+        self.topic = topic
+        self.name = name
+        pos_dir = os.path.join(bus.root, ".consumers", topic)
+        os.makedirs(pos_dir, exist_ok=True)
+        self.path = os.path.join(pos_dir, f"{name}.json")
+        saved = self.load() if start == "saved" else None
+        first = default_start if start == "saved" else start
+        self.reader = bus.reader(topic, saved, first)
+        self._marked = saved or self.reader.position
+        self._saved = dict(self._marked)
+        self.deadlettered = 0
+
+    def load(self) -> dict | None:
+        try:
+            with open(self.path, "rb") as f:
+                return orjson.loads(f.read())
+        except FileNotFoundError:
+            return None
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise BusError(f"consumer position {self.path} is unreadable: {exc}") from None
+
+    def poll(self, max_records: int = 5000) -> list[tuple[dict, dict]]:
+        """Records available now (never blocks)."""
+        out = []
+        for item, pos in self.reader.read(max_records):
+            if isinstance(item, BadRecord):
+                self.bus.deadletter(item.reason, item.raw, source=self.topic, position=pos,
+                                    stage=self.name)
+                self.deadlettered += 1
+                self._marked = pos
+                continue
+            out.append((item, pos))
+        return out
+
+    def mark(self, position: dict) -> None:
+        """Note that everything up to ``position`` has been processed."""
+        self._marked = position
+
+    def commit(self) -> None:
+        """Save the marked position (atomically) if it moved."""
+        if self._marked == self._saved:
+            return
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(orjson.dumps(self._marked))
+        os.replace(tmp, self.path)
+        self._saved = dict(self._marked)
+
+    @property
+    def position(self) -> dict:
+        return self._marked
+
+    def lag(self) -> int:
+        return max(0, self.bus.last_seq(self.topic) - int(self._marked.get("seq", 0)))
+
+    def close(self) -> None:
+        self.commit()
+        self.reader.close()

@@ -1,0 +1,180 @@
+"""``ofi bench bus``: append and read rates, and writer-to-reader latency across two processes.
+
+Latency: the writer stamps ``t`` = ``time.monotonic_ns()`` (system-wide, so comparable across
+processes) into each record just before appending it; the reader, a separate process using the
+ordinary consumer and inotify wake-up, subtracts it from ``monotonic_ns()`` taken right after
+the poll that returned the record. Two cadences: 1,000 records/s on absolute deadlines, and
+the writer's full single-record rate.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+import time
+
+from . import open_bus
+
+PAYLOAD = {"type": "trade", "symbol": "BTCUSDT", "price": "63943.90", "qty": "0.012",
+           "side": "buy", "E": 1721347022504, "T": 1721347022504, "t": 0}
+
+
+def _pct(sorted_vals: list[int], q: float) -> float:
+    if not sorted_vals:
+        return 0.0
+    i = min(len(sorted_vals) - 1, max(0, int(round(q * (len(sorted_vals) - 1)))))
+    return sorted_vals[i]
+
+
+def _summary_us(lat_ns: list[int]) -> dict:
+    s = sorted(lat_ns)
+    return {"p50": round(_pct(s, 0.50) / 1000, 1), "p99": round(_pct(s, 0.99) / 1000, 1),
+            "max": round(s[-1] / 1000, 1) if s else 0.0, "n": len(s)}
+
+
+def append_rate(sink: str, n: int, batch: int) -> float:
+    """Records per second appended, in batches of ``batch`` (1 = one write each)."""
+    home = tempfile.mkdtemp(prefix="ofi-bench-")
+    try:
+        bus = open_bus(home, sink=sink)
+        w = bus.writer("trades")
+        payloads = [dict(PAYLOAD, t=i) for i in range(batch)]
+        t0 = time.perf_counter()
+        done = 0
+        if batch == 1:
+            one = payloads[0]
+            append = w.append
+            for _ in range(n):
+                append(one)
+            done = n
+        else:
+            while done < n:
+                w.append_many(payloads)
+                done += batch
+        dt = time.perf_counter() - t0
+        w.close()
+        bus.close()
+        return done / dt
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def read_rate(sink: str, n: int) -> float:
+    """Records per second read and decoded from a spool of ``n`` records."""
+    home = tempfile.mkdtemp(prefix="ofi-bench-")
+    try:
+        bus = open_bus(home, sink=sink)
+        w = bus.writer("trades")
+        payloads = [dict(PAYLOAD, t=i) for i in range(1000)]
+        for _ in range(n // 1000):
+            w.append_many(payloads)
+        w.close()
+        r = bus.reader("trades")
+        t0 = time.perf_counter()
+        got = 0
+        while True:
+            items = r.read(20000)
+            if not items:
+                break
+            got += len(items)
+        dt = time.perf_counter() - t0
+        r.close()
+        bus.close()
+        assert got == n // 1000 * 1000, (got, n)
+        return got / dt
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _reader_proc(home: str, sink: str, n: int, ready, conn) -> None:
+    bus = open_bus(home, sink=sink)
+    bus.watch("trades")
+    c = bus.consumer("trades", "bench", start="beginning")
+    lat = []
+    expect = 1
+    ready.set()
+    mono = time.monotonic_ns
+    while len(lat) < n:
+        items = c.poll(20000)
+        if not items:
+            bus.wait(0.5)
+            continue
+        now = mono()
+        for rec, _pos in items:
+            if rec["seq"] != expect:
+                conn.send({"error": f"seq {rec['seq']} arrived, expected {expect}"})
+                return
+            expect += 1
+            lat.append(now - rec["t"])
+    conn.send({"lat": lat, "wakeups": bus.waker.wakeups, "timeouts": bus.waker.timeouts})
+    bus.close()
+
+
+def latency(sink: str, n: int, rate: float | None) -> dict:
+    """Writer-to-reader latency of ``n`` records at ``rate`` per second (None: full rate)."""
+    home = tempfile.mkdtemp(prefix="ofi-bench-")
+    ctx = mp.get_context("fork")
+    try:
+        bus = open_bus(home, sink=sink)
+        w = bus.writer("trades")
+        ready = ctx.Event()
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_reader_proc, args=(home, sink, n, ready, child), daemon=True)
+        proc.start()
+        ready.wait(10)
+        time.sleep(0.05)
+        mono = time.monotonic_ns
+        payload = dict(PAYLOAD)
+        t_start = time.perf_counter()
+        if rate:
+            period = 1.0 / rate
+            deadline = time.perf_counter()
+            for _ in range(n):
+                deadline += period
+                delay = deadline - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                payload["t"] = mono()
+                w.append(payload)
+        else:
+            for _ in range(n):
+                payload["t"] = mono()
+                w.append(payload)
+        write_s = time.perf_counter() - t_start
+        if not parent.poll(60):
+            raise RuntimeError("latency reader did not finish in 60 s")
+        result = parent.recv()
+        proc.join(5)
+        w.close()
+        bus.close()
+        if "error" in result:
+            raise RuntimeError(result["error"])
+        out = _summary_us(result["lat"])
+        out["writer_per_s"] = round(n / write_s)
+        out["reader_wakeups"] = result["wakeups"]
+        return out
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def run(sinks=("jsonl", "sqlite"), n_rate: int = 500_000, n_latency: int = 10_000,
+        quick: bool = False) -> dict:
+    """The whole benchmark; returns the figures as a dict (the JSON of ``ofi bench bus``)."""
+    if quick:
+        n_rate, n_latency = 50_000, 2_000
+    out = {}
+    for sink in sinks:
+        n = n_rate if sink == "jsonl" else n_rate // 2
+        out[sink] = {
+            "append_per_s": round(append_rate(sink, n, 1000)),
+            "append_single_per_s": round(append_rate(sink, min(n, 200_000) if sink == "jsonl"
+                                                     else min(n, 20_000), 1)),
+            "read_per_s": round(read_rate(sink, n)),
+            "latency_us": {
+                "1000/s": latency(sink, n_latency, 1000.0),
+                "max_rate": latency(sink, max(n_latency, 10_000), None),
+            },
+        }
+    out["machine"] = {"cpus": os.cpu_count(), "n_latency": n_latency}
+    return out

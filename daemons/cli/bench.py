@@ -1,0 +1,29 @@
+"""``ofi bench``: benchmarks that print figures (JSON with --json)."""
+from __future__ import annotations
+
+import click
+import orjson
+
+
+@click.group()
+def bench():
+    """Benchmarks: bus, signals, e2e. Figures, never pass/fail."""
+
+
+def _print(data: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(orjson.dumps(data).decode())
+    else:
+        click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+@bench.command("bus")
+@click.option("--sink", "sinks", multiple=True, type=click.Choice(["jsonl", "sqlite"]),
+              help="Sink(s) to measure (default both).")
+@click.option("--quick", is_flag=True, help="Fewer records (a smoke run, not a measurement).")
+@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+def bench_bus(sinks, quick, as_json):
+    """Append, read and writer-to-reader latency (two processes) for each sink."""
+    from bus.bench import run
+
+    _print(run(sinks or ("jsonl", "sqlite"), quick=quick), as_json)

@@ -1,0 +1,53 @@
+"""Options every verb shares (defined once), and the config/bus they lead to."""
+from __future__ import annotations
+
+import functools
+
+import click
+
+from bus import open_bus
+
+from .. import config as configmod
+
+
+def home_option(f):
+    return click.option("--home", envvar="OFI_HOME", default=None, metavar="DIR",
+                        help="Runtime directory (default $OFI_HOME, else ./var).")(f)
+
+
+def sink_option(f):
+    return click.option("--sink", type=click.Choice(["jsonl", "sqlite"]), default=None,
+                        help="Bus sink (default: the configured one; readers auto-detect).")(f)
+
+
+def config_option(f):
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                        metavar="FILE", help="YAML file overriding etc/defaults.yaml.")(f)
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(f)
+
+
+def runtime_options(f):
+    """--config, --home and --sink together."""
+    return config_option(home_option(sink_option(f)))
+
+
+def load_config(config_path=None, **overrides) -> dict:
+    """Config from defaults, file, environment and the given dotted overrides."""
+    return configmod.load(config_path, overrides)
+
+
+def open_cli_bus(cfg: dict, sink: str | None = None):
+    return open_bus(configmod.home_of(cfg), sink=sink or cfg["sink"], **cfg["bus"])
+
+
+def pass_config(f):
+    """Turn --config/--home/--sink into a loaded ``cfg`` argument."""
+    @runtime_options
+    @functools.wraps(f)
+    def wrapper(*args, config_path=None, home=None, sink=None, **kwargs):
+        cfg = load_config(config_path, home=home, sink=sink)
+        return f(*args, cfg=cfg, **kwargs)
+    return wrapper

@@ -1,0 +1,255 @@
+"""The skeleton every daemon shares: config, input topics, loop, emit, heartbeat, clean stop.
+
+A stage is a :class:`Stage` subclass that names its ``inputs`` and ``outputs`` and implements
+``handle(topic, record)``; :func:`run` does the rest::
+
+    read config -> open bus, writers, consumers -> stage.start() -> print ofi-ready
+    loop: for each input, take a batch; handle each record; mark its position; commit
+          stage.tick(); heartbeat; sleep on inotify (or the slow poll) when idle
+    SIGTERM/SIGINT: finish the record in hand, commit, stage.stop(), exit 0
+
+``handle`` may raise :class:`bus.BadRecord`: the record goes to ``deadletter`` with the reason
+and the loop goes on. Any other exception is unrecoverable: logged, then exit code 1 (supervisord
+restarts the program and the consumer resumes from its last committed position).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+
+import orjson
+
+from bus import BadRecord, BusError, open_bus
+
+from . import config as configmod
+from .log import Logger
+
+READY = "ofi-ready"
+
+
+class Stage:
+    """Base class of a daemon's logic; subclasses override what they need."""
+
+    name = "stage"
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    #: where a consumer without a saved position starts: "beginning" or "end"
+    default_start = "beginning"
+
+    def __init__(self, ctx: "Context"):
+        self.ctx = ctx
+
+    def start(self) -> None:
+        """Open connections; called before the ready line."""
+
+    def handle(self, topic: str, record: dict) -> None:
+        """Process one input record (raise ``BadRecord`` to dead-letter it)."""
+
+    def tick(self, now: float) -> None:
+        """Called on every loop turn, records or not (timers, external sources)."""
+
+    def idle_timeout(self) -> float | None:
+        """Longest sleep before the next ``tick`` is due (None: the slow poll)."""
+        return None
+
+    def health(self) -> dict:
+        """Extra fields for the heartbeat file."""
+        return {}
+
+    def stop(self) -> None:
+        """Flush and close; called once on the way out."""
+
+
+class Context:
+    """What a stage gets: config, bus, its writers, a logger, its directories."""
+
+    def __init__(self, name: str, cfg: dict, bus, log: Logger):
+        self.name = name
+        self.config = cfg
+        self.bus = bus
+        self.log = log
+        self.home = str(configmod.home_of(cfg))
+        self.state_dir = os.path.join(self.home, "state")
+        self.run_dir = os.path.join(self.home, "run")
+        os.makedirs(self.state_dir, exist_ok=True)
+        os.makedirs(self.run_dir, exist_ok=True)
+        self.writers: dict = {}
+        self.stopping = False
+
+    def emit(self, topic: str, payload: dict) -> dict:
+        """Append a record to one of the stage's output topics."""
+        return self.writers[topic].append(payload)
+
+    def emit_many(self, topic: str, payloads: list[dict]) -> int:
+        return self.writers[topic].append_many(payloads)
+
+    def wake(self) -> None:
+        """Wake the loop from another thread."""
+        if self.bus.waker is not None:
+            self.bus.waker.kick()
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    """Replace ``path`` with ``data`` as JSON (write a temporary file, then rename)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(orjson.dumps(data, default=str))
+    os.replace(tmp, path)
+
+
+class Runner:
+    """Drives one stage; see the module docstring."""
+
+    def __init__(self, stage_cls, cfg: dict, log: Logger | None = None):
+        self.cfg = cfg
+        self.name = stage_cls.name
+        self.log = log or Logger(self.name, configmod.get(cfg, "log.level", "info"))
+        home = configmod.home_of(cfg)
+        self.bus = open_bus(home, sink=cfg["sink"], **cfg["bus"])
+        self.ctx = Context(self.name, cfg, self.bus, self.log)
+        self.stage = stage_cls(self.ctx)
+        self.consumers = {}
+        self.processed = 0
+        self.started = time.time()
+        self.heartbeat_s = float(configmod.get(cfg, "daemon.heartbeat_s", 1.0))
+        self.batch = int(configmod.get(cfg, "daemon.batch", 2000))
+        self._next_beat = 0.0
+        self.ready = False
+
+    def open(self) -> None:
+        for topic in self.stage.outputs:
+            self.ctx.writers[topic] = self.bus.writer(topic)
+        for topic in self.stage.inputs:
+            self.consumers[topic] = self.bus.consumer(
+                topic, self.name, default_start=self.stage.default_start)
+            self.bus.watch(topic)
+        if not self.stage.inputs:
+            self.bus.wait(0)  # create the waker so that other threads can kick the loop
+
+    def heartbeat(self, now: float, force: bool = False) -> None:
+        if not force and now < self._next_beat:
+            return
+        self._next_beat = now + self.heartbeat_s
+        beat = {
+            "name": self.name, "pid": os.getpid(), "ts": time.time(), "started": self.started,
+            "ready": self.ready, "processed": self.processed,
+            "lag": {t: c.lag() for t, c in self.consumers.items()},
+            "positions": {t: c.position.get("seq", 0) for t, c in self.consumers.items()},
+            "emitted": {t: w.seq for t, w in self.ctx.writers.items()},
+        }
+        beat.update(self.stage.health())
+        write_json_atomic(os.path.join(self.ctx.run_dir, f"{self.name}.json"), beat)
+
+    def step(self) -> int:
+        """One pass over the inputs; returns how many records were handled."""
+        handled = 0
+        for topic, consumer in self.consumers.items():
+            batch = consumer.poll(self.batch)
+            for rec, pos in batch:
+                try:
+                    self.stage.handle(topic, rec)
+                except BadRecord as bad:
+                    self.bus.deadletter(bad.reason, bad.raw or orjson.dumps(rec).decode(),
+                                        source=topic, position=pos, stage=self.name)
+                consumer.mark(pos)
+                handled += 1
+                if self.ctx.stopping:
+                    break
+            consumer.commit()
+            if self.ctx.stopping:
+                break
+        self.processed += handled
+        return handled
+
+    def loop(self) -> None:
+        poll = float(self.bus.settings["poll_interval_s"])
+        while not self.ctx.stopping:
+            handled = self.step()
+            now = time.time()
+            self.stage.tick(now)
+            self.heartbeat(now)
+            if handled or self.ctx.stopping:
+                continue
+            timeout = self.stage.idle_timeout()
+            timeout = poll if timeout is None else max(0.0, min(poll, timeout))
+            timeout = min(timeout, max(0.0, self._next_beat - now))
+            self.bus.wait(timeout)
+
+    def close(self) -> None:
+        for consumer in self.consumers.values():
+            consumer.close()
+        try:
+            self.stage.stop()
+        finally:
+            for w in self.ctx.writers.values():
+                w.close()
+            self.ready = False
+            self.heartbeat(time.time(), force=True)
+            self.bus.close()
+
+
+def run(stage_cls, cfg: dict) -> int:
+    """Run a stage until SIGTERM/SIGINT; returns the process exit code."""
+    runner = Runner(stage_cls, cfg)
+    log = runner.log
+
+    def _stop(signum, _frame):
+        runner.ctx.stopping = True
+        runner.ctx.wake()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        runner.open()
+        runner.stage.start()
+        runner.ready = True
+        runner.heartbeat(time.time(), force=True)
+        log.info(READY, pid=os.getpid(), inputs=list(stage_cls.inputs),
+                 outputs=list(stage_cls.outputs), sink=cfg["sink"], home=runner.ctx.home)
+        runner.loop()
+    except (BusError, configmod.ConfigError) as exc:
+        log.error("fatal", error=str(exc))
+        _safe_close(runner)
+        return 2 if isinstance(exc, configmod.ConfigError) else 1
+    except Exception as exc:
+        log.error("crash", error=f"{type(exc).__name__}: {exc}",
+                  traceback=traceback.format_exc().splitlines()[-6:])
+        _safe_close(runner)
+        return 1
+    runner.close()
+    log.info("stopped", processed=runner.processed)
+    return 0
+
+
+def _safe_close(runner: Runner) -> None:
+    try:
+        runner.close()
+    except Exception:
+        pass
+
+
+def main(stage_cls, argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m daemons.<stage>``: parse the common flags and run."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog=f"ofi daemon {stage_cls.name}",
+                                description=(stage_cls.__doc__ or "").strip().splitlines()[0]
+                                if stage_cls.__doc__ else None)
+    p.add_argument("--config", help="YAML file overriding etc/defaults.yaml")
+    p.add_argument("--home", help="runtime directory (default $OFI_HOME, else ./var)")
+    p.add_argument("--sink", choices=("jsonl", "sqlite"))
+    p.add_argument("--symbols", help="comma-separated symbols")
+    p.add_argument("--mode", choices=("mock", "sim", "testnet", "live"))
+    args = p.parse_args(argv)
+    try:
+        cfg = configmod.load(args.config, {
+            "home": args.home, "sink": args.sink, "broker.mode": args.mode,
+            "symbols": [s.strip().upper() for s in args.symbols.split(",")] if args.symbols else None,
+        })
+    except configmod.ConfigError as exc:
+        print(f"ofi daemon {stage_cls.name}: {exc}", file=sys.stderr)
+        return 2
+    return run(stage_cls, cfg)

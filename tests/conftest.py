@@ -1,0 +1,61 @@
+"""Shared fixtures: a fresh home per test, the recorded data, free ports, process cleanup."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("OFI_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def home(tmp_path):
+    """A fresh runtime directory."""
+    d = tmp_path / "home"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """The recorded Binance data (../shared/data or $OFI_DATA_DIR); skips when absent."""
+    if not (DATA_DIR / "hftbacktest").is_dir():
+        pytest.skip(f"recorded market data not found at {DATA_DIR} (set OFI_DATA_DIR)")
+    return DATA_DIR
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def procs():
+    """Start processes that are killed (with their groups) when the test ends."""
+    started: list[subprocess.Popen] = []
+
+    def start(args, **kw):
+        kw.setdefault("start_new_session", True)
+        p = subprocess.Popen(args, **kw)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(10)
+
+
+OFI = [sys.executable, "-m", "daemons.cli"]
