@@ -1,0 +1,68 @@
+"""``ofi run`` and ``ofi status``: the pipeline under supervisord."""
+from __future__ import annotations
+
+import click
+import orjson
+
+from ..supervise import conf, control
+from ..supervise.run import run as run_pipeline
+from ..supervise.status import format_status, status as get_status
+from ..supervise.summary import format_summary
+from .common import json_option, load_config, pass_config, runtime_options
+
+
+@click.command()
+@runtime_options
+@click.option("--enable", default=",".join(conf.STAGES), show_default=True,
+              help="Comma-separated stages to run.")
+@click.option("--mode", type=click.Choice(["mock", "sim", "testnet", "live"]), default=None,
+              help="Broker venue (default: config / EXECUTOR_MODE).")
+@click.option("--symbols", default=None, help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT.")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Run this long, then stop (default: until Ctrl-C).")
+@json_option
+def run(config_path, home, sink, enable, mode, symbols, minutes, as_json):
+    """Run the pipeline under supervisord: start in order, run, stop in reverse, summarize.
+
+    Example: ofi run --mode sim --minutes 2 --home /tmp/ofi
+    """
+    cfg = load_config(config_path, home=home, sink=sink, **{
+        "broker.mode": mode,
+        "symbols": [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None,
+    })
+    stages = [s.strip() for s in enable.split(",") if s.strip()]
+    try:
+        conf.programs_for(stages, cfg["broker"]["mode"])
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    echo = (lambda *_: None) if as_json else click.echo
+    try:
+        summary = run_pipeline(cfg, stages, minutes, echo=echo)
+    except control.SupervisorError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(orjson.dumps(summary).decode())
+    else:
+        click.echo(format_summary(summary))
+    if not summary["all_ready"]:
+        raise click.ClickException(summary["error"] or "not every program became ready")
+
+
+@click.command()
+@json_option
+@pass_config
+def status(as_json, cfg):
+    """Each program's state, pid, readiness, heartbeat age and lag; trading state; venue."""
+    s = get_status(cfg)
+    click.echo(orjson.dumps(s).decode() if as_json else format_status(s))
+
+
+@click.command(name="health-listener", hidden=True)
+@click.option("--home", required=True)
+@click.option("--config", "config_path", default=None)
+def health_listener(home, config_path):
+    """supervisord event listener (readiness and health); started by supervisord."""
+    from ..supervise.listener import main as listener_main
+
+    args = ["--home", home] + (["--config", config_path] if config_path else [])
+    raise SystemExit(listener_main(args))
