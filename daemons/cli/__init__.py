@@ -20,7 +20,7 @@ VERBS = [
     ("daemons.cli.bus_cmds", ["tail", "bus_group"]),
     ("daemons.cli.daemon_cmd", ["daemon"]),
     ("daemons.cli.bench", ["bench"]),
-    ("daemons.cli.run_cmds", ["run", "status", "health_listener"]),
+    ("daemons.cli.run_cmds", ["run", "status", "start", "stop", "health_listener"]),
 ]
 
 

@@ -66,3 +66,49 @@ def health_listener(home, config_path):
 
     args = ["--home", home] + (["--config", config_path] if config_path else [])
     raise SystemExit(listener_main(args))
+
+
+def _programs_by_priority(home: str) -> list[str]:
+    infos = control.rpc_for(home).supervisor.getAllProcessInfo()
+    names = [i["name"] for i in infos if i["name"] in conf.POLICY]
+    return sorted(names, key=lambda n: conf.POLICY[n].priority)
+
+
+@click.command()
+@click.option("--wait-supervisord", type=float, default=0.0, metavar="S",
+              help="Wait up to S seconds for supervisord to answer first.")
+@pass_config
+def start(wait_supervisord, cfg):
+    """Start every program of a running supervisord in order, each once the one before is ready.
+
+    For servers where supervisord runs as a service (etc/systemd/ofi.service).
+    """
+    import time
+
+    from .. import config as configmod
+
+    home = str(configmod.home_of(cfg))
+    deadline = time.time() + wait_supervisord
+    while not control.is_running(home):
+        if time.time() >= deadline:
+            raise click.ClickException(f"no supervisord answers on {home}/supervisor.sock")
+        time.sleep(0.2)
+    try:
+        control.start_in_order(home, _programs_by_priority(home),
+                               cfg["supervise"]["start_timeout_s"],
+                               on_ready=lambda n, dt: click.echo(f"{n} ready in {dt:.1f}s"))
+    except control.SupervisorError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command()
+@pass_config
+def stop(cfg):
+    """Stop every program of a running supervisord in reverse priority order."""
+    from .. import config as configmod
+
+    home = str(configmod.home_of(cfg))
+    if not control.is_running(home):
+        raise click.ClickException(f"no supervisord answers on {home}/supervisor.sock")
+    control.stop_in_order(home, list(reversed(_programs_by_priority(home))),
+                          on_stopped=lambda n: click.echo(f"{n} stopped"))
