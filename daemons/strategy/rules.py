@@ -1,0 +1,284 @@
+"""The default OFI/CVD strategy as pure functions: (params, view, signal) -> decision.
+
+Per symbol the strategy keeps a :class:`View`: its signed position (what it believes it holds),
+the entry mid and time, the last exit time, the last fusion seen and the day's paper PnL.
+
+    flat      enter when ``fusion`` crosses ``entry_threshold`` (up: BUY, down through
+              ``-entry_threshold``: SELL) with ``ofi_z`` and ``cvd_z`` of the same sign, outside
+              the cooldown after the last exit; size = ``notional_usdt / mid`` rounded down to the
+              symbol's step
+    holding   exit (reduce-only, the whole position) on, in this order of precedence:
+              stop  the position lost ``stop_loss_bps`` against the entry mid
+              reversal  fusion crossed back through ``exit_threshold`` (long: fusion <= +x,
+                        short: fusion >= -x)
+              time  the position is older than ``max_hold_s``
+
+Time is exchange time (the end of the signal's interval), never the wall clock, so a replay of the
+same signals makes the same decisions. No I/O here: the daemon (``stage.py``) and tests call it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
+
+# trigger -> one-letter code used in client order ids
+CODES = {"cross": "E", "stop": "S", "reversal": "R", "time": "T"}
+ORDER_TYPES = ("MARKET", "LIMIT")
+
+#: step (quantity) and tick (price) sizes used when the config names none for a symbol
+DEFAULT_INSTRUMENTS = {"BTCUSDT": (0.001, 0.1), "ETHUSDT": (0.001, 0.01)}
+FALLBACK_INSTRUMENT = (0.001, 0.01)
+
+
+class ParamsError(ValueError):
+    """A strategy setting is out of range (one-line message naming the key)."""
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """Quantity step and price tick of one symbol (Binance LOT_SIZE / PRICE_FILTER)."""
+
+    step: float
+    tick: float
+
+
+@dataclass(frozen=True)
+class Params:
+    """The strategy's settings (``strategy`` section of the config)."""
+
+    entry_threshold: float = 1.5
+    exit_threshold: float = 0.0
+    notional_usdt: float = 100.0
+    max_hold_s: float = 120.0
+    stop_loss_bps: float = 50.0
+    cooldown_s: float = 5.0
+    order_type: str = "MARKET"
+    exit_order_type: str = "MARKET"
+    instruments: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, section: dict) -> "Params":
+        """Build from the ``strategy`` config section; raises :class:`ParamsError`."""
+        instruments = {s: Instrument(*v) for s, v in DEFAULT_INSTRUMENTS.items()}
+        for i, item in enumerate(section.get("instruments") or []):
+            try:
+                sym, step, tick = str(item["symbol"]).upper(), float(item["step"]), float(item["tick"])
+            except (TypeError, KeyError, ValueError):
+                raise ParamsError(f"strategy.instruments[{i}] needs symbol, step and tick") from None
+            if not (step > 0 and tick > 0):
+                raise ParamsError(f"strategy.instruments[{i}] ({sym}): step and tick must be > 0")
+            instruments[sym] = Instrument(step, tick)
+        p = cls(
+            entry_threshold=float(section["entry_threshold"]),
+            exit_threshold=float(section["exit_threshold"]),
+            notional_usdt=float(section["notional_usdt"]),
+            max_hold_s=float(section["max_hold_s"]),
+            stop_loss_bps=float(section["stop_loss_bps"]),
+            cooldown_s=float(section["cooldown_s"]),
+            order_type=str(section["order_type"]).upper(),
+            exit_order_type=str(section.get("exit_order_type", "MARKET")).upper(),
+            instruments=instruments,
+        )
+        p.validate()
+        return p
+
+    def validate(self) -> None:
+        if not self.entry_threshold > 0:
+            raise ParamsError("strategy.entry_threshold must be > 0")
+        if not abs(self.exit_threshold) < self.entry_threshold:
+            raise ParamsError("strategy.exit_threshold must lie strictly inside "
+                              "(-entry_threshold, entry_threshold)")
+        if not self.notional_usdt > 0:
+            raise ParamsError("strategy.notional_usdt must be > 0")
+        for key in ("max_hold_s", "stop_loss_bps", "cooldown_s"):
+            if getattr(self, key) < 0:
+                raise ParamsError(f"strategy.{key} must be >= 0 (0 turns it off)")
+        for key in ("order_type", "exit_order_type"):
+            if getattr(self, key) not in ORDER_TYPES:
+                raise ParamsError(f"strategy.{key} must be MARKET or LIMIT")
+
+    def instrument(self, symbol: str) -> Instrument:
+        return self.instruments.get(symbol) or Instrument(*FALLBACK_INSTRUMENT)
+
+
+@dataclass(frozen=True)
+class View:
+    """What the strategy believes about one symbol (see the module docstring)."""
+
+    qty: float = 0.0                  # signed position
+    entry_mid: float | None = None
+    entry_ms: int | None = None
+    last_exit_ms: int | None = None
+    last_fusion: float | None = None
+    last_mid: float | None = None
+    day: int = 0                      # UTC day number of ``realized``
+    realized: float = 0.0             # the day's realized paper PnL (USDT, at decision mids)
+
+    def unrealized(self) -> float:
+        if not self.qty or self.entry_mid is None or self.last_mid is None:
+            return 0.0
+        return (self.last_mid - self.entry_mid) * self.qty
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "View":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An order the strategy wants: side BUY/SELL, positive qty, why."""
+
+    symbol: str
+    side: str
+    qty: float
+    reduce_only: bool
+    reason: str                       # "entry" | "exit"
+    trigger: str                      # "cross" | "stop" | "reversal" | "time"
+    order_type: str
+    price: float | None
+    now_ms: int
+    mid: float | None
+    fusion: float | None
+
+    @property
+    def code(self) -> str:
+        return CODES[self.trigger]
+
+    @property
+    def signed_qty(self) -> float:
+        return self.qty if self.side == "BUY" else -self.qty
+
+
+def signal_time(signal: dict) -> int:
+    """The exchange time a signal is known: the end of its interval (ms)."""
+    return int(signal["bucket_ms"]) + int(signal.get("interval_ms") or 0)
+
+
+def _num(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _sign(x: float) -> int:
+    return (x > 0) - (x < 0)
+
+
+def round_step(value: float, step: float) -> float:
+    """``value`` rounded down to a multiple of ``step`` (exact in decimal)."""
+    s = Decimal(repr(step))
+    q = (Decimal(repr(value)) / s).to_integral_value(rounding=ROUND_DOWN) * s
+    return float(q)
+
+
+def round_tick(price: float, tick: float, side: str) -> float:
+    """A limit price on the tick grid, on the passive side (BUY down, SELL up)."""
+    t = Decimal(repr(tick))
+    mode = ROUND_FLOOR if side == "BUY" else ROUND_CEILING
+    return float((Decimal(repr(price)) / t).to_integral_value(rounding=mode) * t)
+
+
+def decide(p: Params, view: View, signal: dict) -> Decision | None:
+    """The order (if any) that ``signal`` calls for, given the current ``view``."""
+    symbol = signal["symbol"]
+    now = signal_time(signal)
+    fusion, mid = _num(signal.get("fusion")), _num(signal.get("mid"))
+    if mid is not None and mid <= 0:
+        mid = None
+    inst = p.instrument(symbol)
+
+    def order(side, qty, reduce_only, reason, trigger, order_type):
+        price = None
+        if order_type == "LIMIT":
+            if mid is None:
+                return None
+            price = round_tick(mid, inst.tick, side)
+        return Decision(symbol, side, qty, reduce_only, reason, trigger, order_type, price,
+                        now, mid, fusion)
+
+    if view.qty:
+        d = _sign(view.qty)
+        side = "SELL" if d > 0 else "BUY"
+        qty = abs(view.qty)
+        if p.stop_loss_bps > 0 and mid is not None and view.entry_mid:
+            loss_bps = -d * (mid / view.entry_mid - 1.0) * 1e4
+            if loss_bps >= p.stop_loss_bps:
+                return order(side, qty, True, "exit", "stop", p.exit_order_type)
+        if fusion is not None and (fusion <= p.exit_threshold if d > 0
+                                   else fusion >= -p.exit_threshold):
+            return order(side, qty, True, "exit", "reversal", p.exit_order_type)
+        if p.max_hold_s > 0 and view.entry_ms is not None \
+                and now - view.entry_ms >= p.max_hold_s * 1000:
+            return order(side, qty, True, "exit", "time", p.exit_order_type)
+        return None
+
+    if fusion is None or mid is None:
+        return None
+    if view.last_exit_ms is not None and now - view.last_exit_ms < p.cooldown_s * 1000:
+        return None
+    direction = 1 if fusion >= p.entry_threshold else -1 if fusion <= -p.entry_threshold else 0
+    if not direction:
+        return None
+    prev = view.last_fusion
+    crossed = prev is None or (prev < p.entry_threshold if direction > 0
+                               else prev > -p.entry_threshold)
+    ofi_z, cvd_z = _num(signal.get("ofi_z")), _num(signal.get("cvd_z"))
+    agree = ofi_z is not None and cvd_z is not None \
+        and _sign(ofi_z) == direction and _sign(cvd_z) == direction
+    if not (crossed and agree):
+        return None
+    qty = round_step(p.notional_usdt / mid, inst.step)
+    if qty <= 0:
+        return None
+    return order("BUY" if direction > 0 else "SELL", qty, False, "entry", "cross", p.order_type)
+
+
+def observe(view: View, signal: dict) -> View:
+    """The view after seeing ``signal`` (last fusion and mid; the day's PnL rolls at 00:00 UTC)."""
+    now = signal_time(signal)
+    day = now // 86_400_000
+    fusion, mid = _num(signal.get("fusion")), _num(signal.get("mid"))
+    changes = {"last_fusion": fusion}
+    if mid is not None and mid > 0:
+        changes["last_mid"] = mid
+    if day != view.day:
+        changes.update(day=day, realized=0.0)
+    return replace(view, **changes)
+
+
+def apply(view: View, d: Decision) -> View:
+    """The view after ``d`` was sent, assuming it fills at the decision mid."""
+    new_qty = view.qty + d.signed_qty
+    if abs(new_qty) < 1e-12:
+        new_qty = 0.0
+    if d.reduce_only or (view.qty and _sign(new_qty) != _sign(view.qty)):
+        pnl = 0.0
+        if d.mid is not None and view.entry_mid is not None:
+            closed = min(abs(d.qty), abs(view.qty)) * _sign(view.qty)
+            pnl = (d.mid - view.entry_mid) * closed
+        if new_qty == 0.0:
+            return replace(view, qty=0.0, entry_mid=None, entry_ms=None, last_exit_ms=d.now_ms,
+                           realized=view.realized + pnl)
+        if _sign(new_qty) != _sign(view.qty):  # flipped: the rest is a new position
+            return replace(view, qty=new_qty, entry_mid=d.mid, entry_ms=d.now_ms,
+                           realized=view.realized + pnl)
+        return replace(view, qty=new_qty, realized=view.realized + pnl)
+    return replace(view, qty=new_qty, entry_mid=d.mid if view.entry_mid is None else view.entry_mid,
+                   entry_ms=d.now_ms if view.entry_ms is None else view.entry_ms)
+
+
+def correct(view: View, qty: float, entry_price: float | None, now_ms: int | None) -> View:
+    """The view after the broker reported the real position ``qty`` (signed)."""
+    if abs(qty - view.qty) < 1e-12:
+        return view
+    if qty == 0:
+        return replace(view, qty=0.0, entry_mid=None, entry_ms=None,
+                       last_exit_ms=now_ms if view.qty else view.last_exit_ms)
+    entry = entry_price if entry_price and entry_price > 0 else (view.entry_mid or view.last_mid)
+    if not view.qty or _sign(qty) != _sign(view.qty):
+        return replace(view, qty=qty, entry_mid=entry, entry_ms=now_ms)
+    return replace(view, qty=qty, entry_mid=entry)
