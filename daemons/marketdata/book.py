@@ -1,0 +1,253 @@
+"""The local order book, synchronized the way Binance documents it, and the depth records.
+
+Sync (https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams/How-to-manage-a-local-order-book-correctly,
+and the spot page of the same name):
+
+1. Buffer the diff events (``depthUpdate``) from the start.
+2. Apply a REST snapshot (``lastUpdateId``, bids, asks).
+3. Drop buffered diffs that the snapshot already contains: ``u < lastUpdateId`` (USD-M),
+   ``u <= lastUpdateId`` (spot).
+4. The first diff applied must bracket the snapshot: ``U <= lastUpdateId <= u`` (USD-M),
+   ``U <= lastUpdateId + 1 <= u`` (spot).
+5. Each later diff must chain: ``pu == previous u`` (USD-M), ``U == previous u + 1`` (spot).
+   A break is a gap: the book is cleared and buffers again until the caller brings a new snapshot.
+
+Quantities are absolute; a quantity of 0 removes the level. Prices and quantities are floats
+parsed from Binance's decimal strings (parsing the same string always gives the same float,
+so prices are exact keys). Levels live in ``SortedDict``s: O(log n) per level update, and the top
+N levels are read without sorting.
+
+:class:`LocalBook` is pure (no I/O). :class:`DepthFeed` wraps one and turns diffs and snapshots
+into the ``depth`` topic records (COMMON schema)::
+
+    {type:"depth", symbol, E, T, U, u, pu, bids:[[p,q],...N], asks:[...N], recv_ts}
+    {type:"snapshot", symbol, lastUpdateId, E, T, bids, asks, recv_ts}   # a (re)sync completed
+    {type:"gap", symbol, expected_pu, got_pu, u, reason, E, recv_ts}     # the chain broke
+"""
+from __future__ import annotations
+
+from itertools import islice
+from typing import NamedTuple
+
+from sortedcontainers import SortedDict
+
+APPLIED = "applied"
+BUFFERED = "buffered"
+DROPPED = "dropped"
+
+
+class Gap(NamedTuple):
+    """A break in the diff chain (or a snapshot older than every diff): re-sync needed."""
+
+    expected_pu: int | None  #: the previous ``u`` (or ``lastUpdateId``) the diff had to follow
+    got_pu: int | None       #: what the diff said it follows (``pu``; spot: ``U - 1``)
+    u: int                   #: the diff's final update id
+    reason: str
+
+
+class LocalBook:
+    """One symbol's book; ``spot=True`` switches to the spot sync rules.
+
+    Use: :meth:`diff` for every diff event (returns APPLIED, BUFFERED, DROPPED or a :class:`Gap`),
+    :meth:`snapshot` with a REST depth body when :attr:`synced` is false (returns the outcome of
+    each buffered diff it replays), :meth:`top` for the best levels.
+    """
+
+    def __init__(self, spot: bool | None = None, max_buffer: int = 100_000):
+        self.spot = spot  # None: decided by the first diff (USD-M diffs carry "pu", spot ones not)
+        self.max_buffer = max_buffer
+        self.bids: SortedDict = SortedDict()
+        self.asks: SortedDict = SortedDict()
+        self.synced = False
+        self.last_u: int | None = None
+        self.snapshot_id: int | None = None
+        self._bridged = False          # has the first diff after the snapshot been applied?
+        self.buffer: list[tuple[dict, object]] = []   # (diff, tag) waiting for a snapshot
+
+    # -- feeding ---------------------------------------------------------------------------
+    def diff(self, d: dict, tag=None):
+        """Feed one diff payload (keys ``U``, ``u``, ``pu`` (USD-M), ``b``, ``a``).
+
+        ``tag`` is kept with a buffered diff and handed back by :meth:`snapshot`'s ``each``.
+        """
+        if self.spot is None:
+            self.spot = "pu" not in d
+        if not self.synced:
+            self.buffer.append((d, tag))
+            if len(self.buffer) > self.max_buffer:
+                del self.buffer[: len(self.buffer) - self.max_buffer]
+            return BUFFERED
+        return self._chain(d)
+
+    def snapshot(self, last_update_id: int, bids, asks, each=None) -> list[tuple[dict, object]]:
+        """Load a REST snapshot and replay the buffered diffs on it.
+
+        Returns ``[(diff, outcome), ...]`` for the replayed diffs, in order; it stops at the
+        first :class:`Gap` (the diffs from the gap on stay buffered for the next snapshot).
+        ``each(diff, outcome, tag)``, if given, is called right after each replayed diff (to
+        read the book as it is then).
+        """
+        self.bids.clear()
+        self.asks.clear()
+        self._load(self.bids, bids)
+        self._load(self.asks, asks)
+        self.snapshot_id = int(last_update_id)
+        self.last_u = self.snapshot_id
+        self.synced = True
+        self._bridged = False
+        pending, self.buffer = self.buffer, []
+        out = []
+        for i, (d, tag) in enumerate(pending):
+            res = self._chain(d)
+            out.append((d, res))
+            if each is not None:
+                each(d, res, tag)
+            if isinstance(res, Gap):
+                self.buffer = pending[i:]
+                break
+        return out
+
+    def reset(self) -> None:
+        """Forget the book (e.g. after a reconnect); buffers until the next snapshot."""
+        self.bids.clear()
+        self.asks.clear()
+        self.synced = False
+        self.last_u = None
+        self._bridged = False
+        self.buffer = []
+
+    # -- reading ---------------------------------------------------------------------------
+    def top(self, n: int) -> tuple[list[list[float]], list[list[float]]]:
+        """The best ``n`` bids (highest first) and asks (lowest first) as ``[price, qty]``."""
+        b, a = self.bids, self.asks
+        return ([[p, b[p]] for p in islice(reversed(b), n)],
+                [[p, a[p]] for p in islice(a, n)])
+
+    def best(self) -> tuple[float | None, float | None]:
+        """Best bid and best ask prices (None on an empty side)."""
+        return (self.bids.peekitem(-1)[0] if self.bids else None,
+                self.asks.peekitem(0)[0] if self.asks else None)
+
+    # -- internals -------------------------------------------------------------------------
+    @staticmethod
+    def _load(side: SortedDict, levels) -> None:
+        for p, q in levels:
+            q = float(q)
+            if q > 0.0:
+                side[float(p)] = q
+
+    def _chain(self, d: dict):
+        u = d["u"]
+        last = self.last_u
+        if not self._bridged:
+            # the snapshot already holds diffs up to lastUpdateId
+            if (u <= last) if self.spot else (u < last):
+                return DROPPED
+            U = d["U"]
+            target = last + 1 if self.spot else last
+            if not U <= target <= u:
+                return self._gap(d, "snapshot does not bridge the first diff")
+            self._bridged = True
+        elif self.spot:
+            U = d["U"]
+            if u <= last:
+                return DROPPED  # a replayed, already applied diff
+            if U != last + 1:
+                return self._gap(d, "U != previous u + 1")
+        else:
+            if u <= last and d.get("pu") != last:
+                return DROPPED
+            if d.get("pu") != last:
+                return self._gap(d, "pu != previous u")
+        self._apply(d)
+        self.last_u = u
+        return APPLIED
+
+    def _apply(self, d: dict) -> None:
+        for side, levels in ((self.bids, d["b"]), (self.asks, d["a"])):
+            for p, q in levels:
+                price = float(p)
+                q = float(q)
+                if q == 0.0:
+                    side.pop(price, None)
+                else:
+                    side[price] = q
+
+    def _gap(self, d: dict, reason: str) -> Gap:
+        expected = self.last_u
+        got = d.get("pu") if not self.spot else d["U"] - 1
+        self.bids.clear()
+        self.asks.clear()
+        self.synced = False
+        self._bridged = False
+        self.last_u = None
+        self.buffer = [(d, None)]
+        return Gap(expected, got, d["u"], reason)
+
+
+class DepthFeed:
+    """Diffs and snapshots of one symbol -> ``depth`` topic records (see the module docstring).
+
+    ``needs_snapshot`` tells the caller (harvest) to fetch a REST snapshot; it is true at the
+    start and after every gap.
+    """
+
+    def __init__(self, symbol: str, levels: int = 5, spot: bool | None = None):
+        self.symbol = symbol
+        self.levels = levels
+        self.book = LocalBook(spot=spot)
+        self.applied = 0
+        self.gaps = 0
+
+    @property
+    def needs_snapshot(self) -> bool:
+        return not self.book.synced
+
+    def on_diff(self, d: dict, recv_ts: int) -> list[dict]:
+        """Records caused by one diff payload: ``[depth]``, ``[gap]`` or ``[]`` (buffered)."""
+        res = self.book.diff(d, recv_ts)
+        if res is APPLIED:
+            self.applied += 1
+            return [self._depth(d, recv_ts)]
+        if isinstance(res, Gap):
+            return [self._gap_record(res, d, recv_ts)]
+        return []
+
+    def on_snapshot(self, snap: dict, recv_ts: int) -> list[dict]:
+        """Records caused by a REST snapshot: ``snapshot`` then the replayed diffs' records."""
+        out: list[dict] = []
+
+        def each(d, res, diff_recv_ts):
+            ts = recv_ts if diff_recv_ts is None else diff_recv_ts
+            if res is APPLIED:
+                self.applied += 1
+                out.append(self._depth(d, ts))
+            elif isinstance(res, Gap):
+                out.append(self._gap_record(res, d, ts))
+
+        self.book.snapshot(snap["lastUpdateId"], snap.get("bids", ()), snap.get("asks", ()),
+                           each)
+        bids, asks = self._snapshot_top(snap)
+        return [{"type": "snapshot", "symbol": self.symbol, "lastUpdateId": snap["lastUpdateId"],
+                 "E": snap.get("E"), "T": snap.get("T"), "bids": bids, "asks": asks,
+                 "recv_ts": recv_ts}] + out
+
+    def _snapshot_top(self, snap: dict):
+        """The snapshot's own top levels (the book itself has moved on by the replayed diffs)."""
+        n = self.levels
+        bids = sorted(([float(p), float(q)] for p, q in snap.get("bids", ()) if float(q) > 0),
+                      reverse=True)[:n]
+        asks = sorted([float(p), float(q)] for p, q in snap.get("asks", ()) if float(q) > 0)[:n]
+        return bids, asks
+
+    def _depth(self, d: dict, recv_ts: int) -> dict:
+        bids, asks = self.book.top(self.levels)
+        return {"type": "depth", "symbol": self.symbol, "E": d.get("E"), "T": d.get("T"),
+                "U": d["U"], "u": d["u"], "pu": d.get("pu"), "bids": bids, "asks": asks,
+                "recv_ts": recv_ts}
+
+    def _gap_record(self, g: Gap, d: dict, recv_ts: int) -> dict:
+        self.gaps += 1
+        return {"type": "gap", "symbol": self.symbol, "expected_pu": g.expected_pu,
+                "got_pu": g.got_pu, "u": g.u, "reason": g.reason, "E": d.get("E"),
+                "recv_ts": recv_ts}
