@@ -12,10 +12,13 @@ and the spot page of the same name):
 5. Each later diff must chain: ``pu == previous u`` (USD-M), ``U == previous u + 1`` (spot).
    A break is a gap: the book is cleared and buffers again until the caller brings a new snapshot.
 
-Quantities are absolute; a quantity of 0 removes the level. Prices and quantities are floats
-parsed from Binance's decimal strings (parsing the same string always gives the same float,
-so prices are exact keys). Levels live in ``SortedDict``s: O(log n) per level update, and the top
-N levels are read without sorting.
+Quantities are absolute; a quantity of 0 removes the level. Each side is a dict keyed by the
+price *string* as Binance sends it (one symbol always formats a price the same way) holding the
+quantity string, plus a list of ``(float price, price string)`` kept sorted: a quantity change
+(most updates) is one dict store with no number parsing; a new or removed level is a binary
+search (O(log n)) and a memmove of the list (a few thousand levels at most: cheaper here than a
+balanced tree in Python). The top N levels are read off the list's ends and converted to floats
+then.
 
 :class:`LocalBook` is pure (no I/O). :class:`DepthFeed` wraps one and turns diffs and snapshots
 into the ``depth`` topic records (COMMON schema)::
@@ -26,10 +29,8 @@ into the ``depth`` topic records (COMMON schema)::
 """
 from __future__ import annotations
 
-from itertools import islice
+from bisect import bisect_left, insort
 from typing import NamedTuple
-
-from sortedcontainers import SortedDict
 
 APPLIED = "applied"
 BUFFERED = "buffered"
@@ -56,8 +57,10 @@ class LocalBook:
     def __init__(self, spot: bool | None = None, max_buffer: int = 100_000):
         self.spot = spot  # None: decided by the first diff (USD-M diffs carry "pu", spot ones not)
         self.max_buffer = max_buffer
-        self.bids: SortedDict = SortedDict()
-        self.asks: SortedDict = SortedDict()
+        self.bids: dict[str, str] = {}        # price string -> qty string
+        self.asks: dict[str, str] = {}
+        self.bid_prices: list[tuple] = []     # (price, price string) ascending; best bid last
+        self.ask_prices: list[tuple] = []     # ascending; best ask first
         self.synced = False
         self.last_u: int | None = None
         self.snapshot_id: int | None = None
@@ -87,10 +90,9 @@ class LocalBook:
         ``each(diff, outcome, tag)``, if given, is called right after each replayed diff (to
         read the book as it is then).
         """
-        self.bids.clear()
-        self.asks.clear()
-        self._load(self.bids, bids)
-        self._load(self.asks, asks)
+        self._clear()
+        self._load(self.bids, self.bid_prices, bids)
+        self._load(self.asks, self.ask_prices, asks)
         self.snapshot_id = int(last_update_id)
         self.last_u = self.snapshot_id
         self.synced = True
@@ -109,8 +111,7 @@ class LocalBook:
 
     def reset(self) -> None:
         """Forget the book (e.g. after a reconnect); buffers until the next snapshot."""
-        self.bids.clear()
-        self.asks.clear()
+        self._clear()
         self.synced = False
         self.last_u = None
         self._bridged = False
@@ -120,21 +121,28 @@ class LocalBook:
     def top(self, n: int) -> tuple[list[list[float]], list[list[float]]]:
         """The best ``n`` bids (highest first) and asks (lowest first) as ``[price, qty]``."""
         b, a = self.bids, self.asks
-        return ([[p, b[p]] for p in islice(reversed(b), n)],
-                [[p, a[p]] for p in islice(a, n)])
+        return ([[p, float(b[s])] for p, s in self.bid_prices[:-n - 1:-1]] if n else [],
+                [[p, float(a[s])] for p, s in self.ask_prices[:n]])
 
     def best(self) -> tuple[float | None, float | None]:
         """Best bid and best ask prices (None on an empty side)."""
-        return (self.bids.peekitem(-1)[0] if self.bids else None,
-                self.asks.peekitem(0)[0] if self.asks else None)
+        return (self.bid_prices[-1][0] if self.bid_prices else None,
+                self.ask_prices[0][0] if self.ask_prices else None)
 
     # -- internals -------------------------------------------------------------------------
+    def _clear(self) -> None:
+        self.bids.clear()
+        self.asks.clear()
+        self.bid_prices.clear()
+        self.ask_prices.clear()
+
     @staticmethod
-    def _load(side: SortedDict, levels) -> None:
+    def _load(side: dict, prices: list, levels) -> None:
         for p, q in levels:
-            q = float(q)
-            if q > 0.0:
-                side[float(p)] = q
+            p, q = str(p), str(q)
+            if float(q) > 0.0:
+                side[p] = q
+        prices[:] = sorted((float(p), p) for p in side)
 
     def _chain(self, d: dict):
         u = d["u"]
@@ -164,25 +172,36 @@ class LocalBook:
         return APPLIED
 
     def _apply(self, d: dict) -> None:
-        for side, levels in ((self.bids, d["b"]), (self.asks, d["a"])):
-            for p, q in levels:
-                price = float(p)
-                q = float(q)
-                if q == 0.0:
-                    side.pop(price, None)
-                else:
-                    side[price] = q
+        _apply_side(self.bids, self.bid_prices, d["b"])
+        _apply_side(self.asks, self.ask_prices, d["a"])
 
     def _gap(self, d: dict, reason: str) -> Gap:
         expected = self.last_u
         got = d.get("pu") if not self.spot else d["U"] - 1
-        self.bids.clear()
-        self.asks.clear()
+        self._clear()
         self.synced = False
         self._bridged = False
         self.last_u = None
         self.buffer = [(d, None)]
         return Gap(expected, got, d["u"], reason)
+
+
+# the ways Binance writes a zero quantity ("0.000", "0.00000000", ...)
+_ZEROS = frozenset(["0", "0.0"] + ["0." + "0" * k for k in range(2, 17)])
+
+
+def _apply_side(side: dict, prices: list, levels) -> None:
+    zeros = _ZEROS
+    for p, q in levels:
+        if q in zeros:
+            if side.pop(p, None) is not None:
+                del prices[bisect_left(prices, (float(p),))]
+        else:
+            if p not in side:
+                if float(q) == 0.0:  # a zero written some other way
+                    continue
+                insort(prices, (float(p), p))
+            side[p] = q
 
 
 class DepthFeed:

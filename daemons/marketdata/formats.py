@@ -80,6 +80,21 @@ def open_binary(path: str):
     return f
 
 
+def iter_lines(path: str, chunk: int = 1 << 20):
+    """The lines of a (possibly gzipped) file as bytes, read in large chunks (fast path)."""
+    with open_binary(path) as f:
+        rest = b""
+        while True:
+            data = f.read(chunk)
+            if not data:
+                break
+            lines = (rest + data).split(b"\n") if rest else data.split(b"\n")
+            rest = lines.pop()
+            yield from lines
+        if rest:
+            yield rest
+
+
 def _first_line(path: str) -> bytes:
     with open_binary(path) as f:
         for line in f:
@@ -189,51 +204,48 @@ def classify(payload: dict, stream: str | None = None) -> str:
 
 def _read_json_lines(path: str, symbol: str | None, stamped: bool) -> Iterator[Message]:
     loads = orjson.loads
+    kinds = _KINDS
     file_symbol = symbol or symbol_from_path(path)
     div = None
-    last_recv = 0
-    with open_binary(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if stamped:
-                sp = line.find(b" ")
-                if sp <= 0:
-                    if not line.strip():
-                        continue
-                    raise FormatError(f"{path}:{lineno}: expected '<local_ts> <json>'")
-                try:
-                    ts = int(line[:sp])
-                except ValueError:
-                    raise FormatError(f"{path}:{lineno}: bad local timestamp") from None
-                if div is None:
-                    div = 1_000_000 if ts >= 10**17 else 1000 if ts >= 10**14 else 1
-                recv = ts // div
-                body = line[sp + 1:]
-            else:
-                body = line
-                recv = None
-            try:
-                msg = loads(body)
-            except orjson.JSONDecodeError:
-                if not body.strip():
+    recv = 0
+    lineno = 0
+    for line in iter_lines(path):
+        lineno += 1
+        if stamped:
+            sp = line.find(b" ")
+            if sp <= 0:
+                if not line.strip():
                     continue
-                raise FormatError(f"{path}:{lineno}: unparseable JSON") from None
-            stream = msg.get("stream")
-            data = msg["data"] if stream is not None else msg
-            e = data.get("e")
-            if e is not None:
-                kind = e if e in _KINDS else OTHER
-            else:
-                kind = classify(data, stream)
-            if recv is None:  # no local stamp: the event time stands in
-                recv = data.get("E") or data.get("T") or last_recv
-            last_recv = recv
-            s = data.get("s")
-            if s is not None:
-                if symbol is None:
-                    file_symbol = s
-            else:
-                s = file_symbol
-            yield Message(kind, recv, s, data, stream)
+                raise FormatError(f"{path}:{lineno}: expected '<local_ts> <json>'")
+            try:
+                ts = int(line[:sp])
+            except ValueError:
+                raise FormatError(f"{path}:{lineno}: bad local timestamp") from None
+            if div is None:
+                div = 1_000_000 if ts >= 10**17 else 1000 if ts >= 10**14 else 1
+            recv = ts // div
+            body = line[sp + 1:]
+        else:
+            body = line
+        try:
+            msg = loads(body)
+        except orjson.JSONDecodeError:
+            if not body.strip():
+                continue
+            raise FormatError(f"{path}:{lineno}: unparseable JSON") from None
+        stream = msg.get("stream")
+        data = msg["data"] if stream is not None else msg
+        e = data.get("e")
+        kind = e if e in kinds else classify(data, stream)
+        if not stamped:  # no local stamp: the event time stands in
+            recv = data.get("E") or data.get("T") or recv
+        s = data.get("s")
+        if s is not None:
+            if symbol is None:
+                file_symbol = s
+        else:
+            s = file_symbol
+        yield Message(kind, recv, s, data, stream)
 
 
 _KINDS = frozenset((TRADE, AGG_TRADE, BOOK_TICKER, DEPTH))
