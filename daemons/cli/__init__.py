@@ -21,6 +21,7 @@ VERBS = [
     ("daemons.cli.daemon_cmd", ["daemon"]),
     ("daemons.cli.bench", ["bench"]),
     ("daemons.cli.trading_cmds", ["halt", "resume"]),
+    ("daemons.cli.report_cmd", ["report"]),
     ("daemons.cli.run_cmds", ["run", "status", "start", "stop", "health_listener"]),
 ]
 
