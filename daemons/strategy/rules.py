@@ -206,7 +206,7 @@ def decide(p: Params, view: View, signal: dict) -> Decision | None:
         qty = abs(view.qty)
         if p.stop_loss_bps > 0 and mid is not None and view.entry_mid:
             loss_bps = -d * (mid / view.entry_mid - 1.0) * 1e4
-            if loss_bps >= p.stop_loss_bps:
+            if loss_bps >= p.stop_loss_bps - 1e-9:   # at the level counts (float noise)
                 return order(side, qty, True, "exit", "stop", p.exit_order_type)
         if fusion is not None and (fusion <= p.exit_threshold if d > 0
                                    else fusion >= -p.exit_threshold):

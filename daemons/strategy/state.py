@@ -114,8 +114,10 @@ def _fsync_dir(path: str) -> None:
 def status(home: str | os.PathLike) -> dict:
     """Trading state and the strategy's risk usage, for ``ofi status``.
 
-    ``{"state", "reason", "since", "by", "risk": {...} | None, "heartbeat_age_s": float | None}``;
-    ``risk`` comes from the strategy's heartbeat (``<home>/run/strategy.json``) when it exists.
+    ``{"state", "reason", "since", "by", "risk": {...} | None, "heartbeat_age_s": float | None}``
+    and, with ``risk``, ``"summary"``: one line of risk usage. ``risk`` comes from the strategy's
+    heartbeat (``<home>/run/strategy.json``) when it exists: orders in the last minute and the
+    cap, the day's PnL and the loss limit, per-symbol position and notional, denials by code.
     An unreadable state file is reported as ``state: "UNKNOWN"`` with the error as reason.
     """
     try:
@@ -134,4 +136,22 @@ def status(home: str | os.PathLike) -> dict:
         out["risk"] = beat.get("risk")
         if isinstance(beat.get("ts"), (int, float)):
             out["heartbeat_age_s"] = round(max(0.0, time.time() - beat["ts"]), 3)
+    if isinstance(out["risk"], dict):
+        out["summary"] = risk_summary(out["risk"])
     return out
+
+
+def risk_summary(risk: dict) -> str:
+    """One line of risk usage, e.g. ``orders 3/30 per min, day PnL -1.20 (limit -200), ...``."""
+    def num(key, default=0.0):
+        v = risk.get(key)
+        return v if isinstance(v, (int, float)) else default
+
+    parts = [f"orders {int(num('orders_last_minute'))}/{int(num('max_orders_per_minute'))} per min",
+             f"day PnL {num('daily_pnl_usdt'):.2f} USDT (limit -{num('daily_loss_limit_usdt'):g})"]
+    for sym, u in sorted((risk.get("symbols") or {}).items()):
+        if isinstance(u, dict) and u.get("position_qty"):
+            parts.append(f"{sym} {u.get('position_qty')} = {u.get('position_usdt')}"
+                         f"/{num('max_position_usdt'):g} USDT")
+    parts.append(f"denied {int(num('denied'))}")
+    return ", ".join(parts)
