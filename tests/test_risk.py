@@ -91,7 +91,7 @@ def test_risk_rate_limit_never_exceeded_in_any_minute(gaps, cap):
     now = 0
     for g in gaps:
         now += g
-        v = risk.check(lim, ACTIVE, 0.0, risk.Order("X", "BUY", 1.0, 1.0), 
+        v = risk.check(lim, ACTIVE, 0.0, risk.Order("X", "BUY", 1.0, 1.0),
                        risk.orders_in_window(sent, now), 0.0)
         if v.approved:
             sent.append(now)

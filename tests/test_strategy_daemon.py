@@ -145,7 +145,8 @@ def test_strategy_daemon_signals_topic_emits_intents_live(procs, tmp_path, home)
         assert r["bucket_ms"] == BASE + (r["signal_seq"] - 1) * 1000
     beat = wait_for(lambda: heartbeat(home).get("strategy", {}).get("last_signal_seq") == 36
                     and heartbeat(home), what="heartbeat")
-    assert beat["risk"]["state"] == ACTIVE and beat["risk"]["symbols"]["BTCUSDT"]["position_qty"] == 0
+    assert beat["risk"]["state"] == ACTIVE
+    assert beat["risk"]["symbols"]["BTCUSDT"]["position_qty"] == 0
     p.send_signal(signal.SIGTERM)
     assert p.wait(15) == 0
 

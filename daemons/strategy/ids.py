@@ -37,7 +37,7 @@ def valid_prefix(prefix: str) -> bool:
 
 
 def client_order_id(prefix: str, symbol: str, bucket_ms: int, code: str, side: str) -> str:
-    """The deterministic id of the order ``code`` on ``side`` caused by the signal of ``bucket_ms``."""
+    """The id of the order ``code`` on ``side`` caused by the signal of ``bucket_ms``."""
     digest = hashlib.blake2b(f"{prefix}|{symbol}|{int(bucket_ms)}|{code}|{side}".encode(),
                              digest_size=8).hexdigest()[:6]
     head = _UNSAFE.sub("", prefix)[:8] or "ofi"

@@ -95,8 +95,8 @@ def check(limits: Limits, trading_state: str, position_qty: float, order: Order,
         return _deny("bad_order", f"side {order.side!r}, qty {order.qty!r}, price {order.price!r}")
     new_pos = position_qty + order.signed_qty
     if order.reduce_only:
-        if position_qty == 0 or math.copysign(1, order.signed_qty) == math.copysign(1, position_qty) \
-                or order.qty > abs(position_qty):
+        same_side = math.copysign(1, order.signed_qty) == math.copysign(1, position_qty)
+        if position_qty == 0 or same_side or order.qty > abs(position_qty):
             return _deny("not_reducing", f"reduce-only {order.side} {order.qty} against "
                                          f"position {position_qty}")
     elif trading_state == REDUCING:

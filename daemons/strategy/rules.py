@@ -63,9 +63,11 @@ class Params:
         instruments = {s: Instrument(*v) for s, v in DEFAULT_INSTRUMENTS.items()}
         for i, item in enumerate(section.get("instruments") or []):
             try:
-                sym, step, tick = str(item["symbol"]).upper(), float(item["step"]), float(item["tick"])
+                sym = str(item["symbol"]).upper()
+                step, tick = float(item["step"]), float(item["tick"])
             except (TypeError, KeyError, ValueError):
-                raise ParamsError(f"strategy.instruments[{i}] needs symbol, step and tick") from None
+                raise ParamsError(f"strategy.instruments[{i}] needs symbol, step and tick") \
+                    from None
             if not (step > 0 and tick > 0):
                 raise ParamsError(f"strategy.instruments[{i}] ({sym}): step and tick must be > 0")
             instruments[sym] = Instrument(step, tick)

@@ -1,4 +1,4 @@
-"""The trading state (the kill switch): ACTIVE, REDUCING or HALTED, kept in ``<home>/state/trading.json``.
+"""The trading state (kill switch): ACTIVE, REDUCING or HALTED, in ``<home>/state/trading.json``.
 
     ACTIVE    every intent that passes the risk limits is sent
     REDUCING  only reduce-only intents that do not flip the position pass
