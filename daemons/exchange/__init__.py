@@ -1,0 +1,178 @@
+"""``ofi exchange``: a local Binance USD-M compatible exchange (REST + websocket on one port).
+
+Users point their own Binance clients and bots at it to paper-trade offline, replay recorded
+days and rehearse failures. :func:`main` runs it (``ofi exchange``, ``ofi daemon exchange``,
+``python -m daemons.exchange``): it prints a JSON log line containing ``ofi-ready`` with the URLs
+once it serves, writes the heartbeat ``<home>/run/exchange.json``, and stops cleanly (exit 0)
+on SIGTERM or SIGINT.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+
+from .. import config as configmod
+from ..log import Logger
+from ..runtime import READY, write_json_atomic
+from . import faults as faultsmod
+
+DESCRIPTION = "Local Binance USD-M compatible exchange: REST and websocket on one port."
+
+EPILOG = """\
+REST (Binance's paths and JSON): /fapi/v1/{ping,time,exchangeInfo,depth,ticker/bookTicker,
+ticker/price,ticker/24hr,premiumIndex,order (POST/GET/DELETE),order/test,openOrder,openOrders,
+allOpenOrders (DELETE),allOrders,userTrades,leverage,leverageBracket,listenKey (POST/PUT/DELETE)},
+/fapi/v2|v3/{positionRisk,account,balance}. Signed endpoints check X-MBX-APIKEY, the HMAC-SHA256
+signature over the raw query string + body, and timestamp/recvWindow, like Binance.
+Websocket on the same port: /ws/<stream>[/<stream>...], /stream?streams=a/b, the same under
+/public, /market and /private; SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS, SET_PROPERTY combined.
+Streams: <s>@trade, <s>@aggTrade, <s>@bookTicker, !bookTicker, <s>@depth@0ms, <s>@depth@100ms,
+<s>@depth (250 ms), <s>@depth@500ms, <s>@depth5|10|20[@100ms|@500ms], <s>@markPrice[@1s], and the
+user data stream on a listenKey (/ws/<listenKey>, /private/ws?listenKey=...).
+Trading: MARKET and LIMIT (GTC, IOC, FOK, GTX), reduceOnly; one-way positions, cross margin,
+fees maker 0.02 % / taker 0.05 %. Market orders walk the book; resting limit orders fill when
+the market trades through them. Balances start at --balance USDT per API key.
+
+""" + faultsmod.HELP
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):   # one line, no usage block
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
+def build_parser(prog: str = "ofi exchange") -> argparse.ArgumentParser:
+    p = _Parser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--symbols", nargs="+", metavar="SYM",
+                   help="symbols to list (sim default: the configured symbols; replay: the files')")
+    p.add_argument("--feed", choices=("sim", "replay"), help="market data: sim (default) or replay")
+    p.add_argument("--input", nargs="+", metavar="FILE", dest="inputs",
+                   help="recorded files for --feed replay (hftbacktest format, gzip or not)")
+    p.add_argument("--speed", type=float, help="replay speed factor (default 1; 0 = no pacing)")
+    p.add_argument("--api-key", help="API key accepted (default demo-key)")
+    p.add_argument("--api-secret", help="its secret (default demo-secret)")
+    p.add_argument("--faults", metavar="SPEC", help="fault spec (see below)")
+    p.add_argument("--seed", type=int, help="seed of the simulated market and of the faults")
+    p.add_argument("--state", metavar="DIR", help="keep accounts and orders in DIR across restarts")
+    p.add_argument("--balance", type=float, help="starting USDT balance of an account")
+    p.add_argument("--config", help="YAML file overriding etc/defaults.yaml")
+    p.add_argument("--home", help="runtime directory for the heartbeat (default $OFI_HOME, else ./var)")
+    p.add_argument("--sink", help=argparse.SUPPRESS)
+    p.add_argument("--mode", help=argparse.SUPPRESS)
+    return p
+
+
+def settings_from(args, cfg: dict) -> dict:
+    """The server's settings from parsed flags over the loaded config."""
+    ex = cfg["exchange"]
+    symbols = args.symbols or cfg.get("symbols") or ["BTCUSDT"]
+    symbols = [s.strip().upper() for item in symbols for s in item.split(",") if s.strip()]
+    key = args.api_key or ex["api_key"]
+    secret = args.api_secret or ex["api_secret"]
+    if bool(args.api_key) != bool(args.api_secret):
+        raise ValueError("--api-key and --api-secret go together")
+    feed = args.feed or ex["feed"]
+    inputs = args.inputs or ex["inputs"]
+    if feed == "replay" and not inputs:
+        raise ValueError("--feed replay needs --input FILE...")
+    for f in inputs if feed == "replay" else []:
+        if not os.path.isfile(f):
+            raise ValueError(f"no such input file: {f}")
+    fault_text = args.faults if args.faults is not None else ex["faults"]
+    seed = args.seed if args.seed is not None else ex["seed"]
+    return {
+        "host": args.host or ex["host"],
+        "port": args.port if args.port is not None else ex["port"],
+        "symbols": symbols, "symbols_given": bool(args.symbols),
+        "feed": feed, "inputs": list(inputs),
+        "speed": args.speed if args.speed is not None else ex["replay_speed"],
+        "credentials": {key: secret},
+        "faults": faultsmod.parse(fault_text),
+        "seed": seed,
+        "state_dir": args.state or ex["state_dir"],
+        "balance": args.balance if args.balance is not None else ex["balance_usdt"],
+        "home": str(configmod.home_of(cfg)),
+        "heartbeat_s": float(configmod.get(cfg, "daemon.heartbeat_s", 1.0)),
+    }
+
+
+async def serve(settings: dict, log: Logger) -> int:
+    """Run the exchange until SIGTERM/SIGINT."""
+    from aiohttp import web
+
+    from .app import Exchange
+
+    exchange = Exchange(settings, log)
+    runner = web.AppRunner(exchange.application(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings["host"], settings["port"], backlog=512)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        exchange.store.close()
+        log.error("fatal", error=f"cannot listen on {settings['host']}:{settings['port']}: {exc.strerror}")
+        return 1
+    port = site._server.sockets[0].getsockname()[1]
+    host = settings["host"]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    exchange.start_background()
+    run_dir = os.path.join(settings["home"], "run")
+    beat_path = os.path.join(run_dir, "exchange.json")
+    started = time.time()
+
+    def beat(ready: bool) -> None:
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+            write_json_atomic(beat_path, {"name": "exchange", "pid": os.getpid(), "ts": time.time(),
+                                          "started": started, "ready": ready, "port": port,
+                                          **exchange.health()})
+        except OSError:
+            pass
+
+    beat(True)
+    log.info(READY, pid=os.getpid(), host=host, port=port,
+             rest_url=f"http://{host}:{port}", ws_url=f"ws://{host}:{port}",
+             symbols=sorted(exchange.specs), feed=settings["feed"],
+             faults={k: v for k, v in vars(settings["faults"]).items()
+                     if v != getattr(faultsmod.FaultSpec(), k)},
+             state=settings["state_dir"])
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=settings["heartbeat_s"])
+        except asyncio.TimeoutError:
+            beat(True)
+    await exchange.stop()
+    await runner.cleanup()
+    beat(False)
+    log.info("stopped", **exchange.health())
+    return 0
+
+
+def main(argv: list[str] | None = None, prog: str = "ofi exchange") -> int:
+    """Entry point: parse flags, load config, serve. Expected failures: one line, exit 2."""
+    args = build_parser(prog).parse_args(argv)
+    try:
+        cfg = configmod.load(args.config, {"home": args.home})
+        settings = settings_from(args, cfg)
+    except (configmod.ConfigError, ValueError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    log = Logger("exchange", configmod.get(cfg, "log.level", "info"))
+    try:
+        return asyncio.run(serve(settings, log))
+    except KeyboardInterrupt:
+        return 0
+    except FileNotFoundError as exc:
+        print(f"{prog}: no such file: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,542 @@
+"""The venue: accounts, orders and trades on top of a market feed (sim or replay).
+
+Synchronous and single-threaded: the HTTP layer calls one method per request and the market
+loop calls :meth:`Venue.on_market` after each batch of market events. Every method either
+returns Binance's JSON shape or raises :class:`errors.ApiError` before changing anything.
+User-stream events go to ``user_sink(api_key, event)``, public market events caused by the
+venue's clients (their taker orders in the simulated market) to ``public_sink(events)``.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from decimal import Decimal
+
+from . import errors, filters, wire
+from .accounts import Account, MAX_LEVERAGE
+from .filters import SymbolSpec
+from .matching import Order, apply_fill, fee, plan_new, rests_filled, crosses
+from .state import StateStore
+
+CLIENT_ID_RE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
+CONDITIONAL = {"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"}
+TIFS = {"GTC", "IOC", "FOK", "GTX", "GTD"}
+_ALNUM = string.ascii_letters + string.digits
+
+
+def _bool(p: dict, name: str) -> bool:
+    v = str(p.get(name, "false")).strip().lower()
+    if v in ("true", "false"):
+        return v == "true"
+    raise errors.ApiError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+
+
+def _int(p: dict, name: str, default=None):
+    v = p.get(name)
+    if v in (None, ""):
+        return default
+    try:
+        return int(v)
+    except ValueError:
+        raise errors.illegal_chars(name, "^[0-9]{1,20}$") from None
+
+
+def _required(p: dict, name: str) -> str:
+    v = p.get(name)
+    if v is None or str(v).strip() == "":
+        raise errors.mandatory(name)
+    return str(v).strip()
+
+
+class Venue:
+    """Orders, fills, positions and balances of every API key."""
+
+    def __init__(self, specs: dict[str, SymbolSpec], feed, credentials: dict[str, str],
+                 balance: Decimal = Decimal("10000"), store: StateStore | None = None):
+        self.specs = specs
+        self.feed = feed
+        self.credentials = dict(credentials)
+        self.start_balance = Decimal(balance)
+        self.store = store or StateStore(None)
+        self.accounts: dict[str, Account] = {}
+        self.orders: dict[int, tuple[str, Order]] = {}
+        self.account_orders: dict[str, list[int]] = {}
+        self.resting: dict[str, dict[int, Order]] = {s: {} for s in specs}
+        self.open_cids: dict[tuple[str, str, str], int] = {}
+        self.trades: dict[str, list[dict]] = {}
+        self.next_order_id = 4_000_000_001
+        self.next_trade_id = 700_000_001
+        self.user_sink = lambda api_key, event: None
+        self.public_sink = lambda events: None
+        self._load()
+        for key in self.credentials:
+            self.account(key)
+
+    # --- state -------------------------------------------------------------------------------
+    def _load(self) -> None:
+        st = self.store.load()
+        kv = st["kv"]
+        counters = kv.get("counters") or {}
+        self.next_order_id = counters.get("next_order_id", self.next_order_id)
+        self.next_trade_id = counters.get("next_trade_id", self.next_trade_id)
+        for k, v in kv.items():
+            if k.startswith("account:"):
+                self.accounts[k[len("account:"):]] = Account.from_state(v)
+        for key, od in st["orders"]:
+            o = Order.from_state(od)
+            if o.symbol not in self.specs:
+                continue
+            self._index(key, o)
+            if o.open:
+                self.resting[o.symbol][o.order_id] = o
+                self.open_cids[(key, o.symbol, o.client_order_id)] = o.order_id
+        for key, t in st["trades"]:
+            self.trades.setdefault(key, []).append(t)
+
+    def _index(self, key: str, o: Order) -> None:
+        self.orders[o.order_id] = (key, o)
+        self.account_orders.setdefault(key, []).append(o.order_id)
+
+    def _persist(self, key: str, orders=(), trades=()) -> None:
+        st = self.store
+        if st.db is None:
+            return
+        for o in orders:
+            st.put_order(key, o.order_id, o.to_state())
+        for t in trades:
+            st.put_trade(key, t["id"], t)
+        st.put(f"account:{key}", self.accounts[key].to_state())
+        st.put("counters", {"next_order_id": self.next_order_id, "next_trade_id": self.next_trade_id})
+        st.commit()
+
+    def account(self, key: str) -> Account:
+        acct = self.accounts.get(key)
+        if acct is None:
+            acct = self.accounts[key] = Account(balance=self.start_balance)
+        return acct
+
+    # --- helpers -----------------------------------------------------------------------------
+    def spec(self, p: dict, required: bool = True) -> SymbolSpec | None:
+        sym = p.get("symbol")
+        if not sym:
+            if required:
+                raise errors.mandatory("symbol")
+            return None
+        spec = self.specs.get(str(sym).upper())
+        if spec is None:
+            raise errors.bad_symbol()
+        return spec
+
+    def mark_dec(self, symbol: str) -> Decimal:
+        return self.specs[symbol].price_dec(self.feed.mark(symbol))
+
+    def marks(self) -> dict[str, Decimal]:
+        return {s: self.mark_dec(s) for s in self.specs}
+
+    def open_orders_of(self, key: str, symbol: str | None = None) -> list[Order]:
+        out = []
+        for sym, book in self.resting.items():
+            if symbol and sym != symbol:
+                continue
+            out.extend(o for o in book.values() if self.orders[o.order_id][0] == key)
+        out.sort(key=lambda o: o.order_id)
+        return out
+
+    def _find(self, key: str, spec: SymbolSpec, p: dict) -> Order | None:
+        oid = _int(p, "orderId")
+        cid = p.get("origClientOrderId")
+        if oid is None and not cid:
+            raise errors.ApiError(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, "
+                                  "but both were empty/null!")
+        if oid is not None:
+            hit = self.orders.get(oid)
+            if hit and hit[0] == key and hit[1].symbol == spec.symbol:
+                return hit[1]
+            return None
+        open_id = self.open_cids.get((key, spec.symbol, cid))
+        if open_id is not None:
+            return self.orders[open_id][1]
+        for order_id in reversed(self.account_orders.get(key, [])):
+            o = self.orders[order_id][1]
+            if o.client_order_id == cid and o.symbol == spec.symbol:
+                return o
+        return None
+
+    # --- orders ------------------------------------------------------------------------------
+    def new_order(self, key: str, p: dict, now: int, test: bool = False) -> dict:
+        """POST /fapi/v1/order (and /order/test with ``test``)."""
+        spec = self.spec(p)
+        side = _required(p, "side").upper()
+        if side not in ("BUY", "SELL"):
+            raise errors.invalid_side()
+        otype = _required(p, "type").upper()
+        if otype in CONDITIONAL:
+            raise errors.stop_order_switch_algo()
+        if otype not in ("LIMIT", "MARKET"):
+            raise errors.invalid_order_type()
+        if str(p.get("positionSide", "BOTH")).upper() != "BOTH":
+            raise errors.position_side_mismatch()
+        reduce_only = _bool(p, "reduceOnly")
+        qty = spec.qty_units(_required(p, "quantity"), "quantity")
+        if otype == "LIMIT":
+            tif = _required(p, "timeInForce").upper()
+            if tif not in TIFS:
+                raise errors.invalid_tif()
+            price = spec.price_units(_required(p, "price"), "price")
+            filters.check_price(spec, price)
+        else:
+            tif, price = "GTC", 0
+        filters.check_qty(spec, qty, market=otype == "MARKET")
+        cid = p.get("newClientOrderId") or ""
+        if cid and not CLIENT_ID_RE.match(cid):
+            raise errors.client_order_id_invalid()
+        resp_type = str(p.get("newOrderRespType", "ACK")).upper()
+        mark = self.feed.mark(spec.symbol)
+        if otype == "LIMIT":
+            filters.check_percent_price(spec, side, price, mark)
+        filters.check_notional(spec, price if otype == "LIMIT" else mark, qty, reduce_only)
+        acct = self.account(key)
+        if cid and (key, spec.symbol, cid) in self.open_cids:
+            raise errors.duplicate_client_order_id()
+        if len(self.open_orders_of(key, spec.symbol)) >= spec.max_num_orders:
+            raise errors.max_open_orders()
+        pos_qty = acct.positions[spec.symbol].qty if spec.symbol in acct.positions else 0
+        if reduce_only and (pos_qty == 0 or (pos_qty > 0) == (side == "BUY")):
+            raise errors.reduce_only_rejected()
+        book = self.feed.books[spec.symbol]
+        opposite = "a" if side == "BUY" else "b"
+        plan = plan_new(otype, "GTC" if tif == "GTD" else tif, side, qty, price,
+                        book.iter_side(opposite))
+        if plan.then == "reject_gtx":
+            raise errors.gtx_rejected()
+        if plan.then == "reject_fok":
+            raise errors.fok_rejected()
+        if not reduce_only:
+            self._check_margin(key, acct, spec, side, qty, price, plan, mark)
+        if test:
+            return {}
+        if not cid:
+            cid = "".join(secrets.choice(_ALNUM) for _ in range(22))
+        order = Order(order_id=self.next_order_id, client_order_id=cid, symbol=spec.symbol,
+                      side=side, type=otype, tif=tif, qty=qty, price=price,
+                      reduce_only=reduce_only, time=now, update_time=now)
+        self.next_order_id += 1
+        self._index(key, order)
+        ack = wire.order_json(spec, order, with_time=False)
+        self.user_sink(key, wire.order_update(spec, order, "NEW", now))
+        fills = list(plan.fills)
+        if reduce_only:
+            fills = _cap(fills, abs(pos_qty))
+        new_trades = []
+        if fills:
+            public = self.feed.take(spec.symbol, side, fills, now)
+            new_trades = self._execute(key, order, fills, maker=False, now=now)
+            if public:
+                self.public_sink(public)
+        if order.executed < order.qty:
+            if plan.then == "rest" and not (reduce_only and order.executed):
+                self.resting[spec.symbol][order.order_id] = order
+                self.open_cids[(key, spec.symbol, cid)] = order.order_id
+            else:
+                order.status = "EXPIRED"
+                order.update_time = now
+                er = "9" if otype == "MARKET" else "4" if reduce_only else "2"
+                self.user_sink(key, wire.order_update(spec, order, "EXPIRED", now, er=er))
+        self._persist(key, [order], new_trades)
+        if fills and public:
+            self.on_market(public, now)
+        if resp_type == "RESULT":
+            return wire.order_json(spec, order, with_time=False)
+        return ack
+
+    def _check_margin(self, key, acct, spec, side, qty, price, plan, mark) -> None:
+        opening = acct.opening_qty(spec.symbol, side, qty)
+        if not opening:
+            return
+        if plan.fills:
+            ref = max(p for p, _ in plan.fills)
+        else:
+            ref = price or mark
+        notional = spec.notional(max(ref, price), opening)
+        need = notional / acct.lev(spec.symbol) + fee(notional, maker=False)
+        m = acct.margins(self.specs, self.marks(), self.open_orders_of(key))
+        if need > m["available"]:
+            raise errors.margin_insufficient()
+
+    def _execute(self, key: str, order: Order, fills, maker: bool, now: int) -> list[dict]:
+        """Book executions on the order and the account; emit the user events."""
+        spec = self.specs[order.symbol]
+        acct = self.account(key)
+        trades = []
+        for price, qty in fills:
+            notional = spec.notional(price, qty)
+            commission = fee(notional, maker)
+            realized = acct.fill(spec, order.side, qty, price, commission, now)
+            apply_fill(order, qty, notional, now)
+            tid = self.next_trade_id
+            self.next_trade_id += 1
+            t = {"symbol": spec.symbol, "id": tid, "orderId": order.order_id, "side": order.side,
+                 "price": spec.fmt_price(price), "qty": spec.fmt_qty(qty),
+                 "realizedPnl": wire.dec(realized), "marginAsset": "USDT",
+                 "quoteQty": wire.dec(notional, spec.pp + spec.qp),
+                 "commission": wire.dec(commission), "commissionAsset": "USDT", "time": now,
+                 "positionSide": "BOTH", "buyer": order.side == "BUY", "maker": maker}
+            self.trades.setdefault(key, []).append(t)
+            trades.append(t)
+            self.user_sink(key, wire.order_update(spec, order, "TRADE", now, qty, price, commission,
+                                                  tid, maker, realized))
+        if trades:
+            pos = acct.position(spec.symbol)
+            self.user_sink(key, wire.account_update(acct, [(spec, pos, self.mark_dec(spec.symbol))],
+                                                    now))
+        return trades
+
+    def on_market(self, events, now: int) -> None:
+        """Fill resting limit orders that the market traded through (see matching)."""
+        touched: dict[str, list[int]] = {}
+        for kind, sym, payload in events:
+            if sym not in self.resting or not self.resting[sym]:
+                continue
+            lo_hi = touched.setdefault(sym, [])
+            if kind == "trade":
+                lo_hi.append(self.specs[sym].price_units(payload["p"]))
+        for sym, prices in touched.items():
+            book = self.feed.books[sym]
+            bb, ba = book.best_bid(), book.best_ask()
+            lo = min(prices) if prices else None
+            hi = max(prices) if prices else None
+            for order in list(self.resting[sym].values()):
+                tp = lo if order.side == "BUY" else hi
+                if rests_filled(order, tp, bb[0] if bb else None, ba[0] if ba else None):
+                    self._fill_resting(order, now)
+
+    def _fill_resting(self, order: Order, now: int) -> None:
+        key = self.orders[order.order_id][0]
+        spec = self.specs[order.symbol]
+        qty = order.remaining
+        if order.reduce_only:
+            pos = self.account(key).position(order.symbol).qty
+            if pos == 0 or (pos > 0) == (order.side == "BUY"):
+                qty = 0
+            qty = min(qty, abs(pos))
+        self._close_open(key, order)
+        trades = self._execute(key, order, [(order.price, qty)], maker=True, now=now) if qty else []
+        if order.executed < order.qty:
+            order.status = "EXPIRED"
+            order.update_time = now
+            self.user_sink(key, wire.order_update(spec, order, "EXPIRED", now, er="4"))
+        self._persist(key, [order], trades)
+
+    def _close_open(self, key: str, order: Order) -> None:
+        self.resting[order.symbol].pop(order.order_id, None)
+        if self.open_cids.get((key, order.symbol, order.client_order_id)) == order.order_id:
+            del self.open_cids[(key, order.symbol, order.client_order_id)]
+
+    def cancel_order(self, key: str, p: dict, now: int) -> dict:
+        """DELETE /fapi/v1/order."""
+        spec = self.spec(p)
+        order = self._find(key, spec, p)
+        if order is None or not order.open:
+            raise errors.cancel_rejected()
+        self._cancel(key, order, now)
+        self._persist(key, [order])
+        return wire.order_json(spec, order, with_time=False)
+
+    def _cancel(self, key: str, order: Order, now: int) -> None:
+        self._close_open(key, order)
+        order.status = "CANCELED"
+        order.update_time = now
+        self.user_sink(key, wire.order_update(self.specs[order.symbol], order, "CANCELED", now))
+
+    def cancel_all(self, key: str, p: dict, now: int) -> dict:
+        """DELETE /fapi/v1/allOpenOrders."""
+        spec = self.spec(p)
+        orders = self.open_orders_of(key, spec.symbol)
+        for o in orders:
+            self._cancel(key, o, now)
+        self._persist(key, orders)
+        return {"code": 200, "msg": "The operation of cancel all open order is done."}
+
+    def query_order(self, key: str, p: dict) -> dict:
+        """GET /fapi/v1/order."""
+        spec = self.spec(p)
+        order = self._find(key, spec, p)
+        if order is None:
+            raise errors.no_such_order()
+        return wire.order_json(spec, order)
+
+    def open_order(self, key: str, p: dict) -> dict:
+        """GET /fapi/v1/openOrder: one open order."""
+        spec = self.spec(p)
+        order = self._find(key, spec, p)
+        if order is None or not order.open:
+            raise errors.ApiError(-2013, "Order does not exist.")
+        return wire.order_json(spec, order)
+
+    def open_orders(self, key: str, p: dict) -> list:
+        """GET /fapi/v1/openOrders."""
+        spec = self.spec(p, required=False)
+        return [wire.order_json(self.specs[o.symbol], o)
+                for o in self.open_orders_of(key, spec.symbol if spec else None)]
+
+    def all_orders(self, key: str, p: dict) -> list:
+        """GET /fapi/v1/allOrders: symbol*, orderId (>=), startTime, endTime, limit (500, max 1000)."""
+        spec = self.spec(p)
+        oid = _int(p, "orderId")
+        start, end = _int(p, "startTime"), _int(p, "endTime")
+        limit = min(max(_int(p, "limit", 500), 1), 1000)
+        out = []
+        for order_id in self.account_orders.get(key, []):
+            o = self.orders[order_id][1]
+            if o.symbol != spec.symbol or (oid is not None and o.order_id < oid):
+                continue
+            if (start is not None and o.time < start) or (end is not None and o.time > end):
+                continue
+            out.append(o)
+        out = out[:limit] if oid is not None else out[-limit:]
+        return [wire.order_json(spec, o) for o in out]
+
+    def user_trades(self, key: str, p: dict) -> list:
+        """GET /fapi/v1/userTrades: symbol*, orderId, fromId, startTime, endTime, limit."""
+        spec = self.spec(p)
+        oid, from_id = _int(p, "orderId"), _int(p, "fromId")
+        start, end = _int(p, "startTime"), _int(p, "endTime")
+        limit = min(max(_int(p, "limit", 500), 1), 1000)
+        out = [t for t in self.trades.get(key, []) if t["symbol"] == spec.symbol
+               and (oid is None or t["orderId"] == oid) and (from_id is None or t["id"] >= from_id)
+               and (start is None or t["time"] >= start) and (end is None or t["time"] <= end)]
+        return out[:limit] if from_id is not None else out[-limit:]
+
+    # --- account -----------------------------------------------------------------------------
+    def set_leverage(self, key: str, p: dict) -> dict:
+        """POST /fapi/v1/leverage."""
+        spec = self.spec(p)
+        raw = _required(p, "leverage")
+        try:
+            lev = int(raw)
+        except ValueError:
+            raise errors.invalid_leverage(raw) from None
+        if not 1 <= lev <= MAX_LEVERAGE:
+            raise errors.invalid_leverage(lev)
+        acct = self.account(key)
+        acct.leverage[spec.symbol] = lev
+        self._persist(key)
+        return {"leverage": lev, "maxNotionalValue": wire._max_notional(lev), "symbol": spec.symbol}
+
+    def leverage_bracket(self, key: str, p: dict):
+        """GET /fapi/v1/leverageBracket (a list; one object when a symbol is given)."""
+        spec = self.spec(p, required=False)
+        if spec:
+            return [wire.leverage_bracket(spec.symbol)]
+        return [wire.leverage_bracket(s) for s in sorted(self.specs)]
+
+    def _order_notionals(self, key: str, symbol: str) -> tuple[Decimal, Decimal, Decimal]:
+        acct = self.account(key)
+        spec = self.specs[symbol]
+        im = bid = ask = Decimal(0)
+        for o in self.open_orders_of(key, symbol):
+            n = spec.notional(o.price, o.remaining)
+            if o.side == "BUY":
+                bid += n
+            else:
+                ask += n
+            opening = acct.opening_qty(symbol, o.side, o.remaining)
+            im += spec.notional(o.price, opening) / acct.lev(symbol)
+        return im, bid, ask
+
+    def position_risk(self, key: str, p: dict, version: int) -> list:
+        """GET /fapi/v2/positionRisk (every symbol) and /fapi/v3/positionRisk (active ones)."""
+        spec = self.spec(p, required=False)
+        acct = self.account(key)
+        out = []
+        for sym in sorted(self.specs):
+            if spec and sym != spec.symbol:
+                continue
+            pos = acct.positions.get(sym) or acct.position(sym)
+            mark = self.mark_dec(sym)
+            if version == 2:
+                out.append(wire.position_v2(self.specs[sym], pos, acct, mark))
+                continue
+            im, bid, ask = self._order_notionals(key, sym)
+            if pos.qty or bid or ask:
+                out.append(wire.position_v3(self.specs[sym], pos, acct, mark, im, bid, ask))
+        return out
+
+    def account_info(self, key: str, version: int) -> dict:
+        """GET /fapi/v2/account and /fapi/v3/account."""
+        acct = self.account(key)
+        m = acct.margins(self.specs, self.marks(), self.open_orders_of(key))
+        d = wire.dec
+        totals = {
+            "totalInitialMargin": d(m["position_im"] + m["order_im"]),
+            "totalMaintMargin": d(m["maint"]), "totalWalletBalance": d(m["wallet"]),
+            "totalUnrealizedProfit": d(m["upnl"]), "totalMarginBalance": d(m["wallet"] + m["upnl"]),
+            "totalPositionInitialMargin": d(m["position_im"]),
+            "totalOpenOrderInitialMargin": d(m["order_im"]),
+            "totalCrossWalletBalance": d(m["wallet"]), "totalCrossUnPnl": d(m["upnl"]),
+            "availableBalance": d(m["available"]),
+            "maxWithdrawAmount": d(max(Decimal(0), min(m["available"], m["wallet"]))),
+        }
+        asset = {
+            "asset": "USDT", "walletBalance": d(m["wallet"]), "unrealizedProfit": d(m["upnl"]),
+            "marginBalance": d(m["wallet"] + m["upnl"]), "maintMargin": d(m["maint"]),
+            "initialMargin": d(m["position_im"] + m["order_im"]),
+            "positionInitialMargin": d(m["position_im"]),
+            "openOrderInitialMargin": d(m["order_im"]), "crossWalletBalance": d(m["wallet"]),
+            "crossUnPnl": d(m["upnl"]), "availableBalance": d(m["available"]),
+            "maxWithdrawAmount": totals["maxWithdrawAmount"], "marginAvailable": True,
+            "updateTime": acct.update_time,
+        }
+        positions = []
+        for sym in sorted(self.specs):
+            spec = self.specs[sym]
+            pos = acct.positions.get(sym) or acct.position(sym)
+            im, bid, ask = self._order_notionals(key, sym)
+            mark = self.mark_dec(sym)
+            notional = spec.qty_dec(pos.qty) * mark
+            pim = abs(notional) / acct.lev(sym)
+            if version == 3 and not (pos.qty or bid or ask):
+                continue
+            row = {"symbol": sym, "positionSide": "BOTH", "positionAmt": spec.fmt_qty(pos.qty),
+                   "unrealizedProfit": d(pos.unrealized(spec, mark)), "isolatedMargin": "0",
+                   "notional": d(notional), "isolatedWallet": "0", "initialMargin": d(pim + im),
+                   "maintMargin": d(abs(notional) * Decimal("0.004")), "updateTime": pos.update_time}
+            if version == 2:
+                row.update({"leverage": str(acct.lev(sym)), "isolated": False,
+                            "entryPrice": d(pos.entry, spec.pp + 5) if pos.qty else "0.0",
+                            "breakEvenPrice": "0.0", "maxNotional": wire._max_notional(acct.lev(sym)),
+                            "positionInitialMargin": d(pim), "openOrderInitialMargin": d(im),
+                            "bidNotional": d(bid), "askNotional": d(ask)})
+            positions.append(row)
+        out = dict(totals)
+        if version == 2:
+            out = {"feeTier": 0, "feeBurn": False, "canTrade": True, "canDeposit": True,
+                   "canWithdraw": True, "updateTime": 0, "multiAssetsMargin": False,
+                   "tradeGroupId": -1, **totals}
+        out["assets"] = [asset]
+        out["positions"] = positions
+        return out
+
+    def balance(self, key: str, version: int) -> list:
+        """GET /fapi/v2/balance and /fapi/v3/balance."""
+        acct = self.account(key)
+        m = acct.margins(self.specs, self.marks(), self.open_orders_of(key))
+        d = wire.dec
+        return [{"accountAlias": "SgsR" + key[:4].encode().hex()[:6], "asset": "USDT",
+                 "balance": d(m["wallet"]), "crossWalletBalance": d(m["wallet"]),
+                 "crossUnPnl": d(m["upnl"]), "availableBalance": d(m["available"]),
+                 "maxWithdrawAmount": d(max(Decimal(0), min(m["available"], m["wallet"]))),
+                 "marginAvailable": True, "updateTime": acct.update_time}]
+
+
+def _cap(fills, limit: int):
+    """Truncate fills to ``limit`` total quantity (reduce-only)."""
+    out, left = [], limit
+    for price, qty in fills:
+        if left <= 0:
+            break
+        take = min(qty, left)
+        out.append((price, take))
+        left -= take
+    return out
