@@ -27,3 +27,19 @@ def bench_bus(sinks, quick, as_json):
     from bus.bench import run
 
     _print(run(sinks or ("jsonl", "sqlite"), quick=quick), as_json)
+
+
+@bench.command("signals")
+@click.option("--input", "inputs", multiple=True, metavar="FILE",
+              help="Recorded files (default: the USD-M BTCUSDT 2024-07-18/19 pair of the data dir).")
+@click.option("--symbol", default="BTCUSDT", show_default=True)
+@click.option("--repeat", type=int, default=3, show_default=True, help="Runs per figure (best kept).")
+@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+def bench_signals(inputs, symbol, repeat, as_json):
+    """Events/s: files only parsed, the signal core alone, and `ofi signals` end to end."""
+    from ..signal.bench import default_inputs, run
+
+    paths = list(inputs) or default_inputs()
+    if not paths:
+        raise click.ClickException("no input files: pass --input or set OFI_DATA_DIR")
+    _print(run(paths, symbol.upper(), repeat=max(1, repeat)), as_json)

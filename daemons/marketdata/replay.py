@@ -23,14 +23,21 @@ _TRADE_KINDS = (formats.TRADE, formats.AGG_TRADE)
 
 
 def chains_of(paths: list[str]) -> list[tuple[str, list[str]]]:
-    """``[(format, [paths...]), ...]``: consecutive files of one format grouped, in order."""
+    """``[(format, [paths...]), ...]``: consecutive files of one format grouped, in order.
+
+    Files whose names start with different symbols (``btcusdt_...``, ``ethusdt_...``) are
+    different recordings, so they form different chains (merged by time, not read in turn).
+    """
     out: list[tuple[str, list[str]]] = []
+    last_symbol = None
     for p in paths:
         fmt = formats.detect(p)
-        if out and out[-1][0] == fmt:
+        symbol = formats.symbol_from_path(p)
+        if out and out[-1][0] == fmt and symbol == last_symbol:
             out[-1][1].append(p)
         else:
             out.append((fmt, [p]))
+        last_symbol = symbol
     return out
 
 
@@ -39,7 +46,7 @@ class _Chain:
 
     def __init__(self, idx: int, fmt: str, paths: list[str], symbol: str | None,
                  symbols: set | None, levels: int, merger: Merger):
-        self.msgs = chain.from_iterable(formats.read_messages(p, symbol, fmt) for p in paths)
+        self.msgs = chain.from_iterable(formats.read_tuples(p, symbol, fmt) for p in paths)
         self.trades, self.book, self.depth = (idx, "trades"), (idx, "book"), (idx, "depth")
         self.streams = [(idx, s) for s in formats.STREAMS_OF[fmt]]
         self.symbols = symbols

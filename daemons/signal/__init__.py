@@ -1,0 +1,15 @@
+"""The signal stage: ``trades`` + ``book`` + ``depth`` in, OFI/CVD ``signals`` out (SPEC 5).
+
+Modules: ``core`` (the pure, incremental signal computation), ``stage`` (the daemon: merge of
+the inputs by exchange time, restart-equivalent state), ``offline`` (the same core over
+recorded files, for ``ofi signals`` and benchmarks).
+"""
+from __future__ import annotations
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the signal daemon (``ofi daemon signal`` / ``python -m daemons.signal``)."""
+    from .. import runtime
+    from .stage import SignalStage  # lazy: importing the package must stay cheap
+
+    return runtime.main(SignalStage, argv)

@@ -1,0 +1,290 @@
+"""The signal core: OFI (L1 and multi-level), CVD and their z-score fusion (SPEC section 5).
+
+Pure and incremental: ``SignalCore.process(record) -> [signal, ...]`` takes one ``trades`` /
+``book`` / ``depth`` topic record (COMMON schemas) and returns the signals of the intervals it
+closed, usually none. ``flush()`` closes the open intervals at the end of the input.
+``state()`` / ``SignalCore.from_state()`` round-trip everything through JSON, so a restarted
+daemon continues exactly where it stopped. O(1) per event (running sums for the z windows).
+
+Definitions (per symbol; ``interval`` = ``interval_ms``):
+
+- time of a record: :func:`daemons.marketdata.merge.event_time` (trade ``T``; book and depth
+  ``E``; spot bookTicker has no ``E``: its local ``recv_ts``). bucket = floor(t / interval).
+  Records must come in time order (the merge does that); a record older than the open
+  interval (a late one) is counted in the open interval: closed intervals are never reopened.
+- one signal per interval from the symbol's first to its last, empty ones included.
+- ``ofi_l1``: Cont-Kukanov-Stoikov term of each book update against the previous one of the
+  symbol (the first ever counts 0)::
+
+      e = 1{Pb>=Pb'}·Qb − 1{Pb<=Pb'}·Qb' − 1{Pa<=Pa'}·Qa + 1{Pa>=Pa'}·Qa'
+
+- ``ofi_l5``: the same term at each level i < ``levels`` of the depth records (the synchronized
+  local book's top levels after each applied diff): the i-th best bid / ask price and qty against
+  the i-th level of the previous depth record of the symbol, summed over levels and records.
+  A level missing from a thin book counts as price -inf (bid) / +inf (ask) with qty 0, so a
+  vanished level counts as its depth removed. A ``snapshot`` record (a (re)sync) sets the
+  baseline without counting; a ``gap`` record clears it (the next depth record counts 0).
+- ``buy_qty`` / ``sell_qty``: taker volume by trade time ``T``; trades with ``X`` other than
+  ``MARKET`` are skipped entirely. ``cvd_delta = buy − sell``; ``cvd`` its running sum.
+- ``trades``, ``book_updates``: counts (MARKET trades, book records).
+- ``mid``, ``spread``: from the last best bid/ask at or before the interval end (null before).
+- ``ofi_z`` / ``cvd_z``: z-score of ``ofi_l1`` / ``cvd_delta`` against the previous intervals
+  (at most ``z_window``; population std); null below ``min_periods`` intervals or std 0.
+- ``fusion = w_ofi·ofi_z + w_cvd·cvd_z``, null when either is null.
+
+Quantities are summed as integers in units of 1e-8 (Binance's finest lot step), so sums, the
+z windows' running sums and the "std is 0" test are exact and independent of summation order;
+the fields are converted back to floats when a signal is written.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from ..marketdata.merge import event_time
+
+SCALE = 100_000_000  # quantities in 1e-8 units
+_NEG_INF = float("-inf")
+_POS_INF = float("inf")
+
+DEFAULTS = {"interval_ms": 1000, "z_window": 300, "min_periods": 30, "w_ofi": 0.6,
+            "w_cvd": 0.4, "levels": 5}
+
+
+class _Symbol:
+    """Per-symbol state (open interval accumulators, last book, z windows)."""
+
+    __slots__ = ("bucket", "ofi1", "ofi5", "buy", "sell", "trades", "books", "cvd",
+                 "pb", "qb", "pa", "qa", "depth", "zo", "so", "qo", "zc", "sc", "qc")
+
+    def __init__(self):
+        self.bucket = None          # open interval index (floor(t / interval))
+        self.ofi1 = self.ofi5 = self.buy = self.sell = 0
+        self.trades = self.books = 0
+        self.cvd = 0
+        self.pb = self.pa = None    # previous best bid / ask price (floats)
+        self.qb = self.qa = 0       # previous best bid / ask qty (scaled ints)
+        self.depth = None           # previous depth levels: (bids, asks) of (price, scaled qty)
+        self.zo, self.zc = deque(), deque()   # z windows: ofi_l1 and cvd_delta (scaled ints)
+        self.so = self.qo = self.sc = self.qc = 0  # their sums and sums of squares
+
+
+def _levels(side, n: int) -> list:
+    return [(float(p), round(float(q) * SCALE)) for p, q in side[:n]]
+
+
+class SignalCore:
+    """Per-symbol OFI/CVD intervals; see the module docstring."""
+
+    def __init__(self, interval_ms: int = 1000, z_window: int = 300, min_periods: int = 30,
+                 w_ofi: float = 0.6, w_cvd: float = 0.4, levels: int = 5):
+        if interval_ms <= 0 or z_window <= 0 or min_periods < 1 or levels < 1:
+            raise ValueError("interval_ms, z_window, levels must be > 0 and min_periods >= 1")
+        self.interval = int(interval_ms)
+        self.z_window = int(z_window)
+        self.min_periods = int(min_periods)
+        self.w_ofi = float(w_ofi)
+        self.w_cvd = float(w_cvd)
+        self.levels = int(levels)
+        self.symbols: dict[str, _Symbol] = {}
+
+    @classmethod
+    def from_config(cls, section: dict) -> "SignalCore":
+        """A core from the ``signal`` config section (unknown keys ignored)."""
+        return cls(**{k: section[k] for k in DEFAULTS if k in section})
+
+    # -- events ----------------------------------------------------------------------------
+    def process(self, rec: dict) -> list[dict]:
+        """Account one topic record; returns the signals of the intervals it closed."""
+        typ = rec["type"]
+        if typ == "trade" and rec.get("X", "MARKET") != "MARKET":
+            return []
+        sym = rec["symbol"]
+        st = self.symbols.get(sym)
+        if st is None:
+            st = self.symbols[sym] = _Symbol()
+        # inline event_time() (hot path): trade T, else E, else the local recv_ts
+        t = rec.get("T") if typ == "trade" else rec.get("E")
+        if t is None:
+            t = event_time(rec)
+        b = t // self.interval
+        if type(b) is not int:
+            b = int(b)
+        out = ()
+        if st.bucket is None:
+            st.bucket = b
+        elif b > st.bucket:
+            out = self._close_until(sym, st, b)
+        if typ == "book":
+            bid = rec["bid"]
+            ask = rec["ask"]
+            qb = round(rec["bid_qty"] * SCALE)
+            qa = round(rec["ask_qty"] * SCALE)
+            pb = st.pb
+            if pb is not None:
+                pa = st.pa
+                e = 0
+                if bid >= pb:
+                    e += qb
+                if bid <= pb:
+                    e -= st.qb
+                if ask <= pa:
+                    e -= qa
+                if ask >= pa:
+                    e += st.qa
+                st.ofi1 += e
+            st.pb, st.qb, st.pa, st.qa = bid, qb, ask, qa
+            st.books += 1
+        elif typ == "trade":
+            q = round(rec["qty"] * SCALE)
+            if rec["side"] == "buy":
+                st.buy += q
+            else:
+                st.sell += q
+            st.trades += 1
+        elif typ == "depth":
+            n = self.levels
+            cur = (_levels(rec["bids"], n), _levels(rec["asks"], n))
+            prev = st.depth
+            if prev is not None:
+                st.ofi5 += _multi_level_ofi(prev, cur, n)
+            st.depth = cur
+        elif typ == "snapshot":
+            st.depth = (_levels(rec["bids"], self.levels), _levels(rec["asks"], self.levels))
+        elif typ == "gap":
+            st.depth = None
+        return out or []
+
+    def flush(self) -> list[dict]:
+        """Close every open interval (end of input)."""
+        out = []
+        for sym, st in self.symbols.items():
+            if st.bucket is not None:
+                out.append(self._close(sym, st))
+                st.bucket = None
+        return out
+
+    # -- intervals -------------------------------------------------------------------------
+    def _close_until(self, sym: str, st: _Symbol, b: int) -> list[dict]:
+        """Close the open interval and the empty ones before ``b``; ``b`` becomes open."""
+        out = [self._close(sym, st)]
+        st.bucket += 1
+        while st.bucket < b:
+            out.append(self._close(sym, st))
+            st.bucket += 1
+        return out
+
+    def _close(self, sym: str, st: _Symbol) -> dict:
+        ofi = st.ofi1
+        delta = st.buy - st.sell
+        st.cvd += delta
+        ofi_z = self._z(ofi, st.zo, st.so, st.qo)
+        cvd_z = self._z(delta, st.zc, st.sc, st.qc)
+        # slide the windows (the current interval joins the history of the next ones)
+        st.zo.append(ofi)
+        st.so += ofi
+        st.qo += ofi * ofi
+        st.zc.append(delta)
+        st.sc += delta
+        st.qc += delta * delta
+        if len(st.zo) > self.z_window:
+            old = st.zo.popleft()
+            st.so -= old
+            st.qo -= old * old
+            old = st.zc.popleft()
+            st.sc -= old
+            st.qc -= old * old
+        if st.pb is not None:
+            mid = round((st.pb + st.pa) / 2, 10)
+            spread = round(st.pa - st.pb, 10)
+        else:
+            mid = spread = None
+        sig = {
+            "type": "signal", "symbol": sym, "bucket_ms": st.bucket * self.interval,
+            "interval_ms": self.interval, "ofi_l1": ofi / SCALE, "ofi_l5": st.ofi5 / SCALE,
+            "buy_qty": st.buy / SCALE, "sell_qty": st.sell / SCALE, "cvd_delta": delta / SCALE,
+            "cvd": st.cvd / SCALE, "trades": st.trades, "book_updates": st.books,
+            "mid": mid, "spread": spread, "ofi_z": ofi_z, "cvd_z": cvd_z,
+            "fusion": (self.w_ofi * ofi_z + self.w_cvd * cvd_z
+                       if ofi_z is not None and cvd_z is not None else None),
+        }
+        st.ofi1 = st.ofi5 = st.buy = st.sell = 0
+        st.trades = st.books = 0
+        return sig
+
+    def _z(self, x: int, window: deque, s: int, q: int):
+        n = len(window)
+        if n < self.min_periods:
+            return None
+        var_n2 = n * q - s * s  # n² · population variance, exact
+        if var_n2 <= 0:
+            return None
+        return (n * x - s) / math.sqrt(var_n2)
+
+    # -- persistence -----------------------------------------------------------------------
+    def state(self) -> dict:
+        """Everything needed to continue, as JSON-able data."""
+        syms = {}
+        for sym, st in self.symbols.items():
+            syms[sym] = {
+                "bucket": st.bucket, "ofi1": st.ofi1, "ofi5": st.ofi5, "buy": st.buy,
+                "sell": st.sell, "trades": st.trades, "books": st.books, "cvd": st.cvd,
+                "pb": st.pb, "qb": st.qb, "pa": st.pa, "qa": st.qa,
+                "depth": [list(map(list, st.depth[0])), list(map(list, st.depth[1]))]
+                if st.depth is not None else None,
+                "zo": list(st.zo), "zc": list(st.zc),
+            }
+        return {"params": {"interval_ms": self.interval, "z_window": self.z_window,
+                           "min_periods": self.min_periods, "w_ofi": self.w_ofi,
+                           "w_cvd": self.w_cvd, "levels": self.levels},
+                "symbols": syms}
+
+    @classmethod
+    def from_state(cls, data: dict) -> "SignalCore":
+        """The core :meth:`state` described."""
+        core = cls(**data["params"])
+        for sym, d in data["symbols"].items():
+            st = _Symbol()
+            for k in ("bucket", "ofi1", "ofi5", "buy", "sell", "trades", "books", "cvd",
+                      "pb", "qb", "pa", "qa"):
+                setattr(st, k, d[k])
+            if d["depth"] is not None:
+                st.depth = ([tuple(x) for x in d["depth"][0]], [tuple(x) for x in d["depth"][1]])
+            st.zo, st.zc = deque(d["zo"]), deque(d["zc"])
+            st.so, st.qo = sum(st.zo), sum(x * x for x in st.zo)
+            st.sc, st.qc = sum(st.zc), sum(x * x for x in st.zc)
+            core.symbols[sym] = st
+        return core
+
+
+def _multi_level_ofi(prev, cur, n: int) -> int:
+    """Sum over levels i < n of the CKS term between the i-th levels of two depth records."""
+    pbids, pasks = prev
+    bids, asks = cur
+    e = 0
+    for i in range(n):
+        if i < len(bids):
+            pb, qb = bids[i]
+        else:
+            pb, qb = _NEG_INF, 0
+        if i < len(pbids):
+            ppb, pqb = pbids[i]
+        else:
+            ppb, pqb = _NEG_INF, 0
+        if i < len(asks):
+            pa, qa = asks[i]
+        else:
+            pa, qa = _POS_INF, 0
+        if i < len(pasks):
+            ppa, pqa = pasks[i]
+        else:
+            ppa, pqa = _POS_INF, 0
+        if pb >= ppb:
+            e += qb
+        if pb <= ppb:
+            e -= pqb
+        if pa <= ppa:
+            e -= qa
+        if pa >= ppa:
+            e += pqa
+    return e

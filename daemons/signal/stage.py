@@ -1,0 +1,270 @@
+"""The signal daemon: ``trades`` + ``book`` + ``depth`` -> ``signals`` (SPEC section 5).
+
+Restart equivalence (a SIGKILL at any instant, then a restart, gives exactly the ``signals`` of
+an uninterrupted run) rests on three things:
+
+1. **A deterministic interleaving.** The three inputs are merged by exchange time with
+   :class:`~daemons.marketdata.merge.Merger` (each topic keeps its order; a record is handed
+   to the core only when no input can still bring an older one), so the order the core sees
+   is a function of the topics' contents, not of how reads were batched. An input that is
+   caught up (nothing more to read now) holds the others back for at most
+   ``signal.merge_grace_ms`` of exchange time, so a silent stream does not stall the signals.
+2. **State and input positions saved together.** The stage reads its inputs itself (it declares
+   no runtime inputs) and every ``signal.save_every_s`` writes ``<home>/state/signal.json``
+   atomically: core state, the merge queues, the position of the last record read from each
+   topic, and where the ``signals`` topic ended. On start it rewinds its consumers to those
+   positions, so every record is read again after the snapshot, none twice before it.
+3. **No duplicate output.** Signals written after the snapshot are read back from the
+   ``signals`` topic on start; the replayed core regenerates them and they are skipped
+   (per symbol, every ``bucket_ms`` up to the last one already present).
+
+Bad input (wrong type, missing field, NaN, negative size) goes to ``deadletter``; the stage
+carries on.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import orjson
+
+from bus import BadRecord
+
+from .. import config as configmod
+from ..marketdata.merge import Merger, event_time
+from ..runtime import Stage, write_json_atomic
+from .core import SignalCore
+
+INPUTS = ("trades", "book", "depth")
+STATE_FILE = "signal.json"
+STATE_VERSION = 1
+
+
+def _num(rec: dict, key: str, nonneg: bool = False) -> None:
+    v = rec.get(key)
+    if type(v) not in (int, float):
+        raise BadRecord(f"missing or non-numeric {key!r}", _raw(rec))
+    if not math.isfinite(v):
+        raise BadRecord(f"non-finite {key!r}", _raw(rec))
+    if nonneg and v < 0:
+        raise BadRecord(f"negative {key!r}", _raw(rec))
+
+
+def _time(rec: dict) -> None:
+    t = event_time(rec)
+    if type(t) is not int or t < 0:
+        raise BadRecord("missing or invalid event time (E/T/recv_ts)", _raw(rec))
+
+
+def _levels(rec: dict, key: str) -> None:
+    side = rec.get(key)
+    if type(side) is not list:
+        raise BadRecord(f"missing or invalid {key!r}", _raw(rec))
+    for lvl in side:
+        if (type(lvl) is not list or len(lvl) != 2
+                or any(type(x) not in (int, float) or not math.isfinite(x) for x in lvl)):
+            raise BadRecord(f"invalid level in {key!r}", _raw(rec))
+        if lvl[1] < 0:
+            raise BadRecord(f"negative size in {key!r}", _raw(rec))
+
+
+def _raw(rec: dict) -> str:
+    return orjson.dumps(rec).decode()
+
+
+_EXPECTED = {"trades": ("trade",), "book": ("book",), "depth": ("depth", "snapshot", "gap")}
+
+
+def validate(topic: str, rec: dict) -> None:
+    """Raise :class:`BadRecord` unless ``rec`` is a usable record of ``topic``."""
+    typ = rec.get("type")
+    if typ not in _EXPECTED[topic]:
+        raise BadRecord(f"unexpected type {typ!r} in {topic}", _raw(rec))
+    sym = rec.get("symbol")
+    if type(sym) is not str or not sym:
+        raise BadRecord("missing or invalid symbol", _raw(rec))
+    _time(rec)
+    if typ == "trade":
+        _num(rec, "qty", nonneg=True)
+        _num(rec, "price", nonneg=True)
+        if rec.get("side") not in ("buy", "sell"):
+            raise BadRecord("side must be buy or sell", _raw(rec))
+        x = rec.get("X", "MARKET")
+        if type(x) is not str:
+            raise BadRecord("invalid X", _raw(rec))
+    elif typ == "book":
+        for k in ("bid", "ask", "bid_qty", "ask_qty"):
+            _num(rec, k, nonneg=True)
+    elif typ in ("depth", "snapshot"):
+        _levels(rec, "bids")
+        _levels(rec, "asks")
+
+
+class SignalStage(Stage):
+    """Signal daemon: OFI/CVD signals from trades, book and depth."""
+
+    name = "signal"
+    inputs = ()            # read by the stage itself (see the module docstring)
+    outputs = ("signals",)
+
+    def start(self) -> None:
+        cfg = self.ctx.config
+        section = cfg.get("signal", {})
+        self.save_every_s = float(section.get("save_every_s", 1.0))
+        self.batch = int(configmod.get(cfg, "daemon.batch", 2000))
+        self.path = os.path.join(self.ctx.state_dir, STATE_FILE)
+        bus = self.ctx.bus
+        saved = self._load()
+        if saved is not None:
+            self.core = SignalCore.from_state(saved["core"])
+        else:
+            self.core = SignalCore.from_config(section)
+        self.merger = Merger(INPUTS, grace_ms=float(section.get("merge_grace_ms", 2000)))
+        if saved is not None:
+            self.merger.load(saved["merger"])
+        positions = saved["positions"] if saved else {}
+        self.consumers = {}
+        for topic in INPUTS:
+            self._rewind(topic, positions.get(topic))
+            self.consumers[topic] = bus.consumer(topic, self.name)
+            bus.watch(topic)
+        self.positions = {t: c.position for t, c in self.consumers.items()}
+        self.skip = self._already_written(saved["signals_pos"] if saved else None)
+        self.backlog = False
+        self.emitted = self.skipped = self.bad = self.records = 0
+        self._last_save = time.monotonic()
+        self.ctx.log.info("signal state", resumed=saved is not None,
+                          symbols=sorted(self.core.symbols), skip=self.skip)
+
+    # -- loop ------------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        bus = self.ctx.bus
+        m = self.merger
+        push = m.push
+        backlog = False
+        for topic, consumer in self.consumers.items():
+            batch = consumer.poll(self.batch)
+            if len(batch) >= self.batch:
+                backlog = True
+                m.idle.discard(topic)
+            else:
+                m.idle.add(topic)
+            for rec, pos in batch:
+                try:
+                    validate(topic, rec)
+                except BadRecord as bad:
+                    bus.deadletter(bad.reason, bad.raw, source=topic, position=pos,
+                                   stage=self.name)
+                    self.bad += 1
+                else:
+                    push(topic, event_time(rec), rec)
+                self.positions[topic] = pos
+                consumer.mark(pos)
+            self.records += len(batch)
+            if self.ctx.stopping:
+                break
+        self.backlog = backlog
+        out = []
+        process = self.core.process
+        for _, rec in m.pop():
+            sigs = process(rec)
+            if sigs:
+                out.extend(sigs)
+        if out:
+            self._emit(out)
+        if time.monotonic() - self._last_save >= self.save_every_s:
+            self._save()
+
+    def idle_timeout(self) -> float | None:
+        return 0.0 if self.backlog else None
+
+    def health(self) -> dict:
+        return {
+            "lag": {t: c.lag() for t, c in self.consumers.items()},
+            "positions": {t: p.get("seq", 0) for t, p in self.positions.items()},
+            "processed": self.records, "pending": self.merger.pending(),
+            "emitted_signals": self.emitted,
+            "skipped_signals": self.skipped, "bad_records": self.bad,
+        }
+
+    def stop(self) -> None:
+        self._save()
+        for c in self.consumers.values():
+            c.close()
+
+    # -- output ----------------------------------------------------------------------------
+    def _emit(self, sigs: list[dict]) -> None:
+        skip = self.skip
+        if skip:
+            keep = []
+            for s in sigs:
+                last = skip.get(s["symbol"])
+                if last is not None and s["bucket_ms"] <= last:
+                    self.skipped += 1
+                    continue
+                keep.append(s)
+            sigs = keep
+        if sigs:
+            self.ctx.emit_many("signals", sigs)
+            self.emitted += len(sigs)
+
+    def _already_written(self, signals_pos: dict | None) -> dict:
+        """Per symbol, the last ``bucket_ms`` in ``signals`` after the saved position."""
+        bus = self.ctx.bus
+        reader = bus.reader("signals", position=signals_pos, start="beginning")
+        last: dict = {}
+        try:
+            while True:
+                batch = reader.read(5000)
+                if not batch:
+                    break
+                for rec, _ in batch:
+                    if isinstance(rec, dict) and rec.get("type") == "signal":
+                        b = rec.get("bucket_ms")
+                        if type(b) is int and b > last.get(rec.get("symbol"), -1):
+                            last[rec["symbol"]] = b
+        finally:
+            reader.close()
+        return last
+
+    # -- state -----------------------------------------------------------------------------
+    def _rewind(self, topic: str, position: dict | None) -> None:
+        """Point the consumer of ``topic`` at the saved position (or the beginning)."""
+        d = os.path.join(self.ctx.bus.root, ".consumers", topic)
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, f"{self.name}.json")
+        if position is None:
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
+        else:
+            write_json_atomic(path, position)
+
+    def _load(self) -> dict | None:
+        try:
+            with open(self.path, "rb") as f:
+                data = orjson.loads(f.read())
+        except FileNotFoundError:
+            return None
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise configmod.ConfigError(f"signal state {self.path} is unreadable: {exc}")
+        if data.get("version") != STATE_VERSION:
+            raise configmod.ConfigError(f"signal state {self.path}: unknown version "
+                                        f"{data.get('version')!r}")
+        return data
+
+    def _save(self) -> None:
+        end = self.ctx.bus.reader("signals", start="end")
+        signals_pos = end.position
+        end.close()
+        write_json_atomic(self.path, {
+            "version": STATE_VERSION, "saved": time.time(),
+            "core": self.core.state(), "merger": self.merger.state(),
+            "positions": self.positions, "signals_pos": signals_pos,
+        })
+        # the consumer files only report progress (lag); the state file is the truth
+        for c in self.consumers.values():
+            c.commit()
+        self._last_save = time.monotonic()
