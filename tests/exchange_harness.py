@@ -1,0 +1,67 @@
+"""Starting ``ofi exchange`` in tests and pointing the real third-party clients at it."""
+from __future__ import annotations
+
+import json
+import select
+import subprocess
+import time
+
+from conftest import OFI, free_port
+
+KEY, SECRET = "demo-key", "demo-secret"
+
+
+def start_exchange(procs, home, *args, timeout: float = 20.0):
+    """Start the exchange; return (process, port, ready record) once it printed ofi-ready."""
+    port = free_port()
+    p = procs(OFI + ["exchange", "--port", str(port), "--home", str(home), *args],
+              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([p.stdout], [], [], 0.2)
+        if ready:
+            line = p.stdout.readline()
+            seen.append(line)
+            if "ofi-ready" in line:
+                return p, port, json.loads(line)
+        if p.poll() is not None:
+            break
+    raise AssertionError(f"exchange not ready: {''.join(seen)[-2000:]}")
+
+
+def stop_exchange(p, timeout: float = 10.0) -> int:
+    p.terminate()
+    return p.wait(timeout)
+
+
+def um_client(port, key=KEY, secret=SECRET):
+    from binance.um_futures import UMFutures
+    return UMFutures(key, secret, base_url=f"http://127.0.0.1:{port}", timeout=10)
+
+
+def ccxt_client(port, key=KEY, secret=SECRET):
+    """ccxt binanceusdm with every fapi URL on loopback and no spot/sapi calls."""
+    import ccxt
+    e = ccxt.binanceusdm({"apiKey": key, "secret": secret, "timeout": 10000,
+                          "options": {"fetchCurrencies": False,
+                                      "fetchMarkets": {"types": ["linear"]}}})
+    base = f"http://127.0.0.1:{port}"
+    for k, v in list(e.urls["api"].items()):
+        if isinstance(v, str) and v.startswith("https://fapi.binance.com"):
+            e.urls["api"][k] = base + v[len("https://fapi.binance.com"):]
+        elif isinstance(v, str) and v.startswith("https://"):
+            e.urls["api"][k] = base + "/unreachable"      # never leave loopback
+    # ccxt picks its futures error table by production URL; loopback needs it applied
+    e.exceptions["exact"].update(e.exceptions["linear"]["exact"])
+    return e
+
+
+def wait_for(cond, timeout=10.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError("condition not met in time")
