@@ -1,0 +1,16 @@
+"""The harvest daemon: Binance USD-M market data to ``trades``, ``book`` and ``depth`` records.
+
+Modules: ``streams`` (which URLs carry which streams), ``wsclient`` (websocket connections and
+REST snapshots on a background thread), ``live`` (feed items -> records and actions, pure),
+``replay`` (recorded files, paced), ``stage`` (the daemon).
+"""
+from __future__ import annotations
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the harvest daemon (``ofi daemon harvest`` / ``python -m daemons.harvest``)."""
+    from daemons import runtime
+
+    from .stage import HarvestStage
+
+    return runtime.main(HarvestStage, argv)
