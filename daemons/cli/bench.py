@@ -43,3 +43,14 @@ def bench_signals(inputs, symbol, repeat, as_json):
     if not paths:
         raise click.ClickException("no input files: pass --input or set OFI_DATA_DIR")
     _print(run(paths, symbol.upper(), repeat=max(1, repeat)), as_json)
+
+
+@bench.command("exchange")
+@click.option("--seconds", type=float, default=5.0, show_default=True,
+              help="Length of the place+cancel run.")
+@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+def bench_exchange(seconds, as_json):
+    """Orders/s (place+cancel, one signed client) and REST round trip p50/p99 of `ofi exchange`."""
+    from ..exchange.bench import run
+
+    _print(run(seconds), as_json)
