@@ -27,6 +27,9 @@ from conftest import OFI, free_port
 
 RECORDING = "hftbacktest/usdm/btcusdt_20240718.gz"
 LEVELS = 5
+# a message harvest must dead-letter: a bookTicker with a NaN price
+GARBAGE = ('{"stream":"btcusdt@bookTicker","data":{"e":"bookTicker","u":1,"s":"BTCUSDT",'
+           '"b":"NaN","B":"1","a":"2","A":"1","T":1,"E":1}}')
 
 
 class Oracle:
@@ -91,10 +94,11 @@ class FakeVenue:
     """Loopback Binance stand-in; see the module docstring."""
 
     def __init__(self, snap, msgs, *, rate=2500.0, expect=1, drop=(), disconnect=(),
-                 stall=(), fail_snapshots=0):
+                 stall=(), garbage=(), fail_snapshots=0):
         self.snap, self.msgs = snap, msgs
         self.rate, self.expect = rate, expect
         self.drop, self.disconnect, self.stall = set(drop), set(disconnect), set(stall)
+        self.garbage = set(garbage)
         self.fail_snapshots = fail_snapshots
         self.oracle = Oracle(snap)
         self.conns: set[Conn] = set()
@@ -190,6 +194,9 @@ class FakeVenue:
             if i in self.stall:
                 for c in self.conns:
                     c.stalled = True
+            if i in self.garbage:
+                for c in list(self.conns):
+                    await c.ws.send(GARBAGE)
             kind = stream.split("@", 1)[1].split("@")[0]
             if kind == "depth":
                 self.oracle.apply(data)
@@ -227,7 +234,7 @@ def index_of_depth(msgs, nth: int) -> int:
 def write_config(tmp_path, venue, **harvest) -> str:
     cfg = {
         "symbols": ["BTCUSDT"],
-        "venue": {"ws_url": venue.ws_url, "rest_url": venue.rest_url},
+        "venue": {"ws_url": venue.ws_url, "rest_url": venue.rest_url} if venue else {},
         "daemon": {"heartbeat_s": 0.2},
         "harvest": {"streams": ["trade", "bookTicker", "depth@0ms"], "route": "routed",
                     "depth_levels": LEVELS, "reconnect_min_s": 0.05, "reconnect_max_s": 0.5,
@@ -238,11 +245,12 @@ def write_config(tmp_path, venue, **harvest) -> str:
     return str(path)
 
 
-def start_harvest(procs, home, config, tmp_path):
+def start_harvest(procs, home, config, tmp_path, **environ):
     out = open(tmp_path / "harvest.out", "wb")
     env = dict(os.environ, OFI_LOG_LEVEL="info")
     env.pop("OFI_WS_URL", None)
     env.pop("OFI_REST_URL", None)
+    env.update(environ)
     return procs(OFI + ["daemon", "harvest", "--home", str(home), "--config", config],
                  stdout=out, stderr=open(tmp_path / "harvest.err", "wb"), env=env)
 
@@ -308,7 +316,7 @@ def test_harvest_faulty_venue_book_resyncs_and_records_every_gap(recording, home
     cut_at = index_of_depth(msgs, 1200)
     stall_at = index_of_depth(msgs, 1900)
     with FakeVenue(snap, msgs, expect=2, drop=[drop_at], disconnect=[cut_at], stall=[stall_at],
-                   fail_snapshots=1) as venue:
+                   garbage=[drop_at + 7], fail_snapshots=1) as venue:
         proc = start_harvest(procs, home, write_config(tmp_path, venue), tmp_path)
         wait_for(venue.done.is_set, 40, "the venue to play the recording", proc, tmp_path)
         last_depth = venue.delivered["depth"][-1]["u"]
@@ -354,6 +362,10 @@ def test_harvest_faulty_venue_book_resyncs_and_records_every_gap(recording, home
     assert [t["t"] for t in trades] == [d["t"] for d in venue.delivered["trade"]]
     book = read_topic(home, "book")
     assert [b["u"] for b in book] == [d["u"] for d in venue.delivered["bookTicker"]]
+    # the malformed message went to deadletter (on every connection it came) and harvest went on
+    dead = read_topic(home, "deadletter")
+    assert len(dead) == 2 and all(d["raw"] == GARBAGE and d["stage"] == "harvest" for d in dead)
+    assert "out of range" in dead[0]["reason"]
     # the log tells the story: reconnects after the cut and after the stall
     downs = [ln for ln in log_lines(tmp_path) if ln["event"] == "disconnected"]
     assert any("stall" in ln["reason"] for ln in downs)
@@ -364,8 +376,10 @@ def test_harvest_faulty_venue_book_resyncs_and_records_every_gap(recording, home
 def test_harvest_daemon_sigterm_closes_websocket_exits_zero(recording, home, procs, tmp_path):
     snap, msgs = recording
     with FakeVenue(snap, msgs[:3000], expect=1, rate=1000) as venue:
-        config = write_config(tmp_path, venue, route="legacy")
-        proc = start_harvest(procs, home, config, tmp_path)
+        # the venue's URLs come from the environment this time
+        config = write_config(tmp_path, None, route="legacy")
+        proc = start_harvest(procs, home, config, tmp_path, OFI_WS_URL=venue.ws_url + "/ws",
+                             OFI_REST_URL=venue.rest_url)
         wait_for(lambda: any("ofi-ready" in ln.get("event", "") for ln in log_lines(tmp_path)),
                  15, "the ready line", proc, tmp_path)
         beat_path = home / "run" / "harvest.json"
@@ -381,3 +395,40 @@ def test_harvest_daemon_sigterm_closes_websocket_exits_zero(recording, home, pro
     events = [ln["event"] for ln in lines]
     assert events.index("connected") < events.index("ofi-ready")
     assert events[-1] == "stopped"
+
+
+@pytest.mark.timeout(30)
+def test_harvest_connection_older_than_limit_reconnects_on_purpose(recording, home, procs,
+                                                                   tmp_path):
+    snap, msgs = recording
+    with FakeVenue(snap, msgs, expect=2, rate=1500) as venue:
+        config = write_config(tmp_path, venue, reconnect_before_s=0.5)
+        proc = start_harvest(procs, home, config, tmp_path)
+        rotations = lambda: [ln for ln in log_lines(tmp_path)  # noqa: E731
+                             if ln["event"] == "disconnected" and "rotate" in ln["reason"]]
+        wait_for(lambda: len(rotations()) >= 4, 15, "planned reconnects", proc, tmp_path)
+        assert stop(proc) == 0
+    assert all(ln["retry_in_s"] == 0 for ln in rotations())
+    assert {ln["group"] for ln in rotations()} == {"market", "public"}
+    # planned cuts close cleanly (1000) from our side
+    assert sum(1 for code, _ in venue.closes if code == 1000) >= 4
+
+
+@pytest.mark.timeout(60)
+def test_harvest_against_local_exchange_syncs_book_and_records_trades(home, procs, tmp_path):
+    from exchange_harness import start_exchange, stop_exchange
+
+    ex, port, _ = start_exchange(procs, tmp_path / "exchange-home")
+    config = write_config(tmp_path, None, streams=["trade", "bookTicker", "depth@100ms"],
+                          stall_timeout_s=10.0)
+    proc = start_harvest(procs, home, config, tmp_path, OFI_WS_URL=f"ws://127.0.0.1:{port}",
+                         OFI_REST_URL=f"http://127.0.0.1:{port}")
+    kinds = lambda: {r["type"] for r in read_topic(home, "depth")}  # noqa: E731
+    wait_for(lambda: {"snapshot", "depth"} <= kinds() and read_topic(home, "trades")
+             and read_topic(home, "book"), 30, "records from the local exchange", proc, tmp_path)
+    assert stop(proc) == 0
+    assert stop_exchange(ex) == 0
+    depth = [r for r in read_topic(home, "depth") if r["type"] == "depth"]
+    assert all(a["u"] == b["pu"] for a, b in zip(depth, depth[1:]))
+    top = depth[-1]
+    assert top["bids"][0][0] < top["asks"][0][0] and len(top["bids"]) == LEVELS

@@ -159,7 +159,8 @@ class LiveFeed:
             if self._stopping:
                 return
             if reason == "rotate":
-                delay = 0.0  # the planned 24-hour cut: reconnect at once
+                reason = "rotate: planned reconnect before the venue's 24 h limit"
+                delay = 0.0  # our own cut: reconnect at once
             else:
                 delay = backoff_delay(attempt, self.reconnect_min_s, self.reconnect_max_s,
                                       self._rand.random())
