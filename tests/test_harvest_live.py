@@ -432,3 +432,28 @@ def test_harvest_against_local_exchange_syncs_book_and_records_trades(home, proc
     assert all(a["u"] == b["pu"] for a, b in zip(depth, depth[1:]))
     top = depth[-1]
     assert top["bids"][0][0] < top["asks"][0][0] and len(top["bids"]) == LEVELS
+
+
+@pytest.mark.timeout(30)
+def test_harvest_unreachable_venue_retries_without_ready_and_stops_on_sigterm(home, procs,
+                                                                             tmp_path):
+    port = free_port()  # nothing listens there
+    config = write_config(tmp_path, None, reconnect_min_s=0.05, reconnect_max_s=0.2)
+    proc = start_harvest(procs, home, config, tmp_path, OFI_WS_URL=f"ws://127.0.0.1:{port}",
+                         OFI_REST_URL=f"http://127.0.0.1:{port}")
+    downs = lambda: [ln for ln in log_lines(tmp_path) if ln["event"] == "disconnected"]  # noqa
+    wait_for(lambda: len(downs()) >= 6, 15, "connection attempts", proc, tmp_path)
+    assert all(ln["retry_in_s"] <= 0.2 for ln in downs())
+    assert stop(proc) == 0
+    assert not any(ln["event"] == "ofi-ready" for ln in log_lines(tmp_path))
+
+
+@pytest.mark.timeout(30)
+def test_harvest_bad_venue_url_fails_with_config_error(home, procs, tmp_path):
+    config = write_config(tmp_path, None)
+    proc = start_harvest(procs, home, config, tmp_path, OFI_WS_URL="https://fapi.binance.com",
+                         OFI_REST_URL="https://fapi.binance.com")
+    assert proc.wait(20) == 2
+    fatal = [ln for ln in log_lines(tmp_path) if ln["event"] == "fatal"]
+    assert len(fatal) == 1 and "ws:// or wss://" in fatal[0]["error"]
+    assert "Traceback" not in (tmp_path / "harvest.err").read_text()

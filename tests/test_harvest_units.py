@@ -35,6 +35,11 @@ def test_connection_urls_unknown_route_raises():
         streams.connection_urls("ws://x", ["BTCUSDT"], ["trade"], "sideways")
 
 
+def test_connection_urls_http_url_raises():
+    with pytest.raises(ValueError, match="ws:// or wss://"):
+        streams.connection_urls("https://fapi.binance.com", ["BTCUSDT"], ["trade"])
+
+
 def test_category_of_book_streams_is_public_and_trades_market():
     assert streams.category_of("btcusdt@depth@0ms") == "public"
     assert streams.category_of("btcusdt@bookTicker") == "public"

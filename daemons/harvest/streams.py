@@ -37,6 +37,8 @@ def category_of(stream: str) -> str:
 
 def base_url(ws_url: str) -> str:
     """The venue's websocket root: trailing ``/``, ``/ws`` or ``/stream`` removed."""
+    if not ws_url.startswith(("ws://", "wss://")):
+        raise ValueError(f"websocket URL must start with ws:// or wss://, not {ws_url!r}")
     url = ws_url.rstrip("/")
     for suffix in ("/ws", "/stream"):
         if url.endswith(suffix):

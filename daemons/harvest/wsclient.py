@@ -80,7 +80,6 @@ class LiveFeed:
         self._last_snapshot: dict[str, float] = {}
         self._started = threading.Event()
         self._stopping = False
-        self._conns: dict[str, object] = {}
 
     # -- control (any thread) ----------------------------------------------------------------
     def start(self) -> None:
@@ -136,7 +135,6 @@ class LiveFeed:
                 async with connect(url, open_timeout=self.open_timeout_s, close_timeout=2,
                                    max_size=1 << 24, max_queue=1024,
                                    compression=None) as ws:
-                    self._conns[group] = ws
                     self.sink(("up", group, url))
                     try:
                         reason, got_any = await self._read(group, ws)
@@ -147,7 +145,6 @@ class LiveFeed:
                     if got_any:
                         attempt = 0  # a connection that delivered resets the backoff
             except asyncio.CancelledError:
-                self._conns.pop(group, None)
                 return
             except ConnectionClosed as exc:
                 reason = f"connection closed: {exc}"
@@ -155,7 +152,8 @@ class LiveFeed:
                 reason = f"invalid URL: {exc}"
             except (OSError, InvalidHandshake, TimeoutError, asyncio.TimeoutError) as exc:
                 reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            self._conns.pop(group, None)
+            except Exception as exc:  # whatever it is, the connection must come back
+                reason = f"unexpected {type(exc).__name__}: {exc}"
             if self._stopping:
                 return
             if reason == "rotate":
