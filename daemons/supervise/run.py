@@ -57,10 +57,12 @@ def prepare(cfg: dict, enable: list[str]) -> tuple[str, list[str], dict]:
         if venue.get(key):
             env[var] = venue[key]
     env.pop("EXECUTOR_MODE", None)  # the mode is passed explicitly to each program
-    py = shlex.quote(sys.executable)
-    listener = (f"{py} -m daemons.supervise.listener --home {shlex.quote(home)} "
+    # the console script, not `python -m`: that would put the cwd (the home, which holds a
+    # `bus/` directory of spools) first on sys.path, shadowing the `bus` package
+    ofi = shlex.quote(ofi_command())
+    listener = (f"{ofi} health-listener --home {shlex.quote(home)} "
                 f"--config {shlex.quote(cfg_file)}")
-    text = conf.render(programs=programs, home=home, ofi=f"{py} -m daemons.cli",
+    text = conf.render(programs=programs, home=home, ofi=ofi,
                        args_for=lambda n: program_args(n, cfg, home, cfg_file),
                        listener_cmd=listener)
     conf_path = os.path.join(home, "supervisord.conf")
@@ -74,6 +76,15 @@ def prepare(cfg: dict, enable: list[str]) -> tuple[str, list[str], dict]:
     except FileNotFoundError:
         pass
     return conf_path, programs, env
+
+
+def ofi_command() -> str:
+    """The installed ``ofi`` console script beside this interpreter."""
+    exe = os.path.join(os.path.dirname(sys.executable), "ofi")
+    if not os.path.exists(exe):
+        raise control.SupervisorError(f"the ofi command is not installed beside {sys.executable}; "
+                                       "pip install -e . first")
+    return exe
 
 
 class _Stop(Exception):
