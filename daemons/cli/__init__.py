@@ -20,6 +20,7 @@ VERBS = [
     ("daemons.cli.bus_cmds", ["tail", "bus_group"]),
     ("daemons.cli.daemon_cmd", ["daemon"]),
     ("daemons.cli.bench", ["bench"]),
+    ("daemons.cli.keys_cmd", ["keys_group"]),
     ("daemons.cli.signals_cmd", ["signals"]),
     ("daemons.cli.exchange_cmd", ["exchange"]),
     ("daemons.cli.trading_cmds", ["halt", "resume"]),

@@ -1,0 +1,195 @@
+"""The REST client: one method per endpoint, signed with HMAC, under the rate limiter.
+
+Every call writes one line to the execution log. Parameters go in the query string for every
+verb (as binance-futures-connector does), so the signature covers exactly the bytes sent.
+Timestamps use the venue's clock (offset measured on ``sync_time``); a -1021 answer resyncs
+the offset and sends the request once more (-1021 means it was not processed).
+"""
+from __future__ import annotations
+
+import time
+
+import requests
+
+from . import urls
+from .errors import (Ambiguous, GatewayError, NotSent, RateLimited, classify)
+from .signing import ServerClock, encode_params, signed_query
+
+
+class BinanceHttp:
+    """A requests session bound to one venue (REST base URL and key pair)."""
+
+    def __init__(self, rest_url: str, api_key: str | None, api_secret: str | None, *,
+                 limiter, exec_log=None, timeout_s: float = 5.0, recv_window_ms: int = 5000,
+                 clock=time.time):
+        self.base = rest_url.rstrip("/")
+        self._key = api_key
+        self._secret = api_secret
+        self.limiter = limiter
+        self.exec_log = exec_log
+        self.timeout = (min(2.0, timeout_s), timeout_s)   # (connect, read)
+        self.recv_window_ms = recv_window_ms
+        self.clock = clock
+        self.server_clock = ServerClock(clock)
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = "ofi-broker/0.1"
+        if api_key:
+            self.session.headers["X-MBX-APIKEY"] = api_key
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- the one place requests go out -----------------------------------------------------------
+    def request(self, method: str, path: str, params: dict | None = None, *, signed: bool = False,
+                weight: int = 1, orders: int = 0, action: str = "", log: dict | None = None,
+                _retried: bool = False):
+        """Send one request; the decoded JSON, or a typed :mod:`errors` exception."""
+        log = dict(log or {})
+        now = self.clock()
+        wait = self.limiter.wait_for(weight, orders, now)
+        if wait > 0:
+            exc = RateLimited(f"held back by the rate limiter for {wait:.2f}s", retry_at=now + wait)
+            self._log(action, "not_sent", log, error=str(exc))
+            raise exc
+        if signed:
+            if not self._secret:
+                raise GatewayError("no API secret configured for a signed request")
+            query = signed_query(params or {}, self._secret, self.server_clock.now_ms(),
+                                 self.recv_window_ms)
+        else:
+            query = encode_params(params or {})
+        url = f"{self.base}{path}" + (f"?{query}" if query else "")
+        self.limiter.note_sent(weight, orders, now)
+        t0 = time.perf_counter()
+        try:
+            resp = self.session.request(method, url, timeout=self.timeout)
+        except requests.exceptions.ConnectTimeout as e:
+            self._log(action, "not_sent", log, error="connect timeout", t0=t0)
+            raise NotSent(f"connect timeout to {self.base}", retry_at=self.clock() + 0.5) from e
+        except requests.exceptions.ConnectionError as e:
+            # refused before a byte left -> not sent; reset/closed mid-exchange -> ambiguous
+            if _never_connected(e):
+                self._log(action, "not_sent", log, error="connection refused", t0=t0)
+                raise NotSent(f"cannot connect to {self.base}", retry_at=self.clock() + 0.5) from e
+            self._log(action, "ambiguous", log, error="disconnected", t0=t0)
+            raise Ambiguous(f"connection lost during {method} {path}") from e
+        except requests.exceptions.Timeout as e:
+            self._log(action, "ambiguous", log, error="read timeout", t0=t0)
+            raise Ambiguous(f"timeout after {self.timeout[1]}s on {method} {path}") from e
+        except requests.exceptions.RequestException as e:
+            self._log(action, "ambiguous", log, error=type(e).__name__, t0=t0)
+            raise Ambiguous(f"{type(e).__name__} during {method} {path}") from e
+        done = self.clock()
+        self.limiter.update(resp.headers, resp.status_code, done)
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        ok = resp.status_code < 400 and not (
+            isinstance(body, dict) and isinstance(body.get("code"), int) and body["code"] < 0)
+        if ok:
+            self._log(action, "ok", log, http=resp.status_code, t0=t0,
+                      status=body.get("status") if isinstance(body, dict) else None)
+            return body
+        exc = classify(resp.status_code, body, resp.text if body is None else "",
+                       _retry_after(resp.headers), done)
+        outcome = {"NotSent": "not_sent", "RateLimited": "not_sent", "Banned": "not_sent",
+                   "Ambiguous": "ambiguous", "NotFound": "not_found"}.get(type(exc).__name__,
+                                                                         "rejected")
+        self._log(action, outcome, log, http=resp.status_code, code=exc.code, t0=t0,
+                  error=exc.msg[:120])
+        if exc.code == -1021 and signed and not _retried:
+            self.sync_time()
+            return self.request(method, path, params, signed=signed, weight=weight, orders=orders,
+                                action=action, log=log, _retried=True)
+        raise exc
+
+    def _log(self, action, outcome, log, t0=None, **fields) -> None:
+        if self.exec_log is None:
+            return
+        ms = round((time.perf_counter() - t0) * 1000, 3) if t0 is not None else None
+        self.exec_log.write(action, outcome=outcome, ms=ms, **log, **fields)
+
+    # -- endpoints ------------------------------------------------------------------------------
+    def sync_time(self) -> int:
+        """GET /fapi/v1/time (weight 1): measure the server-time offset; returns it in ms."""
+        sent = self.clock()
+        body = self.request("GET", urls.TIME, action="time")
+        return self.server_clock.update(int(body["serverTime"]), sent, self.clock())
+
+    def exchange_info(self) -> dict:
+        """GET /fapi/v1/exchangeInfo (weight 1): symbols, filters, rateLimits."""
+        return self.request("GET", urls.EXCHANGE_INFO, action="exchange_info")
+
+    def new_order(self, params: dict, log: dict | None = None) -> dict:
+        """POST /fapi/v1/order (TRADE; 1 order on the 10s and 1m order counts, IP weight 0)."""
+        return self.request("POST", urls.ORDER, params, signed=True, weight=0, orders=1,
+                            action="place", log=log)
+
+    def query_order(self, symbol: str, client_order_id: str) -> dict:
+        """GET /fapi/v1/order?origClientOrderId= (USER_DATA, weight 1); -2013 when absent."""
+        return self.request("GET", urls.ORDER, {"symbol": symbol,
+                                                "origClientOrderId": client_order_id},
+                            signed=True, weight=1, action="query",
+                            log={"symbol": symbol, "client_order_id": client_order_id})
+
+    def cancel_order(self, symbol: str, client_order_id: str) -> dict:
+        """DELETE /fapi/v1/order (TRADE, weight 1); -2011 when not open."""
+        return self.request("DELETE", urls.ORDER, {"symbol": symbol,
+                                                   "origClientOrderId": client_order_id},
+                            signed=True, weight=1, action="cancel",
+                            log={"symbol": symbol, "client_order_id": client_order_id})
+
+    def open_orders(self, symbol: str | None = None) -> list:
+        """GET /fapi/v1/openOrders (USER_DATA, weight 1 with a symbol, 40 without)."""
+        return self.request("GET", urls.OPEN_ORDERS, {"symbol": symbol} if symbol else {},
+                            signed=True, weight=1 if symbol else 40, action="open_orders",
+                            log={"symbol": symbol})
+
+    def all_orders(self, symbol: str, limit: int = 1000) -> list:
+        """GET /fapi/v1/allOrders (USER_DATA, weight 5)."""
+        return self.request("GET", urls.ALL_ORDERS, {"symbol": symbol, "limit": limit},
+                            signed=True, weight=5, action="all_orders", log={"symbol": symbol})
+
+    def user_trades(self, symbol: str, order_id: int | None = None, from_id: int | None = None,
+                    limit: int = 1000) -> list:
+        """GET /fapi/v1/userTrades (USER_DATA, weight 5): the account's fills."""
+        params = {"symbol": symbol}
+        if order_id is not None:
+            params["orderId"] = order_id
+        if from_id is not None:
+            params["fromId"] = from_id
+        params["limit"] = limit
+        return self.request("GET", urls.USER_TRADES, params, signed=True, weight=5,
+                            action="user_trades", log={"symbol": symbol, "order_id": order_id})
+
+    def position_risk(self, symbol: str | None = None) -> list:
+        """GET /fapi/v2/positionRisk (USER_DATA, weight 5)."""
+        return self.request("GET", urls.POSITION_RISK, {"symbol": symbol} if symbol else {},
+                            signed=True, weight=5, action="positions", log={"symbol": symbol})
+
+    def new_listen_key(self) -> str:
+        """POST /fapi/v1/listenKey (USER_STREAM, weight 1)."""
+        return self.request("POST", urls.LISTEN_KEY, action="listen_key")["listenKey"]
+
+    def keepalive_listen_key(self) -> None:
+        """PUT /fapi/v1/listenKey (USER_STREAM, weight 1): extend 60 min; -1125 if expired."""
+        self.request("PUT", urls.LISTEN_KEY, action="listen_key_keepalive")
+
+    def close_listen_key(self) -> None:
+        """DELETE /fapi/v1/listenKey (USER_STREAM, weight 1)."""
+        self.request("DELETE", urls.LISTEN_KEY, action="listen_key_close")
+
+
+def _never_connected(exc: Exception) -> bool:
+    text = repr(exc)
+    return any(s in text for s in ("NewConnectionError", "Connection refused", "ConnectTimeout",
+                                   "Failed to establish", "Name or service not known"))
+
+
+def _retry_after(headers) -> float | None:
+    value = headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

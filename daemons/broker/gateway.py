@@ -1,0 +1,153 @@
+"""The gateway interface, and its Binance USD-M implementation (sim, testnet, live).
+
+=============================  =================================================================
+method                         contract
+=============================  =================================================================
+``connect()``                  sync the clock, read exchangeInfo (filters, rate limits)
+``place(order, mark)``         send a new order under its client order id; a ``VenueOrder``, or
+                               Rejected / NotSent / Ambiguous (see ``binance.errors``)
+``cancel(symbol, cid)``        cancel by client order id; NotFound (-2011) when not open
+``query(symbol, cid)``         the venue's view of an order; None when it does not exist (-2013)
+``open_orders(symbol)``        the open orders of a symbol
+``trades(symbol, ...)``        the account's fills (``fills`` payloads)
+``positions(symbols)``         the venue's positions (``positions`` payloads)
+``start_stream(wake)``         start the user data stream (None if the gateway has none)
+``keepalive(now)``             periodic upkeep (listenKey keepalive)
+``close()``                    stop the stream, close the session
+=============================  =================================================================
+
+:class:`daemons.broker.mock.MockGateway` implements the same interface in process.
+"""
+from __future__ import annotations
+
+import time
+
+from .binance import urls
+from .binance.errors import GatewayError, InvalidListenKey, NotFound
+from .binance.filters import apply_filters
+from .binance.http import BinanceHttp
+from .binance.schemas import (VenueOrder, parse_exchange_info, parse_order, parse_position_risk,
+                              parse_trade)
+from .binance.userstream import UserStream
+from .orders import Order
+
+LISTEN_KEY_KEEPALIVE_S = 30 * 60   # the key lives 60 min; Binance suggests a keepalive well before
+
+
+class BinanceGateway:
+    """The REST client plus the user data stream, for one venue (URLs + key pair)."""
+
+    name = "binance"
+
+    def __init__(self, rest_url: str, ws_url: str | None, api_key: str | None,
+                 api_secret: str | None, *, limiter, exec_log=None, timeout_s: float = 5.0,
+                 recv_window_ms: int = 5000, stream_route: str = "private",
+                 order_resp_type: str = "RESULT"):
+        self.rest_url = rest_url
+        self.ws_url = ws_url
+        self.limiter = limiter
+        self.http = BinanceHttp(rest_url, api_key, api_secret, limiter=limiter,
+                                exec_log=exec_log, timeout_s=timeout_s,
+                                recv_window_ms=recv_window_ms)
+        self.exec_log = exec_log
+        self.stream_route = stream_route
+        self.order_resp_type = order_resp_type
+        self.filters: dict = {}
+        self.stream: UserStream | None = None
+        self._listen_key: str | None = None
+        self._keepalive_at = 0.0
+
+    # -- setup -----------------------------------------------------------------------------------
+    def connect(self) -> None:
+        self.http.sync_time()
+        self.filters, rate_limits = parse_exchange_info(self.http.exchange_info())
+        if rate_limits:
+            self.limiter.set_limits(rate_limits)
+
+    def start_stream(self, wake) -> UserStream | None:
+        if not self.ws_url:
+            return None
+        self._listen_key = self.http.new_listen_key()
+        self._keepalive_at = time.time() + LISTEN_KEY_KEEPALIVE_S
+        self.stream = UserStream(
+            lambda: urls.user_stream_url(self.ws_url, self._listen_key, self.stream_route), wake)
+        self.stream.start()
+        return self.stream
+
+    def renew_listen_key(self) -> None:
+        """After listenKeyExpired or -1125: a new key, and a fresh connection on it."""
+        self._listen_key = self.http.new_listen_key()
+        self._keepalive_at = time.time() + LISTEN_KEY_KEEPALIVE_S
+        if self.stream is not None:
+            self.stream.reconnect()
+
+    def keepalive(self, now: float) -> None:
+        if self._listen_key is None or now < self._keepalive_at:
+            return
+        self._keepalive_at = now + 60.0   # retried in a minute if this fails
+        try:
+            self.http.keepalive_listen_key()
+            self._keepalive_at = now + LISTEN_KEY_KEEPALIVE_S
+        except InvalidListenKey:
+            self.renew_listen_key()
+        except GatewayError:
+            pass
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.stop()
+            self.stream = None
+        if self._listen_key is not None:
+            try:
+                self.http.close_listen_key()
+            except Exception:
+                pass
+            self._listen_key = None
+        self.http.close()
+
+    # -- orders ----------------------------------------------------------------------------------
+    def order_params(self, order: Order, mark_price: float | None = None) -> dict:
+        """The POST /fapi/v1/order parameters, filters applied (FilterRejected if impossible)."""
+        qty, price = apply_filters(self.filters.get(order.symbol), order.side, order.order_type,
+                                   order.qty, order.price, mark_price, order.reduce_only)
+        params = {"symbol": order.symbol, "side": order.side, "type": order.order_type,
+                  "quantity": qty}
+        if order.order_type == "LIMIT":
+            params["price"] = price
+            params["timeInForce"] = "GTC"
+        if order.reduce_only:
+            params["reduceOnly"] = "true"
+        params["newClientOrderId"] = order.client_order_id
+        params["newOrderRespType"] = self.order_resp_type
+        return params
+
+    def place(self, order: Order, mark_price: float | None = None) -> VenueOrder:
+        log = {"symbol": order.symbol, "client_order_id": order.client_order_id}
+        try:
+            params = self.order_params(order, mark_price)
+        except GatewayError as exc:
+            if self.exec_log is not None:
+                self.exec_log.write("place", outcome="rejected", error=f"filter: {exc.msg}", **log)
+            raise
+        return parse_order(self.http.new_order(params, log=log))
+
+    def cancel(self, symbol: str, client_order_id: str) -> VenueOrder:
+        return parse_order(self.http.cancel_order(symbol, client_order_id))
+
+    def query(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+        try:
+            return parse_order(self.http.query_order(symbol, client_order_id))
+        except NotFound:
+            return None
+
+    def open_orders(self, symbol: str) -> list[VenueOrder]:
+        return [parse_order(o) for o in self.http.open_orders(symbol)]
+
+    def trades(self, symbol: str, order_id: int | None = None,
+               from_id: int | None = None) -> list[dict]:
+        return [parse_trade(t) for t in self.http.user_trades(symbol, order_id, from_id)]
+
+    def positions(self, symbols) -> list[dict]:
+        wanted = set(symbols)
+        return [parse_position_risk(p) for p in self.http.position_risk()
+                if p.get("symbol") in wanted and p.get("positionSide", "BOTH") == "BOTH"]

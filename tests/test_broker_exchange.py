@@ -1,0 +1,323 @@
+"""The broker daemon as a real process against ``ofi exchange`` on loopback.
+
+Faults on (timeouts after acceptance, 503, 5xx, websocket drops; 429 and 418 apart) and the broker
+killed with SIGKILL at random instants: no client order id twice at the exchange, every fill
+once in ``fills``, positions equal to the exchange's. Plus the kill switch, start-up
+reconciliation, rate limits, and the secret never written anywhere.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bus import open_bus
+from daemons.broker.binance.errors import GatewayError
+from daemons.broker.binance.http import BinanceHttp
+from daemons.broker.ratelimit import RateLimiter
+from tests.conftest import OFI, free_port
+
+API_KEY = "brokertestkey0123456789abcdefKEY9"
+API_SECRET = "brokertestsecret-9f8e7d6c5b4a-never-logged"
+SYMBOL = "BTCUSDT"
+TERMINAL = {"FILLED", "CANCELED", "REJECTED", "EXPIRED"}
+
+
+def _wait_for(cond, timeout, what, interval=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _count_ready(path: Path) -> int:
+    try:
+        return path.read_text(errors="replace").count("ofi-ready")
+    except FileNotFoundError:
+        return 0
+
+
+class Venue:
+    """A running ``ofi exchange`` plus a signed client for the test's own checks."""
+
+    def __init__(self, procs, tmp_path: Path, faults: str = ""):
+        self.port = free_port()
+        self.dir = tmp_path / "exchange"
+        self.dir.mkdir()
+        self.log = self.dir / "exchange.log"
+        args = OFI + ["exchange", "--port", str(self.port), "--home", str(self.dir),
+                      "--api-key", API_KEY, "--api-secret", API_SECRET, "--symbols", SYMBOL]
+        if faults:
+            args += ["--faults", faults]
+        with open(self.log, "wb") as out:
+            self.proc = procs(args, stdout=out, stderr=subprocess.STDOUT)
+        _wait_for(lambda: _count_ready(self.log) >= 1 or self.proc.poll() is not None, 30,
+                  "the exchange's ofi-ready")
+        assert self.proc.poll() is None, self.log.read_text()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.http = BinanceHttp(self.url, API_KEY, API_SECRET, limiter=RateLimiter(margin=0.0),
+                                timeout_s=5.0)
+
+    def call(self, fn, *args, timeout=30):
+        """Retry through the faults (they hit the test's requests too)."""
+        deadline = time.time() + timeout
+        while True:
+            try:
+                return fn(*args)
+            except GatewayError:
+                if time.time() > deadline:
+                    raise
+                self.http.limiter = RateLimiter(margin=0.0)
+                time.sleep(0.2)
+
+    def all_orders(self):
+        return self.call(self.http.all_orders, SYMBOL)
+
+    def user_trades(self):
+        return self.call(self.http.user_trades, SYMBOL)
+
+    def position(self) -> float:
+        rows = self.call(self.http.position_risk, SYMBOL)
+        return sum(float(r["positionAmt"]) for r in rows if r["symbol"] == SYMBOL)
+
+    def open_orders(self):
+        return self.call(self.http.open_orders, SYMBOL)
+
+
+class Broker:
+    """The broker daemon as a process (restartable), fed by intents appended to the bus."""
+
+    def __init__(self, procs, home: Path, venue: Venue, extra: str = ""):
+        self.procs = procs
+        self.home = home
+        self.cfg = home / "broker.yaml"
+        self.cfg.write_text(
+            f"symbols: [{SYMBOL}]\n"
+            f"exchange:\n  port: {venue.port}\n"
+            "broker:\n  mode: sim\n  http_timeout_s: 1.0\n  unknown_grace_s: 0.5\n"
+            "  poll_interval_s: 0.5\n  intent_ttl_s: 300.0\n" + extra)
+        self.log = home / "broker.log"
+        self.env = {**os.environ, "OFI_API_KEY": API_KEY, "OFI_API_SECRET": API_SECRET}
+        self.env.pop("EXECUTOR_MODE", None)
+        self.proc = None
+        self.starts = 0
+
+    def start(self, wait_ready: bool = True) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = self.procs(OFI + ["daemon", "broker", "--home", str(self.home),
+                                          "--config", str(self.cfg)],
+                                   stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        self.starts += 1
+        if wait_ready:
+            _wait_for(lambda: _count_ready(self.log) >= self.starts or self.proc.poll() is not None,
+                      40, "the broker's ofi-ready")
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(15) == 0
+
+
+def _records(home: Path, topic: str) -> list[dict]:
+    bus = open_bus(home)
+    reader = bus.reader(topic, start="beginning")
+    out = []
+    while True:
+        items = reader.read(10000)
+        if not items:
+            break
+        out.extend(r for r, _ in items)
+    reader.close()
+    bus.close()
+    return out
+
+
+def _last_status(home: Path) -> dict[str, dict]:
+    last = {}
+    for r in _records(home, "orders"):
+        last[r["client_order_id"]] = r
+    return last
+
+
+def _intent(i: int, side: str, qty: float, order_type="MARKET", price=None, cid=None) -> dict:
+    return {"type": "intent", "symbol": SYMBOL, "side": side, "qty": qty,
+            "order_type": order_type, "price": price, "reduce_only": False,
+            "client_order_id": cid or f"t{i}-{os.getpid()}", "reason": "test",
+            "signal_seq": i, "bucket_ms": 0, "decision_mid": None, "fusion": None}
+
+
+def _mid(venue: Venue) -> float:
+    import requests
+    r = requests.get(f"{venue.url}/fapi/v1/premiumIndex", params={"symbol": SYMBOL}, timeout=5)
+    return float(r.json()["markPrice"])
+
+
+def _assert_books_agree(home: Path, venue: Venue) -> None:
+    """No client order id twice at the exchange; every fill once; positions equal."""
+    orders = venue.all_orders()
+    ids = Counter(o["clientOrderId"] for o in orders)
+    assert [c for c, n in ids.items() if n > 1] == [], "a client order id was used twice"
+    fills = _records(home, "fills")
+    fill_ids = [f["trade_id"] for f in fills]
+    assert len(fill_ids) == len(set(fill_ids)), "a fill was recorded twice"
+    trades = venue.user_trades()
+    assert sorted(fill_ids) == sorted(t["id"] for t in trades), "fills differ from userTrades"
+    positions = [p for p in _records(home, "positions") if p["symbol"] == SYMBOL]
+    assert positions[-1]["qty"] == pytest.approx(venue.position(), abs=1e-9)
+    # every order the exchange has is one the broker journaled, in the same final state
+    last = _last_status(home)
+    for o in orders:
+        mine = last.get(o["clientOrderId"])
+        assert mine is not None, f"exchange order {o['clientOrderId']} not in the journal"
+        if o["status"] in TERMINAL:
+            assert mine["status"] == o["status"] or (
+                o["status"] == "FILLED" and mine["filled_qty"] == pytest.approx(float(o["executedQty"])))
+
+
+@pytest.mark.timeout(120)
+def test_broker_faults_and_sigkill_never_double_or_lose(procs, home, tmp_path):
+    # Arrange: faults on every surface; the broker killed at random instants
+    # (429/418 answers carry Retry-After up to a minute: they are tested on their own below)
+    faults = "timeout=0.06,timeout_s=1.5,unknown503=0.06,http5xx=0.05,ws_drop=0.02,seed=11"
+    venue = Venue(procs, tmp_path, faults)
+    broker = Broker(procs, home, venue)
+    broker.start()
+    rng = random.Random(5)
+    bus = open_bus(home)
+    writer = bus.writer("intents")
+    mid = _mid(venue)
+    sent = []
+    # Act: ~90 intents over ~12 s, 5 SIGKILLs
+    kill_at = sorted(rng.uniform(1.0, 11.0) for _ in range(5))
+    start = time.time()
+    i = 0
+    while time.time() - start < 12.0:
+        side = rng.choice(["BUY", "SELL"])
+        qty = rng.choice([0.002, 0.003, 0.005])
+        if rng.random() < 0.2:
+            px = round(mid * (0.999 if side == "BUY" else 1.001), 1)
+            rec = _intent(i, side, qty, "LIMIT", px)
+        else:
+            rec = _intent(i, side, qty)
+        writer.append(rec)
+        sent.append(rec["client_order_id"])
+        i += 1
+        if kill_at and time.time() - start >= kill_at[0]:
+            kill_at.pop(0)
+            time.sleep(rng.uniform(0.0, 0.05))
+            broker.kill()
+            broker.start()
+        time.sleep(rng.uniform(0.05, 0.2))
+    writer.close()
+    bus.close()
+    # every intent reaches a settled state (LIMIT orders may stay open: cancel them via halt)
+    _wait_for(lambda: all(c in _last_status(home) and _last_status(home)[c]["status"] not in
+                          ("PENDING", "UNKNOWN") for c in sent), 60, "every intent settled",
+              interval=0.3)
+    subprocess.run(OFI + ["halt", "--home", str(home), "--reason", "test end"], check=True,
+                   capture_output=True, timeout=30)
+    _wait_for(lambda: all(r["status"] in TERMINAL for r in _last_status(home).values()), 40,
+              "every order terminal after the halt", interval=0.3)
+    _wait_for(lambda: not venue.open_orders(), 20, "no open order left at the exchange")
+    # let late stream fills land, then stop cleanly
+    _wait_for(lambda: len(_records(home, "fills")) == len(venue.user_trades()), 20,
+              "fills caught up with userTrades", interval=0.3)
+    broker.stop()
+    # Assert
+    _assert_books_agree(home, venue)
+    state = orjson.loads((home / "state" / "trading.json").read_text())
+    assert state["reason"] == "test end", f"the broker halted by itself: {state}"
+    statuses = Counter(r["status"] for r in _last_status(home).values())
+    assert statuses["FILLED"] > 20, statuses
+    exec_log = [orjson.loads(line) for line in (home / "log" / "exec_log.jsonl").read_text().splitlines()]
+    outcomes = Counter(e["outcome"] for e in exec_log)
+    assert outcomes["ambiguous"] > 0 and outcomes["not_sent"] > 0, outcomes
+    # the secret (and the full key) never reach a log or a spool
+    for path in [*home.rglob("*"), broker.log]:
+        if path.is_file() and path.name != "broker.yaml":
+            data = path.read_bytes()
+            assert API_SECRET.encode() not in data, f"secret found in {path}"
+            assert API_KEY.encode() not in data, f"API key found in {path}"
+
+
+@pytest.mark.timeout(60)
+def test_broker_halt_cancels_open_orders_and_refuses_new_until_resumed(procs, home, tmp_path):
+    venue = Venue(procs, tmp_path)
+    broker = Broker(procs, home, venue)
+    broker.start()
+    mid = _mid(venue)
+    bus = open_bus(home)
+    w = bus.writer("intents")
+    # resting orders far from the market
+    for i in range(3):
+        w.append(_intent(i, "BUY", 0.002, "LIMIT", round(mid * 0.9, 1), cid=f"rest-{i}"))
+    _wait_for(lambda: len(venue.open_orders()) == 3, 10, "3 open orders at the exchange")
+    subprocess.run(OFI + ["halt", "--home", str(home), "--reason", "drill"], check=True,
+                   capture_output=True, timeout=30)
+    _wait_for(lambda: not venue.open_orders(), 10, "the kill switch canceled them")
+    w.append(_intent(9, "BUY", 0.002, cid="while-halted"))
+    _wait_for(lambda: _last_status(home).get("while-halted", {}).get("status") == "REJECTED", 10,
+              "the intent refused while HALTED")
+    assert "HALTED" in _last_status(home)["while-halted"]["reason"]
+    last = _last_status(home)
+    assert all(last[f"rest-{i}"]["status"] == "CANCELED" for i in range(3))
+    subprocess.run(OFI + ["resume", "--home", str(home)], check=True, capture_output=True, timeout=30)
+    w.append(_intent(10, "BUY", 0.002, cid="after-resume"))
+    _wait_for(lambda: _last_status(home).get("after-resume", {}).get("status") == "FILLED", 10,
+              "an intent filled after resume")
+    w.close()
+    bus.close()
+    broker.stop()
+    _assert_books_agree(home, venue)
+
+
+@pytest.mark.timeout(60)
+def test_broker_unexplained_venue_position_sets_halted_with_reason(procs, home, tmp_path):
+    venue = Venue(procs, tmp_path)
+    # someone else trades on the account before the broker starts
+    venue.call(venue.http.new_order, {"symbol": SYMBOL, "side": "BUY", "type": "MARKET",
+                                      "quantity": "0.003", "newClientOrderId": "manual-1"})
+    broker = Broker(procs, home, venue)
+    broker.start()
+    state = orjson.loads((home / "state" / "trading.json").read_text())
+    assert state["state"] == "HALTED" and state["by"] == "broker"
+    assert "venue position 0.003" in state["reason"]
+    broker.stop()
+
+
+@pytest.mark.timeout(60)
+def test_broker_stays_under_order_rate_limit_without_429(procs, home, tmp_path):
+    # 5 orders per 10 s at the exchange; the broker's margin 0.2 leaves it 4
+    venue = Venue(procs, tmp_path, "order_limit_10s=5,seed=1")
+    broker = Broker(procs, home, venue)
+    broker.start()
+    bus = open_bus(home)
+    w = bus.writer("intents")
+    for i in range(6):
+        w.append(_intent(i, "BUY" if i % 2 else "SELL", 0.002, cid=f"rl-{i}"))
+    _wait_for(lambda: sum(r["status"] == "FILLED" for r in _last_status(home).values()) == 6, 25,
+              "all 6 filled across two windows", interval=0.2)
+    w.close()
+    bus.close()
+    broker.stop()
+    exec_log = [orjson.loads(line) for line in (home / "log" / "exec_log.jsonl").read_text().splitlines()]
+    assert not [e for e in exec_log if e.get("http") in (429, 418)]
+    places = sorted(e["ts"] for e in exec_log if e["action"] == "place")
+    assert len(places) == 6
+    per_window = Counter(int(ts // 10) for ts in places)
+    assert max(per_window.values()) <= 4, per_window
+    _assert_books_agree(home, venue)
