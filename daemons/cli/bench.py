@@ -54,3 +54,16 @@ def bench_exchange(seconds, as_json):
     from ..exchange.bench import run
 
     _print(run(seconds), as_json)
+
+
+@bench.command("broker")
+@click.option("-n", "count", type=int, default=200, show_default=True, help="Intents timed.")
+@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+def bench_broker(count, as_json):
+    """Intent-appended to order-acknowledged latency through the broker daemon (sim mode)."""
+    from ..broker.bench import run
+
+    try:
+        _print(run(n=count), as_json)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
