@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 SINKS = ("jsonl", "sqlite")
+POSITION_WIDTH = 128    # bytes of a saved consumer position (padded; one sector at most)
 DEFAULTS = {
     "sink": "jsonl",
     "segment_bytes": 64 << 20,
@@ -92,8 +93,13 @@ class Bus:
 
     # -- writing -----------------------------------------------------------------------------
     def writer(self, topic: str, shared: bool = False):
-        """The writer of ``topic``; raises :class:`WriterLockedError` if it has one already."""
+        """The writer of ``topic``; raises :class:`WriterLockedError` if it has one already.
+
+        ``deadletter`` is the one shared topic: its writers take the lock per append, so any
+        number of processes may hold one.
+        """
         d = self.topic_dir(topic)
+        shared = shared or topic == "deadletter"
         existing = self.sink_of(topic)
         if existing != self.sink and (jsonl.has_topic(d) or sqlite.has_topic(d)):
             raise BusError(f"topic {topic!r} already holds {existing} spools; "
@@ -116,11 +122,15 @@ class Bus:
         })
 
     # -- reading -----------------------------------------------------------------------------
-    def reader(self, topic: str, position: dict | None = None, start: str = "beginning"):
-        """A plain reader (no saved position) from ``start`` or ``position``."""
+    def reader(self, topic: str, position: dict | None = None, start: str = "beginning",
+               raw: bool = False):
+        """A plain reader (no saved position) from ``start`` ("beginning" or "end") or
+        ``position``. ``raw`` adds the stored text to each item (``ofi tail --json``)."""
+        if start not in ("beginning", "end"):
+            raise BusError(f"reader start must be beginning or end, not {start!r}")
         d = self.topic_dir(topic)
         cls = sqlite.SqliteReader if self.sink_of(topic) == "sqlite" else jsonl.JsonlReader
-        return cls(d, position, start)
+        return cls(d, position, start, raw=raw)
 
     def consumer(self, topic: str, name: str, start: str = "saved",
                  default_start: str = "beginning") -> "Consumer":
@@ -184,11 +194,7 @@ class Bus:
                     size += os.path.getsize(p)
             last = self.last_seq(topic)
             if sink == "sqlite":
-                conn = sqlite._connect(os.path.join(d, sqlite.DB), readonly=True) \
-                    if sqlite.has_topic(d) else None
-                count = conn.execute("SELECT count(*) FROM records").fetchone()[0] if conn else 0
-                if conn:
-                    conn.close()
+                count = sqlite.count_in(d)
             else:
                 segs = jsonl.list_segments(d)
                 count = last - segs[0] + 1 if segs and last else 0
@@ -208,12 +214,17 @@ class Consumer:
     """Reads one topic for one named consumer, at least once.
 
     ``poll`` returns ``(record, position)`` pairs; lines that cannot be decoded are sent to
-    ``deadletter`` with the reason and raw text, and skipped. ``mark`` notes a processed
-    position and ``commit`` saves the last marked one atomically (write, then rename).
+    ``deadletter`` with the reason, the source topic and position and the raw text, and
+    skipped (marking the record before such a line covers the line too). ``mark`` notes a
+    processed position and ``commit`` saves the last marked one atomically (write, then
+    rename), so a restart resumes after the last committed record: nothing is lost, and what
+    was processed but not committed is delivered again.
     """
 
     def __init__(self, bus: Bus, topic: str, name: str, start: str = "saved",
                  default_start: str = "beginning"):
+        if start not in ("saved", "beginning", "end"):
+            raise BusError(f"consumer start must be saved, beginning or end, not {start!r}")
         self.bus = bus
         self.topic = topic
         self.name = name
@@ -224,7 +235,11 @@ class Consumer:
         first = default_start if start == "saved" else start
         self.reader = bus.reader(topic, saved, first)
         self._marked = saved or self.reader.position
-        self._saved = dict(self._marked)
+        self._saved = dict(self._marked) if saved else None
+        self._last = None          # position of the last record handed out
+        self._durable = bus.settings["fsync"] != "none"
+        self._fd = -1
+        self._width = POSITION_WIDTH
         self.deadlettered = 0
 
     def load(self) -> dict | None:
@@ -237,16 +252,30 @@ class Consumer:
             raise BusError(f"consumer position {self.path} is unreadable: {exc}") from None
 
     def poll(self, max_records: int = 5000) -> list[tuple[dict, dict]]:
-        """Records available now (never blocks)."""
+        """Records available now (never blocks), at most ``max_records``."""
+        reader = self.reader
+        bad_before = reader.bad_seen
+        items = reader.read(max_records)
+        if reader.bad_seen == bad_before:
+            if items:
+                self._last = items[-1][1]
+            return items
         out = []
-        for item, pos in self.reader.read(max_records):
+        last = self._last
+        for item, pos in items:
             if isinstance(item, BadRecord):
                 self.bus.deadletter(item.reason, item.raw, source=self.topic, position=pos,
                                     stage=self.name)
                 self.deadlettered += 1
-                self._marked = pos
+                if last is None:
+                    self._marked = pos      # nothing handed out before it: skip it now
+                else:
+                    last.clear()            # marking the record before it skips it too
+                    last.update(pos)
                 continue
             out.append((item, pos))
+            last = pos
+        self._last = last
         return out
 
     def mark(self, position: dict) -> None:
@@ -254,18 +283,34 @@ class Consumer:
         self._marked = position
 
     def commit(self) -> None:
-        """Save the marked position (atomically) if it moved."""
+        """Save the marked position (atomically) if it moved.
+
+        The position is rewritten in place with one ``pwrite`` of a padded line of less than
+        512 bytes: a killed process leaves the old or the new one, never a mix. (Replacing
+        the file by rename, the usual way, makes ext4 flush it to disk first: milliseconds
+        per commit instead of one microsecond.)
+        """
         if self._marked == self._saved:
             return
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(orjson.dumps(self._marked))
-        os.replace(tmp, self.path)
+        data = orjson.dumps(self._marked)
+        if self._fd < 0:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self._width = max(POSITION_WIDTH, os.fstat(self._fd).st_size)
+        if len(data) >= self._width:
+            self._width = (len(data) // POSITION_WIDTH + 1) * POSITION_WIDTH
+        os.pwrite(self._fd, data.ljust(self._width - 1) + b"\n", 0)
+        if self._durable:
+            os.fdatasync(self._fd)
         self._saved = dict(self._marked)
 
     @property
     def position(self) -> dict:
         return self._marked
+
+    @property
+    def skipped(self) -> int:
+        """Records removed by retention before this consumer reached them."""
+        return self.reader.skipped
 
     def lag(self) -> int:
         return max(0, self.bus.last_seq(self.topic) - int(self._marked.get("seq", 0)))
@@ -273,3 +318,6 @@ class Consumer:
     def close(self) -> None:
         self.commit()
         self.reader.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

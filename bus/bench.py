@@ -60,8 +60,9 @@ def append_rate(sink: str, n: int, batch: int) -> float:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def read_rate(sink: str, n: int) -> float:
-    """Records per second read and decoded from a spool of ``n`` records."""
+def read_rate(sink: str, n: int, batch: int = 2000) -> float:
+    """Records per second delivered by a consumer (poll, mark, commit: a daemon's path) from
+    a spool of ``n`` records."""
     home = tempfile.mkdtemp(prefix="ofi-bench-")
     try:
         bus = open_bus(home, sink=sink)
@@ -70,16 +71,18 @@ def read_rate(sink: str, n: int) -> float:
         for _ in range(n // 1000):
             w.append_many(payloads)
         w.close()
-        r = bus.reader("trades")
+        c = bus.consumer("trades", "bench", start="beginning")
         t0 = time.perf_counter()
         got = 0
         while True:
-            items = r.read(20000)
+            items = c.poll(batch)
             if not items:
                 break
             got += len(items)
+            c.mark(items[-1][1])
+            c.commit()
         dt = time.perf_counter() - t0
-        r.close()
+        c.close()
         bus.close()
         assert got == n // 1000 * 1000, (got, n)
         return got / dt
@@ -87,7 +90,8 @@ def read_rate(sink: str, n: int) -> float:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def _reader_proc(home: str, sink: str, n: int, ready, conn) -> None:
+def _reader_proc(home: str, sink: str, n: int, batch: int, ready, conn) -> None:
+    """The latency reader: a daemon's loop (poll, handle, mark, commit; wait when idle)."""
     bus = open_bus(home, sink=sink)
     bus.watch("trades")
     c = bus.consumer("trades", "bench", start="beginning")
@@ -96,7 +100,7 @@ def _reader_proc(home: str, sink: str, n: int, ready, conn) -> None:
     ready.set()
     mono = time.monotonic_ns
     while len(lat) < n:
-        items = c.poll(20000)
+        items = c.poll(batch)
         if not items:
             bus.wait(0.5)
             continue
@@ -107,11 +111,14 @@ def _reader_proc(home: str, sink: str, n: int, ready, conn) -> None:
                 return
             expect += 1
             lat.append(now - rec["t"])
+        c.mark(items[-1][1])
+        c.commit()
     conn.send({"lat": lat, "wakeups": bus.waker.wakeups, "timeouts": bus.waker.timeouts})
+    c.close()
     bus.close()
 
 
-def latency(sink: str, n: int, rate: float | None) -> dict:
+def latency(sink: str, n: int, rate: float | None, batch: int = 2000) -> dict:
     """Writer-to-reader latency of ``n`` records at ``rate`` per second (None: full rate)."""
     home = tempfile.mkdtemp(prefix="ofi-bench-")
     ctx = mp.get_context("fork")
@@ -120,7 +127,7 @@ def latency(sink: str, n: int, rate: float | None) -> dict:
         w = bus.writer("trades")
         ready = ctx.Event()
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_reader_proc, args=(home, sink, n, ready, child), daemon=True)
+        proc = ctx.Process(target=_reader_proc, args=(home, sink, n, batch, ready, child), daemon=True)
         proc.start()
         ready.wait(10)
         time.sleep(0.05)

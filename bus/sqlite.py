@@ -3,28 +3,31 @@
 Table ``records(seq INTEGER PRIMARY KEY, ts, type, body)``; ``body`` is the whole record as the
 same JSON text the JSONL sink would store, so both sinks deliver identical records. SQLite's
 transactions make every append all-or-nothing, so a killed writer never leaves a torn record.
+Inspect a spool with sqlite-utils, e.g. ``sqlite-utils rows records.db records --limit 5``.
 
 Readers wake on the directory's inotify events. SQLite publishes a commit in the mmap'd ``-shm``
 file, which raises no event, *after* it wrote the ``-wal`` frames, so a reader woken by the
 ``-wal`` write may look too early. The writer therefore touches ``bell`` after each commit: that
-write comes after publication and wakes readers at the right moment.
+write comes after publication, and readers wake on it only (see :mod:`bus.wake`).
 """
 from __future__ import annotations
 
 import os
 import sqlite3
 import time
-
-import orjson
-import sqlite_utils
+from itertools import count, repeat
+from operator import itemgetter
 
 from .durability import SyncPolicy
 from .errors import BadRecord
 from .lock import TopicLock
-from .records import decode, envelope, now_ms
+from .records import decode, decode_run, encode_line, encode_lines, now_ms
 
 DB = "records.db"
 BELL = "bell"
+RETENTION_CHECK_S = 10.0   # how often a writer applies retention while appending
+_get_type = itemgetter("type")
+_get_body = itemgetter(1)
 
 
 def has_topic(topic_dir: str) -> bool:
@@ -42,12 +45,22 @@ def _connect(path: str, readonly: bool = False) -> sqlite3.Connection:
 
 
 def ensure_schema(path: str) -> None:
-    """Create the database and its table with sqlite-utils (idempotent)."""
-    db = sqlite_utils.Database(path)
-    db.conn.execute("PRAGMA journal_mode=WAL")
-    db["records"].create({"seq": int, "ts": int, "type": str, "body": str}, pk="seq",
-                         not_null={"ts", "type", "body"}, if_not_exists=True)
-    db.conn.close()
+    """Create the database and its table with sqlite-utils, unless they exist."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode=WAL")
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='records'"
+                        ).fetchone():
+            return
+        import sqlite_utils  # only here: it takes ~150 ms to import (numpy)
+
+        sqlite_utils.Database(conn)["records"].create(
+            {"seq": int, "ts": int, "type": str, "body": str}, pk="seq",
+            not_null={"ts", "type", "body"}, if_not_exists=True)
+    finally:
+        conn.close()
 
 
 def last_seq_in(topic_dir: str) -> int:
@@ -61,8 +74,26 @@ def last_seq_in(topic_dir: str) -> int:
         conn.close()
 
 
+def count_in(topic_dir: str) -> int:
+    """Records held (rows between the oldest and the newest; seqs have no gaps)."""
+    path = os.path.join(topic_dir, DB)
+    if not os.path.exists(path):
+        return 0
+    conn = _connect(path, readonly=True)
+    try:
+        lo, hi = conn.execute("SELECT min(seq), max(seq) FROM records").fetchone()
+        return hi - lo + 1 if hi else 0
+    finally:
+        conn.close()
+
+
 class SqliteWriter:
-    """Appends records to one topic's database; same API as :class:`bus.jsonl.JsonlWriter`."""
+    """Appends records to one topic's database; same API as :class:`bus.jsonl.JsonlWriter`.
+
+    Durability: ``record`` commits with ``synchronous=FULL``; ``batch`` and ``interval`` fsync
+    the ``-wal`` file on the policy's schedule; ``none`` leaves WAL's ``NORMAL`` (a committed
+    row survives any process crash, a power cut may lose the last ones).
+    """
 
     def __init__(self, topic_dir: str, topic: str, *, retention_bytes: int = 0,
                  retention_hours: float = 0, sync: SyncPolicy | None = None,
@@ -73,52 +104,78 @@ class SqliteWriter:
         self.retention_hours = float(retention_hours)
         self.retention_bytes = int(retention_bytes)
         self.sync = sync or SyncPolicy()
+        self.path = os.path.join(topic_dir, DB)
+        self.removed_rows = 0
         os.makedirs(topic_dir, exist_ok=True)
         self._lock = TopicLock(topic_dir, topic)
-        if not shared:
-            self._lock.acquire()
-        path = os.path.join(topic_dir, DB)
-        ensure_schema(path)
-        self._conn = _connect(path)
-        # "record" durability means a sync per commit (FULL); otherwise WAL's NORMAL, which
-        # never loses a committed row to a process crash, only possibly to a power cut.
-        full = self.sync.mode == "record"
-        self._conn.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
-        self._bell = os.open(os.path.join(topic_dir, BELL), os.O_WRONLY | os.O_CREAT, 0o644)
-        self.seq = last_seq_in(topic_dir)
-        self._pending = 0
-        self._last_sync = time.monotonic()
-        self._last_retention = 0.0
+        self._conn = None
+        self._bell = -1
+        self._lock.acquire(blocking=shared)
+        try:
+            ensure_schema(self.path)
+            self._conn = _connect(self.path)
+            full = self.sync.mode == "record"
+            self._conn.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
+            self.sync.set_syncer(self._sync_wal)
+            self._bell = os.open(os.path.join(topic_dir, BELL), os.O_WRONLY | os.O_CREAT, 0o644)
+            self.seq = self._max_seq()
+            self._next_retention = 0.0
+            if not shared:
+                self.apply_retention()
+        except BaseException:
+            self._release()
+            raise
+        finally:
+            if shared:
+                self._lock.release()
+
+    def _max_seq(self) -> int:
+        return self._conn.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0]
 
     def append(self, payload: dict, ts: int | None = None) -> dict:
         """Append one record; returns it with its ``seq`` and ``ts``."""
+        if ts is None:
+            ts = now_ms()
         if self.shared:
             with self._lock:
-                self.seq = last_seq_in(self.dir)
-                return self._insert([payload], ts)[0]
-        return self._insert([payload], ts)[0]
+                self.seq = self._max_seq()
+                self._commit_one(payload, ts)
+        else:
+            self._commit_one(payload, ts)
+        rec = {"seq": self.seq, "ts": ts}
+        rec.update(payload)
+        rec["seq"] = self.seq
+        rec["ts"] = ts
+        return rec
+
+    def _commit_one(self, payload: dict, ts: int) -> None:
+        seq = self.seq + 1
+        body = encode_line(seq, ts, payload)[:-1].decode()
+        # autocommit: one statement is one transaction
+        self._conn.execute("INSERT INTO records (seq, ts, type, body) VALUES (?,?,?,?)",
+                           (seq, ts, payload["type"], body))
+        self.seq = seq
+        self._after_commit(1)
 
     def append_many(self, payloads: list[dict], ts: int | None = None) -> int:
         """Append a batch in one transaction; returns the last seq."""
-        if payloads:
-            if self.shared:
-                with self._lock:
-                    self.seq = last_seq_in(self.dir)
-                    self._insert(payloads, ts)
-            else:
-                self._insert(payloads, ts)
+        if not payloads:
+            return self.seq
+        if ts is None:
+            ts = now_ms()
+        if self.shared:
+            with self._lock:
+                self.seq = self._max_seq()
+                self._commit_many(payloads, ts)
+        else:
+            self._commit_many(payloads, ts)
         return self.seq
 
-    def _insert(self, payloads: list[dict], ts: int | None) -> list[dict]:
-        ts = now_ms() if ts is None else ts
-        seq = self.seq
-        recs, rows = [], []
-        dumps = orjson.dumps
-        for p in payloads:
-            seq += 1
-            rec = envelope(seq, ts, p)
-            recs.append(rec)
-            rows.append((seq, ts, rec["type"], dumps(rec).decode()))
+    def _commit_many(self, payloads: list[dict], ts: int) -> None:
+        first = self.seq + 1
+        lines = encode_lines(first, ts, payloads)
+        rows = zip(count(first), repeat(ts), map(_get_type, payloads),
+                   [line[:-1].decode() for line in lines])
         conn = self._conn
         conn.execute("BEGIN")
         try:
@@ -127,81 +184,138 @@ class SqliteWriter:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        self.seq = seq
-        self._after_commit(len(rows))
-        return recs
+        self.seq = first + len(lines) - 1
+        self._after_commit(len(lines))
 
     def _after_commit(self, count: int) -> None:
         os.pwrite(self._bell, b"\n", 0)
-        mode = self.sync.mode
-        if mode in ("batch", "interval"):
-            self._pending += count
-            now = time.monotonic()
-            if ((mode == "batch" and self._pending >= self.sync.every)
-                    or (mode == "interval" and now - self._last_sync >= self.sync.interval_ns / 1e9)):
-                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                self._pending = 0
-                self._last_sync = now
-        if self.retention_hours > 0 and time.monotonic() - self._last_retention > 60:
+        if self.sync.mode in ("batch", "interval"):
+            self.sync.after_append(-1, count)
+        if self._next_retention and time.monotonic() >= self._next_retention:
             self.apply_retention()
 
+    def _sync_wal(self) -> None:
+        try:
+            fd = os.open(self.path + "-wal", os.O_RDONLY)
+        except FileNotFoundError:
+            return  # checkpointed and removed: the rows are in the database file
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def apply_retention(self) -> int:
-        """Delete rows older than the retention age (numbering is never changed)."""
-        self._last_retention = time.monotonic()
-        if self.retention_hours <= 0:
+        """Delete the oldest rows beyond the age or size limit (never renumbers; keeps the
+        newest row so that the numbering can always be read back). Returns rows deleted."""
+        if self.retention_hours <= 0 and self.retention_bytes <= 0:
             return 0
-        cutoff = now_ms() - int(self.retention_hours * 3600 * 1000)
-        # keep the last row so that the numbering can always be read back
-        cur = self._conn.execute("DELETE FROM records WHERE ts < ? AND seq < ?", (cutoff, self.seq))
-        return cur.rowcount
+        self._next_retention = time.monotonic() + RETENTION_CHECK_S
+        conn = self._conn
+        deleted = 0
+        if self.retention_hours > 0:
+            cutoff = now_ms() - int(self.retention_hours * 3600 * 1000)
+            deleted += conn.execute("DELETE FROM records WHERE ts < ? AND seq < ?",
+                                    (cutoff, self.seq)).rowcount
+        if self.retention_bytes > 0:
+            page = conn.execute("PRAGMA page_size").fetchone()[0]
+            used = (conn.execute("PRAGMA page_count").fetchone()[0]
+                    - conn.execute("PRAGMA freelist_count").fetchone()[0]) * page
+            if used > self.retention_bytes:
+                lo, hi = conn.execute("SELECT min(seq), max(seq) FROM records").fetchone()
+                if hi:
+                    rows = hi - lo + 1
+                    # drop the share of rows the excess stands for (rows are about equal)
+                    drop = min(rows - 1, int(rows * (1 - self.retention_bytes / used)) + 1)
+                    deleted += conn.execute("DELETE FROM records WHERE seq < ?",
+                                            (lo + drop,)).rowcount
+        self.removed_rows += deleted
+        return deleted
+
+    def _release(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._bell >= 0:
+            os.close(self._bell)
+            self._bell = -1
+        self.sync.close()
+        self._lock.release()
 
     def close(self) -> None:
         """Checkpoint, close and release the topic."""
-        try:
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.Error:
-            pass
-        self._conn.close()
-        os.close(self._bell)
-        self._lock.release()
+        if self._conn is not None:
+            self.sync.flush(-1)
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:
+                pass
+        self._release()
 
 
 class SqliteReader:
     """Reads a topic's rows in seq order; a position is ``{"seq": last delivered seq}``."""
 
-    def __init__(self, topic_dir: str, position: dict | None = None, start: str = "beginning"):
+    def __init__(self, topic_dir: str, position: dict | None = None, start: str = "beginning",
+                 raw: bool = False):
         self.dir = topic_dir
+        self.raw = raw             # items are (record, position, stored body) triples
         self.path = os.path.join(topic_dir, DB)
         self._conn = None
+        self.bad_seen = 0
+        self.skipped = 0
         if position:
-            self.seq = int(position.get("seq", 0))
+            self._seq = int(position.get("seq", 0))
         elif start == "end":
-            self.seq = last_seq_in(topic_dir)
+            self._seq = last_seq_in(topic_dir)
         else:
-            self.seq = 0
+            self._seq = 0
 
     @property
     def position(self) -> dict:
-        return {"seq": self.seq}
+        return {"seq": self._seq}
+
+    @property
+    def seq(self) -> int:
+        return self._seq
 
     def read(self, max_records: int = 5000) -> list[tuple[dict | BadRecord, dict]]:
-        """Up to ``max_records`` (record or BadRecord, position after it), oldest first."""
+        """Up to ``max_records`` (record or BadRecord, position after it), oldest first.
+
+        With ``raw``, each item has a third member: the body as stored (text).
+        """
         if self._conn is None:
             if not os.path.exists(self.path):
                 return []
             self._conn = _connect(self.path, readonly=True)
+        after = self._seq
         rows = self._conn.execute(
             "SELECT seq, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
-            (self.seq, max_records)).fetchall()
+            (after, max_records)).fetchall()
+        if not rows:
+            return []
+        first, last = rows[0][0], rows[-1][0]
+        if after and first > after + 1:
+            self.skipped += first - after - 1
+        self._seq = last
+        try:
+            run = None if self.raw else decode_run(",".join(map(_get_body, rows)), after,
+                                                    len(rows))
+        except TypeError:  # a body that is not text (a hand-made row)
+            run = None
+        if run is not None and run[1][0] == first and run[1][-1] == last:
+            return list(zip(run[0], [{"seq": s} for s in run[1]]))
         out = []
         for seq, body in rows:
-            self.seq = seq
             try:
+                if not isinstance(body, (str, bytes)):
+                    raise BadRecord("body is not text", repr(body))
                 rec = decode(body)
+                if rec["seq"] != seq:
+                    raise BadRecord(f"record says seq {rec['seq']} in row {seq}", body)
             except BadRecord as bad:
-                out.append((bad, {"seq": seq}))
-                continue
-            out.append((rec, {"seq": seq}))
+                self.bad_seen += 1
+                rec = bad
+            out.append((rec, {"seq": seq}, body) if self.raw else (rec, {"seq": seq}))
         return out
 
     def close(self) -> None:

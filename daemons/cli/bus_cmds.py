@@ -1,6 +1,7 @@
 """``ofi tail`` and ``ofi bus stats|append``: the bus from a shell."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -21,29 +22,38 @@ from .common import json_option, open_cli_bus, pass_config
 def tail(topic, from_start, no_follow, as_json, cfg):
     """Print the records of TOPIC (either sink), following new ones.
 
+    --json prints each record exactly as stored, one a line (lines that are not records are
+    reported on stderr instead).
+
     Example: ofi tail signals --from-start --no-follow --json | jq .fusion
     """
     bus = open_cli_bus(cfg)
-    reader = bus.reader(topic, start="beginning" if from_start else "end")
+    reader = bus.reader(topic, start="beginning" if from_start else "end", raw=as_json)
     bus.watch(topic)
-    out = sys.stdout
+    out = sys.stdout.buffer
     try:
         while True:
             items = reader.read(5000)
-            for rec, _pos in items:
+            for item in items:
+                rec = item[0]
                 if isinstance(rec, BadRecord):
-                    if as_json:
-                        continue
-                    out.write(f"# unreadable record: {rec.reason}\n")
+                    print(f"ofi tail: unreadable record in {topic}: {rec.reason}", file=sys.stderr)
                     continue
-                out.write(orjson.dumps(rec).decode() + "\n" if as_json else _pretty(rec) + "\n")
+                if as_json:
+                    raw = item[2]
+                    out.write((raw if isinstance(raw, bytes) else raw.encode()) + b"\n")
+                else:
+                    out.write(_pretty(rec).encode() + b"\n")
             out.flush()
             if not items:
                 if no_follow:
                     break
-                bus.wait(0.5)
-    except (KeyboardInterrupt, BrokenPipeError):
+                bus.wait()
+    except KeyboardInterrupt:
         pass
+    except BrokenPipeError:
+        # the reader went away (| head): silence the final flush at exit too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
         reader.close()
         bus.close()
@@ -101,11 +111,11 @@ def append(topic, cfg):
                 try:
                     obj = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
-                    raise BadRecord(f"unparseable JSON: {exc}", line.decode(errors="replace")) from None
+                    raise BadRecord(f"unparseable JSON: {exc}") from None
                 writer.append(check_payload(obj))
                 good += 1
             except BadRecord as exc:
-                bus.deadletter(exc.reason, exc.raw or line.decode(errors="replace").rstrip("\n"),
+                bus.deadletter(exc.reason, line.decode(errors="replace").rstrip("\r\n"),
                                source="stdin", position={"line": lineno}, stage="bus append")
                 bad += 1
     finally:
