@@ -192,11 +192,12 @@ def _assert_books_agree(home: Path, venue: Venue) -> None:
 def test_broker_faults_and_sigkill_never_double_or_lose(procs, home, tmp_path):
     # Arrange: faults on every surface; the broker killed at random instants
     # (429/418 answers carry Retry-After up to a minute: they are tested on their own below)
-    faults = "timeout=0.06,timeout_s=1.5,unknown503=0.06,http5xx=0.05,ws_drop=0.02,seed=11"
+    seed = int(os.environ.get("OFI_CHAOS_SEED", "11"))   # to replay another run
+    faults = f"timeout=0.06,timeout_s=1.5,unknown503=0.06,http5xx=0.05,ws_drop=0.02,seed={seed}"
     venue = Venue(procs, tmp_path, faults)
     broker = Broker(procs, home, venue)
     broker.start()
-    rng = random.Random(5)
+    rng = random.Random(seed)
     bus = open_bus(home)
     writer = bus.writer("intents")
     mid = _mid(venue)
