@@ -92,7 +92,7 @@ def heartbeat(home):
 
 def write_config(tmp_path, **sections) -> str:
     """A --config file; rate limit off so that fast synthetic streams are not throttled."""
-    data = {"risk": {"max_orders_per_minute": 0}}
+    data = {"risk": {"max_orders_per_minute": 0}, "strategy": {"notional_usdt": 100.0}}
     for key, value in sections.items():
         data.setdefault(key, {}).update(value)
     path = tmp_path / "strategy.yaml"

@@ -16,6 +16,7 @@ BASE = 1_700_000_000_000
 
 def params(**kw) -> rules.Params:
     sec = dict(configmod.defaults()["strategy"])
+    sec["notional_usdt"] = 100.0   # the sizes below are worked out for 100 USDT
     sec.update(kw)
     return rules.Params.from_config(sec)
 
