@@ -1,7 +1,8 @@
 """The strategy daemon: ``signals`` (and ``positions``) in, risk-checked ``intents`` out.
 
-For each signal: :func:`rules.decide` proposes an order, :func:`risk.check` approves it (an
-``intent`` record) or denies it (a structured log line, a counter in the heartbeat and, with
+For each signal the pure :class:`~.core.StrategyCore` (also run by ``ofi backtest``) decides:
+:func:`rules.decide` proposes an order, :func:`risk.check` approves it (an ``intent`` record) or
+denies it (a structured log line, a counter in the heartbeat and, with
 ``strategy.denials_to_bus``, a ``risk_denied`` record in ``intents`` that the broker ignores).
 
 Restart safety. The strategy's view (position per symbol, ...) is saved in
@@ -23,7 +24,6 @@ import argparse
 import os
 import sys
 import time
-from collections import deque
 
 import orjson
 
@@ -33,16 +33,20 @@ from .. import config as configmod
 from .. import runtime
 from ..runtime import Stage, write_json_atomic
 from . import ids, risk, rules, source
-from .state import ACTIVE, HALTED, REDUCING, StateError, TradingState, load_state, save_state
+from .core import StrategyCore
+from .state import HALTED, StateError, TradingState, load_state, save_state
 
 SNAPSHOT = "strategy.json"
 SIGNALS_POSITION = "strategy-signals.json"
 SNAPSHOT_EVERY_S = 0.5
-DAILY_LOSS_REASON = "daily loss limit"
 
 
 class StrategyStage(Stage):
-    """Turns signals into risk-checked order intents (default OFI/CVD strategy)."""
+    """Turns signals into risk-checked order intents (default OFI/CVD strategy).
+
+    The decisions are :class:`~.core.StrategyCore`'s (the backtest runs the same class); this
+    shell adds the wall clock, the trading state file, the bus, logs and restart safety.
+    """
 
     name = "strategy"
     inputs = ("signals", "positions")
@@ -52,22 +56,8 @@ class StrategyStage(Stage):
         super().__init__(ctx)
         cfg = ctx.config
         sec = cfg["strategy"]
-        self.params = rules.Params.from_config(sec)
-        self.limits = risk.Limits.from_config(cfg["risk"])
-        self.prefix = sec["id_prefix"]
-        self.grace_ms = int(float(sec["position_sync_grace_s"]) * 1000)
+        self.core = StrategyCore.from_config(cfg)
         self.denials_to_bus = bool(sec["denials_to_bus"])
-        self.symbols = tuple(cfg["symbols"])
-        self.views: dict[str, rules.View] = {s: rules.View() for s in self.symbols}
-        self.last_signal_seq = 0          # signals up to here are reflected in the view
-        self.last_intent_seq = 0          # intents records up to here are reflected
-        self.last_intent_ts: dict[str, int] = {}
-        self.last_signal_ms: dict[str, int] = {}
-        self.order_times: deque[int] = deque()   # wall ms of approved intents (rate limit)
-        self.counts = {"signals": 0, "intents": 0, "denied": 0, "skipped_replayed": 0,
-                       "ignored_symbol": 0, "position_corrections": 0, "positions_in_flight": 0}
-        self.denials: dict[str, int] = {}
-        self._last_denial: dict[str, tuple] = {}
         self._trading = TradingState()
         self._trading_key: object = "unread"
         self._dirty = False
@@ -91,10 +81,11 @@ class StrategyStage(Stage):
                 self.ctx.bus.wait(0)
             self.ctx.bus.waker.watch(topic_dir)
         st = self.trading_state()
-        self.ctx.log.info("strategy_start", last_signal_seq=self.last_signal_seq,
-                          last_intent_seq=self.last_intent_seq, intents_replayed=replayed,
+        core = self.core
+        self.ctx.log.info("strategy_start", last_signal_seq=core.last_signal_seq,
+                          last_intent_seq=core.last_intent_seq, intents_replayed=replayed,
                           trading_state=st.state, signals=self.external.dir if self.external
-                          else "bus", positions={s: v.qty for s, v in self.views.items() if v.qty})
+                          else "bus", positions={s: v.qty for s, v in core.views.items() if v.qty})
         self._save_snapshot()
 
     def stop(self) -> None:
@@ -135,124 +126,42 @@ class StrategyStage(Stage):
 
     # -- inputs ------------------------------------------------------------------------------
     def on_signal(self, rec: dict) -> None:
-        """One ``signals`` record: decide, check risk, emit."""
+        """One ``signals`` record: decide, check risk (the core), emit and log."""
         if rec.get("type") != "signal":
             return
-        seq = int(rec["seq"])
-        if seq <= self.last_signal_seq:
-            self.counts["skipped_replayed"] += 1   # already acted on before a restart
-            return
-        symbol, bucket = rec.get("symbol"), rec.get("bucket_ms")
-        if not isinstance(symbol, str) or isinstance(bucket, bool) or not isinstance(bucket, int) \
-                or bucket < 0:
-            raise BadRecord("signal without a symbol or an integer bucket_ms",
-                            orjson.dumps(rec).decode())
-        self.counts["signals"] += 1
-        self.last_signal_seq = seq
-        self._dirty = True
-        view = self.views.get(symbol)
-        if view is None:
-            self.counts["ignored_symbol"] += 1
-            return
-        decision = rules.decide(self.params, view, rec)
-        view = rules.observe(view, rec)
-        self.last_signal_ms[symbol] = rules.signal_time(rec)
-        if decision is not None:
-            view = self._submit(decision, view, rec)
-        self.views[symbol] = view
-        self._watch_daily_loss(view.day)
+        before = self.core.last_signal_seq
+        step = self.core.on_signal(rec, self.trading_state(), now_ms())
+        if self.core.last_signal_seq != before:
+            self._dirty = True
+        for payload in step.payloads:
+            self._emit(payload)
+        if step.state_change is not None:
+            self._set_state(*step.state_change)
 
     def on_position(self, rec: dict) -> None:
         """One ``positions`` record from the broker: correct the view unless ours is newer."""
-        if rec.get("type") != "position":
-            return
-        symbol = rec.get("symbol")
-        view = self.views.get(symbol)
-        if view is None:
-            return
-        qty = rec.get("qty")
-        if isinstance(qty, bool) or not isinstance(qty, (int, float)):
-            raise BadRecord("position without a numeric qty", orjson.dumps(rec).decode())
-        if int(rec.get("ts", 0)) < self.last_intent_ts.get(symbol, 0) + self.grace_ms:
-            self.counts["positions_in_flight"] += 1   # may predate our last intent's fill
-            return
-        entry = rec.get("entry_price")
-        new = rules.correct(view, float(qty),
-                            float(entry) if isinstance(entry, (int, float)) else None,
-                            self.last_signal_ms.get(symbol))
-        if new != view:
-            self.counts["position_corrections"] += 1
-            self.ctx.log.warning("position_corrected", symbol=symbol, was=view.qty, now=new.qty,
-                                 position_seq=rec.get("seq"))
-            self.views[symbol] = new
-            self._last_denial.pop(symbol, None)
+        corrected = self.core.on_position(rec)
+        if corrected is not None:
+            self.ctx.log.warning("position_corrected", symbol=rec.get("symbol"),
+                                 was=corrected[0], now=corrected[1], position_seq=rec.get("seq"))
             self._dirty = True
 
-    # -- decisions ---------------------------------------------------------------------------
-    def _submit(self, d: rules.Decision, view: rules.View, rec: dict) -> rules.View:
-        state = self.trading_state()
-        wall = now_ms()
-        while self.order_times and self.order_times[0] <= wall - risk.WINDOW_MS:
-            self.order_times.popleft()
-        ref_price = d.price or d.mid or view.last_mid or view.entry_mid or 0.0
-        order = risk.Order(d.symbol, d.side, d.qty, ref_price, d.reduce_only)
-        verdict = risk.check(self.limits, state.state, view.qty, order, len(self.order_times),
-                             self.daily_pnl())
-        coid = ids.client_order_id(self.prefix, d.symbol, int(rec["bucket_ms"]), d.code, d.side)
-        base = {
-            "symbol": d.symbol, "side": d.side, "qty": d.qty, "order_type": d.order_type,
-            "price": d.price, "reduce_only": d.reduce_only, "client_order_id": coid,
-            "reason": d.reason, "trigger": d.trigger, "signal_seq": int(rec["seq"]),
-            "bucket_ms": int(rec["bucket_ms"]), "decision_ms": d.now_ms, "decision_mid": d.mid,
-            "fusion": d.fusion, "ofi_z": rec.get("ofi_z"), "cvd_z": rec.get("cvd_z"),
-        }
-        if verdict.approved:
-            out = self.ctx.emit("intents", {"type": "intent", **base})
-            self.last_intent_seq = out["seq"]
-            self.last_intent_ts[d.symbol] = out["ts"]
-            self.order_times.append(wall)
-            self.counts["intents"] += 1
-            self._last_denial.pop(d.symbol, None)
-            self.ctx.log.info("intent", symbol=d.symbol, side=d.side, qty=d.qty,
-                              reason=d.reason, trigger=d.trigger, client_order_id=coid,
-                              signal_seq=base["signal_seq"], intent_seq=out["seq"])
-            return rules.apply(view, d)
-        self.counts["denied"] += 1
-        self.denials[verdict.code] = self.denials.get(verdict.code, 0) + 1
-        # the same denial repeats every interval while e.g. HALTED with a position open:
-        # count each, but log and record only the first of a run
-        key = (verdict.code, d.trigger, d.side, d.qty, state.state)
-        if self._last_denial.get(d.symbol) != key:
-            self._last_denial[d.symbol] = key
-            self.ctx.log.warning("risk_denied", code=verdict.code, detail=verdict.detail,
-                                 symbol=d.symbol, side=d.side, qty=d.qty, reason=d.reason,
-                                 trigger=d.trigger, client_order_id=coid,
-                                 signal_seq=base["signal_seq"], trading_state=state.state)
-            if self.denials_to_bus:
-                out = self.ctx.emit("intents", {"type": "risk_denied", **base, "code": verdict.code,
-                                                "detail": verdict.detail,
-                                                "trading_state": state.state})
-                self.last_intent_seq = out["seq"]
-        return view
-
-    def daily_pnl(self) -> float:
-        """The day's paper PnL over all symbols (realized + unrealized, USDT)."""
-        return sum(v.realized + v.unrealized() for v in self.views.values())
-
-    def _watch_daily_loss(self, day: int) -> None:
-        """Daily loss limit hit: REDUCING; the next UTC day, back to ACTIVE if we set it."""
-        limit = self.limits.daily_loss_limit_usdt
-        if not limit:
+    def _emit(self, p: dict) -> None:
+        """Write an intent (always) or a risk denial (logged; to the bus if configured)."""
+        if p["type"] == "intent":
+            out = self.ctx.emit("intents", p)
+            self.core.written(out)
+            self.ctx.log.info("intent", symbol=p["symbol"], side=p["side"], qty=p["qty"],
+                              reason=p["reason"], trigger=p["trigger"],
+                              client_order_id=p["client_order_id"],
+                              signal_seq=p["signal_seq"], intent_seq=out["seq"])
             return
-        st = self.trading_state()
-        pnl = self.daily_pnl()
-        if pnl <= -limit and st.state == ACTIVE:
-            date = time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
-            self._set_state(REDUCING, f"{DAILY_LOSS_REASON}: PnL {pnl:.2f} USDT on {date}")
-        elif pnl > -limit and st.state == REDUCING and st.by == "strategy" \
-                and st.reason.startswith(DAILY_LOSS_REASON) and st.since \
-                and day > int(st.since // 86400):
-            self._set_state(ACTIVE, "new trading day")
+        self.ctx.log.warning("risk_denied", code=p["code"], detail=p["detail"],
+                             symbol=p["symbol"], side=p["side"], qty=p["qty"], reason=p["reason"],
+                             trigger=p["trigger"], client_order_id=p["client_order_id"],
+                             signal_seq=p["signal_seq"], trading_state=p["trading_state"])
+        if self.denials_to_bus:
+            self.core.written(self.ctx.emit("intents", p))
 
     def _set_state(self, state: str, reason: str) -> None:
         save_state(self.ctx.home, state, reason, by="strategy")
@@ -275,7 +184,7 @@ class StrategyStage(Stage):
         if (new.state, new.reason, new.since) != (self._trading.state, self._trading.reason,
                                                   self._trading.since):
             self.ctx.log.warning("trading_state", state=new.state, reason=new.reason, by=new.by)
-            self._last_denial.clear()
+            self.core.forget_denials()
         self._trading, self._trading_key = new, key
         return new
 
@@ -290,24 +199,11 @@ class StrategyStage(Stage):
             # the intents replay below rebuilds the positions from scratch
             self.ctx.log.warning("snapshot_unreadable", path=self.snapshot_path, error=str(exc))
             return
-        for sym, v in (snap.get("views") or {}).items():
-            if sym in self.views:
-                self.views[sym] = rules.View.from_dict(v)
-        self.last_intent_seq = int(snap.get("last_intent_seq") or 0)
-        if snap.get("signals") == self._signals_id():
-            self.last_signal_seq = int(snap.get("last_signal_seq") or 0)
-        self.last_intent_ts = {k: int(v) for k, v in (snap.get("last_intent_ts") or {}).items()}
-        self.last_signal_ms = {k: int(v) for k, v in (snap.get("last_signal_ms") or {}).items()}
-        self.order_times.extend(int(t) for t in snap.get("order_times") or [])
+        self.core.restore(snap, same_signals=snap.get("signals") == self._signals_id())
 
     def _save_snapshot(self) -> None:
         write_json_atomic(self.snapshot_path, {
-            "version": 1, "signals": self._signals_id(),
-            "last_signal_seq": self.last_signal_seq, "last_intent_seq": self.last_intent_seq,
-            "views": {s: v.to_dict() for s, v in self.views.items()},
-            "last_intent_ts": self.last_intent_ts, "last_signal_ms": self.last_signal_ms,
-            "order_times": list(self.order_times),
-        })
+            "version": 1, "signals": self._signals_id(), **self.core.snapshot()})
         self._dirty = False
         self._saved_at = time.time()
 
@@ -318,7 +214,7 @@ class StrategyStage(Stage):
     def _replay_intents(self) -> int:
         """Apply our own ``intents`` written after the snapshot; returns how many."""
         bus = self.ctx.bus
-        start = self.last_intent_seq
+        start = self.core.last_intent_seq
         d = bus.topic_dir("intents")
         position = {"seq": start}
         if bus.sink_of("intents") == "jsonl":
@@ -328,6 +224,7 @@ class StrategyStage(Stage):
             position["offset"] = 0   # the reader skips records up to ``seq``
         reader = bus.reader("intents", position)
         n = 0
+        wall = now_ms()
         try:
             while True:
                 batch = reader.read(5000)
@@ -337,61 +234,20 @@ class StrategyStage(Stage):
                     if isinstance(rec, BadRecord):
                         continue
                     n += 1
-                    self._apply_intent_record(rec)
+                    self.core.replay_intent(rec, wall)
         finally:
             reader.close()
         return n
 
-    def _apply_intent_record(self, rec: dict) -> None:
-        self.last_intent_seq = max(self.last_intent_seq, int(rec["seq"]))
-        sig = rec.get("signal_seq")
-        if isinstance(sig, int):
-            self.last_signal_seq = max(self.last_signal_seq, sig)
-        if rec.get("type") != "intent":
-            return
-        sym = rec.get("symbol")
-        if sym not in self.views:
-            return
-        mid = rec.get("decision_mid")
-        d = rules.Decision(sym, rec["side"], float(rec["qty"]), bool(rec.get("reduce_only")),
-                           rec.get("reason") or "", rec.get("trigger") or "cross",
-                           rec.get("order_type") or "MARKET", rec.get("price"),
-                           int(rec.get("decision_ms") or rec.get("bucket_ms") or 0),
-                           float(mid) if isinstance(mid, (int, float)) else None,
-                           rec.get("fusion"))
-        view = rules.apply(self.views[sym], d)
-        if isinstance(d.fusion, (int, float)):
-            view = rules.View(**{**view.to_dict(), "last_fusion": float(d.fusion)})
-        self.views[sym] = view
-        self.last_intent_ts[sym] = int(rec["ts"])
-        self.last_signal_ms[sym] = max(self.last_signal_ms.get(sym, 0), d.now_ms)
-        if int(rec["ts"]) > now_ms() - risk.WINDOW_MS and int(rec["ts"]) not in self.order_times:
-            self.order_times.append(int(rec["ts"]))
-
     # -- health ------------------------------------------------------------------------------
     def health(self) -> dict:
         st = self._trading
-        wall = now_ms()
-        symbols = {}
-        for sym, v in self.views.items():
-            ref = v.last_mid or v.entry_mid or 0.0
-            symbols[sym] = {"position_qty": v.qty, "position_usdt": round(abs(v.qty) * ref, 2),
-                            "entry_mid": v.entry_mid, "unrealized_usdt": round(v.unrealized(), 4),
-                            "realized_usdt": round(v.realized, 4)}
+        core = self.core
         out = {
             "trading_state": st.state, "trading_reason": st.reason,
-            "risk": {
-                "state": st.state, "reason": st.reason, "symbols": symbols,
-                "max_position_usdt": self.limits.max_position_usdt,
-                "max_order_usdt": self.limits.max_order_usdt,
-                "orders_last_minute": risk.orders_in_window(self.order_times, wall),
-                "max_orders_per_minute": self.limits.max_orders_per_minute,
-                "daily_pnl_usdt": round(self.daily_pnl(), 4),
-                "daily_loss_limit_usdt": self.limits.daily_loss_limit_usdt,
-                "denied": self.counts["denied"], "denials": dict(self.denials),
-            },
-            "strategy": {**self.counts, "last_signal_seq": self.last_signal_seq,
-                         "last_intent_seq": self.last_intent_seq},
+            "risk": core.risk_summary(st, now_ms()),
+            "strategy": {**core.counts, "last_signal_seq": core.last_signal_seq,
+                         "last_intent_seq": core.last_intent_seq},
         }
         if self.external is not None:
             out["signals_source"] = {"dir": self.external.dir, "sink": self.external.sink,
