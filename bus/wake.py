@@ -2,7 +2,7 @@
 
 One :class:`Waker` per process holds one inotify instance (the kernel allows 128 per user) and
 any number of watched directories. ``wait`` blocks until a spool file under a watched directory
-was written, created or moved, or until the timeout: callers then read every topic to its end,
+was written, or until the timeout: callers then read every topic to its end,
 since inotify merges and may drop events. Where inotify is missing (not Linux), watchdog's
 observer sets the same event from its own thread.
 
@@ -28,8 +28,9 @@ except Exception:  # pragma: no cover - other platforms
 _MASK = 0
 _OVERFLOW = 0x4000
 if inotify_init is not None:
-    _MASK = (InotifyConstants.IN_MODIFY | InotifyConstants.IN_CREATE
-             | InotifyConstants.IN_MOVED_TO | InotifyConstants.IN_CLOSE_WRITE)
+    # New records always come with a write (a new segment's creation comes before its first
+    # write, and would only cost a wake-up that finds nothing)
+    _MASK = InotifyConstants.IN_MODIFY
     _OVERFLOW = InotifyConstants.IN_Q_OVERFLOW
 
 _HEADER = struct.Struct("iIII")     # wd, mask, cookie, len; then len bytes of name

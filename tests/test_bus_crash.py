@@ -148,14 +148,26 @@ def child_main(argv: list[str]) -> None:
 
 # -- helpers -----------------------------------------------------------------------------------
 def _start(procs, *args):
-    return procs([sys.executable, HERE, *map(str, args)], stdout=subprocess.PIPE, text=True)
+    return procs([sys.executable, HERE, *map(str, args)], stdout=subprocess.PIPE)
 
 
 def _read_line(proc, timeout: float = 10.0) -> str:
-    """The child's next stdout line, within ``timeout``."""
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    assert ready, "child printed nothing in time"
-    return proc.stdout.readline().strip()
+    """The child's next stdout line, within ``timeout`` (reads the pipe's fd directly, so that
+    lines already read ahead are never waited for)."""
+    buf = _BUFFERS.setdefault(proc.pid, bytearray())
+    deadline = time.monotonic() + timeout
+    while b"\n" not in buf:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"child printed no line in {timeout} s"
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        assert chunk, "child closed its stdout"
+        buf += chunk
+    line, _, rest = bytes(buf).partition(b"\n")
+    buf[:] = rest
+    return line.decode().strip()
+
+
+_BUFFERS: dict[int, bytearray] = {}
 
 
 def _all_records(home, sink):

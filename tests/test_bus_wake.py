@@ -1,0 +1,90 @@
+"""Tailing across processes: a consumer in another process is woken by inotify, not by its
+slow poll. Run as a script, this file is that consumer (see :func:`child_tail`)."""
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+
+from bus import open_bus
+
+HERE = __file__
+
+
+def child_tail(home: str, sink: str) -> None:
+    """Print ``[seq, wakeups, timeouts]`` per record, waiting with a 30 s slow poll."""
+    bus = open_bus(home, sink=sink, poll_interval_s=30)
+    bus.watch("trades")
+    c = bus.consumer("trades", "tail", start="end")
+    print("ready", flush=True)
+    while True:
+        items = c.poll()
+        for rec, pos in items:
+            w = bus.waker
+            print(orjson.dumps([rec["seq"], w.wakeups, w.timeouts]).decode(), flush=True)
+            c.mark(pos)
+        c.commit()
+        if not items:
+            bus.wait()          # the default timeout: poll_interval_s, 30 s
+
+
+def _read_line(proc, timeout: float = 10.0) -> str:
+    """The child's next stdout line, within ``timeout`` (reads the pipe's fd directly, so that
+    lines already read ahead are never waited for)."""
+    buf = _BUFFERS.setdefault(proc.pid, bytearray())
+    deadline = time.monotonic() + timeout
+    while b"\n" not in buf:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"child printed no line in {timeout} s"
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        assert chunk, "child closed its stdout"
+        buf += chunk
+    line, _, rest = bytes(buf).partition(b"\n")
+    buf[:] = rest
+    return line.decode().strip()
+
+
+_BUFFERS: dict[int, bytearray] = {}
+
+
+def _wait_until_sleeping(pid: int, timeout: float = 5.0) -> None:
+    """Wait until process ``pid`` sleeps in poll(2) (the waker), so that only a wake-up can
+    deliver what comes next."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/wchan") as f:
+            if "poll" in f.read():
+                return
+        time.sleep(0.001)
+    raise AssertionError("the reader never went to sleep")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("sink", ["jsonl", "sqlite"])
+def test_bus_reader_other_process_woken_by_inotify_not_poll(home, procs, sink):
+    bus = open_bus(home, sink=sink, segment_bytes=300)
+    w = bus.writer("trades")
+    w.append({"type": "t"})                       # the topic exists before the reader starts
+    p = procs([sys.executable, HERE, str(home), sink], stdout=subprocess.PIPE)
+    assert _read_line(p, 15) == "ready"
+    delays = []
+    for i in range(20):                           # several segments: rotations wake it too
+        _wait_until_sleeping(p.pid)
+        t0 = time.monotonic()
+        rec = w.append({"type": "t", "i": i})
+        # within 5 s, while its slow poll is 30 s
+        seq, wakeups, timeouts = orjson.loads(_read_line(p, 5))
+        delays.append(time.monotonic() - t0)
+        assert seq == rec["seq"] and timeouts == 0 and wakeups == i + 1
+    w.close()
+    assert sorted(delays)[len(delays) // 2] < 0.05
+    bus.close()
+
+
+if __name__ == "__main__":
+    child_tail(sys.argv[1], sys.argv[2])
