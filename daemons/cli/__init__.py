@@ -22,6 +22,7 @@ VERBS = [
     ("daemons.cli.bench", ["bench"]),
     ("daemons.cli.keys_cmd", ["keys_group"]),
     ("daemons.cli.signals_cmd", ["signals"]),
+    ("daemons.cli.backtest_cmd", ["backtest"]),
     ("daemons.cli.exchange_cmd", ["exchange"]),
     ("daemons.cli.trading_cmds", ["halt", "resume"]),
     ("daemons.cli.report_cmd", ["report"]),

@@ -1,0 +1,193 @@
+"""The imperative shell around the engine: check the inputs, write a home's bus, build the report.
+
+    info = inspect_inputs(paths, "BTCUSDT")          # fails early on a missing file / symbol
+    home = new_home(base_dir, "BTCUSDT", info.first_ms)
+    result = run(paths, "BTCUSDT", cfg, home)        # records in <home>/bus, summary
+    report_md = build_report(home, result)
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from bus import open_bus
+
+from ..config import ConfigError
+from ..marketdata import formats
+from ..marketdata.replay import Replay
+from ..signal.core import SignalCore
+from ..strategy import ids
+from ..strategy.core import StrategyCore
+from .engine import TOPICS, Engine, Settings, Summary
+from .engine import run as run_engine
+
+SAMPLE_MESSAGES = 5000     # messages read per file to find its symbols and start time
+SUMMARY_FILE = "backtest.json"
+
+
+class BacktestError(Exception):
+    """An expected failure (missing file, symbol not in the files, bad setting); one line."""
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    symbols: frozenset          # symbols seen in the files' first messages
+    first_ms: int | None        # earliest exchange time of ``symbol`` seen there
+    lines: int | None = None    # lines of all files (for a progress bar), when counted
+
+
+@dataclass
+class Result:
+    home: Path
+    summary: Summary
+    elapsed_s: float            # the replay and engine, without the report
+
+    @property
+    def events_per_s(self) -> float:
+        return self.summary.events / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def inspect_inputs(paths: list[str], symbol: str) -> InputInfo:
+    """Refuse missing or unreadable files, and files without ``symbol`` (first messages)."""
+    if not paths:
+        raise BacktestError("give at least one --input FILE")
+    for p in paths:
+        if not os.path.isfile(p):
+            raise BacktestError(f"no such file: {p}")
+    seen: set[str] = set()
+    first = None
+    try:
+        for p in paths:
+            for kind, recv, sym, data, *_ in itertools.islice(formats.read_tuples(p),
+                                                              SAMPLE_MESSAGES):
+                if sym is None:        # a CSV file named without a symbol: --symbol says it
+                    sym = symbol
+                seen.add(sym)
+                if sym == symbol and kind != "other":
+                    t = data.get("T") or data.get("E") or recv
+                    t = formats.to_ms(int(t)) if t is not None else None
+                    if t is not None and (first is None or t < first):
+                        first = t
+    except (formats.FormatError, OSError, EOFError, ValueError) as exc:
+        raise BacktestError(str(exc)) from None
+    if symbol not in seen:
+        have = ", ".join(sorted(seen)) or "no market data"
+        raise BacktestError(f"symbol {symbol} is not in the input files (they hold {have})")
+    return InputInfo(frozenset(seen), first)
+
+
+def count_lines(paths: list[str]) -> int:
+    """Lines of all files (what :attr:`Replay.messages` counts up to)."""
+    return sum(1 for p in paths for _ in formats.iter_lines(p))
+
+
+def new_home(base: str | os.PathLike, symbol: str, first_ms: int | None) -> Path:
+    """A fresh directory ``<base>/<symbol>-<first date>``, ``-2``, ``-3``... if taken."""
+    date = time.strftime("%Y%m%d", time.gmtime(first_ms / 1000)) if first_ms else "unknown"
+    stem = Path(base) / f"{symbol}-{date}"
+    for n in itertools.count(1):
+        path = stem if n == 1 else stem.with_name(f"{stem.name}-{n}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
+
+
+def check_home(home: str | os.PathLike) -> Path:
+    """``--out DIR`` must be new or empty: a backtest never mixes with other records."""
+    path = Path(home)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise BacktestError(f"--out {home} is not an empty directory; choose a new one")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def make_engine(cfg: dict, symbol: str, out) -> Engine:
+    """An engine from the config (``signal``, ``strategy``, ``risk``, ``backtest`` sections);
+    raises :class:`~daemons.config.ConfigError` for a setting out of range."""
+    try:
+        signals = SignalCore.from_config(cfg["signal"])
+        strategy = StrategyCore.from_config({**cfg, "symbols": [symbol]})
+        settings = Settings.from_config(cfg)
+    except ValueError as exc:
+        raise ConfigError(f"config: {exc}") from None
+    if not ids.valid_prefix(str(cfg["strategy"]["id_prefix"])):
+        raise ConfigError("config: key 'strategy.id_prefix' must be 1-8 characters "
+                            "of [.A-Z:/a-z0-9_]")
+    return Engine(signals, strategy, settings.executor(), out, settings.denials_to_bus)
+
+
+class BusOutput:
+    """Records to the bus of a home, one writer per topic, envelope ``ts`` as given."""
+
+    def __init__(self, home: str | os.PathLike, sink: str, bus_settings: dict):
+        self.bus = open_bus(home, sink=sink, **bus_settings)
+        self.writers = {t: self.bus.writer(t) for t in TOPICS}
+
+    def write(self, topic: str, payload: dict, ts: int) -> dict:
+        return self.writers[topic].append(payload, ts=ts)
+
+    def close(self) -> None:
+        for w in self.writers.values():
+            w.close()
+        self.bus.close()
+
+
+def run(paths: list[str], symbol: str, cfg: dict, home: str | os.PathLike,
+        on_progress=None) -> Result:
+    """Backtest ``symbol`` over ``paths`` into ``home``'s bus; ``on_progress(lines_read)``."""
+    bus_settings = {k: v for k, v in cfg["bus"].items()
+                    if k not in ("retention_bytes", "retention_hours")}  # keep every record
+    out = BusOutput(home, cfg["sink"], bus_settings)
+    try:
+        engine = make_engine(cfg, symbol, out)
+        replay = Replay(paths, symbols={symbol}, symbol=symbol, levels=engine.signals.levels)
+        progress = (lambda _n: on_progress(replay.messages)) if on_progress else None
+        t0 = time.perf_counter()
+        try:
+            summary = run_engine(replay, engine, progress)
+        except formats.FormatError as exc:
+            raise BacktestError(str(exc)) from None
+        elapsed = time.perf_counter() - t0
+        if on_progress:
+            on_progress(replay.messages)
+    finally:
+        out.close()
+    if not summary.events:
+        raise BacktestError(f"no {symbol} market data in the input files")
+    result = Result(Path(home), summary, elapsed)
+    _write_summary(result, paths, symbol, cfg)
+    return result
+
+
+def _write_summary(result: Result, paths: list[str], symbol: str, cfg: dict) -> None:
+    """``<home>/backtest.json``: inputs, settings and results (no wall-clock figures)."""
+    doc = {"symbol": symbol, "inputs": [os.path.abspath(p) for p in paths],
+           "settings": {k: cfg[k] for k in ("signal", "strategy", "risk", "backtest")},
+           "summary": result.summary.to_dict()}
+    (result.home / SUMMARY_FILE).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+
+
+def report_period(result: Result, symbol: str):
+    """The report period: every record written (their ``ts`` is simulated time)."""
+    from ..report.period import Period, iso_ms
+
+    s = result.summary
+    since = s.first_ms
+    until = max(s.last_ms, since) + 60_000   # acks of the last orders come after the data
+    return Period(since, until, "backtest",
+                  f"backtest {symbol} {iso_ms(since)} to {iso_ms(s.last_ms)}")
+
+
+def build_report(result: Result, symbol: str) -> Path:
+    """Build the report of the run (``<home>/reports/backtest/report.md``); its path."""
+    from ..report.build import build  # lazy: matplotlib is slow to import
+
+    return build(result.home, report_period(result, symbol))
