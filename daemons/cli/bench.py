@@ -67,3 +67,16 @@ def bench_broker(count, as_json):
         _print(run(n=count), as_json)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@bench.command("e2e")
+@click.option("--seconds", type=click.FloatRange(min=10), default=45.0, show_default=True,
+              help="How long the pipeline trades.")
+@click.option("--sink", type=click.Choice(["jsonl", "sqlite"]), default="jsonl", show_default=True)
+@click.option("--keep", is_flag=True, help="Keep the temporary home (its path is in the JSON).")
+@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+def bench_e2e(seconds, sink, keep, as_json):
+    """Exchange event time -> order acknowledged, through every daemon under supervisord."""
+    from ..supervise.bench_e2e import run
+
+    _print(run(seconds, sink, keep), as_json)
