@@ -57,10 +57,11 @@ def strip(rec: dict) -> dict:
     return {k: v for k, v in rec.items() if k not in ("seq", "ts")}
 
 
-def run_cli(args, timeout=60):
+def run_cli(args, timeout=60, cwd=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("OFI_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
     return subprocess.run(OFI + args, capture_output=True, text=True, timeout=timeout, env=env,
-                          cwd=str(Path(__file__).resolve().parent.parent))
+                          cwd=str(cwd or Path(__file__).resolve().parent.parent))
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +275,35 @@ def test_backtest_bad_input_exits_with_one_line(case, data_dir, tmp_path):
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in p.stderr
     if case != "out_not_empty":
         assert not (tmp_path / "o").exists()    # nothing written on a refused start
+
+
+def test_backtest_open_orders_executor_fills_like_broker_executor(setup):
+    """The engine's executor only skips closed orders: the broker's own executor gives the
+    same records."""
+    from daemons.backtest.engine import Engine, MemoryOutput, run
+    from daemons.broker.executors import BacktestExecutor
+
+    cfg = configmod.load(setup["config"])
+    built = runner.make_engine(cfg, "BTCUSDT", MemoryOutput())
+    out = MemoryOutput()
+    plain = BacktestExecutor(taker_fee_bps=5.0, maker_fee_bps=2.0, latency_ms=LATENCY_MS)
+    eng = Engine(built.signals, built.strategy, plain, out)
+    run(Replay(setup["paths"], symbols={"BTCUSDT"}, symbol="BTCUSDT"), eng)
+    for topic in TOPICS:
+        assert out.records[topic] == setup["records"][topic], topic
+
+
+def test_backtest_without_out_uses_new_dir_under_home(data_dir, tmp_path):
+    """No --out: <home>/backtests/<SYMBOL>-<first date>, then -2 for a second run."""
+    path = str(data_dir / "hftbacktest" / "usdm" / FILES[0])
+    homes = []
+    for extra in (["--progress"], []):
+        p = run_cli(["backtest", "--input", path, "--symbol", "btcusdt", "--no-report", *extra],
+                    cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        (line,) = [x for x in p.stdout.splitlines() if x.startswith("home: ")]
+        homes.append(Path(line[len("home: "):]))
+        assert "report:" not in p.stdout
+    base = tmp_path / "var" / "backtests"
+    assert homes == [base / "BTCUSDT-20240718", base / "BTCUSDT-20240718-2"]
+    assert read_topic(homes[0], "signals") == read_topic(homes[1], "signals") != []

@@ -35,6 +35,7 @@ from ..marketdata.merge import event_time
 from ..signal.core import SignalCore
 from ..strategy.core import StrategyCore
 from ..strategy.state import TradingState
+from .venue import OpenOrdersExecutor
 
 TOPICS = ("signals", "intents", "orders", "fills", "positions")
 
@@ -78,7 +79,7 @@ class Settings:
         return s
 
     def executor(self) -> BacktestExecutor:
-        return BacktestExecutor(taker_fee_bps=self.taker_fee_bps,
+        return OpenOrdersExecutor(taker_fee_bps=self.taker_fee_bps,
                                 maker_fee_bps=self.maker_fee_bps, latency_ms=self.latency_ms)
 
 
@@ -92,6 +93,7 @@ class Summary:
     counts: dict = field(default_factory=lambda: {t: 0 for t in TOPICS})
     intents: int = 0
     denied: int = 0
+    orders: int = 0                   # orders sent (client order ids)
     fills: int = 0
     realized_pnl: float = 0.0
     fees: float = 0.0
@@ -106,7 +108,7 @@ class Summary:
     def to_dict(self) -> dict:
         return {"first_ms": self.first_ms, "last_ms": self.last_ms, "events": self.events,
                 "records": dict(self.counts), "intents": self.intents, "denied": self.denied,
-                "fills": self.fills, "open_orders": self.open_orders,
+                "orders": self.orders, "fills": self.fills, "open_orders": self.open_orders,
                 "position": dict(self.position), "realized_pnl": round(self.realized_pnl, 8),
                 "fees": round(self.fees, 8), "unrealized_pnl": round(self.unrealized_pnl, 8),
                 "net_pnl": round(self.net_pnl, 8)}
@@ -172,6 +174,7 @@ class Engine:
             s.fees += p.fees
         s.intents = self.strategy.counts["intents"]
         s.denied = self.strategy.counts["denied"]
+        s.orders = len(self.orders)
         s.open_orders = sum(1 for o in self.orders.values() if not o.is_terminal)
         return s
 

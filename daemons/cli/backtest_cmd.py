@@ -14,7 +14,7 @@ from .common import config_option, load_config
               help="Recorded file (repeat, or list several after one --input); read in order.")
 @click.argument("more", nargs=-1, metavar="[FILE]...")
 @click.option("--symbol", required=True, help="Symbol, e.g. BTCUSDT.")
-@click.option("--out", "out", metavar="DIR", type=click.Path(file_okay=True), default=None,
+@click.option("--out", "out", metavar="DIR", type=click.Path(), default=None,
               help="Home to write the records and the report into; new or empty "
                    "(default: a new <home>/backtests/<SYMBOL>-<first date>).")
 @click.option("--no-report", is_flag=True, help="Skip building the report.")
@@ -76,8 +76,8 @@ def _print_summary(result, report) -> None:
         f"home: {result.home}",
         f"events: {s.events} in {result.elapsed_s:.2f} s ({result.events_per_s:,.0f} events/s)",
         f"signals: {rec['signals']}  intents: {s.intents}  denied: {s.denied}  "
-        f"orders: {rec['orders']} records ({s.open_orders} still open)  fills: {s.fills}",
-        f"position: " + (", ".join(f"{k} {v:g}" for k, v in s.position.items()) or "flat"),
+        f"orders: {s.orders} ({s.open_orders} still open)  fills: {s.fills}",
+        "position: " + (", ".join(f"{k} {v:g}" for k, v in s.position.items()) or "flat"),
         f"realized PnL: {s.realized_pnl:.4f}  fees: {s.fees:.4f}  "
         f"unrealized: {s.unrealized_pnl:.4f}  net: {s.net_pnl:.4f} (quote asset)",
     ]
