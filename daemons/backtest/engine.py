@@ -35,7 +35,6 @@ from ..marketdata.merge import event_time
 from ..signal.core import SignalCore
 from ..strategy.core import StrategyCore
 from ..strategy.state import TradingState
-from .venue import OpenOrdersExecutor
 
 TOPICS = ("signals", "intents", "orders", "fills", "positions")
 
@@ -79,7 +78,7 @@ class Settings:
         return s
 
     def executor(self) -> BacktestExecutor:
-        return OpenOrdersExecutor(taker_fee_bps=self.taker_fee_bps,
+        return BacktestExecutor(taker_fee_bps=self.taker_fee_bps,
                                 maker_fee_bps=self.maker_fee_bps, latency_ms=self.latency_ms)
 
 

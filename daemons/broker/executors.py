@@ -170,6 +170,8 @@ class BacktestExecutor(Executor):
         self.now_ms = 0
         self.books: dict[str, dict] = {}
         self.orders: dict[str, _SimOrder] = {}
+        # matching walks only the open orders, so a long backtest stays linear in its orders
+        self._open: dict[str, _SimOrder] = {}
         self.fills: list[dict] = []
         self.book = PositionBook()
         self._next_order_id = 1
@@ -205,6 +207,7 @@ class BacktestExecutor(Executor):
         so = _SimOrder(order, now + self.latency_ms, self._next_order_id)
         self._next_order_id += 1
         self.orders[order.client_order_id] = so
+        self._open[order.client_order_id] = so
         return self._report(so)
 
     def cancel(self, symbol: str, client_order_id: str, now_ms: int | None = None) -> VenueOrder:
@@ -238,13 +241,19 @@ class BacktestExecutor(Executor):
 
     def _match(self, symbol: str, trade: dict | None) -> list[dict]:
         out = []
+        if not self._open:
+            return out
         book = self.books.get(symbol)
-        for so in list(self.orders.values()):
+        for cid, so in list(self._open.items()):
             o = so.order
-            if o.symbol != symbol or so.status not in ("NEW", "PARTIALLY_FILLED"):
+            if so.status not in ("NEW", "PARTIALLY_FILLED"):
+                del self._open[cid]
+                continue
+            if o.symbol != symbol:
                 continue
             if so.cancel_at is not None and self.now_ms >= so.cancel_at:
                 so.status = "CANCELED"
+                del self._open[cid]
                 continue
             if self.now_ms < so.active_at:
                 continue
