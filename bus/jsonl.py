@@ -26,11 +26,11 @@ import orjson
 from .durability import SyncPolicy
 from .errors import BadRecord
 from .lock import TopicLock
-from .records import decode, decode_run, encode_line, encode_lines, now_ms
+from .records import decode, decode_run, encode_lines, now_ms, record_and_line
 
 SUFFIX = ".jsonl"
 CURRENT = "current.jsonl"
-CHUNK = 1 << 16            # bytes a reader takes per read(2): ~300 records, decoded together
+CHUNK = 1 << 15            # bytes a reader takes per read(2): ~200 records, decoded together
 MAX_LINE = 64 << 20        # longer lines are dead-lettered unread
 RETENTION_CHECK_S = 10.0   # how often a busy writer applies age retention between rotations
 
@@ -134,6 +134,7 @@ class JsonlWriter:
         self.retention_bytes = int(retention_bytes)
         self.retention_hours = float(retention_hours)
         self.sync = sync or SyncPolicy()
+        self._syncing = self.sync.mode != "none"
         self.shared = shared
         self.removed: list[str] = []     # segments this writer deleted under retention
         self.repaired = 0                # bytes of torn tail cut off when opening
@@ -225,14 +226,9 @@ class JsonlWriter:
 
     def _append_one(self, payload: dict, ts: int | None) -> dict:
         seq = self.seq + 1
-        if ts is None:
-            ts = now_ms()
-        self._write(encode_line(seq, ts, payload), 1)
+        rec, line = record_and_line(seq, now_ms() if ts is None else ts, payload)
+        self._write(line, 1)
         self.seq = seq
-        rec = {"seq": seq, "ts": ts}
-        rec.update(payload)
-        rec["seq"] = seq
-        rec["ts"] = ts
         return rec
 
     def append_many(self, payloads: list[dict], ts: int | None = None) -> int:
@@ -266,7 +262,8 @@ class JsonlWriter:
         while n < size:  # short writes only happen on a full disk or a signal
             n += os.write(self._fd, data[n:])
         self._seg_bytes += size
-        self.sync.after_append(self._fd, count)
+        if self._syncing:
+            self.sync.after_append(self._fd, count)
 
     # -- rotation and retention --------------------------------------------------------------
     def _rotate(self) -> None:
@@ -382,31 +379,25 @@ class JsonlReader:
         return self._pos["seq"]
 
     def read(self, max_records: int = 5000) -> list[tuple[dict | BadRecord, dict]]:
-        """Up to ``max_records`` (record or BadRecord, position after it), oldest first.
+        """Up to ``max_records`` (record or BadRecord, position after it), oldest first;
+        at most one chunk's worth (~64 KiB of lines) per call, [] when nothing is new.
 
         With ``raw``, each item has a third member: the line as stored (bytes, no newline).
         """
-        out: list = []
-        while True:
+        items, i = self._items, self._next
+        while i >= len(items):
+            # one chunk per call: a caller gets the first records of a long backlog after
+            # one chunk's decoding, not after its whole batch's
+            if not self._fill():
+                return []
             items, i = self._items, self._next
-            if i < len(items):
-                want = max_records - len(out)
-                if i or want < len(items):
-                    take = items[i:i + want]
-                    self._next = i + len(take)
-                else:  # hand the whole run over without copying it
-                    take = items
-                    self._items, self._next = [], 0
-                if out:
-                    out.extend(take)
-                else:
-                    out = take
-                if len(out) >= max_records:
-                    break
-            elif not self._fill():
-                break
-        if out:
-            self._pos = out[-1][1]
+        if i or max_records < len(items):
+            out = items[i:i + max_records]
+            self._next = i + len(out)
+        else:  # hand the whole run over without copying it
+            out = items
+            self._items, self._next = [], 0
+        self._pos = out[-1][1]
         return out
 
     # -- filling the buffer ------------------------------------------------------------------

@@ -52,6 +52,21 @@ def envelope(seq: int, ts: int, payload: dict) -> dict:
     return rec
 
 
+def record_and_line(seq: int, ts: int, payload: dict) -> tuple[dict, bytes]:
+    """The record of ``payload`` as ``seq`` and its stored line (newline included), for a
+    single append, which returns the record anyway: one dict, one dumps."""
+    if type(payload) is not dict or type(payload.get("type")) is not str:
+        check_type(payload)
+    rec = {"seq": seq, "ts": ts, **payload}
+    if len(rec) != len(payload) + 2:     # the payload had its own seq or ts
+        rec["seq"] = seq
+        rec["ts"] = ts
+    try:
+        return rec, _dumps(rec, option=_NL)
+    except TypeError as exc:  # orjson.JSONEncodeError
+        raise BadRecord(f"payload cannot be encoded: {exc}", _text(payload)) from None
+
+
 def check_type(payload) -> None:
     """Refuse what cannot become a record: not an object, or no string ``type``."""
     if not isinstance(payload, dict):

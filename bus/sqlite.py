@@ -21,11 +21,12 @@ from operator import itemgetter
 from .durability import SyncPolicy
 from .errors import BadRecord
 from .lock import TopicLock
-from .records import decode, decode_run, encode_line, encode_lines, now_ms
+from .records import decode, decode_run, encode_lines, now_ms, record_and_line
 
 DB = "records.db"
 BELL = "bell"
 RETENTION_CHECK_S = 10.0   # how often a writer applies retention while appending
+READ_ROWS = 256            # rows a reader takes per query (like a JSONL reader's chunk)
 _get_type = itemgetter("type")
 _get_body = itemgetter(1)
 
@@ -139,23 +140,20 @@ class SqliteWriter:
         if self.shared:
             with self._lock:
                 self.seq = self._max_seq()
-                self._commit_one(payload, ts)
+                rec = self._commit_one(payload, ts)
         else:
-            self._commit_one(payload, ts)
-        rec = {"seq": self.seq, "ts": ts}
-        rec.update(payload)
-        rec["seq"] = self.seq
-        rec["ts"] = ts
+            rec = self._commit_one(payload, ts)
         return rec
 
-    def _commit_one(self, payload: dict, ts: int) -> None:
+    def _commit_one(self, payload: dict, ts: int) -> dict:
         seq = self.seq + 1
-        body = encode_line(seq, ts, payload)[:-1].decode()
+        rec, line = record_and_line(seq, ts, payload)
         # autocommit: one statement is one transaction
         self._conn.execute("INSERT INTO records (seq, ts, type, body) VALUES (?,?,?,?)",
-                           (seq, ts, payload["type"], body))
+                           (seq, ts, rec["type"], line[:-1].decode()))
         self.seq = seq
         self._after_commit(1)
+        return rec
 
     def append_many(self, payloads: list[dict], ts: int | None = None) -> int:
         """Append a batch in one transaction; returns the last seq."""
@@ -279,7 +277,8 @@ class SqliteReader:
         return self._seq
 
     def read(self, max_records: int = 5000) -> list[tuple[dict | BadRecord, dict]]:
-        """Up to ``max_records`` (record or BadRecord, position after it), oldest first.
+        """Up to ``max_records`` (record or BadRecord, position after it), oldest first;
+        at most ``READ_ROWS`` per call, [] when nothing is new.
 
         With ``raw``, each item has a third member: the body as stored (text).
         """
@@ -290,7 +289,7 @@ class SqliteReader:
         after = self._seq
         rows = self._conn.execute(
             "SELECT seq, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after, max_records)).fetchall()
+            (after, min(max_records, READ_ROWS))).fetchall()
         if not rows:
             return []
         first, last = rows[0][0], rows[-1][0]

@@ -9,8 +9,9 @@ observer sets the same event from its own thread.
 The inotify fd is read in the consumer's own loop rather than through watchdog's observer
 thread: the hand-off across the observer's threads costs ~100 µs per event and milliseconds in
 bursts (see the bus baselines). Only events on spool files count (``*.jsonl`` segments, a SQLite
-topic's ``bell`` and ``records.db``): a SQLite ``-wal`` write comes before its commit is
-visible, so waking on it would mostly find nothing and cost a second wake-up.
+topic's ``bell``). A SQLite ``-wal`` write comes before its commit is visible, so waking on it
+would mostly find nothing and cost a second wake-up: a SQLite topic's ``bell`` file is watched
+instead of its directory as soon as it exists.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ import threading
 import time
 
 try:  # Linux: the raw inotify calls from watchdog, read in the consumer's own loop.
-    from watchdog.observers.inotify_c import InotifyConstants, inotify_add_watch, inotify_init
+    from watchdog.observers.inotify_c import (InotifyConstants, inotify_add_watch, inotify_init,
+                                              inotify_rm_watch)
 except Exception:  # pragma: no cover - other platforms
     inotify_init = None
 
@@ -39,7 +41,7 @@ _READ_SIZE = 1 << 16
 
 def is_spool_file(name: bytes) -> bool:
     """Whether a change to file ``name`` in a topic directory may mean new records."""
-    return name.endswith(b".jsonl") or name == b"bell" or name == b"records.db"
+    return name.endswith(b".jsonl") or name == b"bell"
 
 
 class Waker:
@@ -47,6 +49,7 @@ class Waker:
 
     def __init__(self):
         self._paths: set[str] = set()
+        self._dir_wds: dict[int, str] = {}      # directory watches, by watch descriptor
         self._fd = -1
         self._observer = None
         self._event = threading.Event()
@@ -74,11 +77,20 @@ class Waker:
             return
         os.makedirs(path, exist_ok=True)
         self._paths.add(path)
-        if self._fd >= 0:
-            if inotify_add_watch(self._fd, path.encode(), _MASK) < 0:
-                raise OSError(f"inotify_add_watch failed on {path}")
-        else:  # pragma: no cover - other platforms
+        if self._fd < 0:  # pragma: no cover - other platforms
             self._watch_with_observer(path)
+        elif not self._watch_bell(path):
+            wd = inotify_add_watch(self._fd, path.encode(), _MASK)
+            if wd < 0:
+                raise OSError(f"inotify_add_watch failed on {path}")
+            self._dir_wds[wd] = path
+
+    def _watch_bell(self, path: str) -> bool:
+        """Watch a SQLite topic's bell file rather than its directory; False if it has none."""
+        bell = os.path.join(path, "bell").encode()
+        if not os.path.exists(bell):
+            return False
+        return inotify_add_watch(self._fd, bell, _MASK) >= 0
 
     def wait(self, timeout: float) -> bool:
         """Wait for a change; True if woken by the file system or a kick, False on timeout."""
@@ -118,13 +130,19 @@ class Waker:
                 return changed
             i, n = 0, len(buf)
             while i < n:
-                _wd, mask, _cookie, length = _HEADER.unpack_from(buf, i)
+                wd, mask, _cookie, length = _HEADER.unpack_from(buf, i)
                 i += 16
-                if mask & _OVERFLOW or is_spool_file(buf[i:i + length].rstrip(b"\0")):
+                name = buf[i:i + length].rstrip(b"\0")
+                i += length
+                if wd not in self._dir_wds:
+                    changed = changed or bool(mask & (_MASK | _OVERFLOW))   # a bell
+                elif is_spool_file(name):
                     changed = True
+                    if name == b"bell" and self._watch_bell(self._dir_wds[wd]):
+                        inotify_rm_watch(self._fd, wd)   # a SQLite topic: its bell will do
+                        del self._dir_wds[wd]
                 else:
                     self.ignored += 1
-                i += length
             if n < _READ_SIZE - 4096:
                 return changed
 
