@@ -100,6 +100,15 @@ def write_json_atomic(path: str, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: str) -> dict | None:
+    """The JSON object in ``path``, or None if it is missing or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return orjson.loads(f.read())
+    except (OSError, ValueError):
+        return None
+
+
 class Runner:
     """Drives one stage; see the module docstring."""
 

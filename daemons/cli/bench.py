@@ -7,7 +7,7 @@ import orjson
 
 @click.group()
 def bench():
-    """Benchmarks: bus, signals, e2e. Figures, never pass/fail."""
+    """Benchmarks: bus, signals, exchange, broker, e2e. Figures, never pass/fail."""
 
 
 def _print(data: dict, as_json: bool) -> None:

@@ -21,7 +21,7 @@ import time
 import orjson
 
 from .. import config as configmod
-from ..runtime import write_json_atomic
+from ..runtime import read_json, write_json_atomic
 from .conf import LISTENER
 
 READY_KEYWORD = b"ofi-ready"
@@ -96,11 +96,7 @@ class Listener:
         self.stderr.flush()
 
     def _load_restarts(self) -> dict:
-        try:
-            with open(os.path.join(self.run_dir, "restarts.json"), "rb") as f:
-                return orjson.loads(f.read())
-        except (OSError, ValueError):
-            return {}
+        return read_json(os.path.join(self.run_dir, "restarts.json")) or {}
 
     # -- event handling ----------------------------------------------------------------------
     def handle(self, headers: dict, payload: str) -> None:
@@ -154,7 +150,7 @@ class Listener:
             name = info["name"]
             if name == LISTENER or info.get("statename") != "RUNNING":
                 continue
-            beat = self._read_json(os.path.join(self.run_dir, f"{name}.json"))
+            beat = read_json(os.path.join(self.run_dir, f"{name}.json"))
             if beat is not None and beat.get("pid") != info.get("pid"):
                 beat = None  # written by an earlier process
             exec_mtime = None
@@ -179,14 +175,6 @@ class Listener:
             self.log("rpc_error", program=name, error=str(exc))
         self.judge.forget(name)
         self.count_restart(name, reason)
-
-    @staticmethod
-    def _read_json(path: str) -> dict | None:
-        try:
-            with open(path, "rb") as f:
-                return orjson.loads(f.read())
-        except (OSError, ValueError):
-            return None
 
     # -- protocol loop -----------------------------------------------------------------------
     def serve(self) -> None:

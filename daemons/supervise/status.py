@@ -6,19 +6,11 @@ from __future__ import annotations
 import os
 import time
 
-import orjson
 import yaml
 
 from .. import config as configmod
+from ..runtime import read_json
 from . import conf, control
-
-
-def _read_json(path: str) -> dict | None:
-    try:
-        with open(path, "rb") as f:
-            return orjson.loads(f.read())
-    except (OSError, ValueError):
-        return None
 
 
 def run_config(cfg: dict) -> dict:
@@ -56,7 +48,7 @@ def status(cfg: dict) -> dict:
     programs = []
     for name in names:
         info = infos.get(name, {})
-        beat = _read_json(os.path.join(home, "run", f"{name}.json")) or {}
+        beat = read_json(os.path.join(home, "run", f"{name}.json")) or {}
         mark = control.ready_mark(home, name)
         pid = info.get("pid") or None
         programs.append({
@@ -70,7 +62,7 @@ def status(cfg: dict) -> dict:
         })
     rc = run_config(cfg)
     venue = rc.get("venue", {})
-    restarts = _read_json(os.path.join(home, "run", "restarts.json")) or {}
+    restarts = read_json(os.path.join(home, "run", "restarts.json")) or {}
     return {
         "home": home,
         "supervisord": "running" if supervisor_up else "not running",

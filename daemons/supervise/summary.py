@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import os
 
-import orjson
-
 from bus import BadRecord, open_bus
 
 from .. import config as configmod
+from ..runtime import read_json
 
 
 def read_all(bus, topic: str) -> list[dict]:
@@ -75,11 +74,7 @@ def summarize(cfg: dict, programs: list[str] | None = None) -> dict:
         last_pos[p.get("symbol")] = p
     unrealized = sum(float(p.get("unrealized_pnl") or 0) for p in last_pos.values())
     lat = order_latencies_ms(intents, orders)
-    try:
-        with open(os.path.join(home, "run", "restarts.json"), "rb") as f:
-            restarts = orjson.loads(f.read())
-    except (OSError, ValueError):
-        restarts = {}
+    restarts = read_json(os.path.join(home, "run", "restarts.json")) or {}
     return {
         "home": home,
         "records": {t: s["records"] for t, s in stats["topics"].items()},
