@@ -71,3 +71,53 @@ def test_marketdata_book_spot_rules_bridge_and_chain():
     assert book.best() == (1.0, 1.2)
     gap = book.diff({"U": 15, "u": 16, "b": [], "a": []})
     assert isinstance(gap, Gap) and gap.expected_pu == 13 and not book.synced
+
+
+def _oracle_top(side: dict, n: int, bid: bool) -> list:
+    live = sorted(((p, q) for p, q in side.items() if q > 0), reverse=bid)
+    return [[p, q] for p, q in live[:n]]
+
+
+def test_marketdata_book_random_diffs_match_plain_book_and_touched_is_exact_enough():
+    """Unsorted levels, repeated prices, zeros for absent levels, thin and emptied sides, reads
+    deeper than the cache: the top levels always equal a plain dict book's, and ``touched`` is
+    true whenever the top 5 changed."""
+    import random
+
+    rng = random.Random(7)
+    book = LocalBook(levels=5)
+    oracle = {"b": {}, "a": {}}
+    snap_b = [[f"{100 - i * 0.5:.2f}", f"{rng.randint(1, 9)}.000"] for i in range(60)]
+    snap_a = [[f"{101 + i * 0.5:.2f}", f"{rng.randint(1, 9)}.000"] for i in range(60)]
+    book.snapshot(1, snap_b, snap_a)
+    for p, q in snap_b:
+        oracle["b"][float(p)] = float(q)
+    for p, q in snap_a:
+        oracle["a"][float(p)] = float(q)
+    u = 1
+    prev = book.top(5)
+    for step in range(3000):
+        diff = {"U": u, "u": u + 1, "pu": u, "b": [], "a": []}
+        u += 1
+        wipe = step % 500 == 499  # now and then empty a side entirely
+        for side, lo in (("b", 60.0), ("a", 101.0)):
+            if wipe:
+                diff[side] = [[f"{p:.2f}", "0.000"] for p in oracle[side]]
+                continue
+            for _ in range(rng.randint(0, 12)):
+                p = f"{lo + rng.randint(0, 160) * 0.25:.2f}"
+                q = rng.choice(["0.000", "0", f"{rng.randint(1, 50) / 10:.3f}"])
+                diff[side].append([p, q])
+        for side in ("b", "a"):
+            for p, q in diff[side]:
+                oracle[side][float(p)] = float(q)
+        # a crossed book is possible here; the book does not care
+        assert book.diff(diff) == APPLIED
+        cur = book.top(5)
+        assert cur == (_oracle_top(oracle["b"], 5, True), _oracle_top(oracle["a"], 5, False))
+        if cur != prev:
+            assert book.touched
+        prev = cur
+        if step % 97 == 0:
+            assert book.top(50) == (_oracle_top(oracle["b"], 50, True),
+                                    _oracle_top(oracle["a"], 50, False))

@@ -13,12 +13,13 @@ and the spot page of the same name):
    A break is a gap: the book is cleared and buffers again until the caller brings a new snapshot.
 
 Quantities are absolute; a quantity of 0 removes the level. Each side is a dict keyed by the
-price *string* as Binance sends it (one symbol always formats a price the same way) holding the
-quantity string, plus a list of ``(float price, price string)`` kept sorted: a quantity change
-(most updates) is one dict store with no number parsing; a new or removed level is a binary
-search (O(log n)) and a memmove of the list (a few thousand levels at most: cheaper here than a
-balanced tree in Python). The top N levels are read off the list's ends and converted to floats
-then.
+price (float) holding the quantity string as Binance sends it, plus a small sorted cache of the
+best prices (:class:`_Side`): only the top levels are ever read (the depth records, ``ofi_l5``),
+so a diff is applied with a few bulk dict operations, and only the levels that fall within the
+cache are placed by binary search; the cache is refilled from the dict in the rare case that
+removals empty it. :attr:`LocalBook.touched` tells whether the last applied diff changed
+anything at or above the ``levels``-th best price of a side (when false, the top ``levels``
+levels, prices and quantities, are exactly as before).
 
 :class:`LocalBook` is pure (no I/O). :class:`DepthFeed` wraps one and turns diffs and snapshots
 into the ``depth`` topic records (COMMON schema)::
@@ -29,12 +30,16 @@ into the ``depth`` topic records (COMMON schema)::
 """
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left
+from heapq import nlargest, nsmallest
 from typing import NamedTuple
 
 APPLIED = "applied"
 BUFFERED = "buffered"
 DROPPED = "dropped"
+
+_NEG_INF = float("-inf")
+_POS_INF = float("inf")
 
 
 class Gap(NamedTuple):
@@ -46,21 +51,138 @@ class Gap(NamedTuple):
     reason: str
 
 
+# the ways Binance writes a zero quantity ("0.000", "0.00000000", ...); 0 covers numbers
+_ZEROS = frozenset(["0", "0.0"] + ["0." + "0" * k for k in range(2, 17)] + [0])
+
+
+class _Side:
+    """One side of the book: ``levels`` (price -> qty string) and ``best``, a sorted cache.
+
+    ``best`` (ascending; the best bid is last, the best ask first) holds exactly the live
+    prices at or better than ``edge`` (``edge`` is -inf / +inf when it holds all of them), at
+    least ``n`` of them when the side has that many, at most ``2 * cache``.
+    """
+
+    __slots__ = ("levels", "best", "edge", "bid", "n", "cache")
+
+    def __init__(self, bid: bool, n: int):
+        self.levels: dict[float, str] = {}
+        self.best: list[float] = []
+        self.bid = bid
+        self.edge = _NEG_INF if bid else _POS_INF
+        self.n = n                     # levels that are read (``touched`` watches them)
+        self.cache = max(32, 4 * n)    # prices kept in ``best`` after a refill or trim
+
+    def clear(self) -> None:
+        self.levels.clear()
+        self.best = []
+        self.edge = _NEG_INF if self.bid else _POS_INF
+
+    def load(self, raw) -> None:
+        """Replace the side by snapshot levels ``[[price, qty], ...]``."""
+        self.clear()
+        levels = self.levels
+        for p, q in raw:
+            if float(q) > 0.0:
+                levels[float(p)] = str(q)
+        self._refill()
+
+    def apply(self, raw) -> bool:
+        """Apply diff levels ``[[price, qty], ...]``; true if the top ``n`` may have changed."""
+        if not raw:
+            return False
+        levels = self.levels
+        best = self.best
+        edge = self.edge
+        n = self.n
+        zero = _ZEROS
+        touched = False
+        # one plain loop: cheaper here than bulk dict/set operations (fewer passes per level)
+        if self.bid:
+            nth = best[-n] if len(best) >= n else _NEG_INF
+            for p, q in raw:
+                f = float(p)
+                if q in zero:
+                    if levels.pop(f, None) is not None and f >= edge:
+                        del best[bisect_left(best, f)]
+                        if f >= nth:
+                            touched = True
+                elif f >= edge:
+                    if f not in levels:
+                        best.insert(bisect_left(best, f), f)
+                    levels[f] = q
+                    if f >= nth:
+                        touched = True
+                else:
+                    levels[f] = q
+        else:
+            nth = best[n - 1] if len(best) >= n else _POS_INF
+            for p, q in raw:
+                f = float(p)
+                if q in zero:
+                    if levels.pop(f, None) is not None and f <= edge:
+                        del best[bisect_left(best, f)]
+                        if f <= nth:
+                            touched = True
+                elif f <= edge:
+                    if f not in levels:
+                        best.insert(bisect_left(best, f), f)
+                    levels[f] = q
+                    if f <= nth:
+                        touched = True
+                else:
+                    levels[f] = q
+        if len(best) < n and len(levels) > len(best):
+            self._refill()
+        elif len(best) > 2 * self.cache:
+            k = self.cache
+            if self.bid:
+                del best[:-k]
+                self.edge = best[0]
+            else:
+                del best[k:]
+                self.edge = best[-1]
+        return touched
+
+    def _refill(self) -> None:
+        levels = self.levels
+        k = self.cache
+        if len(levels) <= k:
+            self.best = sorted(levels)
+            self.edge = _NEG_INF if self.bid else _POS_INF
+        elif self.bid:
+            self.best = best = sorted(nlargest(k, levels))
+            self.edge = best[0]
+        else:
+            self.best = best = nsmallest(k, levels)
+            self.edge = best[-1]
+
+    def top_prices(self, n: int) -> list[float]:
+        """The best ``n`` prices, best first."""
+        best = self.best
+        if n > len(best) and len(self.levels) > len(best):  # deeper than the cache
+            return nlargest(n, self.levels) if self.bid else nsmallest(n, self.levels)
+        return best[:-n - 1:-1] if self.bid else best[:n]
+
+
 class LocalBook:
     """One symbol's book; ``spot=True`` switches to the spot sync rules.
 
     Use: :meth:`diff` for every diff event (returns APPLIED, BUFFERED, DROPPED or a :class:`Gap`),
     :meth:`snapshot` with a REST depth body when :attr:`synced` is false (returns the outcome of
-    each buffered diff it replays), :meth:`top` for the best levels.
+    each buffered diff it replays), :meth:`top` for the best levels. ``levels``: how many top
+    levels :attr:`touched` watches (any number can be read; deeper reads cost more).
     """
 
-    def __init__(self, spot: bool | None = None, max_buffer: int = 100_000):
+    def __init__(self, spot: bool | None = None, max_buffer: int = 100_000, levels: int = 5):
         self.spot = spot  # None: decided by the first diff (USD-M diffs carry "pu", spot ones not)
         self.max_buffer = max_buffer
-        self.bids: dict[str, str] = {}        # price string -> qty string
-        self.asks: dict[str, str] = {}
-        self.bid_prices: list[tuple] = []     # (price, price string) ascending; best bid last
-        self.ask_prices: list[tuple] = []     # ascending; best ask first
+        self.bid_side = _Side(True, levels)
+        self.ask_side = _Side(False, levels)
+        self.bids: dict[float, str] = self.bid_side.levels   # price -> qty string
+        self.asks: dict[float, str] = self.ask_side.levels
+        #: did the last applied diff change anything at or above the ``levels``-th level?
+        self.touched = True
         self.synced = False
         self.last_u: int | None = None
         self.snapshot_id: int | None = None
@@ -90,9 +212,9 @@ class LocalBook:
         ``each(diff, outcome, tag)``, if given, is called right after each replayed diff (to
         read the book as it is then).
         """
-        self._clear()
-        self._load(self.bids, self.bid_prices, bids)
-        self._load(self.asks, self.ask_prices, asks)
+        self.bid_side.load(bids)
+        self.ask_side.load(asks)
+        self.touched = True
         self.snapshot_id = int(last_update_id)
         self.last_u = self.snapshot_id
         self.synced = True
@@ -121,28 +243,19 @@ class LocalBook:
     def top(self, n: int) -> tuple[list[list[float]], list[list[float]]]:
         """The best ``n`` bids (highest first) and asks (lowest first) as ``[price, qty]``."""
         b, a = self.bids, self.asks
-        return ([[p, float(b[s])] for p, s in self.bid_prices[:-n - 1:-1]] if n else [],
-                [[p, float(a[s])] for p, s in self.ask_prices[:n]])
+        return ([[p, float(b[p])] for p in self.bid_side.top_prices(n)],
+                [[p, float(a[p])] for p in self.ask_side.top_prices(n)])
 
     def best(self) -> tuple[float | None, float | None]:
         """Best bid and best ask prices (None on an empty side)."""
-        return (self.bid_prices[-1][0] if self.bid_prices else None,
-                self.ask_prices[0][0] if self.ask_prices else None)
+        b, a = self.bid_side.best, self.ask_side.best
+        return (b[-1] if b else None, a[0] if a else None)
 
     # -- internals -------------------------------------------------------------------------
     def _clear(self) -> None:
-        self.bids.clear()
-        self.asks.clear()
-        self.bid_prices.clear()
-        self.ask_prices.clear()
-
-    @staticmethod
-    def _load(side: dict, prices: list, levels) -> None:
-        for p, q in levels:
-            p, q = str(p), str(q)
-            if float(q) > 0.0:
-                side[p] = q
-        prices[:] = sorted((float(p), p) for p in side)
+        self.bid_side.clear()
+        self.ask_side.clear()
+        self.touched = True
 
     def _chain(self, d: dict):
         u = d["u"]
@@ -167,13 +280,12 @@ class LocalBook:
                 return DROPPED
             if d.get("pu") != last:
                 return self._gap(d, "pu != previous u")
-        self._apply(d)
+        # both sides always (no short cut: each side must be applied)
+        tb = self.bid_side.apply(d["b"])
+        ta = self.ask_side.apply(d["a"])
+        self.touched = tb or ta
         self.last_u = u
         return APPLIED
-
-    def _apply(self, d: dict) -> None:
-        _apply_side(self.bids, self.bid_prices, d["b"])
-        _apply_side(self.asks, self.ask_prices, d["a"])
 
     def _gap(self, d: dict, reason: str) -> Gap:
         expected = self.last_u
@@ -186,24 +298,6 @@ class LocalBook:
         return Gap(expected, got, d["u"], reason)
 
 
-# the ways Binance writes a zero quantity ("0.000", "0.00000000", ...)
-_ZEROS = frozenset(["0", "0.0"] + ["0." + "0" * k for k in range(2, 17)])
-
-
-def _apply_side(side: dict, prices: list, levels) -> None:
-    zeros = _ZEROS
-    for p, q in levels:
-        if q in zeros:
-            if side.pop(p, None) is not None:
-                del prices[bisect_left(prices, (float(p),))]
-        else:
-            if p not in side:
-                if float(q) == 0.0:  # a zero written some other way
-                    continue
-                insort(prices, (float(p), p))
-            side[p] = q
-
-
 class DepthFeed:
     """Diffs and snapshots of one symbol -> ``depth`` topic records (see the module docstring).
 
@@ -214,7 +308,7 @@ class DepthFeed:
     def __init__(self, symbol: str, levels: int = 5, spot: bool | None = None):
         self.symbol = symbol
         self.levels = levels
-        self.book = LocalBook(spot=spot)
+        self.book = LocalBook(spot=spot, levels=levels)
         self.applied = 0
         self.gaps = 0
 
