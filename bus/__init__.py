@@ -17,6 +17,13 @@ sqlite      ``<topic>/records.db`` (WAL)                  ``--sink sqlite``
 ==========  ===========================================  =================================
 
 Readers auto-detect the sink of an existing topic.
+
+Guarantees: ``seq`` runs from 1 without gaps per topic, across restarts; one writer per topic
+(a second one raises :class:`WriterLockedError`), except ``deadletter``, which any process may
+append to; a writer killed at any instant leaves no torn, repeated or renumbered record; a
+consumer commits its position after processing (at least once) and skips what it cannot decode
+after dead-lettering it. Consumers sleep in :meth:`Bus.wait` on inotify, with a slow poll
+(``poll_interval_s``) as a safety net.
 """
 from __future__ import annotations
 
@@ -99,23 +106,29 @@ class Bus:
         number of processes may hold one.
         """
         d = self.topic_dir(topic)
-        shared = shared or topic == "deadletter"
         existing = self.sink_of(topic)
         if existing != self.sink and (jsonl.has_topic(d) or sqlite.has_topic(d)):
             raise BusError(f"topic {topic!r} already holds {existing} spools; "
                            f"use --sink {existing} or another --home")
+        return self._open_writer(topic, self.sink, shared or topic == "deadletter")
+
+    def _open_writer(self, topic: str, sink: str, shared: bool):
         s = self.settings
         sync = SyncPolicy(s["fsync"], s["fsync_every"], s["fsync_interval_ms"])
-        cls = sqlite.SqliteWriter if self.sink == "sqlite" else jsonl.JsonlWriter
-        return cls(d, topic, segment_bytes=s["segment_bytes"],
+        cls = sqlite.SqliteWriter if sink == "sqlite" else jsonl.JsonlWriter
+        return cls(self.topic_dir(topic), topic, segment_bytes=s["segment_bytes"],
                    segment_seconds=s["segment_seconds"], retention_bytes=s["retention_bytes"],
                    retention_hours=s["retention_hours"], sync=sync, shared=shared)
 
     def deadletter(self, reason: str, raw: str, source: str | None = None,
                    position: dict | None = None, stage: str | None = None) -> dict:
-        """Record a bad input in ``deadletter`` (any number of processes may do this)."""
+        """Record a bad input in ``deadletter`` with the reason, where it was read (topic and
+        position) and its raw text. Any number of processes may do this; an existing
+        deadletter topic keeps its sink."""
         if self._deadletter is None:
-            self._deadletter = self.writer("deadletter", shared=True)
+            self._deadletter = self._open_writer("deadletter", self.sink_of("deadletter"), True)
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", "replace")
         return self._deadletter.append({
             "type": "deadletter", "reason": reason, "source": source, "position": position,
             "stage": stage, "raw": raw,

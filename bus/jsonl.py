@@ -258,9 +258,17 @@ class JsonlWriter:
             self._rotate()
         elif self._next_retention and time.monotonic() >= self._next_retention:
             self.apply_retention()
-        n = os.write(self._fd, data)
-        while n < size:  # short writes only happen on a full disk or a signal
-            n += os.write(self._fd, data[n:])
+        try:
+            n = os.write(self._fd, data)
+            while n < size:  # short writes only happen on a full disk or a signal
+                n += os.write(self._fd, data[n:])
+        except BaseException:
+            # Part of the data may be stored, and its whole lines read already: keep them,
+            # cut a torn tail and continue the numbering after them, as a restart would.
+            os.close(self._fd)
+            self._fd = -1
+            self._open_tail()
+            raise
         self._seg_bytes += size
         if self._syncing:
             self.sync.after_append(self._fd, count)

@@ -66,6 +66,33 @@ def test_bus_append_without_type_refused_nothing_written(home, sink):
     bus.close()
 
 
+def test_bus_jsonl_failed_write_keeps_whole_lines_numbering_goes_on(home, monkeypatch):
+    bus = open_bus(home, sink="jsonl")
+    w = bus.writer("trades")
+    w.append({"type": "t", "n": 0})
+    real_write = os.write
+
+    def half_then_full_disk(fd, data):        # a disk that fills up in the middle of a batch
+        monkeypatch.setattr(jsonl.os, "write", fail)
+        return real_write(fd, data[:len(data) // 2 + 7])
+
+    def fail(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(jsonl.os, "write", half_then_full_disk)
+    with pytest.raises(OSError):
+        w.append_many([{"type": "t", "n": n} for n in range(1, 11)])
+    monkeypatch.setattr(jsonl.os, "write", real_write)
+    kept = w.seq
+    assert 1 < kept < 11                        # the batch's whole lines are kept ...
+    assert w.append({"type": "t", "n": 99})["seq"] == kept + 1    # ... and numbered after
+    w.close()
+    recs = [r for r, _ in _drain(bus.reader("trades"))]
+    assert [r["seq"] for r in recs] == list(range(1, kept + 2))
+    assert [r["n"] for r in recs] == list(range(kept)) + [99]
+    bus.close()
+
+
 def test_bus_jsonl_spool_is_plain_json_lines(home):
     bus = open_bus(home, sink="jsonl")
     w = bus.writer("signals")
