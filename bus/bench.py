@@ -130,7 +130,8 @@ def latency(sink: str, n: int, rate: float | None, batch: int = 2000) -> dict:
         w = bus.writer("trades")
         ready = ctx.Event()
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_reader_proc, args=(home, sink, n, batch, ready, child), daemon=True)
+        proc = ctx.Process(target=_reader_proc, args=(home, sink, n, batch, ready, child),
+                           daemon=True)
         proc.start()
         ready.wait(10)
         time.sleep(0.05)

@@ -129,7 +129,8 @@ def test_bus_second_writer_other_process_fails_clearly(home, procs, sink):
               stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "ready"
     bus = open_bus(home, sink=sink)
-    with pytest.raises(WriterLockedError, match=rf"topic 'trades' already has a writer \(pid {p.pid}\)"):
+    held = rf"topic 'trades' already has a writer \(pid {p.pid}\)"
+    with pytest.raises(WriterLockedError, match=held):
         bus.writer("trades")
     p.stdin.close()                       # the holder exits: the topic is free again
     p.wait(10)

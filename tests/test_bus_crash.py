@@ -226,7 +226,8 @@ def test_bus_writer_sigkilled_repeatedly_no_torn_duplicate_or_renumbered_record(
     _assert_complete(items, total)
     # what was read while writers were dying is exactly what is stored, in place
     assert seen, "nothing was written before the kills"
-    assert [(r["seq"], r["n"]) for r, _ in seen] == [(r["seq"], r["n"]) for r, _ in items[:len(seen)]]
+    stored = [(r["seq"], r["n"]) for r, _ in items[:len(seen)]]
+    assert [(r["seq"], r["n"]) for r, _ in seen] == stored
     if sink == "jsonl":   # -s shows how often a kill landed inside a write(2)
         print(f"torn tails repaired: {repaired} bytes over {kills} kills")
     reader.close()
