@@ -386,26 +386,35 @@ class JsonlReader:
     def seq(self) -> int:
         return self._pos["seq"]
 
-    def read(self, max_records: int = 5000) -> list[tuple[dict | BadRecord, dict]]:
+    def read(self, max_records: int = 5000, greedy: bool = True
+             ) -> list[tuple[dict | BadRecord, dict]]:
         """Up to ``max_records`` (record or BadRecord, position after it), oldest first;
-        at most one chunk's worth (~64 KiB of lines) per call, [] when nothing is new.
+        [] when nothing is new. ``greedy=False`` stops after one chunk (~32 KiB of lines), so
+        that a consumer with a backlog gets its first records after one chunk's decoding, not
+        after its whole batch's.
 
         With ``raw``, each item has a third member: the line as stored (bytes, no newline).
         """
-        items, i = self._items, self._next
-        while i >= len(items):
-            # one chunk per call: a caller gets the first records of a long backlog after
-            # one chunk's decoding, not after its whole batch's
-            if not self._fill():
-                return []
+        out: list = []
+        while len(out) < max_records:
             items, i = self._items, self._next
-        if i or max_records < len(items):
-            out = items[i:i + max_records]
-            self._next = i + len(out)
-        else:  # hand the whole run over without copying it
-            out = items
-            self._items, self._next = [], 0
-        self._pos = out[-1][1]
+            if i >= len(items):
+                if (out and not greedy) or not self._fill():
+                    break
+                continue
+            want = max_records - len(out)
+            if i or want < len(items):
+                take = items[i:i + want]
+                self._next = i + len(take)
+            else:  # hand the whole run over without copying it
+                take = items
+                self._items, self._next = [], 0
+            if out:
+                out.extend(take)
+            else:
+                out = take
+        if out:
+            self._pos = out[-1][1]
         return out
 
     # -- filling the buffer ------------------------------------------------------------------

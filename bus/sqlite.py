@@ -276,9 +276,10 @@ class SqliteReader:
     def seq(self) -> int:
         return self._seq
 
-    def read(self, max_records: int = 5000) -> list[tuple[dict | BadRecord, dict]]:
+    def read(self, max_records: int = 5000, greedy: bool = True
+             ) -> list[tuple[dict | BadRecord, dict]]:
         """Up to ``max_records`` (record or BadRecord, position after it), oldest first;
-        at most ``READ_ROWS`` per call, [] when nothing is new.
+        [] when nothing is new. ``greedy=False`` stops after one query of ``READ_ROWS``.
 
         With ``raw``, each item has a third member: the body as stored (text).
         """
@@ -286,10 +287,24 @@ class SqliteReader:
             if not os.path.exists(self.path):
                 return []
             self._conn = _connect(self.path, readonly=True)
+        out: list = []
+        while len(out) < max_records:
+            got = self._query(min(max_records - len(out), READ_ROWS))
+            if not got:
+                break
+            if out:
+                out.extend(got)
+            else:
+                out = got
+            if not greedy:
+                break
+        return out
+
+    def _query(self, limit: int) -> list:
         after = self._seq
         rows = self._conn.execute(
             "SELECT seq, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after, min(max_records, READ_ROWS))).fetchall()
+            (after, limit)).fetchall()
         if not rows:
             return []
         first, last = rows[0][0], rows[-1][0]
