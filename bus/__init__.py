@@ -264,13 +264,13 @@ class Consumer:
         except (OSError, orjson.JSONDecodeError) as exc:
             raise BusError(f"consumer position {self.path} is unreadable: {exc}") from None
 
-    def poll(self, max_records: int = 5000) -> list[tuple[dict, dict]]:
-        """Records available now (never blocks): at most ``max_records``, and at most one
-        chunk's worth (a few hundred), so that the first records of a backlog are handed over
-        early; [] means there is nothing new. Poll again until [] to read to the end."""
+    def poll(self, max_records: int = 5000, greedy: bool = True) -> list[tuple[dict, dict]]:
+        """Records available now (never blocks), at most ``max_records``; [] when nothing is
+        new. ``greedy=False`` returns at most one chunk's worth (a few hundred records), so
+        that the first records of a backlog are handed over after one chunk's decoding."""
         reader = self.reader
         bad_before = reader.bad_seen
-        items = reader.read(max_records, greedy=False)
+        items = reader.read(max_records, greedy)
         if reader.bad_seen == bad_before:
             if items:
                 self._last = items[-1][1]

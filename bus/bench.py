@@ -5,8 +5,8 @@
 - ``read_per_s``: a consumer as a daemon runs it (poll up to 2,000, mark, commit) over a spool.
 - ``latency_us``: the writer stamps ``t`` = ``time.monotonic_ns()`` (system-wide, so comparable
   across processes) into each record just before appending it; the reader, a separate process
-  running a daemon's loop (poll, mark, commit, sleep on the inotify waker when idle), subtracts
-  it from ``monotonic_ns()`` taken right after the poll that returned the record. Two cadences:
+  running a daemon's loop (poll up to 500, mark, commit, sleep on the inotify waker when idle),
+  subtracts it from ``monotonic_ns()`` taken right after the poll that returned the record. Two cadences:
   1,000 records/s on absolute deadlines, and the writer's full single-record rate.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 
 from . import open_bus
 
+LATENCY_BATCH = 500     # records the latency reader takes per poll (a daemon's daemon.batch)
 PAYLOAD = {"type": "trade", "symbol": "BTCUSDT", "price": "63943.90", "qty": "0.012",
            "side": "buy", "E": 1721347022504, "T": 1721347022504, "t": 0}
 
@@ -121,7 +122,7 @@ def _reader_proc(home: str, sink: str, n: int, batch: int, ready, conn) -> None:
     bus.close()
 
 
-def latency(sink: str, n: int, rate: float | None, batch: int = 2000) -> dict:
+def latency(sink: str, n: int, rate: float | None, batch: int = LATENCY_BATCH) -> dict:
     """Writer-to-reader latency of ``n`` records at ``rate`` per second (None: full rate)."""
     home = tempfile.mkdtemp(prefix="ofi-bench-")
     ctx = mp.get_context("fork")
@@ -163,6 +164,7 @@ def latency(sink: str, n: int, rate: float | None, batch: int = 2000) -> dict:
             raise RuntimeError(result["error"])
         out = _summary_us(result["lat"])
         out["writer_per_s"] = round(n / write_s)
+        out["poll_batch"] = batch
         out["reader_wakeups"] = result["wakeups"]
         return out
     finally:
