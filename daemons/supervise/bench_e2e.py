@@ -6,7 +6,7 @@ first market event whose exchange time ``E`` is at or after that signal's interv
 event that let the signal stage close the interval). Latency = the order's acknowledgement
 record ``ts`` minus that ``E``; per stage: harvest (``recv_ts - E``), signal (signal ``ts`` -
 ``recv_ts`` of that event), strategy (intent ``ts`` - signal ``ts``), broker (ack ``ts`` - intent
-``ts``). All clocks are this machine's (the local exchange stamps ``E`` with it), in ms.
+``ts``); and signal to acknowledged (ack ``ts`` - signal ``ts``). All clocks are this machine's (the local exchange stamps ``E`` with it), in ms.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def measure(home: str, sink: str = "jsonl") -> dict:
     finally:
         bus.close()
     times = [e for e, _ in market]
-    e2e, harvest, signal, strategy, broker = [], [], [], [], []
+    e2e, harvest, signal, strategy, broker, sig_ack = [], [], [], [], [], []
     for cid, ack in acks.items():
         intent = intents[cid]
         sig = signals.get(intent.get("signal_seq"))
@@ -69,7 +69,8 @@ def measure(home: str, sink: str = "jsonl") -> dict:
         signal.append(sig["ts"] - recv)
         strategy.append(intent["ts"] - sig["ts"])
         broker.append(ack["ts"] - intent["ts"])
-    return {"event_to_ack_ms": _stats(e2e),
+        sig_ack.append(ack["ts"] - sig["ts"])
+    return {"event_to_ack_ms": _stats(e2e), "signal_to_ack_ms": _stats(sig_ack),
             "stages_ms": {"harvest": _stats(harvest), "signal": _stats(signal),
                           "strategy": _stats(strategy), "broker": _stats(broker)}}
 
