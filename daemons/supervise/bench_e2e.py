@@ -6,7 +6,8 @@ first market event whose exchange time ``E`` is at or after that signal's interv
 event that let the signal stage close the interval). Latency = the order's acknowledgement
 record ``ts`` minus that ``E``; per stage: harvest (``recv_ts - E``), signal (signal ``ts`` -
 ``recv_ts`` of that event), strategy (intent ``ts`` - signal ``ts``), broker (ack ``ts`` - intent
-``ts``); and signal to acknowledged (ack ``ts`` - signal ``ts``). All clocks are this machine's (the local exchange stamps ``E`` with it), in ms.
+``ts``); and signal to acknowledged (ack ``ts`` - signal ``ts``). All clocks are this
+machine's (the local exchange stamps ``E`` with it), in ms.
 """
 from __future__ import annotations
 
