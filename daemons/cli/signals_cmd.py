@@ -30,9 +30,8 @@ def signals(inputs, more, symbol, interval_ms, out_path, config_path):
     Example: ofi signals --input btcusdt_20240718.gz btcusdt_20240719.gz --symbol BTCUSDT
     """
     from ..marketdata.formats import FormatError
-    from ..marketdata.replay import Replay
     from ..signal.core import SignalCore
-    from ..signal.offline import run_files
+    from ..signal.offline import OfflineRun
 
     paths = list(inputs) + list(more)
     if not paths:
@@ -52,12 +51,12 @@ def signals(inputs, more, symbol, interval_ms, out_path, config_path):
     nl = orjson.OPT_APPEND_NEWLINE
     n = 0
     try:
-        replay = Replay(paths, symbols={symbol}, symbol=symbol, levels=core.levels)
-        for sig in run_files(paths, symbol, core=core, replay=replay):
+        run = OfflineRun(paths, symbol, core)
+        for sig in run:
             out.write(dumps(sig, option=nl))
             n += 1
             if progress and n % 100 == 0:
-                sys.stderr.write(f"\r{n} intervals, {replay.messages} messages")
+                sys.stderr.write(f"\r{n} intervals, {run.messages} messages")
     except FormatError as exc:
         raise click.ClickException(str(exc))
     finally:
@@ -66,5 +65,5 @@ def signals(inputs, more, symbol, interval_ms, out_path, config_path):
         else:
             out.flush()
     if progress:
-        sys.stderr.write(f"\r{n} intervals, {replay.messages} messages, "
-                         f"{replay.gaps} depth gaps\n")
+        sys.stderr.write(f"\r{n} intervals, {run.messages} messages, "
+                         f"{run.gaps} depth gaps\n")

@@ -63,7 +63,7 @@ class _Side:
     least ``n`` of them when the side has that many, at most ``2 * cache``.
     """
 
-    __slots__ = ("levels", "best", "edge", "bid", "n", "cache")
+    __slots__ = ("levels", "best", "edge", "bid", "n", "cache", "touched")
 
     def __init__(self, bid: bool, n: int):
         self.levels: dict[float, str] = {}
@@ -72,11 +72,13 @@ class _Side:
         self.edge = _NEG_INF if bid else _POS_INF
         self.n = n                     # levels that are read (``touched`` watches them)
         self.cache = max(32, 4 * n)    # prices kept in ``best`` after a refill or trim
+        self.touched = False           # did the last ``apply`` change the top ``n``?
 
     def clear(self) -> None:
         self.levels.clear()
         self.best = []
         self.edge = _NEG_INF if self.bid else _POS_INF
+        self.touched = True
 
     def load(self, raw) -> None:
         """Replace the side by snapshot levels ``[[price, qty], ...]``."""
@@ -90,6 +92,7 @@ class _Side:
     def apply(self, raw) -> bool:
         """Apply diff levels ``[[price, qty], ...]``; true if the top ``n`` may have changed."""
         if not raw:
+            self.touched = False
             return False
         levels = self.levels
         best = self.best
@@ -142,6 +145,7 @@ class _Side:
             else:
                 del best[k:]
                 self.edge = best[-1]
+        self.touched = touched
         return touched
 
     def _refill(self) -> None:
@@ -346,12 +350,7 @@ class DepthFeed:
                  "recv_ts": recv_ts}] + out
 
     def _snapshot_top(self, snap: dict):
-        """The snapshot's own top levels (the book itself has moved on by the replayed diffs)."""
-        n = self.levels
-        bids = sorted(([float(p), float(q)] for p, q in snap.get("bids", ()) if float(q) > 0),
-                      reverse=True)[:n]
-        asks = sorted([float(p), float(q)] for p, q in snap.get("asks", ()) if float(q) > 0)[:n]
-        return bids, asks
+        return snapshot_top(snap, self.levels)
 
     def _depth(self, d: dict, recv_ts: int) -> dict:
         bids, asks = self.book.top(self.levels)
@@ -364,3 +363,12 @@ class DepthFeed:
         return {"type": "gap", "symbol": self.symbol, "expected_pu": g.expected_pu,
                 "got_pu": g.got_pu, "u": g.u, "reason": g.reason, "E": d.get("E"),
                 "recv_ts": recv_ts}
+
+
+def snapshot_top(snap: dict, n: int) -> tuple[list[list[float]], list[list[float]]]:
+    """A REST snapshot's own best ``n`` bids and asks as ``[price, qty]`` floats (the book
+    itself has moved on by the diffs replayed on it)."""
+    bids = sorted(([float(p), float(q)] for p, q in snap.get("bids", ()) if float(q) > 0),
+                  reverse=True)[:n]
+    asks = sorted([float(p), float(q)] for p, q in snap.get("asks", ()) if float(q) > 0)[:n]
+    return bids, asks

@@ -4,8 +4,8 @@ Three figures over the same files, each the best of ``repeat`` runs:
 
 - ``parse_only``: read every line (gunzip, split) and JSON-parse it (orjson), nothing else;
 - ``core_only``: the topic records, prepared in memory beforehand, through ``SignalCore``;
-- ``end_to_end``: ``ofi signals`` in process: read, parse, normalize, book sync, merge, core,
-  JSON-encode the signal records.
+- ``end_to_end``: ``ofi signals`` in process (:class:`~.offline.OfflineRun`): read, parse,
+  book sync, merge, core, JSON-encode the signal records.
 
 Rates are input messages (lines) per second; ``core_only`` is topic records per second.
 """
@@ -20,7 +20,7 @@ import orjson
 from ..marketdata.formats import iter_lines
 from ..marketdata.replay import Replay
 from .core import SignalCore
-from .offline import run_files
+from .offline import OfflineRun
 
 
 def default_inputs() -> list[str]:
@@ -56,16 +56,15 @@ def run(paths: list[str], symbol: str, repeat: int = 3) -> dict:
                 n += 1
         return n
 
-    replay_box = {}
+    run_box = {}
 
     def end_to_end() -> int:
-        core = SignalCore()
-        r = Replay(paths, symbols={symbol}, symbol=symbol, levels=core.levels)
+        r = OfflineRun(paths, symbol, SignalCore())
         dumps = orjson.dumps
         out = 0
-        for sig in run_files(paths, symbol, core=core, replay=r):
+        for sig in r:
             out += len(dumps(sig))
-        replay_box["r"] = r
+        run_box["r"] = r
         return r.messages
 
     records = list(Replay(paths, symbols={symbol}, symbol=symbol))
@@ -91,5 +90,5 @@ def run(paths: list[str], symbol: str, repeat: int = 3) -> dict:
         "end_to_end_vs_parse": round(e2e_rate / parse_rate, 3),
         "seconds": {"parse_only": round(t_parse, 4), "core_only": round(t_core, 4),
                     "end_to_end": round(t_e2e, 4)},
-        "depth_gaps": replay_box["r"].gaps,
+        "depth_gaps": run_box["r"].gaps, "fast_path": run_box["r"].fast,
     }

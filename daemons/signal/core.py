@@ -47,6 +47,9 @@ SCALE = 100_000_000  # quantities in 1e-8 units
 _NEG_INF = float("-inf")
 _POS_INF = float("inf")
 
+#: kinds of the compact items of :meth:`SignalCore.process_items`
+TRADE, BOOK, DEPTH = 0, 1, 2
+
 DEFAULTS = {"interval_ms": 1000, "z_window": 300, "min_periods": 30, "w_ofi": 0.6,
             "w_cvd": 0.4, "levels": 5}
 
@@ -147,13 +150,71 @@ class SignalCore:
             cur = (_levels(rec["bids"], n), _levels(rec["asks"], n))
             prev = st.depth
             if prev is not None:
-                st.ofi5 += _multi_level_ofi(prev, cur, n)
+                st.ofi5 += multi_level_ofi(prev, cur, n)
             st.depth = cur
         elif typ == "snapshot":
             st.depth = (_levels(rec["bids"], self.levels), _levels(rec["asks"], self.levels))
         elif typ == "gap":
             st.depth = None
         return out or []
+
+    def process_items(self, sym: str, items) -> list[dict]:
+        """Account compact records of ``sym`` (in merge order); the signals they closed.
+
+        The offline fast path digests the input itself: the OFI terms depend only on the order
+        within each stream, so they come precomputed, and what is left here is the bucketing.
+        Items (the first element is the caller's, e.g. a merge key; quantities and terms in
+        1e-8 units): ``(_, TRADE, t, qty, is_buy)`` a MARKET trade; ``(_, BOOK, t, e, bid,
+        bid_qty, ask, ask_qty)`` a book update with its CKS term ``e``; ``(_, DEPTH, t, e)`` a
+        depth, snapshot or gap record with its multi-level term. Same result as
+        :meth:`process` with the full records (``t``: their :func:`event_time`).
+        """
+        if not items:
+            return []
+        st = self.symbols.get(sym)
+        if st is None:
+            st = self.symbols[sym] = _Symbol()
+        interval = self.interval
+        if st.bucket is None:
+            b = items[0][2] // interval
+            st.bucket = b if type(b) is int else int(b)
+        end = (st.bucket + 1) * interval  # the first time of a later interval
+        out = []
+        ofi1, ofi5, buy, sell, trades, books = st.ofi1, st.ofi5, st.buy, st.sell, st.trades, \
+            st.books
+        pb, pa = st.pb, st.pa
+        last_book = None
+        for it in items:
+            t = it[2]
+            if t >= end:
+                st.ofi1, st.ofi5, st.buy, st.sell, st.trades, st.books = \
+                    ofi1, ofi5, buy, sell, trades, books
+                st.pb, st.pa = pb, pa
+                b = t // interval
+                out.extend(self._close_until(sym, st, b if type(b) is int else int(b)))
+                end = (st.bucket + 1) * interval
+                ofi1 = ofi5 = buy = sell = trades = books = 0
+            kind = it[1]
+            if kind == BOOK:
+                ofi1 += it[3]
+                pb = it[4]
+                pa = it[6]
+                books += 1
+                last_book = it
+            elif kind == TRADE:
+                if it[4]:
+                    buy += it[3]
+                else:
+                    sell += it[3]
+                trades += 1
+            else:
+                ofi5 += it[3]
+        st.ofi1, st.ofi5, st.buy, st.sell, st.trades, st.books = \
+            ofi1, ofi5, buy, sell, trades, books
+        st.pb, st.pa = pb, pa
+        if last_book is not None:
+            st.qb, st.qa = last_book[5], last_book[7]
+        return out
 
     def flush(self) -> list[dict]:
         """Close every open interval (end of input)."""
@@ -257,7 +318,7 @@ class SignalCore:
         return core
 
 
-def _multi_level_ofi(prev, cur, n: int) -> int:
+def multi_level_ofi(prev, cur, n: int) -> int:
     """Sum over levels i < n of the CKS term between the i-th levels of two depth records."""
     pbids, pasks = prev
     bids, asks = cur
@@ -287,4 +348,27 @@ def _multi_level_ofi(prev, cur, n: int) -> int:
             e -= qa
         if pa >= ppa:
             e += pqa
+    return e
+
+
+def side_term(prev: list, cur: list, n: int, bid: bool) -> int:
+    """One side's part of :func:`multi_level_ofi` (the two parts add up to it): bids
+    ``1{P>=P'}·Q − 1{P<=P'}·Q'``, asks ``−1{P<=P'}·Q + 1{P>=P'}·Q'`` over levels i < n."""
+    if len(prev) != n or len(cur) != n:  # a thin side: missing levels are at -inf / +inf
+        pad = [(_NEG_INF if bid else _POS_INF, 0)] * n
+        prev = (list(prev) + pad)[:n]
+        cur = (list(cur) + pad)[:n]
+    e = 0
+    if bid:
+        for (p, q), (pp, pq) in zip(cur, prev):
+            if p >= pp:
+                e += q
+            if p <= pp:
+                e -= pq
+    else:
+        for (p, q), (pp, pq) in zip(cur, prev):
+            if p <= pp:
+                e -= q
+            if p >= pp:
+                e += pq
     return e
