@@ -199,6 +199,14 @@ class LocalBook:
 
         ``tag`` is kept with a buffered diff and handed back by :meth:`snapshot`'s ``each``.
         """
+        if self._bridged:  # in sync, chained: the common case, checked first
+            last = self.last_u
+            if (d["U"] == last + 1 and d["u"] > last) if self.spot else d.get("pu") == last:
+                tb = self.bid_side.apply(d["b"])
+                ta = self.ask_side.apply(d["a"])
+                self.touched = tb or ta
+                self.last_u = d["u"]
+                return APPLIED
         if self.spot is None:
             self.spot = "pu" not in d
         if not self.synced:

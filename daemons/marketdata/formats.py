@@ -82,6 +82,12 @@ def open_binary(path: str):
 
 def iter_lines(path: str, chunk: int = 1 << 20):
     """The lines of a (possibly gzipped) file as bytes, read in large chunks (fast path)."""
+    for lines in iter_line_chunks(path, chunk):
+        yield from lines
+
+
+def iter_line_chunks(path: str, chunk: int = 1 << 20):
+    """:func:`iter_lines` a list at a time (one list per ``chunk`` bytes read)."""
     with open_binary(path) as f:
         rest = b""
         while True:
@@ -90,9 +96,9 @@ def iter_lines(path: str, chunk: int = 1 << 20):
                 break
             lines = (rest + data).split(b"\n") if rest else data.split(b"\n")
             rest = lines.pop()
-            yield from lines
+            yield lines
         if rest:
-            yield rest
+            yield [rest]
 
 
 def _first_line(path: str) -> bytes:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from ..marketdata.formats import iter_lines
+from ..marketdata.formats import iter_line_chunks
 from ..marketdata.replay import Replay
 from .core import SignalCore
 from .offline import OfflineRun
@@ -47,13 +47,14 @@ def run(paths: list[str], symbol: str, repeat: int = 3) -> dict:
     def parse_only() -> int:
         n = 0
         for p in paths:
-            for line in iter_lines(p):
-                sp = line.find(b" ")
-                if line[:1] != b"{" and sp > 0:
-                    line = line[sp + 1:]
-                if line[:1] == b"{":
-                    loads(line)
-                n += 1
+            for lines in iter_line_chunks(p):  # the reader `ofi signals` uses
+                for line in lines:
+                    sp = line.find(b" ")
+                    if line[:1] != b"{" and sp > 0:
+                        line = line[sp + 1:]
+                    if line[:1] == b"{":
+                        loads(line)
+                    n += 1
         return n
 
     run_box = {}

@@ -24,14 +24,13 @@ from typing import Iterator
 import orjson
 
 from ..marketdata.book import APPLIED, BUFFERED, DROPPED, LocalBook, snapshot_top
-from ..marketdata.formats import FormatError, iter_lines
+from ..marketdata.formats import FormatError, iter_line_chunks
 from ..marketdata.replay import Replay, chains_of
 from .core import BOOK, DEPTH, SCALE, TRADE, SignalCore, side_term
 
 _NEG_INF = float("-inf")
 _POS_INF = float("inf")
 _FAST_FORMATS = ("hftbacktest", "wsjson")
-_CHUNK = 8192            # lines read between two merge releases
 _KEY = itemgetter(0)
 
 
@@ -115,106 +114,111 @@ class OfflineRun:
         for path in self.paths:
             div = None
             recv = 0
-            lineno = 0
-            for line in iter_lines(path):
-                lineno += 1
-                if stamped:
-                    sp = line.find(b" ")
-                    if sp <= 0:
-                        if not line.strip():
-                            continue
-                        raise FormatError(f"{path}:{lineno}: expected '<local_ts> <json>'")
+            lineno = 0  # lines of the chunks before this one
+            for lines in iter_line_chunks(path):
+                count += len(lines)
+                for line in lines:
+                    if stamped:
+                        sp = line.find(b" ")
+                        if sp <= 0:
+                            if not line.strip():
+                                count -= 1
+                                continue
+                            raise FormatError(f"{path}:{lineno + lines.index(line) + 1}: "
+                                              "expected '<local_ts> <json>'")
+                        try:
+                            ts = int(line[:sp])
+                        except ValueError:
+                            raise FormatError(f"{path}:{lineno + lines.index(line) + 1}: "
+                                              "bad local timestamp") from None
+                        if div is None:
+                            div = 1_000_000 if ts >= 10**17 else 1000 if ts >= 10**14 else 1
+                        recv = ts // div
+                        body = line[sp + 1:]
+                    else:
+                        body = line
                     try:
-                        ts = int(line[:sp])
-                    except ValueError:
-                        raise FormatError(f"{path}:{lineno}: bad local timestamp") from None
-                    if div is None:
-                        div = 1_000_000 if ts >= 10**17 else 1000 if ts >= 10**14 else 1
-                    recv = ts // div
-                    body = line[sp + 1:]
-                else:
-                    body = line
-                try:
-                    msg = loads(body)
-                except decode_error:
-                    if not body.strip():
-                        continue
-                    raise FormatError(f"{path}:{lineno}: unparseable JSON") from None
-                count += 1
-                stream = msg.get("stream")
-                data = msg["data"] if stream is not None else msg
-                if not stamped:  # no local stamp: the event time stands in
-                    recv = data.get("E") or data.get("T") or recv
-                s = data.get("s")
-                if s is None:
-                    s = file_symbol
-                if s == want:
-                    e = data.get("e")
-                    if e is None:  # a REST snapshot, a spot bookTicker, or something else
-                        if "lastUpdateId" in data:
-                            depth.snapshot(data, recv)
-                        elif (stream.endswith("@bookTicker") if stream is not None
-                              else "b" in data and "B" in data and "A" in data):
-                            e = "bookTicker"  # as formats.classify
-                    if e == "bookTicker":
-                        E = data.get("E")
-                        t = recv if E is None else E
-                        if t < f_book:
-                            t_key = f_book
-                        else:
-                            t_key = f_book = t
-                        # the CKS term; a string equal to the previous one is the same number,
-                        # so most updates (one side's size moved) convert one field, not four
-                        b, B, a, A = data["b"], data["B"], data["a"], data["A"]
-                        if B != sB:
-                            qb = round(float(B) * SCALE)
-                            sB = B
-                        if A != sA:
-                            qa = round(float(A) * SCALE)
-                            sA = A
-                        if b != sb:
-                            bid = float(b)
-                            sb = b
-                        if a != sa:
-                            ask = float(a)
-                            sa = a
-                        if pb is None:  # the first update ever has no term
-                            term = 0
-                        else:
-                            term = 0
-                            if bid >= pb:
-                                term = qb
-                            if bid <= pb:
-                                term -= pqb
-                            if ask <= pa:
-                                term -= qa
-                            if ask >= pa:
-                                term += pqa
-                        pb, pqb, pa, pqa = bid, qb, ask, qa
-                        add_book((t_key * 4 + 1, BOOK, t, term, bid, qb, ask, qa))
-                    elif e == "trade" or e == "aggTrade":
-                        T = data.get("T")
-                        if T is None:
-                            T = data.get("E")
-                        if T is None:  # as Merger.push does with a missing key
-                            t_key = f_trade = 0 if f_trade == _NEG_INF else f_trade
-                            t = recv
-                        else:
-                            t = T
-                            if T < f_trade:
-                                t_key = f_trade
+                        msg = loads(body)
+                    except decode_error:
+                        if not body.strip():
+                            count -= 1
+                            continue
+                        raise FormatError(f"{path}:{lineno + lines.index(line) + 1}: "
+                                          "unparseable JSON") from None
+                    stream = msg.get("stream")
+                    data = msg["data"] if stream is not None else msg
+                    if not stamped:  # no local stamp: the event time stands in
+                        recv = data.get("E") or data.get("T") or recv
+                    s = data.get("s")
+                    if s is None:
+                        s = file_symbol
+                    if s == want:
+                        e = data.get("e")
+                        if e is None:  # a REST snapshot, a spot bookTicker, or something else
+                            if "lastUpdateId" in data:
+                                depth.snapshot(data, recv)
+                            elif (stream.endswith("@bookTicker") if stream is not None
+                                  else "b" in data and "B" in data and "A" in data):
+                                e = "bookTicker"  # as formats.classify
+                        if e == "bookTicker":
+                            E = data.get("E")
+                            t = recv if E is None else E
+                            if t < f_book:
+                                t_key = f_book
                             else:
-                                t_key = f_trade = T
-                        if data.get("X", "MARKET") == "MARKET":  # others are skipped
-                            add_trade((t_key * 4, TRADE, t, round(float(data["q"]) * SCALE),
-                                       not data["m"]))
-                    elif e == "depthUpdate":
-                        depth.diff(data, recv)
-                if count % _CHUNK == 0:
-                    self._messages = count
-                    ready = _release(trades, books, depth.items, f_trade, f_book, depth.frontier)
-                    if ready:
-                        yield from process(want, ready)
+                                t_key = f_book = t
+                            # the CKS term; a string equal to the previous one is the same number,
+                            # so most updates (one side's size moved) convert one field, not four
+                            b, B, a, A = data["b"], data["B"], data["a"], data["A"]
+                            if B != sB:
+                                qb = round(float(B) * SCALE)
+                                sB = B
+                            if A != sA:
+                                qa = round(float(A) * SCALE)
+                                sA = A
+                            if b != sb:
+                                bid = float(b)
+                                sb = b
+                            if a != sa:
+                                ask = float(a)
+                                sa = a
+                            if pb is None:  # the first update ever has no term
+                                term = 0
+                            else:
+                                term = 0
+                                if bid >= pb:
+                                    term = qb
+                                if bid <= pb:
+                                    term -= pqb
+                                if ask <= pa:
+                                    term -= qa
+                                if ask >= pa:
+                                    term += pqa
+                            pb, pqb, pa, pqa = bid, qb, ask, qa
+                            add_book((t_key * 4 + 1, BOOK, t, term, bid, qb, ask, qa))
+                        elif e == "trade" or e == "aggTrade":
+                            T = data.get("T")
+                            if T is None:
+                                T = data.get("E")
+                            if T is None:  # as Merger.push does with a missing key
+                                t_key = f_trade = 0 if f_trade == _NEG_INF else f_trade
+                                t = recv
+                            else:
+                                t = T
+                                if T < f_trade:
+                                    t_key = f_trade
+                                else:
+                                    t_key = f_trade = T
+                            if data.get("X", "MARKET") == "MARKET":  # others are skipped
+                                add_trade((t_key * 4, TRADE, t, round(float(data["q"]) * SCALE),
+                                           not data["m"]))
+                        elif e == "depthUpdate":
+                            depth.diff(data, recv)
+                lineno += len(lines)
+                self._messages = count
+                ready = _release(trades, books, depth.items, f_trade, f_book, depth.frontier)
+                if ready:
+                    yield from process(want, ready)
         self._messages = count
         ready = _release(trades, books, depth.items, _POS_INF, _POS_INF, _POS_INF)
         if ready:
@@ -264,14 +268,26 @@ class _Depth:
         self.frontier = _NEG_INF
         self.items: list = []
         self.gaps = 0
+        self.qty_memo: dict[str, int] = {}
 
     @property
     def prev(self):
         return None if self.prev_b is None else (self.prev_b, self.prev_a)
 
     def _top(self, side) -> list:
+        """The side's top levels as the core keeps them: ``(price, qty in 1e-8 units)``."""
         lv = side.levels
-        return [(p, round(float(lv[p]) * SCALE)) for p in side.top_prices(self.n)]
+        memo = self.qty_memo  # the same quantity strings come back level after level
+        out = []
+        for p in side.top_prices(self.n):
+            q = lv[p]
+            v = memo.get(q)
+            if v is None:
+                if len(memo) > 100_000:
+                    memo.clear()
+                v = memo[q] = round(float(q) * SCALE)
+            out.append((p, v))
+        return out
 
     def _push(self, t, term) -> None:
         key = t if t >= self.frontier else self.frontier
@@ -312,7 +328,13 @@ class _Depth:
         res = self.book.diff(d, recv)
         if res is APPLIED:
             E = d.get("E")
-            self._applied(recv if E is None else E)
+            t = recv if E is None else E
+            if self.prev_is_book and not self.book.touched:  # the common untouched case
+                key = t if t >= self.frontier else self.frontier
+                self.frontier = key
+                self.items.append((key * 4 + 2, DEPTH, t, 0))
+            else:
+                self._applied(t)
         elif res is BUFFERED or res is DROPPED:
             E = d.get("E", recv)  # as Replay: the stream moved on without a record
             if E is not None and E > self.frontier:
