@@ -5,6 +5,14 @@ same JSON text the JSONL sink would store, so both sinks deliver identical recor
 transactions make every append all-or-nothing, so a killed writer never leaves a torn record.
 Inspect a spool with sqlite-utils, e.g. ``sqlite-utils rows records.db records --limit 5``.
 
+The writer checkpoints the WAL into the database from a background thread with its own
+connection, instead of SQLite's automatic checkpoint inside a commit: a checkpoint syncs the
+disk twice (milliseconds), and inside a commit that stalls the writer and the bell that wakes
+readers. SQLite lets a checkpoint run beside the writer and the readers. The WAL restarts from
+its beginning once a checkpoint has caught up with it, which happens whenever the writer
+pauses; during an unbroken burst it grows, and past ``WAL_LIMIT`` the writer checkpoints it
+itself (a stall of milliseconds, once per ``WAL_LIMIT`` bytes of commits).
+
 Readers wake on the directory's inotify events. SQLite publishes a commit in the mmap'd ``-shm``
 file, which raises no event, *after* it wrote the ``-wal`` frames, so a reader woken by the
 ``-wal`` write may look too early. The writer therefore touches ``bell`` after each commit: that
@@ -14,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from itertools import count, repeat
 from operator import itemgetter
@@ -27,6 +36,9 @@ DB = "records.db"
 BELL = "bell"
 RETENTION_CHECK_S = 10.0   # how often a writer applies retention while appending
 READ_ROWS = 256            # rows a reader takes per query (like a JSONL reader's chunk)
+CHECKPOINT_PAGES = 1000    # WAL pages (about) after which the background checkpoint runs
+WAL_LIMIT = 256 << 20      # a WAL this big is checkpointed by the writer itself (see below)
+WAL_KEEP = 16 << 20        # what a restarted WAL is truncated to (journal_size_limit)
 _get_type = itemgetter("type")
 _get_body = itemgetter(1)
 
@@ -119,6 +131,11 @@ class SqliteWriter:
             self._conn.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
             self.sync.set_syncer(self._sync_wal)
             self._bell = os.open(os.path.join(topic_dir, BELL), os.O_WRONLY | os.O_CREAT, 0o644)
+            self._checkpointer = None if shared else Checkpointer(self.path)
+            if self._checkpointer is not None:
+                self._conn.execute("PRAGMA wal_autocheckpoint=0")
+                self._conn.execute(f"PRAGMA journal_size_limit={WAL_KEEP}")
+            self._wal_pages = 0
             self.seq = self._max_seq()
             self._next_retention = 0.0
             if not shared:
@@ -187,6 +204,17 @@ class SqliteWriter:
 
     def _after_commit(self, count: int) -> None:
         os.pwrite(self._bell, b"\n", 0)
+        if self._checkpointer is not None:
+            # a commit appends a page per ~16 rows of ~250 bytes, and at least one
+            self._wal_pages += 1 + count // 16
+            if self._wal_pages >= CHECKPOINT_PAGES:
+                self._wal_pages = 0
+                self._checkpointer.request()
+                try:
+                    if os.path.getsize(self.path + "-wal") > WAL_LIMIT:
+                        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except OSError:
+                    pass
         if self.sync.mode in ("batch", "interval"):
             self.sync.after_append(-1, count)
         if self._next_retention and time.monotonic() >= self._next_retention:
@@ -230,6 +258,9 @@ class SqliteWriter:
         return deleted
 
     def _release(self) -> None:
+        if getattr(self, "_checkpointer", None) is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -243,11 +274,51 @@ class SqliteWriter:
         """Checkpoint, close and release the topic."""
         if self._conn is not None:
             self.sync.flush(-1)
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
             try:
                 self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             except sqlite3.Error:
                 pass
         self._release()
+
+
+class Checkpointer:
+    """Runs ``PRAGMA wal_checkpoint(PASSIVE)`` on request, from its own thread and connection
+    (sqlite3 releases the GIL while SQLite works, so the writer goes on meanwhile)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.runs = 0
+        self._due = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="bus-checkpoint", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        self._due.set()
+
+    def _run(self) -> None:
+        conn = _connect(self.path)
+        try:
+            while True:
+                self._due.wait()
+                self._due.clear()
+                if self._closed:
+                    return
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    self.runs += 1
+                except sqlite3.Error:
+                    pass  # busy: the next request retries
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self._due.set()
+        self._thread.join(10)
 
 
 class SqliteReader:

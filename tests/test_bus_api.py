@@ -393,6 +393,32 @@ def test_bus_sqlite_retention_by_age_and_size(home):
     bus.close()
 
 
+def test_bus_sqlite_checkpoints_in_background_wal_restarts(home):
+    bus = open_bus(home, sink="sqlite")
+    w = bus.writer("trades")
+    for n in range(4000):                        # single-row commits: a WAL page each
+        w.append({"type": "t", "n": n})
+    deadline = time.monotonic() + 10
+    while w._checkpointer.runs < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert w._checkpointer.runs >= 3             # by the thread, not inside commits
+    # with the writer quiet, a checkpoint catches up; the next commit restarts the WAL
+    w._checkpointer.request()
+    db = os.path.join(home, "bus", "trades", "records.db")
+    conn = sqlite3.connect(db)
+    while time.monotonic() < deadline:
+        busy, log, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if log == done:
+            break
+        time.sleep(0.01)
+    w.append({"type": "t", "n": 4000})
+    assert conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1] <= 3
+    conn.close()
+    w.close()
+    assert [r["n"] for r, _ in _drain(bus.reader("trades"))] == list(range(4001))
+    bus.close()
+
+
 @pytest.mark.parametrize("mode", ["record", "batch", "interval"])
 @pytest.mark.parametrize("sink", SINKS)
 def test_bus_fsync_modes_sync(home, sink, mode):
