@@ -34,15 +34,17 @@ def bench_bus(sinks, quick, as_json):
               help="Recorded files (default: the USD-M BTCUSDT 2024-07-18/19 pair of the data dir).")
 @click.option("--symbol", default="BTCUSDT", show_default=True)
 @click.option("--repeat", type=int, default=3, show_default=True, help="Runs per figure (best kept).")
+@click.option("--workers", type=click.IntRange(1, 2), default=2, show_default=True,
+              help="Processes of the end-to-end run (as `ofi signals --workers`).")
 @click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
-def bench_signals(inputs, symbol, repeat, as_json):
+def bench_signals(inputs, symbol, repeat, workers, as_json):
     """Events/s: files only parsed, the signal core alone, and `ofi signals` end to end."""
     from ..signal.bench import default_inputs, run
 
     paths = list(inputs) or default_inputs()
     if not paths:
         raise click.ClickException("no input files: pass --input or set OFI_DATA_DIR")
-    _print(run(paths, symbol.upper(), repeat=max(1, repeat)), as_json)
+    _print(run(paths, symbol.upper(), repeat=max(1, repeat), workers=workers), as_json)
 
 
 @bench.command("exchange")

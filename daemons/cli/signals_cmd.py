@@ -18,8 +18,10 @@ from .common import config_option, load_config
 @click.option("--interval-ms", type=int, default=None, help="Interval (default: signal.interval_ms).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
               help="Write the records here (default: stdout).")
+@click.option("--workers", type=click.IntRange(1, 2), default=2, show_default=True,
+              help="Processes: 2 digests the depth stream of a recording in a second one.")
 @config_option
-def signals(inputs, more, symbol, interval_ms, out_path, config_path):
+def signals(inputs, more, symbol, interval_ms, out_path, workers, config_path):
     """OFI/CVD signals over recorded market data, one JSON record per interval.
 
     Formats are detected per file: hftbacktest recordings (<local_ts> <json>), raw websocket
@@ -32,6 +34,7 @@ def signals(inputs, more, symbol, interval_ms, out_path, config_path):
     from ..marketdata.formats import FormatError
     from ..signal.core import SignalCore
     from ..signal.offline import OfflineRun
+    from ..signal.split import DepthWorkerError
 
     paths = list(inputs) + list(more)
     if not paths:
@@ -51,13 +54,13 @@ def signals(inputs, more, symbol, interval_ms, out_path, config_path):
     nl = orjson.OPT_APPEND_NEWLINE
     n = 0
     try:
-        run = OfflineRun(paths, symbol, core)
+        run = OfflineRun(paths, symbol, core, workers=workers)
         for sig in run:
             out.write(dumps(sig, option=nl))
             n += 1
             if progress and n % 100 == 0:
                 sys.stderr.write(f"\r{n} intervals, {run.messages} messages")
-    except FormatError as exc:
+    except (FormatError, DepthWorkerError) as exc:
         raise click.ClickException(str(exc))
     finally:
         if out_path:

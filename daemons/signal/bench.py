@@ -4,7 +4,8 @@ Three figures over the same files, each the best of ``repeat`` runs:
 
 - ``parse_only``: read every line (gunzip, split) and JSON-parse it (orjson), nothing else;
 - ``core_only``: the topic records, prepared in memory beforehand, through ``SignalCore``;
-- ``end_to_end``: ``ofi signals`` in process (:class:`~.offline.OfflineRun`): read, parse,
+- ``end_to_end``: ``ofi signals`` as it runs (:class:`~.offline.OfflineRun`, by default with
+  the depth stream in a second process; ``workers`` says how many were used): read, parse,
   book sync, merge, core, JSON-encode the signal records.
 
 Rates are input messages (lines) per second; ``core_only`` is topic records per second.
@@ -40,7 +41,7 @@ def _best(fn, repeat: int) -> tuple[float, int]:
     return best, n
 
 
-def run(paths: list[str], symbol: str, repeat: int = 3) -> dict:
+def run(paths: list[str], symbol: str, repeat: int = 3, workers: int = 2) -> dict:
     """The figures as a dict (see the module docstring)."""
     loads = orjson.loads
 
@@ -60,7 +61,7 @@ def run(paths: list[str], symbol: str, repeat: int = 3) -> dict:
     run_box = {}
 
     def end_to_end() -> int:
-        r = OfflineRun(paths, symbol, SignalCore())
+        r = OfflineRun(paths, symbol, SignalCore(), workers=workers)
         dumps = orjson.dumps
         out = 0
         for sig in r:
@@ -92,4 +93,5 @@ def run(paths: list[str], symbol: str, repeat: int = 3) -> dict:
         "seconds": {"parse_only": round(t_parse, 4), "core_only": round(t_core, 4),
                     "end_to_end": round(t_e2e, 4)},
         "depth_gaps": run_box["r"].gaps, "fast_path": run_box["r"].fast,
+        "workers": run_box["r"].workers,
     }

@@ -14,6 +14,10 @@ Two paths, same results:
   :class:`~daemons.marketdata.merge.Merger` does: by ``(key, stream rank)``, each stream in file
   order, a stream's keys raised to its frontier; items are released in chunks once every stream
   is past them.
+
+By default the depth stream of an hftbacktest recording is digested in a second process
+(:mod:`.split`) while this one does the rest; the items and their order are the same, so
+are the results. ``workers=1`` keeps it in one process.
 """
 from __future__ import annotations
 
@@ -23,10 +27,11 @@ from typing import Iterator
 
 import orjson
 
-from ..marketdata.book import APPLIED, BUFFERED, DROPPED, LocalBook, snapshot_top
 from ..marketdata.formats import FormatError, iter_line_chunks
 from ..marketdata.replay import Replay, chains_of
-from .core import BOOK, DEPTH, SCALE, TRADE, SignalCore, side_term
+from . import split
+from .core import BOOK, SCALE, TRADE, SignalCore
+from .depth_terms import DepthTerms
 
 _NEG_INF = float("-inf")
 _POS_INF = float("inf")
@@ -59,9 +64,12 @@ class OfflineRun:
     """Iterate the signal records of ``symbol`` over ``paths`` (fast path when it applies).
 
     ``messages`` (lines read, every symbol) and ``gaps`` (depth chain breaks) count as it goes.
+    ``workers``: 2 (the default) digests the depth stream of an hftbacktest recording with depth
+    in a second process, 1 keeps everything in this one; ``self.workers`` is what is used.
     """
 
-    def __init__(self, paths: list[str], symbol: str, core: SignalCore | None = None):
+    def __init__(self, paths: list[str], symbol: str, core: SignalCore | None = None,
+                 workers: int = 2):
         self.paths = list(paths)
         self.symbol = symbol
         self.core = core or SignalCore()
@@ -71,7 +79,9 @@ class OfflineRun:
         self.replay = None if self.fast else Replay(
             self.paths, symbols={symbol}, symbol=symbol, levels=self.core.levels)
         self._messages = 0
-        self._depth: _Depth | None = None
+        self._depth: DepthTerms | split.RemoteDepth | None = None
+        self.workers = 2 if (workers > 1 and self.fast and self._fmt == "hftbacktest"
+                             and split.has_depth(self.paths[0])) else 1
 
     @property
     def messages(self) -> int:
@@ -92,10 +102,28 @@ class OfflineRun:
     def _fast(self) -> Iterator[dict]:
         core = self.core
         want = self.symbol.upper()
+        st = core.symbols.get(want)
+        prev = st.depth if st is not None else None
+        remote = split.start(self.paths, self.symbol, core.levels, prev) \
+            if self.workers > 1 else None
+        if remote is None:
+            self.workers = 1
+            depth = self._depth = DepthTerms(core.levels, prev)
+        else:
+            depth = self._depth = remote
+        try:
+            yield from self._read(want, depth, remote)
+        finally:
+            if remote is not None:
+                remote.close()
+
+    def _read(self, want: str, depth, remote) -> Iterator[dict]:
+        core = self.core
         file_symbol = self.symbol      # messages without "s" (REST snapshots), as Replay does
         stamped = self._fmt == "hftbacktest"
         st = core.symbols.get(want)
-        depth = self._depth = _Depth(core.levels, st.depth if st is not None else None)
+        skip = remote is not None      # depth lines are the worker's
+        tag, dtag, name = split.STREAM_TAG, split.DEPTH_TAG, split.NAME_AT
         trades: list = []
         books: list = []
         add_trade, add_book = trades.append, books.append
@@ -120,6 +148,12 @@ class OfflineRun:
                 for line in lines:
                     if stamped:
                         sp = line.find(b" ")
+                        # a depth stream's line (the first line of a file sets `div`)
+                        if skip and sp > 0 and div is not None \
+                                and line.startswith(tag, sp + 1) \
+                                and line.find(dtag, sp + name,
+                                              line.find(b'"', sp + name)) >= 0:
+                            continue
                         if sp <= 0:
                             if not line.strip():
                                 count -= 1
@@ -216,10 +250,14 @@ class OfflineRun:
                             depth.diff(data, recv)
                 lineno += len(lines)
                 self._messages = count
+                if skip:
+                    remote.poll()
                 ready = _release(trades, books, depth.items, f_trade, f_book, depth.frontier)
                 if ready:
                     yield from process(want, ready)
         self._messages = count
+        if skip:
+            remote.finish()
         ready = _release(trades, books, depth.items, _POS_INF, _POS_INF, _POS_INF)
         if ready:
             yield from process(want, ready)
@@ -254,111 +292,3 @@ def _release(trades: list, books: list, depth: list, f_trade, f_book, f_depth) -
         merged += p
     merged.sort(key=_KEY)  # stable: equal keys stay in stream order; ranks differ across
     return merged
-
-
-class _Depth:
-    """Depth diffs and snapshots of the symbol -> depth items (and their multi-level terms)."""
-
-    def __init__(self, levels: int, prev=None):
-        self.n = levels
-        self.book = LocalBook(levels=levels)
-        # the levels the next term compares against, per side (None: no term)
-        self.prev_b, self.prev_a = prev if prev is not None else (None, None)
-        self.prev_is_book = False  # they are the book's current top (so untouched: term 0)
-        self.frontier = _NEG_INF
-        self.items: list = []
-        self.gaps = 0
-        self.qty_memo: dict[str, int] = {}
-
-    @property
-    def prev(self):
-        return None if self.prev_b is None else (self.prev_b, self.prev_a)
-
-    def _top(self, side) -> list:
-        """The side's top levels as the core keeps them: ``(price, qty in 1e-8 units)``."""
-        lv = side.levels
-        memo = self.qty_memo  # the same quantity strings come back level after level
-        out = []
-        for p in side.top_prices(self.n):
-            q = lv[p]
-            v = memo.get(q)
-            if v is None:
-                if len(memo) > 100_000:
-                    memo.clear()
-                v = memo[q] = round(float(q) * SCALE)
-            out.append((p, v))
-        return out
-
-    def _push(self, t, term) -> None:
-        key = t if t >= self.frontier else self.frontier
-        self.frontier = key
-        self.items.append((key * 4 + 2, DEPTH, t, term))
-
-    def _applied(self, t) -> None:
-        book = self.book
-        n = self.n
-        if self.prev_is_book:  # only a touched side can have a non-zero part
-            term = 0
-            if book.bid_side.touched:
-                cur = self._top(book.bid_side)
-                term = side_term(self.prev_b, cur, n, True)
-                self.prev_b = cur
-            if book.ask_side.touched:
-                cur = self._top(book.ask_side)
-                term += side_term(self.prev_a, cur, n, False)
-                self.prev_a = cur
-        else:
-            bids, asks = self._top(book.bid_side), self._top(book.ask_side)
-            if self.prev_b is None:
-                term = 0
-            else:
-                term = side_term(self.prev_b, bids, n, True) + side_term(self.prev_a, asks, n,
-                                                                         False)
-            self.prev_b, self.prev_a = bids, asks
-            self.prev_is_book = True
-        self._push(t, term)
-
-    def _gap(self, t) -> None:
-        self.gaps += 1
-        self.prev_b = self.prev_a = None
-        self.prev_is_book = False
-        self._push(t, 0)
-
-    def diff(self, d: dict, recv: int) -> None:
-        res = self.book.diff(d, recv)
-        if res is APPLIED:
-            E = d.get("E")
-            t = recv if E is None else E
-            if self.prev_is_book and not self.book.touched:  # the common untouched case
-                key = t if t >= self.frontier else self.frontier
-                self.frontier = key
-                self.items.append((key * 4 + 2, DEPTH, t, 0))
-            else:
-                self._applied(t)
-        elif res is BUFFERED or res is DROPPED:
-            E = d.get("E", recv)  # as Replay: the stream moved on without a record
-            if E is not None and E > self.frontier:
-                self.frontier = E
-        else:
-            E = d.get("E")
-            self._gap(recv if E is None else E)
-
-    def snapshot(self, snap: dict, recv: int) -> None:
-        E = snap.get("E")
-        self._push(recv if E is None else E, 0)
-        bids, asks = snapshot_top(snap, self.n)
-        self.prev_b = [(p, round(q * SCALE)) for p, q in bids]
-        self.prev_a = [(p, round(q * SCALE)) for p, q in asks]
-        self.prev_is_book = False
-
-        def each(d, res, tag):
-            ts = recv if tag is None else tag
-            E = d.get("E")
-            t = ts if E is None else E
-            if res is APPLIED:
-                self._applied(t)
-            elif res is not BUFFERED and res is not DROPPED:
-                self._gap(t)
-
-        self.book.snapshot(snap["lastUpdateId"], snap.get("bids", ()), snap.get("asks", ()),
-                           each)

@@ -1,0 +1,218 @@
+"""The two-process fast path of ``ofi signals``: the depth stream in a worker process.
+
+Book sync and the multi-level OFI terms are the dearest part of a recording and depend on the
+depth stream only, so a forked worker reads the same files, parses only the depth lines (and
+the untagged ones, e.g. REST snapshots) and sends the depth items (:class:`.depth_terms.DepthTerms`)
+in batches through a pipe; the main process skips the depth lines by a bytes check on the
+stream name and merges the items in exactly as the one-process path does.
+
+Only for hftbacktest recordings (``<local_ts> <json>``): every line has its own receive time,
+so neither process needs the lines the other one owns.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+
+import orjson
+
+from ..marketdata.formats import FormatError, iter_line_chunks, open_binary
+from .depth_terms import DepthTerms
+
+# a combined-stream message starts with this; a depth stream's name holds DEPTH_TAG
+STREAM_TAG = b'{"stream":"'
+DEPTH_TAG = b"@depth"
+NAME_AT = len(STREAM_TAG) + 1  # the stream name's start, counted from the stamp's space
+
+
+class DepthWorkerError(RuntimeError):
+    """The depth worker failed or went away (the message is one line)."""
+
+
+def has_depth(path: str, peek: int = 1 << 16) -> bool:
+    """Whether the start of ``path`` holds depth diffs or a depth snapshot."""
+    try:
+        with open_binary(path) as f:
+            head = f.read(peek)
+    except (OSError, EOFError):
+        return False
+    return DEPTH_TAG in head or b'"lastUpdateId"' in head
+
+
+class RemoteDepth:
+    """The main process's side: the depth items received so far, as :class:`DepthTerms` has
+    them (``items``, ``frontier``; ``gaps`` and ``prev`` once the worker is done)."""
+
+    def __init__(self, proc, conn):
+        self.proc = proc
+        self.conn = conn
+        self.items: list = []
+        self.frontier = float("-inf")
+        self.gaps = 0
+        self.prev = None
+        self.done = False
+
+    # the main process skips depth lines; untagged ones (snapshots) are the worker's too
+    def snapshot(self, snap, recv) -> None:
+        pass
+
+    def diff(self, d, recv) -> None:
+        pass
+
+    def poll(self) -> None:
+        """Take the batches that have arrived (never blocks)."""
+        conn = self.conn
+        while not self.done and conn.poll():
+            self._take(self._recv())
+
+    def finish(self) -> None:
+        """Wait for the rest of the items and the worker's totals."""
+        while not self.done:
+            self._take(self._recv())
+        self.proc.join(5)
+
+    def close(self) -> None:
+        """Stop the worker if it still runs (an error or an interrupt in the main process)."""
+        proc = self.proc
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+        else:
+            proc.join(5)
+        self.conn.close()
+
+    def _recv(self):
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            self.proc.join(5)
+            raise DepthWorkerError("depth worker ended without its result "
+                                   f"(exit code {self.proc.exitcode})") from None
+
+    def _take(self, msg) -> None:
+        tag = msg[0]
+        if tag == "d":
+            self.items += msg[1]
+            self.frontier = msg[2]
+        elif tag == "end":
+            self.gaps, self.prev = msg[1], msg[2]
+            self.done = True
+        elif tag == "format":
+            raise FormatError(msg[1])
+        else:
+            raise DepthWorkerError(msg[1])
+
+
+def start(paths: list[str], symbol: str, levels: int, prev) -> RemoteDepth | None:
+    """Fork the depth worker; None when processes cannot be forked here (run in one then)."""
+    try:
+        ctx = multiprocessing.get_context("fork")
+    except ValueError:
+        return None
+    for stream in (sys.stdout, sys.stderr):  # a forked child must not inherit pending output
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_work, args=(send, recv, list(paths), symbol, levels, prev),
+                       name="ofi-signals-depth", daemon=True)
+    try:
+        proc.start()
+    except OSError:
+        recv.close()
+        send.close()
+        return None
+    send.close()  # so that the worker's end (or death) reads as EOF here
+    return RemoteDepth(proc, recv)
+
+
+def _work(conn, other, paths, symbol, levels, prev) -> None:
+    """The worker's body: always ends the process itself (no inherited atexit or flushes)."""
+    other.close()  # the parent's end: a dead parent then breaks our pipe
+    try:
+        _send_depth(conn, paths, symbol, levels, prev)
+    except FormatError as exc:
+        _try_send(conn, ("format", str(exc)))
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass
+    except BaseException as exc:  # anything else: one line for the user
+        text = " ".join(str(exc).split()) or "(no message)"
+        _try_send(conn, ("error", f"depth worker: {type(exc).__name__}: {text}"))
+    finally:
+        try:
+            conn.close()
+        finally:
+            os._exit(0)
+
+
+def _try_send(conn, msg) -> None:
+    try:
+        conn.send(msg)
+    except OSError:
+        pass
+
+
+def _send_depth(conn, paths, symbol, levels, prev) -> None:
+    """The depth lines of ``paths`` -> batches ``("d", items, frontier)``, one per chunk read,
+    then ``("end", gaps, prev)``. Same digestion as :meth:`OfflineRun._fast` does in process."""
+    want = symbol.upper()
+    file_symbol = symbol
+    depth = DepthTerms(levels, prev)
+    loads = orjson.loads
+    decode_error = orjson.JSONDecodeError
+    tag, dtag, name = STREAM_TAG, DEPTH_TAG, NAME_AT
+    sent_frontier = depth.frontier
+    for path in paths:
+        div = None
+        lineno = 0
+        for lines in iter_line_chunks(path):
+            for line in lines:
+                sp = line.find(b" ")
+                # a stream other than depth: the main process's (the first line sets `div`)
+                if sp > 0 and div is not None and line.startswith(tag, sp + 1) \
+                        and line.find(dtag, sp + name, line.find(b'"', sp + name)) < 0:
+                    continue
+                if sp <= 0:
+                    if not line.strip():
+                        continue
+                    raise FormatError(f"{path}:{lineno + lines.index(line) + 1}: "
+                                      "expected '<local_ts> <json>'")
+                try:
+                    ts = int(line[:sp])
+                except ValueError:
+                    raise FormatError(f"{path}:{lineno + lines.index(line) + 1}: "
+                                      "bad local timestamp") from None
+                if div is None:
+                    div = 1_000_000 if ts >= 10**17 else 1000 if ts >= 10**14 else 1
+                recv = ts // div
+                body = line[sp + 1:]
+                try:
+                    msg = loads(body)
+                except decode_error:
+                    if not body.strip():
+                        continue
+                    raise FormatError(f"{path}:{lineno + lines.index(line) + 1}: "
+                                      "unparseable JSON") from None
+                stream = msg.get("stream")
+                data = msg["data"] if stream is not None else msg
+                s = data.get("s")
+                if s is None:
+                    s = file_symbol
+                if s == want:
+                    e = data.get("e")
+                    if e is None:
+                        if "lastUpdateId" in data:
+                            depth.snapshot(data, recv)
+                    elif e == "depthUpdate":
+                        depth.diff(data, recv)
+            lineno += len(lines)
+            if depth.items or depth.frontier != sent_frontier:
+                conn.send(("d", depth.items, depth.frontier))
+                depth.items = []
+                sent_frontier = depth.frontier
+    conn.send(("end", depth.gaps, depth.prev))
