@@ -4,10 +4,11 @@
   ``write(2)`` (JSONL) or one commit (SQLite) per record.
 - ``read_per_s``: a consumer as a daemon runs it (poll up to 2,000, mark, commit) over a spool.
 - ``latency_us``: the writer stamps ``t`` = ``time.monotonic_ns()`` (system-wide, so comparable
-  across processes) into each record just before appending it; the reader, a separate process
-  running a daemon's loop (poll up to 500, mark, commit, sleep on the inotify waker when idle),
-  subtracts it from ``monotonic_ns()`` taken right after the poll that returned the record. Two cadences:
-  1,000 records/s on absolute deadlines, and the writer's full single-record rate.
+  across processes) into each record just before appending it; the reader, a fresh process
+  running a daemon's loop (poll up to 2,000, mark, commit, sleep on the inotify waker when
+  idle), subtracts it from ``monotonic_ns()`` taken right after the poll that returned the
+  record. Two cadences: 1,000 records/s on absolute deadlines, and the writer's full
+  single-record rate.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import orjson
 
 from . import open_bus
 
-LATENCY_BATCH = 500     # records the latency reader takes per poll (a daemon's daemon.batch)
+LATENCY_BATCH = 2000    # records the latency reader takes per poll (daemon.batch, default)
 PAYLOAD = {"type": "trade", "symbol": "BTCUSDT", "price": "63943.90", "qty": "0.012",
            "side": "buy", "E": 1721347022504, "T": 1721347022504, "t": 0}
 

@@ -352,6 +352,7 @@ class JsonlReader:
         self._fd = -1
         self._items: list = []     # decoded (record, position) not yet handed out
         self._next = 0             # index of the next one
+        self._at_end = False       # the last read(2) reached the end of the file
         self.bad_seen = 0          # BadRecords produced so far (lets callers skip a scan)
         self.skipped = 0           # records removed by retention before this reader got to them
         segs = list_segments(topic_dir)
@@ -388,10 +389,10 @@ class JsonlReader:
 
     def read(self, max_records: int = 5000, greedy: bool = True
              ) -> list[tuple[dict | BadRecord, dict]]:
-        """Up to ``max_records`` (record or BadRecord, position after it), oldest first;
-        [] when nothing is new. ``greedy=False`` stops after one chunk (~32 KiB of lines), so
-        that a consumer with a backlog gets its first records after one chunk's decoding, not
-        after its whole batch's.
+        """Up to ``max_records`` (record or BadRecord, position after it), oldest first, up to
+        the end of what is written now; [] when nothing is new. ``greedy=False`` stops after
+        one chunk (~32 KiB of lines), so that a consumer with a backlog gets its first records
+        after one chunk's decoding, not after its whole batch's.
 
         With ``raw``, each item has a third member: the line as stored (bytes, no newline).
         """
@@ -399,7 +400,9 @@ class JsonlReader:
         while len(out) < max_records:
             items, i = self._items, self._next
             if i >= len(items):
-                if (out and not greedy) or not self._fill():
+                # a run that ended at the end of the file was all there was: stop there, or
+                # a busy writer would keep this loop going until max_records
+                if (out and (not greedy or self._at_end)) or not self._fill():
                     break
                 continue
             want = max_records - len(out)
@@ -424,6 +427,7 @@ class JsonlReader:
             if self._fd < 0 and not self._open():
                 return False
             data = os.pread(self._fd, CHUNK, self._read_off)
+            self._at_end = len(data) < CHUNK
             end = data.rfind(b"\n") + 1
             if end == 0 and len(data) == CHUNK:
                 data, end = self._long_line()

@@ -36,7 +36,8 @@ DB = "records.db"
 BELL = "bell"
 RETENTION_CHECK_S = 10.0   # how often a writer applies retention while appending
 READ_ROWS = 256            # rows a reader takes per query (like a JSONL reader's chunk)
-CHECKPOINT_PAGES = 1000    # WAL pages (about) after which the background checkpoint runs
+CHECKPOINT_PAGES = 250     # WAL pages (about) after which the background checkpoint runs;
+                           # small, so that each one syncs little (a long sync stalls appends)
 WAL_LIMIT = 256 << 20      # a WAL this big is checkpointed by the writer itself (see below)
 WAL_KEEP = 16 << 20        # what a restarted WAL is truncated to (journal_size_limit)
 _get_type = itemgetter("type")
@@ -360,14 +361,15 @@ class SqliteReader:
             self._conn = _connect(self.path, readonly=True)
         out: list = []
         while len(out) < max_records:
-            got = self._query(min(max_records - len(out), READ_ROWS))
-            if not got:
-                break
+            limit = min(max_records - len(out), READ_ROWS)
+            got = self._query(limit)
             if out:
                 out.extend(got)
             else:
                 out = got
-            if not greedy:
+            # fewer rows than asked: that was the end, so stop (a busy writer would
+            # otherwise keep this loop going, a row or two per query, until max_records)
+            if not greedy or len(got) < limit:
                 break
         return out
 
