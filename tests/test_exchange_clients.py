@@ -77,7 +77,12 @@ def test_exchange_ccxt_orders_positions_balance_trades_round_trip(procs, home):
     assert sum(t["amount"] for t in trades) == pytest.approx(0.5)
     assert all(t["fee"]["currency"] == "USDT" for t in trades)
     bal = e.fetch_balance()
-    assert bal["USDT"]["total"] == pytest.approx(10000 - sum(t["fee"]["cost"] for t in trades))
+    # ccxt's total is the margin balance (wallet + unrealized PnL, which moves with the market);
+    # the wallet balance itself has only paid the fees
+    usdt = next(a for a in bal["info"]["assets"] if a["asset"] == "USDT")
+    fees = sum(t["fee"]["cost"] for t in trades)
+    assert float(usdt["walletBalance"]) == pytest.approx(10000 - fees)
+    assert bal["USDT"]["total"] == pytest.approx(10000 - fees + float(usdt["unrealizedProfit"]))
 
 
 def test_exchange_clients_bad_signature_and_filter_violation_get_binance_errors(procs, home):
