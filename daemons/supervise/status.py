@@ -86,6 +86,8 @@ def format_status(s: dict) -> str:
         lines.append("(no programs have run in this home)")
     t = s["trading"]
     lines.append(f"trading {t.get('state')}" + (f" ({t['reason']})" if t.get("reason") else ""))
+    if t.get("summary"):
+        lines.append(f"risk    {t['summary']}")
     v = s["venue"]
     lines.append(f"venue   mode {v['mode']}  rest {v['rest_url'] or '-'}  ws {v['ws_url'] or '-'}")
     return "\n".join(lines)
