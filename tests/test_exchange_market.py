@@ -100,3 +100,25 @@ def test_replay_feed_syncs_and_republishes_the_real_diff_chain(data_dir):
     assert len(trades) > 900 and trades[0]["e"] == "trade"
     bb, ba = feed.books["BTCUSDT"].best_bid(), feed.books["BTCUSDT"].best_ask()
     assert bb[0] < ba[0]
+
+
+def test_replay_feed_csv_trades_and_bookticker_become_websocket_events(tmp_path):
+    trades = tmp_path / "BTCUSDT-trades-2026-01-01.csv"
+    trades.write_text("id,price,qty,quote_qty,time,is_buyer_maker,is_best_match\n"
+                      "7,87648.21,0.00013,11.39,1767225600039409,true,true\n")
+    ticker = tmp_path / "BTCUSDT-bookTicker-2026-01-01.csv"
+    ticker.write_text("9,87648.20,1.5,87648.30,0.25,1767225600040,1767225600041\n")
+    feed = ReplayFeed([str(trades), str(ticker)], speed=0, start_ms=0)
+    events = []
+    while not feed.finished:
+        events.extend(feed.advance(0))
+    assert [k for k, _, _ in events] == ["trade", "bookTicker"]
+    t, b = events[0][2], events[1][2]
+    assert (t["e"], t["t"], t["p"], t["q"], t["T"], t["m"]) == (
+        "trade", 7, "87648.21", "0.00013", 1767225600039, True)
+    assert (b["e"], b["u"], b["b"], b["A"], b["E"]) == ("bookTicker", 9, "87648.20", "0.25",
+                                                        1767225600041)
+    book, spec = feed.books["BTCUSDT"], feed.specs["BTCUSDT"]
+    assert spec.qp >= 5                       # spot quantities are finer than the futures rules
+    assert spec.fmt_price(book.best_bid()[0]) == "87648.20" and book.last_update_id == 9
+    assert spec.fmt_qty(book.best_ask()[1]).rstrip("0") == "0.25"

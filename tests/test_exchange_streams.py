@@ -184,3 +184,33 @@ def test_exchange_official_connector_websocket_client_gets_chained_depth(procs, 
     diffs = [m for m in got if m.get("e") == "depthUpdate"]
     assert len(diffs) >= 8
     assert all(b["pu"] == a["u"] for a, b in zip(diffs, diffs[1:]))
+
+
+def test_exchange_replay_aggtrades_csv_publishes_aggtrade_stream_with_readme_sums(procs, home,
+                                                                                 data_dir):
+    src = data_dir / "binance_vision_spot" / "BTCUSDT-aggTrades-2026-01-01.csv"
+    _, port, ready = start_exchange(procs, home, "--feed", "replay", "--input", str(src),
+                                    "--speed", "0", "--replay-wait")
+    assert ready["symbols"] == ["BTCUSDT"]
+    got = []
+    with connect(f"ws://127.0.0.1:{port}/ws/btcusdt@aggTrade", max_size=None) as ws:
+        deadline = time.monotonic() + 30
+        while len(got) < 5000 and time.monotonic() < deadline:
+            got.append(_recv(ws, max(0.1, deadline - time.monotonic())))
+    assert len(got) == 5000
+    first = got[0]
+    assert set(first) == {"e", "E", "a", "s", "p", "q", "f", "l", "T", "m"}
+    assert first["e"] == "aggTrade" and first["s"] == "BTCUSDT" and first["a"] == 3800397495
+    assert first["p"] == "87648.21000000" and first["q"] == "0.08185000" and first["m"] is True
+    assert first["T"] == first["E"] == 1767225600039          # µs in the file, ms on the wire
+    assert [m["a"] for m in got] == list(range(3800397495, 3800397495 + 5000))
+    buy = sum(float(m["q"]) for m in got if not m["m"])
+    sell = sum(float(m["q"]) for m in got if m["m"])        # m == true: the taker sold
+    assert buy == pytest.approx(48.52389, abs=1e-6) and sell == pytest.approx(31.22047, abs=1e-6)
+    # no depth in the source: the REST book is empty, the prices follow the trades
+    depth = requests.get(f"http://127.0.0.1:{port}/fapi/v1/depth",
+                         params={"symbol": "BTCUSDT"}, timeout=5).json()
+    assert depth["bids"] == [] and depth["asks"] == [] and depth["lastUpdateId"] == 0
+    price = requests.get(f"http://127.0.0.1:{port}/fapi/v1/ticker/price",
+                         params={"symbol": "BTCUSDT"}, timeout=5).json()["price"]
+    assert float(price) == pytest.approx(float(got[-1]["p"]))

@@ -18,6 +18,7 @@ import time
 from .. import config as configmod
 from ..log import Logger
 from ..runtime import READY, write_json_atomic
+from ..marketdata import formats
 from . import faults as faultsmod
 
 DESCRIPTION = "Local Binance USD-M compatible exchange: REST and websocket on one port."
@@ -54,8 +55,11 @@ def build_parser(prog: str = "ofi exchange") -> argparse.ArgumentParser:
                    help="symbols to list (sim default: the configured symbols; replay: the files')")
     p.add_argument("--feed", choices=("sim", "replay"), help="market data: sim (default) or replay")
     p.add_argument("--input", nargs="+", metavar="FILE", dest="inputs",
-                   help="recorded files for --feed replay (hftbacktest format, gzip or not)")
+                   help="recorded files for --feed replay (hftbacktest, websocket JSON lines, or "
+                        "data.binance.vision aggTrades/trades/bookTicker CSV; gzip or not)")
     p.add_argument("--speed", type=float, help="replay speed factor (default 1; 0 = no pacing)")
+    p.add_argument("--replay-wait", action="store_true", default=None,
+                   help="hold the replay until the first websocket subscription")
     p.add_argument("--api-key", help="API key accepted (default demo-key)")
     p.add_argument("--api-secret", help="its secret (default demo-secret)")
     p.add_argument("--faults", metavar="SPEC", help="fault spec (see below)")
@@ -85,6 +89,11 @@ def settings_from(args, cfg: dict) -> dict:
     for f in inputs if feed == "replay" else []:
         if not os.path.isfile(f):
             raise ValueError(f"no such input file: {f}")
+        fmt = formats.detect(f)    # FormatError is a ValueError: one line
+        if fmt.startswith("csv") and not formats.symbol_from_path(f) and \
+                not (args.symbols and len(symbols) == 1):
+            raise ValueError(f"{f}: CSV files carry no symbol and the name starts with none: "
+                             "give one with --symbols SYM")
     fault_text = args.faults if args.faults is not None else ex["faults"]
     seed = args.seed if args.seed is not None else ex["seed"]
     return {
@@ -93,6 +102,7 @@ def settings_from(args, cfg: dict) -> dict:
         "symbols": symbols, "symbols_given": bool(args.symbols),
         "feed": feed, "inputs": list(inputs),
         "speed": args.speed if args.speed is not None else ex["replay_speed"],
+        "replay_wait": args.replay_wait if args.replay_wait is not None else ex["replay_wait"],
         "credentials": {key: secret},
         "faults": faultsmod.parse(fault_text),
         "seed": seed,
@@ -175,4 +185,7 @@ def main(argv: list[str] | None = None, prog: str = "ofi exchange") -> int:
         return 0
     except FileNotFoundError as exc:
         print(f"{prog}: no such file: {exc}", file=sys.stderr)
+        return 2
+    except formats.FormatError as exc:     # a bad line among a replay file's first messages
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2

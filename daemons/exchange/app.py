@@ -45,8 +45,10 @@ class Exchange:
         specs = {s: filters.spec_for(s) for s in symbols}
         start = now_ms()
         if settings["feed"] == "replay":
-            self.feed = ReplayFeed(settings["inputs"], specs if settings.get("symbols_given") else None,
-                                   speed=settings.get("speed", 1.0), start_ms=start)
+            given = settings.get("symbols_given")
+            self.feed = ReplayFeed(settings["inputs"], specs if given else None,
+                                   speed=settings.get("speed", 1.0), start_ms=start,
+                                   symbol=symbols[0] if given and len(symbols) == 1 else None)
             specs = self.feed.specs
         else:
             self.feed = SimFeed(specs, settings["seed"], start)
@@ -88,6 +90,8 @@ class Exchange:
                         "e": "aggTrade", "E": data["E"], "a": self.agg_ids[sym], "s": sym,
                         "p": data["p"], "q": data["q"], "nq": data["q"], "f": data["t"],
                         "l": data["t"], "T": data["T"], "m": data["m"]})
+            elif kind == "aggTrade":        # recorded aggregate trades (aggTrades CSV, streams)
+                hub.publish(f"{s}@aggTrade", data)
             elif kind == "bookTicker":
                 hub.publish(f"{s}@bookTicker", data)
                 hub.publish("!bookTicker", data)
@@ -117,6 +121,10 @@ class Exchange:
                 "a": [[spec.fmt_price(p), spec.fmt_qty(q)] for p, q in book.top("a", n)]}
 
     async def _market_loop(self) -> None:
+        if self.settings.get("replay_wait") and isinstance(self.feed, ReplayFeed):
+            while not self.hub.subs:     # nobody would see the start of the replay yet
+                await asyncio.sleep(0.01)
+            self.feed.start_clock(now_ms())
         while True:
             now = now_ms()
             events = self.feed.advance(now)

@@ -299,7 +299,7 @@ class Venue:
             if sym not in self.resting or not self.resting[sym]:
                 continue
             lo_hi = touched.setdefault(sym, [])
-            if kind == "trade":
+            if kind == "trade" or kind == "aggTrade":
                 lo_hi.append(self.specs[sym].price_units(payload["p"]))
         for sym, prices in touched.items():
             book = self.feed.books[sym]
