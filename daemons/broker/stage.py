@@ -596,10 +596,45 @@ class BrokerStage(Stage):
                 "rate_limits": self.limiter.snapshot()}
 
     def stop(self) -> None:
+        """Settle, then close: resolve orders in flight and record fills the venue already made.
+
+        Nothing new is sent. What is still unsettled after ``broker.settle_on_stop_s`` is left to
+        the start-up reconciliation of the next run.
+        """
+        deadline = time.time() + float(self.b.get("settle_on_stop_s", 5.0))
         try:
-            self.executor.close()
-        except Exception:
-            pass
+            if self.mode != "mock":
+                now = time.time()
+                for o in self.journal.active():
+                    self.query_due.setdefault(o.client_order_id, now)
+            while time.time() < deadline and self._unsettled():
+                now = time.time()
+                self._drain_stream()
+                for cid, due in sorted(self.query_due.items(), key=lambda kv: kv[1]):
+                    if due <= now and self.query_due.get(cid) == due:
+                        self.query_due.pop(cid, None)
+                        self._query(cid, now)
+                for cid, (due, _tries) in list(self.trades_due.items()):
+                    if due <= now:
+                        self._fetch_trades(cid, now)
+                time.sleep(0.05)
+            left = self._unsettled()
+            if left:
+                self.log.warning("unsettled_at_stop", orders=left)
+        except Exception as exc:   # never let settling block the exit
+            self.log.warning("settle_failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            try:
+                self.executor.close()
+            except Exception:
+                pass
+
+    def _unsettled(self) -> list[str]:
+        """Client ids still to resolve (queries due) or with fills not yet recorded."""
+        if self.mode == "mock":
+            return []
+        return sorted(set(self.query_due) | {cid for cid in self.journal.orders
+                                             if self.journal.fill_deficit(cid) > EPS})
 
 
 def _why(exc: Exception) -> str:
