@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,21 @@ def procs():
 
 
 OFI = [sys.executable, "-m", "daemons.cli"]
+
+_BUFFERS: dict[int, bytearray] = {}
+
+
+def read_line(proc, timeout: float = 10.0) -> str:
+    """A child's next stdout line, within ``timeout`` (reads the pipe's fd directly, so that
+    lines already read ahead are never waited for)."""
+    buf = _BUFFERS.setdefault(proc.pid, bytearray())
+    deadline = time.monotonic() + timeout
+    while b"\n" not in buf:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"child printed no line in {timeout} s"
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        assert chunk, "child closed its stdout"
+        buf += chunk
+    line, _, rest = bytes(buf).partition(b"\n")
+    buf[:] = rest
+    return line.decode().strip()

@@ -3,7 +3,6 @@ through the bus API."""
 from __future__ import annotations
 
 import os
-import select
 import sqlite3
 import subprocess
 import sys
@@ -13,28 +12,10 @@ import orjson
 import pytest
 from conftest import OFI
 
+from conftest import read_line as _read_line
 from bus import open_bus
 
 SINKS = ["jsonl", "sqlite"]
-
-
-def _read_line(proc, timeout: float = 10.0) -> str:
-    """The child's next stdout line, within ``timeout`` (reads the pipe's fd directly, so that
-    lines already read ahead are never waited for)."""
-    buf = _BUFFERS.setdefault(proc.pid, bytearray())
-    deadline = time.monotonic() + timeout
-    while b"\n" not in buf:
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        assert ready, f"child printed no line in {timeout} s"
-        chunk = os.read(proc.stdout.fileno(), 65536)
-        assert chunk, "child closed its stdout"
-        buf += chunk
-    line, _, rest = bytes(buf).partition(b"\n")
-    buf[:] = rest
-    return line.decode().strip()
-
-
-_BUFFERS: dict[int, bytearray] = {}
 
 
 def ofi(*args, stdin: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess:

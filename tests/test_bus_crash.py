@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import select
 import signal
 import sqlite3
 import subprocess
@@ -17,6 +16,7 @@ import time
 
 import pytest
 
+from conftest import read_line as _read_line
 from bus import BadRecord, open_bus
 
 HERE = os.path.abspath(__file__)
@@ -149,25 +149,6 @@ def child_main(argv: list[str]) -> None:
 # -- helpers -----------------------------------------------------------------------------------
 def _start(procs, *args):
     return procs([sys.executable, HERE, *map(str, args)], stdout=subprocess.PIPE)
-
-
-def _read_line(proc, timeout: float = 10.0) -> str:
-    """The child's next stdout line, within ``timeout`` (reads the pipe's fd directly, so that
-    lines already read ahead are never waited for)."""
-    buf = _BUFFERS.setdefault(proc.pid, bytearray())
-    deadline = time.monotonic() + timeout
-    while b"\n" not in buf:
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        assert ready, f"child printed no line in {timeout} s"
-        chunk = os.read(proc.stdout.fileno(), 65536)
-        assert chunk, "child closed its stdout"
-        buf += chunk
-    line, _, rest = bytes(buf).partition(b"\n")
-    buf[:] = rest
-    return line.decode().strip()
-
-
-_BUFFERS: dict[int, bytearray] = {}
 
 
 def _all_records(home, sink):

@@ -2,8 +2,6 @@
 slow poll. Run as a script, this file is that consumer (see :func:`child_tail`)."""
 from __future__ import annotations
 
-import os
-import select
 import subprocess
 import sys
 import time
@@ -11,6 +9,7 @@ import time
 import orjson
 import pytest
 
+from conftest import read_line as _read_line
 from bus import open_bus
 
 HERE = __file__
@@ -31,25 +30,6 @@ def child_tail(home: str, sink: str) -> None:
         c.commit()
         if not items:
             bus.wait()          # the default timeout: poll_interval_s, 30 s
-
-
-def _read_line(proc, timeout: float = 10.0) -> str:
-    """The child's next stdout line, within ``timeout`` (reads the pipe's fd directly, so that
-    lines already read ahead are never waited for)."""
-    buf = _BUFFERS.setdefault(proc.pid, bytearray())
-    deadline = time.monotonic() + timeout
-    while b"\n" not in buf:
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        assert ready, f"child printed no line in {timeout} s"
-        chunk = os.read(proc.stdout.fileno(), 65536)
-        assert chunk, "child closed its stdout"
-        buf += chunk
-    line, _, rest = bytes(buf).partition(b"\n")
-    buf[:] = rest
-    return line.decode().strip()
-
-
-_BUFFERS: dict[int, bytearray] = {}
 
 
 def _wait_until_sleeping(pid: int, timeout: float = 5.0) -> None:
