@@ -145,6 +145,21 @@ class Bus:
         cls = sqlite.SqliteReader if self.sink_of(topic) == "sqlite" else jsonl.JsonlReader
         return cls(d, position, start, raw=raw)
 
+    def read_all(self, topic: str) -> list[dict]:
+        """Every readable record of a topic, oldest first ([] if the topic does not exist)."""
+        if not os.path.isdir(os.path.join(self.root, topic)):
+            return []
+        reader = self.reader(topic)
+        out: list[dict] = []
+        try:
+            while True:
+                items = reader.read(20000)
+                if not items:
+                    return out
+                out.extend(rec for rec, *_ in items if not isinstance(rec, BadRecord))
+        finally:
+            reader.close()
+
     def consumer(self, topic: str, name: str, start: str = "saved",
                  default_start: str = "beginning") -> "Consumer":
         """A named consumer whose position is saved under ``<home>/bus/.consumers``."""

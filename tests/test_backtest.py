@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bus import BadRecord, open_bus
+from bus import open_bus
 from daemons import config as configmod
 from daemons.backtest import runner
 from daemons.marketdata.replay import Replay
@@ -37,18 +37,7 @@ CONFIG = {
 def read_topic(home, topic) -> list[dict]:
     bus = open_bus(home)
     try:
-        if not os.path.isdir(bus.topic_dir(topic)):
-            return []
-        reader = bus.reader(topic)
-        out = []
-        try:
-            while True:
-                batch = reader.read(100_000)
-                if not batch:
-                    return out
-                out.extend(r for r, _ in batch if not isinstance(r, BadRecord))
-        finally:
-            reader.close()
+        return bus.read_all(topic)
     finally:
         bus.close()
 

@@ -162,6 +162,11 @@ def symbol_from_path(path: str) -> str | None:
     return m.group(1).upper() if m else None
 
 
+def stamp_divisor(ts: int) -> int:
+    """What divides a recording's local stamp (ns, µs or ms by magnitude) into ms."""
+    return 1_000_000 if ts >= 10**17 else 1000 if ts >= 10**14 else 1
+
+
 def to_ms(t: int) -> int:
     """An epoch time in s, ms, µs or ns, as ms (by magnitude)."""
     if t >= 10**17:
@@ -234,7 +239,7 @@ def _read_json_lines(path: str, symbol: str | None, stamped: bool) -> Iterator[M
             except ValueError:
                 raise FormatError(f"{path}:{lineno}: bad local timestamp") from None
             if div is None:
-                div = 1_000_000 if ts >= 10**17 else 1000 if ts >= 10**14 else 1
+                div = stamp_divisor(ts)
             recv = ts // div
             body = line[sp + 1:]
         else:

@@ -27,7 +27,7 @@ from typing import Iterator
 
 import orjson
 
-from ..marketdata.formats import FormatError, iter_line_chunks
+from ..marketdata.formats import FormatError, iter_line_chunks, stamp_divisor
 from ..marketdata.replay import Replay, chains_of
 from . import split
 from .core import BOOK, SCALE, TRADE, SignalCore
@@ -166,7 +166,7 @@ class OfflineRun:
                             raise FormatError(f"{path}:{lineno + lines.index(line) + 1}: "
                                               "bad local timestamp") from None
                         if div is None:
-                            div = 1_000_000 if ts >= 10**17 else 1000 if ts >= 10**14 else 1
+                            div = stamp_divisor(ts)
                         recv = ts // div
                         body = line[sp + 1:]
                     else:

@@ -17,7 +17,7 @@ import sys
 
 import orjson
 
-from ..marketdata.formats import FormatError, iter_line_chunks, open_binary
+from ..marketdata.formats import FormatError, iter_line_chunks, open_binary, stamp_divisor
 from .depth_terms import DepthTerms
 
 # a combined-stream message starts with this; a depth stream's name holds DEPTH_TAG
@@ -188,7 +188,7 @@ def _send_depth(conn, paths, symbol, levels, prev) -> None:
                     raise FormatError(f"{path}:{lineno + lines.index(line) + 1}: "
                                       "bad local timestamp") from None
                 if div is None:
-                    div = 1_000_000 if ts >= 10**17 else 1000 if ts >= 10**14 else 1
+                    div = stamp_divisor(ts)
                 recv = ts // div
                 body = line[sp + 1:]
                 try:

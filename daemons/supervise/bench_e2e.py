@@ -19,7 +19,7 @@ import tempfile
 
 from .. import config as configmod
 from .run import run as run_pipeline
-from .summary import percentile, read_all
+from .summary import percentile
 
 ACKED = ("NEW", "PARTIALLY_FILLED", "FILLED")
 
@@ -42,12 +42,12 @@ def measure(home: str, sink: str = "jsonl") -> dict:
     bus = open_bus(home, sink=sink)
     try:
         market = sorted(((r["E"], r["recv_ts"]) for t in ("trades", "book")
-                         for r in read_all(bus, t) if r.get("E") and r.get("recv_ts")))
-        signals = {r["seq"]: r for r in read_all(bus, "signals")}
-        intents = {r["client_order_id"]: r for r in read_all(bus, "intents")
+                         for r in bus.read_all(t) if r.get("E") and r.get("recv_ts")))
+        signals = {r["seq"]: r for r in bus.read_all("signals")}
+        intents = {r["client_order_id"]: r for r in bus.read_all("intents")
                    if r.get("type") == "intent"}
         acks = {}
-        for o in read_all(bus, "orders"):
+        for o in bus.read_all("orders"):
             cid = o.get("client_order_id")
             if cid in intents and cid not in acks and o.get("status") in ACKED:
                 acks[cid] = o

@@ -6,26 +6,10 @@ from __future__ import annotations
 
 import os
 
-from bus import BadRecord, open_bus
+from bus import open_bus
 
 from .. import config as configmod
 from ..runtime import read_json
-
-
-def read_all(bus, topic: str) -> list[dict]:
-    """Every record of a topic (empty if it does not exist)."""
-    if not os.path.isdir(os.path.join(bus.root, topic)):
-        return []
-    reader = bus.reader(topic)
-    out = []
-    try:
-        while True:
-            items = reader.read(20000)
-            if not items:
-                return out
-            out.extend(rec for rec, _ in items if not isinstance(rec, BadRecord))
-    finally:
-        reader.close()
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -54,10 +38,10 @@ def summarize(cfg: dict, programs: list[str] | None = None) -> dict:
     bus = open_bus(home, sink=cfg["sink"])
     try:
         stats = bus.stats()
-        intents = read_all(bus, "intents")
-        orders = read_all(bus, "orders")
-        fills = read_all(bus, "fills")
-        positions = read_all(bus, "positions")
+        intents = bus.read_all("intents")
+        orders = bus.read_all("orders")
+        fills = bus.read_all("fills")
+        positions = bus.read_all("positions")
     finally:
         bus.close()
     final = {}
