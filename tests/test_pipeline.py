@@ -61,6 +61,14 @@ def _records(home, topic):
     return out
 
 
+def _last_seq(home, topic) -> int:
+    bus = open_bus(home)
+    try:
+        return bus.last_seq(topic)
+    finally:
+        bus.close()
+
+
 def _signed_get(port, path, params):
     params = dict(params, timestamp=int(time.time() * 1000))
     q = urllib.parse.urlencode(params)
@@ -150,13 +158,15 @@ def test_pipeline_survives_sigkill_of_every_daemon_and_a_hang(tmp_path, procs):
         return None
 
     progs = _wait(all_ready, 90, "every program ready")
-    time.sleep(3)  # let orders flow before the first kill
+    _wait(lambda: _last_seq(home, "fills") > 0, 60, "a first fill before the first kill")
     for name in ["signal", "strategy", "broker", "harvest", "exchange", "report"]:
         old = progs[name]["pid"]
         os.kill(old, signal.SIGKILL)
         progs = _wait(lambda: (lambda p: p if p and p[name]["pid"] != old else None)(all_ready()),
                       60, f"{name} restarted after SIGKILL")
-        time.sleep(1.5)
+        # the pipeline flows again before the next kill: new signals reach the bus
+        mark = _last_seq(home, "signals")
+        _wait(lambda: _last_seq(home, "signals") > mark, 30, f"signals flowing after {name}")
     # a hang: the heartbeat stops, the health listener restarts the program
     frozen = progs["strategy"]["pid"]
     os.kill(frozen, signal.SIGSTOP)
