@@ -53,7 +53,18 @@ def test_transition_unknown_only_leaves_by_venue_evidence():
         fsm.apply(_order(fsm.UNKNOWN), fsm.INTENT)
     with pytest.raises(fsm.InvalidTransition, match="UNKNOWN -> send_failed"):
         fsm.apply(_order(fsm.UNKNOWN), fsm.SEND_FAILED)
-    assert fsm.apply(_order(fsm.UNKNOWN), fsm.NOT_FOUND).order.status == fsm.PENDING
+    # never back to PENDING (which could be sent again): only the window's end, ABANDONED
+    assert all(row[0] != fsm.PENDING for (st, _ev), row in fsm.TABLE.items() if st == fsm.UNKNOWN)
+    assert fsm.apply(_order(fsm.UNKNOWN), fsm.GIVE_UP).order.status == fsm.ABANDONED
+
+
+def test_transition_abandoned_takes_the_venues_late_word():
+    o = _order(fsm.ABANDONED)
+    assert fsm.apply(o, fsm.ACCEPTED).order.status == fsm.NEW
+    assert fsm.apply(o, fsm.FILL, filled_qty=1.0).order.status == fsm.FILLED
+    assert fsm.apply(o, fsm.CANCEL_REQUESTED) is None
+    with pytest.raises(fsm.InvalidTransition):
+        fsm.apply(o, fsm.SEND_FAILED)
 
 
 def test_transition_filled_refuses_a_later_cancel_without_record():
@@ -101,7 +112,11 @@ def test_fsm_random_event_sequences_keep_invariants(steps):
         # FILLED and REJECTED are absorbing
         if before.status in (fsm.FILLED, fsm.REJECTED):
             assert order.status == before.status
-        # terminal states leave only through a late fill
+        # terminal states leave only through a late fill; ABANDONED (presumed never placed)
+        # takes any late word of the venue
+        if before.status == fsm.ABANDONED:
+            assert order.status not in fsm.UNRESOLVED
+            continue
         if before.status in fsm.TERMINAL and order.status != before.status:
             assert event == fsm.FILL and order.status == fsm.FILLED
         # an order never goes back to NEW or UNKNOWN from a terminal state

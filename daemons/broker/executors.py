@@ -84,6 +84,9 @@ class GatewayExecutor(Executor):
     def open_orders(self, symbol: str) -> list[VenueOrder]:
         return self.gateway.open_orders(symbol)
 
+    def all_orders(self, symbol: str) -> list[VenueOrder]:
+        return self.gateway.all_orders(symbol)
+
     def fetch_fills(self, symbol: str, order_id: int | None = None,
                     from_id: int | None = None) -> list[dict]:
         return self.gateway.trades(symbol, order_id, from_id)

@@ -9,6 +9,7 @@ method                         contract
 ``cancel(symbol, cid)``        cancel by client order id; NotFound (-2011) when not open
 ``query(symbol, cid)``         the venue's view of an order; None when it does not exist (-2013)
 ``open_orders(symbol)``        the open orders of a symbol
+``all_orders(symbol)``         its recent orders, open or not (duplicates and late orders show)
 ``trades(symbol, ...)``        the account's fills (``fills`` payloads)
 ``positions(symbols)``         the venue's positions (``positions`` payloads)
 ``start_stream(wake)``         start the user data stream (None if the gateway has none)
@@ -142,6 +143,9 @@ class BinanceGateway:
 
     def open_orders(self, symbol: str) -> list[VenueOrder]:
         return [parse_order(o) for o in self.http.open_orders(symbol)]
+
+    def all_orders(self, symbol: str) -> list[VenueOrder]:
+        return [parse_order(o) for o in self.http.all_orders(symbol)]
 
     def trades(self, symbol: str, order_id: int | None = None,
                from_id: int | None = None) -> list[dict]:

@@ -125,6 +125,9 @@ class MockGateway:
     def open_orders(self, symbol: str) -> list[VenueOrder]:
         return []
 
+    def all_orders(self, symbol: str) -> list[VenueOrder]:
+        return [parse_order(r) for r in self.orders.values() if r["symbol"] == symbol]
+
     def trades(self, symbol: str, order_id: int | None = None,
                from_id: int | None = None) -> list[dict]:
         t0 = time.perf_counter()

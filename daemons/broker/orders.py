@@ -1,9 +1,11 @@
 """The order state machine: a transition table and one small pure ``apply`` function.
 
 Venue states (Binance USD-M): NEW, PARTIALLY_FILLED, FILLED, CANCELED, REJECTED, EXPIRED.
-Local states: PENDING (journaled, not yet acknowledged: maybe not sent, maybe in flight) and
+Local states: PENDING (journaled, not yet acknowledged: maybe not sent, maybe in flight),
 UNKNOWN (sent, outcome ambiguous: a timeout, a 503 or a disconnect after sending; resolved only
-by querying the client order id, never by sending again).
+by the venue's word about the client order id, never by sending again) and ABANDONED (an UNKNOWN
+order the venue never showed within the resolution window: presumed never placed, never sent
+again; a later word from the venue still applies).
 
 ``TABLE`` maps (state, event) to the next state. Every row taken is written as one ``orders``
 record. ``STALE`` lists (state, event) pairs that carry no news (a late duplicate acknowledgement,
@@ -26,9 +28,10 @@ FILLED = "FILLED"
 CANCELED = "CANCELED"
 REJECTED = "REJECTED"
 EXPIRED = "EXPIRED"
+ABANDONED = "ABANDONED"
 
-STATES = (PENDING, UNKNOWN, NEW, PARTIALLY_FILLED, FILLED, CANCELED, REJECTED, EXPIRED)
-TERMINAL = frozenset({FILLED, CANCELED, REJECTED, EXPIRED})
+STATES = (PENDING, UNKNOWN, NEW, PARTIALLY_FILLED, FILLED, CANCELED, REJECTED, EXPIRED, ABANDONED)
+TERMINAL = frozenset({FILLED, CANCELED, REJECTED, EXPIRED, ABANDONED})
 OPEN = frozenset({NEW, PARTIALLY_FILLED})
 #: states in which the venue may hold the order without us knowing its status
 UNRESOLVED = frozenset({PENDING, UNKNOWN})
@@ -37,7 +40,7 @@ UNRESOLVED = frozenset({PENDING, UNKNOWN})
 INTENT = "intent"                # an intent was accepted: journaled before anything is sent
 SEND_FAILED = "send_failed"      # provably not processed (connect refused, 429/418, -1021): retry
 AMBIGUOUS = "ambiguous"          # timeout / 503 / disconnect after sending: outcome unknown
-NOT_FOUND = "not_found"          # query by client order id: the venue never got it
+GIVE_UP = "give_up"              # the resolution window ended with the order never seen
 ACCEPTED = "accepted"            # venue says NEW
 PARTIAL_FILL = "partial_fill"    # venue says PARTIALLY_FILLED (or a fill short of the quantity)
 FILL = "fill"                    # venue says FILLED (cumulative quantity reached)
@@ -47,14 +50,14 @@ CANCELED_EV = "canceled"
 EXPIRED_EV = "expired"
 REJECTED_EV = "rejected"
 
-EVENTS = (INTENT, SEND_FAILED, AMBIGUOUS, NOT_FOUND, ACCEPTED, PARTIAL_FILL, FILL,
+EVENTS = (INTENT, SEND_FAILED, AMBIGUOUS, GIVE_UP, ACCEPTED, PARTIAL_FILL, FILL,
           CANCEL_REQUESTED, CANCEL_FAILED, CANCELED_EV, EXPIRED_EV, REJECTED_EV)
 
 #: (state, event) -> (next state, why this row exists)
 TABLE: dict[tuple[str, str], tuple[str, str]] = {
     (INIT, INTENT): (PENDING, "intent journaled before the first send"),
     (PENDING, SEND_FAILED): (PENDING, "not processed by the venue (refused, 429/418, -1021); sent again later"),
-    (PENDING, AMBIGUOUS): (UNKNOWN, "timeout, 503 or disconnect after sending: query before anything else"),
+    (PENDING, AMBIGUOUS): (UNKNOWN, "timeout, 503 or disconnect after sending, or a restart with a send maybe in flight: never sent again"),
     (PENDING, ACCEPTED): (NEW, "acknowledged"),
     (PENDING, PARTIAL_FILL): (PARTIALLY_FILLED, "acknowledged partly filled (or a stream fill beat the ack)"),
     (PENDING, FILL): (FILLED, "acknowledged filled (MARKET with RESULT response)"),
@@ -66,8 +69,14 @@ TABLE: dict[tuple[str, str], tuple[str, str]] = {
     (UNKNOWN, FILL): (FILLED, "query (or the stream) found it filled"),
     (UNKNOWN, CANCELED_EV): (CANCELED, "query found it canceled"),
     (UNKNOWN, EXPIRED_EV): (EXPIRED, "query found it expired"),
-    (UNKNOWN, REJECTED_EV): (REJECTED, "given up after the last attempt was proved absent"),
-    (UNKNOWN, NOT_FOUND): (PENDING, "query proved the venue never got it: it may be sent again, same id"),
+    (UNKNOWN, REJECTED_EV): (REJECTED, "query found it rejected"),
+    (UNKNOWN, GIVE_UP): (ABANDONED, "never seen at the venue within the resolution window: presumed not placed"),
+    (ABANDONED, ACCEPTED): (NEW, "real world: the venue executed it after all (late); an alert"),
+    (ABANDONED, PARTIAL_FILL): (PARTIALLY_FILLED, "real world: executed late and partly filled; an alert"),
+    (ABANDONED, FILL): (FILLED, "real world: executed late and filled; an alert"),
+    (ABANDONED, CANCELED_EV): (CANCELED, "real world: executed late, then canceled"),
+    (ABANDONED, EXPIRED_EV): (EXPIRED, "real world: executed late, then expired"),
+    (ABANDONED, REJECTED_EV): (REJECTED, "real world: the venue's late word is a rejection"),
     (NEW, PARTIAL_FILL): (PARTIALLY_FILLED, "part filled"),
     (NEW, FILL): (FILLED, "filled"),
     (NEW, CANCEL_REQUESTED): (NEW, "cancel sent; fills may still arrive"),
@@ -95,7 +104,8 @@ STALE: frozenset[tuple[str, str]] = frozenset(
      (FILLED, CANCEL_REQUESTED), (FILLED, CANCEL_FAILED), (CANCELED, CANCEL_REQUESTED),
      (CANCELED, CANCEL_FAILED), (EXPIRED, CANCEL_REQUESTED), (EXPIRED, CANCEL_FAILED),
      (CANCELED, EXPIRED_EV), (EXPIRED, CANCELED_EV),
-     (REJECTED, CANCEL_REQUESTED), (REJECTED, CANCEL_FAILED), (UNKNOWN, AMBIGUOUS)})
+     (REJECTED, CANCEL_REQUESTED), (REJECTED, CANCEL_FAILED), (UNKNOWN, AMBIGUOUS),
+     (ABANDONED, CANCEL_REQUESTED), (ABANDONED, CANCEL_FAILED), (ABANDONED, GIVE_UP)})
 
 #: venue order status -> the event it reports
 STATUS_EVENT = {
@@ -169,7 +179,7 @@ class Transition:
 
 
 # events after which the same state is still worth a record (they say something happened)
-_ALWAYS_RECORD = frozenset({INTENT, SEND_FAILED, CANCEL_REQUESTED, CANCEL_FAILED, NOT_FOUND})
+_ALWAYS_RECORD = frozenset({INTENT, SEND_FAILED, CANCEL_REQUESTED, CANCEL_FAILED, GIVE_UP})
 
 
 def apply(order: Order, event: str, *, filled_qty: float | None = None,

@@ -10,6 +10,7 @@ Pure bookkeeping with an injected clock: no sleeping, no sockets.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -49,6 +50,7 @@ class RateLimiter:
         self.windows: list[Window] = []
         self.blocked_until = 0.0     # 429: Retry-After
         self.banned_until = 0.0      # 418: nothing is sent before this
+        self._lock = threading.RLock()   # venue calls run on several threads
         self.set_limits(limits or DEFAULT_LIMITS)
 
     def set_limits(self, rate_limits: list[dict]) -> None:
@@ -81,6 +83,14 @@ class RateLimiter:
                 wait = max(wait, w.start + w.seconds - now)
         return wait
 
+    def reserve(self, weight: int = 1, orders: int = 0, now: float | None = None) -> float:
+        """Atomically: the wait before this request may go, or (0.0) count it as sent."""
+        with self._lock:
+            wait = self.wait_for(weight, orders, now)
+            if wait <= 0:
+                self.note_sent(weight, orders, now)
+            return wait
+
     def note_sent(self, weight: int = 1, orders: int = 0, now: float | None = None) -> None:
         """Count a request as it leaves (headers later correct the estimate)."""
         now = self.clock() if now is None else now
@@ -90,6 +100,10 @@ class RateLimiter:
 
     def update(self, headers, status: int, now: float | None = None) -> None:
         """Read the used amounts, and 429/418 with Retry-After, from one response."""
+        with self._lock:
+            self._update(headers, status, now)
+
+    def _update(self, headers, status: int, now: float | None) -> None:
         now = self.clock() if now is None else now
         lower = {k.lower(): v for k, v in dict(headers or {}).items()}
         for w in self.windows:
@@ -97,7 +111,8 @@ class RateLimiter:
             value = lower.get(w.header)
             if value is not None:
                 try:
-                    w.used = int(value)
+                    # never lower: requests sent after this one (other threads) are not in it
+                    w.used = max(w.used, int(value))
                 except ValueError:
                     pass
         retry_after = _retry_after(lower.get("retry-after"))

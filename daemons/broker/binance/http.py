@@ -7,6 +7,7 @@ the offset and sends the request once more (-1021 means it was not processed).
 """
 from __future__ import annotations
 
+import threading
 import time
 
 import requests
@@ -31,13 +32,26 @@ class BinanceHttp:
         self.recv_window_ms = recv_window_ms
         self.clock = clock
         self.server_clock = ServerClock(clock)
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = "ofi-broker/0.1"
-        if api_key:
-            self.session.headers["X-MBX-APIKEY"] = api_key
+        self._local = threading.local()   # one session per thread: calls run concurrently
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
+
+    def _session(self) -> requests.Session:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = self._local.session = requests.Session()
+            s.headers["User-Agent"] = "ofi-broker/0.1"
+            if self._key:
+                s.headers["X-MBX-APIKEY"] = self._key
+            with self._sessions_lock:
+                self._sessions.append(s)
+        return s
 
     def close(self) -> None:
-        self.session.close()
+        with self._sessions_lock:
+            for s in self._sessions:
+                s.close()
+            self._sessions.clear()
 
     # -- the one place requests go out -----------------------------------------------------------
     def request(self, method: str, path: str, params: dict | None = None, *, signed: bool = False,
@@ -46,7 +60,7 @@ class BinanceHttp:
         """Send one request; the decoded JSON, or a typed :mod:`errors` exception."""
         log = dict(log or {})
         now = self.clock()
-        wait = self.limiter.wait_for(weight, orders, now)
+        wait = self.limiter.reserve(weight, orders, now)
         if wait > 0:
             exc = RateLimited(f"held back by the rate limiter for {wait:.2f}s", retry_at=now + wait)
             self._log(action, "not_sent", log, error=str(exc))
@@ -59,10 +73,9 @@ class BinanceHttp:
         else:
             query = encode_params(params or {})
         url = f"{self.base}{path}" + (f"?{query}" if query else "")
-        self.limiter.note_sent(weight, orders, now)
         t0 = time.perf_counter()
         try:
-            resp = self.session.request(method, url, timeout=self.timeout)
+            resp = self._session().request(method, url, timeout=self.timeout)
         except requests.exceptions.ConnectTimeout as e:
             self._log(action, "not_sent", log, error="connect timeout", t0=t0)
             raise NotSent(f"connect timeout to {self.base}", retry_at=self.clock() + 0.5) from e

@@ -1,0 +1,910 @@
+"""The order manager: the broker's order logic as a pure core.
+
+Inputs (each call takes ``now``, epoch seconds; nothing here reads a clock or a socket)::
+
+    on_intent(rec) / on_cancel_intent(rec)     records of the ``intents`` topic
+    on_result(action, outcome)                 what the venue answered to an action (or the error)
+    on_stream_event(ev) / on_stream_state(up)  the user data stream
+    set_trading(state)                         the kill switch as read from its file
+    tick(now)                                  timers: retries, queries, polls, the window's end
+
+Outputs, collected by :meth:`OrderManager.take`: ``records`` (``(topic, payload)`` in the order
+they must be written: an ``orders`` record is always written before the action it allows) and
+``actions`` (:class:`Send`, :class:`Query`, :class:`Cancel`, :class:`FetchTrades`,
+:class:`FetchOpenOrders`, :class:`FetchOrders`, :class:`FetchPositions`, :class:`Halt`) for the
+shell to carry out, concurrently if it likes: every answer comes back through ``on_result``.
+
+One timer queue (a heap of ``(due, kind, key)``) holds everything that waits.
+
+The ambiguity policy (``docs/order_state_machine.md``): an order whose send may have reached the
+venue (UNKNOWN) is never sent again under any id. It is looked up by client order id with a
+backing-off query, and the user stream and the periodic venue checks may settle it too. When
+``resolution_window_s`` passes with the venue never showing it, it becomes ABANDONED (presumed
+never placed; an alert); a later report of it is still applied: its fills are recorded, the
+position corrected and an alert logged. Only :class:`NotSent` (provably not processed) is retried.
+Overfills and two venue orders for one client order id halt trading.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+import re
+from dataclasses import dataclass, replace
+
+from bus import BadRecord
+
+from ..strategy import state as tstate
+from . import orders as fsm
+from .binance.errors import Ambiguous, GatewayError, NotFound, NotSent, Rejected
+from .binance.schemas import VenueOrder, parse_order_update
+from .journal import EPS, Journal
+from .reconcile import QTY_TOLERANCE, reconcile
+
+CLIENT_ID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The broker settings the core uses (``broker`` section of the config)."""
+
+    symbols: tuple[str, ...]
+    max_send_attempts: int = 3
+    max_parallel_orders: int = 4
+    max_parallel_lookups: int = 2
+    intent_ttl_s: float = 5.0
+    resolution_window_s: float = 120.0
+    query_min_s: float = 0.25
+    query_max_s: float = 5.0
+    order_timeout_s: float = 0.0
+    poll_interval_s: float = 2.0
+    position_check_s: float = 10.0
+    halt_on_mismatch: bool = True
+    late_watch_s: float = 3600.0  # ABANDONED orders are looked for in allOrders this long
+    remote: bool = True          # False for mock: no polling, no venue checks
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Settings":
+        b = cfg["broker"]
+        return cls(symbols=tuple(cfg["symbols"]), max_send_attempts=int(b["max_send_attempts"]),
+                   max_parallel_orders=max(1, int(b["max_parallel_orders"])),
+                   intent_ttl_s=float(b["intent_ttl_s"]),
+                   resolution_window_s=float(b["resolution_window_s"]),
+                   order_timeout_s=float(b["order_timeout_s"]),
+                   poll_interval_s=float(b["poll_interval_s"]),
+                   position_check_s=float(b["position_check_s"]),
+                   halt_on_mismatch=bool(b["halt_on_mismatch"]), remote=b["mode"] != "mock")
+
+
+# -- actions ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Send:
+    order: fsm.Order
+    mark: float | None = None
+    kind = "send"
+
+    @property
+    def key(self):
+        return self.order.client_order_id
+
+
+@dataclass(frozen=True)
+class Query:
+    symbol: str
+    client_order_id: str
+    kind = "query"
+
+    @property
+    def key(self):
+        return self.client_order_id
+
+
+@dataclass(frozen=True)
+class Cancel:
+    symbol: str
+    client_order_id: str
+    kind = "cancel"
+
+    @property
+    def key(self):
+        return self.client_order_id
+
+
+@dataclass(frozen=True)
+class FetchTrades:
+    """The fills of one order (``order_id``) or of a symbol from a trade id on."""
+
+    symbol: str
+    order_id: int | None = None
+    from_id: int | None = None
+    client_order_id: str | None = None
+    kind = "trades"
+
+    @property
+    def key(self):
+        return self.client_order_id or f"symbol:{self.symbol}"
+
+
+@dataclass(frozen=True)
+class FetchOpenOrders:
+    symbol: str
+    kind = "open_orders"
+
+    @property
+    def key(self):
+        return self.symbol
+
+
+@dataclass(frozen=True)
+class FetchOrders:
+    """Every recent order of a symbol (``allOrders``): duplicates and late orders show there."""
+
+    symbol: str
+    kind = "all_orders"
+
+    @property
+    def key(self):
+        return self.symbol
+
+
+@dataclass(frozen=True)
+class FetchPositions:
+    symbols: tuple[str, ...]
+    kind = "positions"
+
+    @property
+    def key(self):
+        return "all"
+
+
+@dataclass(frozen=True)
+class Halt:
+    reason: str
+    kind = "halt"
+    key = "halt"
+
+
+LOOKUPS = ("query", "cancel", "trades", "open_orders", "all_orders", "positions")
+
+
+class OrderManager:
+    """Orders exactly once, one position truth; see the module docstring."""
+
+    def __init__(self, settings: Settings, journal: Journal | None = None, log=None):
+        self.s = settings
+        self.journal = journal or Journal()
+        self.log = log or _NoLog()
+        self.trading = tstate.TradingState()
+        self.marks: dict[str, float] = {}
+        self.intent_seq: int | None = None
+        self.stream_up = False
+        self.stopping = False
+        self.counts = {"intents": 0, "duplicates": 0, "ignored": 0, "sent": 0, "fills": 0,
+                       "rejected": 0, "unknown": 0, "abandoned": 0, "late_reports": 0,
+                       "stale_events": 0, "invalid_events": 0, "halts": 0}
+        self._records: list[tuple[str, dict]] = []
+        self._actions: list = []
+        self._heap: list[tuple[float, str, str]] = []
+        self._due: dict[tuple[str, str], float] = {}
+        self._busy: set[tuple[str, str]] = set()     # actions handed out, answer not back yet
+        self._sends_waiting: list[str] = []          # client ids held back by the parallel cap
+        self._unknown_since: dict[str, float] = {}
+        self._query_gap: dict[str, float] = {}
+        self._trade_tries: dict[str, int] = {}
+        self._cancel_wanted: set[str] = set()
+        self._mismatch: dict[str, tuple[float, str]] = {}   # symbol -> (venue qty, looking|looked)
+        self._last_fill_at: dict[str, float] = {}
+        self._halted_by_me: str | None = None
+        self._decided: dict[str, int | None] = {}    # client id -> decision (signal) time, ms
+        self._abandoned_at: dict[str, float] = {}     # watched for a late execution
+
+    # -- output ----------------------------------------------------------------------------------
+    def take(self) -> tuple[list[tuple[str, dict]], list]:
+        """Records to write (in order, before the actions) and actions to carry out."""
+        recs, acts = self._records, self._actions
+        self._records, self._actions = [], []
+        return recs, acts
+
+    def _act(self, action) -> None:
+        self._busy.add((action.kind, action.key))
+        self._actions.append(action)
+
+    def _busy_count(self, kinds) -> int:
+        return sum(1 for k, _ in self._busy if k in kinds)
+
+    # -- timers ----------------------------------------------------------------------------------
+    def _at(self, kind: str, key: str, due: float) -> None:
+        """(Re)schedule one timer; an earlier due time of the same timer wins."""
+        cur = self._due.get((kind, key))
+        if cur is not None and cur <= due:
+            return
+        self._due[(kind, key)] = due
+        heapq.heappush(self._heap, (due, kind, key))
+
+    def _cancel_timer(self, kind: str, key: str) -> None:
+        self._due.pop((kind, key), None)
+
+    def next_due(self) -> float | None:
+        while self._heap and self._due.get((self._heap[0][1], self._heap[0][2])) != self._heap[0][0]:
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else None
+
+    def tick(self, now: float) -> None:
+        """Fire the timers due by ``now``."""
+        self._enforce_kill_switch(now)
+        while self._heap and self._heap[0][0] <= now:
+            due, kind, key = heapq.heappop(self._heap)
+            if self._due.get((kind, key)) != due:
+                continue
+            del self._due[(kind, key)]
+            getattr(self, f"_fire_{kind}")(key, now)
+        self._start_waiting_sends(now)
+
+    # -- start -----------------------------------------------------------------------------------
+    def load(self, topic: str, rec: dict) -> None:
+        """Fold one record of the journal (``orders`` or ``fills``) before :meth:`start`."""
+        if topic == "orders":
+            self.journal.load_order_record(rec)
+        else:
+            self.journal.load_fill(rec)
+
+    def start(self, now: float) -> None:
+        """After loading: every PENDING/UNKNOWN order may be at the venue; schedule the rest."""
+        for o in self.journal.unresolved():
+            if o.status == fsm.PENDING:
+                # the crash may have cut a send in flight: ambiguous, never sent again
+                o = self._transition(o, fsm.AMBIGUOUS, now, reason="restart: a send may have "
+                                     "been in flight")
+            self._became_unknown(o.client_order_id, now, first_query=now)
+        for o in self.journal.orders.values():
+            if o.status == fsm.ABANDONED:
+                self._abandoned_at[o.client_order_id] = now
+        if self.s.remote:
+            self._at("poll", "all", now + self.s.poll_interval_s)
+            if self.s.position_check_s > 0:
+                self._at("venue", "all", now + self.s.position_check_s)
+        for o in self.journal.open_orders():
+            self._schedule_expiry(o)
+
+    def reconcile_start(self, opens: dict, trades: dict, positions: dict, now: float,
+                        all_orders: dict | None = None) -> list[str]:
+        """Start-up reconciliation with what the venue reports; returns the problems."""
+        dups = []
+        for symbol, rows in (all_orders or {}).items():
+            dups += self._duplicates(symbol, rows)
+            for vo in rows:   # order ids of sends never answered: their fills are ours
+                o = self.journal.orders.get(vo.client_order_id)
+                if o is not None and o.order_id is None and vo.order_id is not None:
+                    self.journal.put(replace(o, order_id=int(vo.order_id)))
+        since = self.journal.first_ts - 60_000 if self.journal.first_ts else None
+        r = reconcile(self.journal, self.s.symbols, opens, trades, positions, since_ms=since)
+        problems = dups + r.problems
+        for rows in (all_orders or {}).values():
+            for vo in rows:
+                o = self.journal.orders.get(vo.client_order_id)
+                if o is not None and o.status in (fsm.UNKNOWN, fsm.ABANDONED):
+                    r.reports.append(vo)
+        for f in r.missing_fills:
+            self._record_fill(f, now)
+        for vo in r.reports:
+            self._apply_report(vo, now)
+        for cid in r.to_query:
+            self._query_soon(cid, now)
+        if problems:
+            self._halt("broker reconciliation: " + "; ".join(problems), now)
+        for s in self.s.symbols:
+            self._emit_position(s, "start")
+        return problems
+
+    # -- intents ---------------------------------------------------------------------------------
+    def on_intent(self, rec: dict, now: float) -> None:
+        """An ``intents`` record; raises :class:`BadRecord` for a malformed one."""
+        kind = rec.get("type")
+        if isinstance(rec.get("seq"), int):
+            self.intent_seq = max(self.intent_seq or 0, rec["seq"])
+        if kind == "cancel":
+            self._on_cancel_intent(rec, now)
+            return
+        if kind != "intent":
+            self.counts["ignored"] += 1   # e.g. the strategy's risk_denied records
+            return
+        order = order_from_intent(rec)
+        self.counts["intents"] += 1
+        mark = rec.get("decision_mid") or rec.get("price")
+        if isinstance(mark, (int, float)) and mark > 0:
+            self.marks[order.symbol] = float(mark)
+        if order.client_order_id in self.journal.orders:
+            # read again after a crash, or re-sent by the strategy: the id says it is known
+            self.counts["duplicates"] += 1
+            self.log.info("duplicate_intent", client_order_id=order.client_order_id,
+                          status=self.journal.orders[order.client_order_id].status)
+            return
+        o = self._transition(order, fsm.INTENT, now)
+        self._decided[o.client_order_id] = _decision_ms(rec)
+        refusal = self._refusal(o, now, self._decided[o.client_order_id])
+        if refusal:
+            self._reject(o, refusal, now)
+            return
+        self._queue_send(o.client_order_id, now)
+
+    def _on_cancel_intent(self, rec: dict, now: float) -> None:
+        cid = rec.get("client_order_id")
+        o = self.journal.orders.get(cid) if isinstance(cid, str) else None
+        if o is None:
+            raise BadRecord(f"cancel: unknown client_order_id {cid!r}")
+        self._request_cancel(o, rec.get("reason") or "cancel intent", now)
+
+    def _refusal(self, o: fsm.Order, now: float, decision_ms: int | None = None) -> str | None:
+        """Why ``o`` may not be sent now (None: it may)."""
+        if o.symbol not in self.s.symbols:
+            return f"symbol {o.symbol} is not traded (symbols: {', '.join(self.s.symbols)})"
+        if self.stopping:
+            return "broker stopping"
+        if self.trading.state == tstate.HALTED:
+            return f"trading HALTED: {self.trading.reason or 'kill switch'}"
+        if self.trading.state == tstate.REDUCING and not self._reduces(o):
+            return "trading REDUCING: only orders that reduce the position are sent"
+        ttl = self.s.intent_ttl_s
+        born = decision_ms or o.intent_ts
+        if ttl > 0 and born and now - born / 1000.0 > ttl:
+            return f"stale: decided {now - born / 1000.0:.1f}s ago (limit {ttl:g}s)"
+        return None
+
+    def _reduces(self, o: fsm.Order) -> bool:
+        pos = self.journal.book.get(o.symbol).qty
+        signed = o.qty if o.side == "BUY" else -o.qty
+        return pos != 0 and (pos > 0) != (signed > 0) and o.qty <= abs(pos) + EPS
+
+    # -- the state machine and the records -------------------------------------------------------
+    def _transition(self, order: fsm.Order, event: str, now: float, **kw) -> fsm.Order:
+        try:
+            t = fsm.apply(order, event, **kw)
+        except fsm.InvalidTransition as exc:
+            self.counts["invalid_events"] += 1
+            self.log.warning("invalid_transition", client_order_id=order.client_order_id,
+                             transition=str(exc))
+            return order
+        if t is None:
+            self.counts["stale_events"] += 1
+            return order
+        self._records.append(("orders", fsm.record_of(t)))
+        self.journal.put(t.order)
+        o = t.order
+        cid = o.client_order_id
+        if o.is_terminal:
+            self._decided.pop(cid, None)
+            for kind in ("send", "cancel", "expire"):
+                self._cancel_timer(kind, cid)
+            self._cancel_wanted.discard(cid)
+            if self.journal.fill_deficit(cid) <= EPS:
+                self._cancel_timer("query", cid)
+            self._unknown_since.pop(cid, None)
+            if event not in (fsm.FILL, fsm.PARTIAL_FILL):
+                self._emit_position(o.symbol, "order_done")
+        if o.status in fsm.OPEN and t.prev_status not in fsm.OPEN:
+            self._schedule_expiry(o)
+        return o
+
+    def _reject(self, o: fsm.Order, reason: str, now: float) -> None:
+        self.counts["rejected"] += 1
+        self._transition(o, fsm.REJECTED_EV, now, reason=reason)
+
+    def _emit_position(self, symbol: str, cause: str, **extra) -> None:
+        payload = self.journal.book.get(symbol).payload(self.marks.get(symbol))
+        payload.update(intent_seq=self.intent_seq, in_flight=self.in_flight(symbol),
+                       cause=cause, **extra)
+        self._records.append(("positions", payload))
+
+    def in_flight(self, symbol: str) -> list[dict]:
+        """The orders of ``symbol`` not yet terminal, with their unfilled remainder."""
+        out = []
+        for o in self.journal.orders.values():
+            if o.symbol != symbol:
+                continue
+            # a terminal order still counts for fills the venue reported but not yet recorded
+            left = (o.filled_qty if o.is_terminal else o.qty) - self.journal.filled.get(
+                o.client_order_id, 0.0)
+            if left > EPS:
+                out.append({"client_order_id": o.client_order_id, "side": o.side,
+                            "qty": round(left, 12), "reduce_only": o.reduce_only})
+        return out
+
+    # -- sending ---------------------------------------------------------------------------------
+    def _queue_send(self, cid: str, now: float) -> None:
+        if cid not in self._sends_waiting:
+            self._sends_waiting.append(cid)
+        self._start_waiting_sends(now)
+
+    def _start_waiting_sends(self, now: float) -> None:
+        while self._sends_waiting and self._busy_count(("send",)) < self.s.max_parallel_orders:
+            cid = self._sends_waiting.pop(0)
+            o = self.journal.orders.get(cid)
+            if o is None or o.status != fsm.PENDING or ("send", cid) in self._busy:
+                continue
+            refusal = self._refusal(o, now, self._decided.get(cid))
+            if refusal:
+                self._reject(o, refusal, now)
+                continue
+            if o.attempts >= self.s.max_send_attempts:
+                self._reject(o, f"not placed after {o.attempts} attempt(s)", now)
+                continue
+            o = replace(o, attempts=o.attempts + 1)
+            self.journal.put(o)
+            self.counts["sent"] += 1
+            self._act(Send(o, self.marks.get(o.symbol)))
+
+    def _fire_send(self, cid: str, now: float) -> None:
+        self._queue_send(cid, now)
+
+    def _after_send(self, a: Send, outcome, now: float) -> None:
+        cid = a.order.client_order_id
+        o = self.journal.orders.get(cid)
+        if o is None:
+            return
+        if isinstance(outcome, VenueOrder):
+            self._apply_report(outcome, now)
+        elif isinstance(outcome, Rejected):
+            self._reject(o, _why(outcome), now)
+        elif isinstance(outcome, NotSent):
+            o = replace(o, attempts=max(0, o.attempts - 1))   # provably not processed
+            self.journal.put(o)
+            o = self._transition(o, fsm.SEND_FAILED, now, reason=_why(outcome))
+            if o.status == fsm.PENDING:
+                self._at("send", cid, max(outcome.retry_at, now + 0.05))
+        else:   # Ambiguous, NotFound, any other error: it may have reached the matching engine
+            self.counts["unknown"] += 1
+            o = self._transition(o, fsm.AMBIGUOUS, now, reason=_why(outcome))
+            if o.status == fsm.UNKNOWN:
+                self._became_unknown(cid, now)
+
+    def _became_unknown(self, cid: str, now: float, first_query: float | None = None) -> None:
+        self._unknown_since.setdefault(cid, now)
+        self._query_gap[cid] = self.s.query_min_s
+        self._at("query", cid, now + self.s.query_min_s if first_query is None else first_query)
+
+    # -- what the venue says ---------------------------------------------------------------------
+    def _apply_report(self, vo: VenueOrder, now: float) -> None:
+        cid = vo.client_order_id
+        for f in vo.fills:
+            self._record_fill(f, now)
+        o = self.journal.orders.get(cid)
+        if o is None:
+            self.log.warning("report_for_unknown_order", client_order_id=cid, status=vo.status)
+            return
+        if vo.order_id is not None and o.order_id is not None and int(vo.order_id) != o.order_id:
+            self._halt(f"two venue orders for client order id {cid} "
+                       f"(ids {o.order_id} and {vo.order_id})", now)
+            return
+        if vo.executed_qty > o.qty + EPS:
+            self._halt(f"overfill: order {cid} reported filled {vo.executed_qty:g} of {o.qty:g}",
+                       now)
+        event = fsm.STATUS_EVENT.get(vo.status)
+        if event is None:
+            return
+        late = o.status == fsm.ABANDONED
+        if event in (fsm.PARTIAL_FILL, fsm.FILL) or vo.executed_qty > 0:
+            o = self._transition(o, event, now, filled_qty=min(vo.executed_qty, o.qty),
+                                 avg_price=vo.avg_price, order_id=vo.order_id,
+                                 venue_ts=vo.update_time)
+        else:
+            o = self._transition(o, event, now, order_id=vo.order_id, venue_ts=vo.update_time,
+                                 reason=None)
+        if late and o.status != fsm.ABANDONED:
+            self.counts["late_reports"] += 1
+            self.log.error("late_venue_report", client_order_id=cid, status=vo.status,
+                           executed_qty=vo.executed_qty,
+                           alert="an order presumed never placed was executed by the venue")
+            self._emit_position(o.symbol, "venue")
+        if vo.order_id is not None and o.order_id is None:
+            o = replace(o, order_id=int(vo.order_id))
+            self.journal.put(o)
+        if vo.executed_qty - self.journal.filled.get(cid, 0.0) > EPS and o.order_id is not None:
+            self._at("trades", cid, now + (0.5 if self.stream_up else 0.0))
+        if o.status in fsm.UNRESOLVED:
+            self._schedule_query(cid, now)
+        if cid in self._cancel_wanted and o.is_open:
+            self._at("cancel", cid, now)
+
+    def _record_fill(self, fill: dict, now: float) -> bool:
+        """Publish a fill once (by trade id); update the order and the position."""
+        symbol, tid = fill["symbol"], fill.get("trade_id")
+        if tid is None or self.journal.has_fill(symbol, tid):
+            return False
+        cid = fill.get("client_order_id") or self.journal.client_id_of(symbol, fill.get("order_id"))
+        known = cid is not None and cid in self.journal.orders
+        if known:
+            o = self.journal.orders[cid]
+            if (o.order_id is not None and fill.get("order_id") is not None
+                    and int(fill["order_id"]) != o.order_id):
+                self._halt(f"two venue orders for client order id {cid} (ids {o.order_id} and "
+                           f"{fill['order_id']})", now)
+            elif o.order_id is None and fill.get("order_id") is not None:
+                self.journal.put(replace(o, order_id=int(fill["order_id"])))
+        fill = {**fill, "client_order_id": cid}
+        self._records.append(("fills", fill))
+        self.journal.load_fill(fill)
+        self.counts["fills"] += 1
+        self._last_fill_at[symbol] = now
+        self.marks[symbol] = float(fill["price"])
+        if not known:
+            self._emit_position(symbol, "fill")
+            self._halt(f"{symbol}: fill {tid} of order {fill.get('order_id')} belongs to no "
+                       f"order of this broker", now)
+            return True
+        o = self.journal.orders[cid]
+        done = self.journal.filled.get(cid, 0.0)
+        if done > o.qty + EPS:
+            self._halt(f"overfill: order {cid} has fills of {done:g}, its quantity is {o.qty:g}",
+                       now)
+        event = fsm.FILL if done >= o.qty - EPS else fsm.PARTIAL_FILL
+        late = o.status == fsm.ABANDONED
+        o = self._transition(o, event, now, filled_qty=min(done, o.qty),
+                             order_id=fill.get("order_id"),
+                             avg_price=self.journal.avg_fill_price(cid))
+        if late:
+            self.counts["late_reports"] += 1
+            self.log.error("late_venue_report", client_order_id=cid, status=o.status,
+                           executed_qty=done,
+                           alert="an order presumed never placed was executed by the venue")
+        self._emit_position(symbol, "fill")
+        return True
+
+    # -- lookups ---------------------------------------------------------------------------------
+    def _query_soon(self, cid: str, now: float) -> None:
+        self._at("query", cid, now)
+
+    def _schedule_query(self, cid: str, now: float) -> None:
+        gap = self._query_gap.get(cid, self.s.query_min_s)
+        self._query_gap[cid] = min(self.s.query_max_s, gap * 2)
+        self._at("query", cid, now + gap)
+
+    def _fire_query(self, cid: str, now: float) -> None:
+        o = self.journal.orders.get(cid)
+        if o is None or ("query", cid) in self._busy:
+            return
+        if self._busy_count(LOOKUPS) >= self.s.max_parallel_lookups:
+            self._at("query", cid, now + 0.05)
+            return
+        self._act(Query(o.symbol, cid))
+
+    def _after_query(self, a: Query, outcome, now: float) -> None:
+        cid = a.client_order_id
+        o = self.journal.orders.get(cid)
+        if o is None:
+            return
+        if isinstance(outcome, GatewayError):
+            self._at("query", cid, max(getattr(outcome, "retry_at", 0.0), now + 0.5))
+            return
+        if outcome is not None:
+            self._apply_report(outcome, now)
+            o = self.journal.orders[cid]
+            if o.status in fsm.UNRESOLVED:
+                self._schedule_query(cid, now)
+            return
+        # the venue does not know the client order id (-2013)
+        if o.status == fsm.UNKNOWN:
+            since = self._unknown_since.setdefault(cid, now)
+            if now - since >= self.s.resolution_window_s:
+                self.counts["abandoned"] += 1
+                self.log.error("order_abandoned", client_order_id=cid,
+                               window_s=self.s.resolution_window_s,
+                               alert="ambiguous send never seen at the venue; not sent again")
+                self._abandoned_at[cid] = now
+                self._transition(o, fsm.GIVE_UP, now,
+                                 reason=f"not found at the venue within "
+                                        f"{self.s.resolution_window_s:g}s of an ambiguous send")
+            else:
+                self._schedule_query(cid, now)
+        elif o.is_open:
+            self.log.warning("open_order_not_found", client_order_id=cid)
+
+    def _fire_trades(self, cid: str, now: float) -> None:
+        o = self.journal.orders.get(cid)
+        if o is None or self.journal.fill_deficit(cid) <= EPS or ("trades", cid) in self._busy:
+            return
+        if o.order_id is None:
+            self._query_soon(cid, now)
+            return
+        self._act(FetchTrades(o.symbol, order_id=o.order_id, client_order_id=cid))
+
+    def _after_trades(self, a: FetchTrades, outcome, now: float) -> None:
+        if isinstance(outcome, GatewayError):
+            if a.client_order_id:
+                self._at("trades", a.client_order_id,
+                         max(getattr(outcome, "retry_at", 0.0), now + 0.5))
+            return
+        for f in sorted(outcome, key=lambda f: f["trade_id"]):
+            if a.client_order_id:
+                f = {**f, "client_order_id": a.client_order_id}
+            self._record_fill(f, now)
+        cid = a.client_order_id
+        if cid and self.journal.fill_deficit(cid) > EPS:
+            tries = self._trade_tries[cid] = self._trade_tries.get(cid, 0) + 1
+            if tries < 20:
+                self._at("trades", cid, now + 0.5)
+
+    # -- cancels and the kill switch -------------------------------------------------------------
+    def _request_cancel(self, o: fsm.Order, reason: str, now: float) -> None:
+        cid = o.client_order_id
+        if o.is_terminal:
+            return
+        if o.status == fsm.PENDING and ("send", cid) not in self._busy:
+            self._reject(o, reason, now)   # not sent (or provably not processed): never send it
+            return
+        self._cancel_wanted.add(cid)
+        if o.status in fsm.UNRESOLVED:
+            return   # resolved first (query / send answer), then canceled
+        if not o.cancel_requested:
+            self._transition(o, fsm.CANCEL_REQUESTED, now, reason=reason)
+        self._at("cancel", cid, now)
+
+    def _fire_cancel(self, cid: str, now: float) -> None:
+        o = self.journal.orders.get(cid)
+        if o is None or not o.is_open or ("cancel", cid) in self._busy:
+            return
+        if not o.cancel_requested:
+            self._transition(o, fsm.CANCEL_REQUESTED, now, reason="cancel")
+        self._act(Cancel(o.symbol, cid))
+
+    def _after_cancel(self, a: Cancel, outcome, now: float) -> None:
+        cid = a.client_order_id
+        o = self.journal.orders.get(cid)
+        if o is None:
+            return
+        if isinstance(outcome, VenueOrder):
+            self._apply_report(outcome, now)
+        elif isinstance(outcome, NotFound):
+            self._transition(o, fsm.CANCEL_FAILED, now, reason=_why(outcome))
+            self._query_soon(cid, now)
+        elif isinstance(outcome, NotSent):
+            self._at("cancel", cid, max(outcome.retry_at, now + 0.2))
+        else:
+            self._at("query", cid, now + 0.2)
+            self._at("cancel", cid, now + 1.0)
+
+    def set_trading(self, st: tstate.TradingState, now: float) -> None:
+        """The kill switch file changed (or was read for the first time)."""
+        if st.state != self.trading.state:
+            self.log.warning("trading_state", state=st.state, reason=st.reason, by=st.by)
+        self.trading = st
+        self._enforce_kill_switch(now)
+
+    def _enforce_kill_switch(self, now: float) -> None:
+        if self.trading.state != tstate.HALTED:
+            return
+        for o in self.journal.active():
+            cid = o.client_order_id
+            if o.is_open and not o.cancel_requested:
+                self._request_cancel(o, "kill switch: trading HALTED", now)
+            elif o.status == fsm.PENDING and ("send", cid) not in self._busy:
+                self._reject(o, f"trading HALTED: {self.trading.reason or 'kill switch'}", now)
+            elif o.status in fsm.UNRESOLVED:
+                self._cancel_wanted.add(cid)
+
+    def _halt(self, reason: str, now: float) -> None:
+        self.counts["halts"] += 1
+        self.log.error("halt", reason=reason[:900])
+        if not self.s.halt_on_mismatch:
+            return
+        if self.trading.state == tstate.HALTED and self._halted_by_me == reason:
+            return
+        self._halted_by_me = reason
+        self.trading = tstate.TradingState(tstate.HALTED, reason[:900], now, "broker")
+        self._actions.append(Halt(reason[:900]))
+        self._enforce_kill_switch(now)
+
+    # -- order timeouts --------------------------------------------------------------------------
+    def _schedule_expiry(self, o: fsm.Order) -> None:
+        ttl = self.s.order_timeout_s
+        if ttl > 0 and o.order_type == "LIMIT" and o.intent_ts:
+            self._at("expire", o.client_order_id, o.intent_ts / 1000.0 + ttl)
+
+    def _fire_expire(self, cid: str, now: float) -> None:
+        o = self.journal.orders.get(cid)
+        if o is not None and o.is_open and not o.cancel_requested:
+            self._request_cancel(o, f"order timeout ({self.s.order_timeout_s:g}s)", now)
+
+    # -- periodic venue checks -------------------------------------------------------------------
+    def _fire_poll(self, _key: str, now: float) -> None:
+        """REST view of our open orders (the user stream's fallback and safety net)."""
+        self._at("poll", "all", now + self.s.poll_interval_s * (10 if self.stream_up else 1))
+        for symbol in sorted({o.symbol for o in self.journal.open_orders()}):
+            if ("open_orders", symbol) not in self._busy:
+                self._act(FetchOpenOrders(symbol))
+
+    def _after_open_orders(self, a: FetchOpenOrders, outcome, now: float) -> None:
+        if isinstance(outcome, GatewayError):
+            self._at("poll", "all", now + 0.5)
+            return
+        venue = {vo.client_order_id: vo for vo in outcome}
+        for o in self.journal.open_orders():
+            if o.symbol != a.symbol:
+                continue
+            vo = venue.get(o.client_order_id)
+            if vo is None:
+                self._query_soon(o.client_order_id, now)   # closed while unseen
+            elif vo.status != o.status or vo.executed_qty > o.filled_qty + EPS:
+                self._apply_report(vo, now)
+        for cid, vo in venue.items():
+            o = self.journal.orders.get(cid)
+            if o is not None and o.status in (fsm.UNKNOWN, fsm.ABANDONED):
+                self._apply_report(vo, now)
+
+    def _fire_venue(self, _key: str, now: float) -> None:
+        self._at("venue", "all", now + self.s.position_check_s)
+        if ("positions", "all") not in self._busy:
+            self._act(FetchPositions(tuple(self.s.symbols)))
+        # an abandoned order executed late nets out of the position check: look for it
+        watched = set()
+        for cid, at in list(self._abandoned_at.items()):
+            o = self.journal.orders.get(cid)
+            if o is None or o.status != fsm.ABANDONED or now - at > self.s.late_watch_s:
+                del self._abandoned_at[cid]
+            else:
+                watched.add(o.symbol)
+        for symbol in sorted(watched):
+            if ("all_orders", symbol) not in self._busy:
+                self._act(FetchOrders(symbol))
+
+    def _after_positions(self, a: FetchPositions, outcome, now: float) -> None:
+        if isinstance(outcome, GatewayError):
+            return
+        venue = {p["symbol"]: p for p in outcome}
+        for symbol in self.s.symbols:
+            p = venue.get(symbol) or {"qty": 0.0}
+            vq = float(p.get("qty") or 0.0)
+            if p.get("mark_price"):
+                self.marks[symbol] = float(p["mark_price"])
+            mine = self.journal.book.get(symbol).qty
+            busy = any(not o.is_terminal for o in self.journal.orders.values()
+                       if o.symbol == symbol) or now - self._last_fill_at.get(symbol, 0.0) < 1.0
+            suspect = self._mismatch.get(symbol)
+            if abs(vq - mine) <= QTY_TOLERANCE or busy:
+                self._mismatch.pop(symbol, None)
+            elif suspect is not None and suspect[0] == vq and suspect[1] == "looked":
+                # the same venue position after allOrders and their fills were looked at
+                self._halt(f"{symbol}: venue position {vq:g} differs from the broker's "
+                           f"{mine:g} (unexplained)", now)
+            elif suspect is None or suspect[0] != vq:
+                # maybe fills or a late order we have not seen: look before judging
+                self.log.warning("position_differs", symbol=symbol, venue=vq, journal=mine)
+                self._mismatch[symbol] = (vq, "looking")
+                if ("all_orders", symbol) not in self._busy:
+                    self._act(FetchOrders(symbol))
+            self._emit_position(symbol, "venue", venue_qty=vq)
+
+    def _after_all_orders(self, a: FetchOrders, outcome, now: float) -> None:
+        if isinstance(outcome, GatewayError):
+            return
+        problems = self._duplicates(a.symbol, outcome)
+        if problems:
+            self._halt("; ".join(problems), now)
+        suspect = self._mismatch.get(a.symbol)
+        if suspect is not None and suspect[1] == "looking":
+            # judge again once the fills this reveals had time to be fetched
+            self._mismatch[a.symbol] = (suspect[0], "looked")
+            self._at("venue", "all", now + 1.0)
+        for vo in outcome:
+            o = self.journal.orders.get(vo.client_order_id)
+            if o is not None and (o.status in (fsm.UNKNOWN, fsm.ABANDONED)
+                                  or vo.executed_qty > self.journal.filled.get(o.client_order_id, 0) + EPS):
+                self._apply_report(vo, now)
+
+    def _duplicates(self, symbol: str, rows) -> list[str]:
+        ids: dict[str, set] = {}
+        for vo in rows:
+            if vo.client_order_id in self.journal.orders and vo.order_id is not None:
+                ids.setdefault(vo.client_order_id, set()).add(int(vo.order_id))
+        return [f"{symbol}: two venue orders for client order id {cid} (ids "
+                f"{', '.join(str(i) for i in sorted(v))})" for cid, v in ids.items() if len(v) > 1]
+
+    # -- answers and the stream ------------------------------------------------------------------
+    def on_result(self, action, outcome, now: float) -> None:
+        """The answer to an action: a report / list / None, or the :class:`GatewayError`."""
+        self._busy.discard((action.kind, action.key))
+        if isinstance(outcome, Exception) and not isinstance(outcome, GatewayError):
+            outcome = Ambiguous(f"{type(outcome).__name__}: {outcome}")
+        getattr(self, f"_after_{action.kind}")(action, outcome, now)
+        self._start_waiting_sends(now)
+
+    def on_stream_event(self, ev: dict, now: float) -> None:
+        if ev.get("e") != "ORDER_TRADE_UPDATE":
+            return
+        try:
+            vo, fill = parse_order_update(ev)
+        except (KeyError, TypeError, ValueError):
+            return
+        if fill is not None:
+            self._record_fill(fill, now)
+        if vo.client_order_id in self.journal.orders:
+            self._apply_report(vo, now)
+
+    def on_stream_state(self, up: bool, now: float) -> None:
+        self.stream_up = up
+        if self.s.remote:
+            self._at("poll", "all", now)   # catch up on what the stream may have missed
+
+    # -- stopping --------------------------------------------------------------------------------
+    def begin_stop(self, now: float) -> None:
+        """Nothing new is sent; every active order is looked up once more."""
+        self.stopping = True
+        for cid in list(self._sends_waiting):
+            o = self.journal.orders.get(cid)
+            if o is not None and o.status == fsm.PENDING:
+                self._reject(o, "broker stopping", now)
+        self._sends_waiting.clear()
+        if self.s.remote:
+            for o in self.journal.active():
+                self._query_soon(o.client_order_id, now)
+
+    def unsettled(self) -> list[str]:
+        """Client ids still to resolve (looked up or sent) or with fills not yet recorded."""
+        if not self.s.remote:
+            return []
+        busy = {key for kind, key in self._busy if kind in ("send", "query", "trades")}
+        return sorted(busy | {o.client_order_id for o in self.journal.unresolved()}
+                      | {cid for cid in self.journal.orders if self.journal.fill_deficit(cid) > EPS})
+
+    def settle_step(self, now: float) -> None:
+        """While stopping: only lookups fire (queries and trades)."""
+        while self._heap and self._heap[0][0] <= now:
+            due, kind, key = heapq.heappop(self._heap)
+            if self._due.get((kind, key)) != due:
+                continue
+            del self._due[(kind, key)]
+            if kind in ("query", "trades"):
+                getattr(self, f"_fire_{kind}")(key, now)
+
+    def health(self) -> dict:
+        return {"orders_active": len(self.journal.active()),
+                "unknown": sum(1 for o in self.journal.orders.values() if o.status == fsm.UNKNOWN),
+                "in_flight_requests": len(self._busy), "sends_waiting": len(self._sends_waiting),
+                "counts": dict(self.counts)}
+
+
+def order_from_intent(rec: dict) -> fsm.Order:
+    """The order an ``intent`` record asks for; :class:`BadRecord` when it is malformed."""
+    def bad(why):
+        raise BadRecord(f"intent: {why}")
+    symbol = rec.get("symbol")
+    if not isinstance(symbol, str) or not symbol:
+        bad("missing symbol")
+    side = rec.get("side")
+    if side not in ("BUY", "SELL"):
+        bad(f"side must be BUY or SELL, not {side!r}")
+    qty = rec.get("qty")
+    if type(qty) not in (int, float) or not math.isfinite(qty) or qty <= 0:
+        bad(f"qty must be a positive number, not {qty!r}")
+    otype = rec.get("order_type") or "MARKET"
+    if otype not in ("MARKET", "LIMIT"):
+        bad(f"order_type must be MARKET or LIMIT, not {otype!r}")
+    price = rec.get("price")
+    if otype == "LIMIT" and (type(price) not in (int, float) or not math.isfinite(price)
+                             or price <= 0):
+        bad(f"a LIMIT intent needs a positive price, not {price!r}")
+    cid = rec.get("client_order_id") or f"ofi-i{rec.get('seq')}-{rec.get('ts')}"
+    if not isinstance(cid, str) or not CLIENT_ID_RE.match(cid):
+        bad(f"client_order_id {cid!r} does not match ^[.A-Z:/a-z0-9_-]{{1,36}}$")
+    return fsm.Order(client_order_id=cid, symbol=symbol, side=side, qty=float(qty),
+                     price=float(price) if otype == "LIMIT" else None, order_type=otype,
+                     reduce_only=bool(rec.get("reduce_only", False)),
+                     intent_seq=rec.get("seq"), intent_ts=rec.get("ts"))
+
+
+def _decision_ms(rec: dict) -> int | None:
+    """When the decision behind an intent was made: its signal's time (exchange ms)."""
+    for key in ("decision_ms", "bucket_ms"):
+        v = rec.get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None
+
+
+def _why(exc: Exception) -> str:
+    code = getattr(exc, "code", None)
+    msg = getattr(exc, "msg", str(exc))
+    return f"{code}: {msg}" if code is not None else str(msg)
+
+
+class _NoLog:
+    def __getattr__(self, _name):
+        return lambda *a, **k: None

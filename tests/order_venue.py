@@ -1,0 +1,293 @@
+"""A scripted in-process venue and a fake clock around the pure order manager.
+
+:class:`ScriptedVenue` keeps orders by order id the way Binance does (a client order id is
+refused only while an order with it is open), fills MARKET orders at once at ``price`` and
+LIMIT orders when told. Each send can be scripted: answered at once, rejected, refused before
+processing (NotSent), or answered ambiguously and then executed ``late_s`` later or never.
+:class:`Harness` runs the manager's actions against it on a fake clock, delivering answers after
+their latency, and optionally the user stream's events.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+
+from daemons.broker import orders as fsm
+from daemons.broker.binance.errors import Ambiguous, NotFound, NotSent, Rejected
+from daemons.broker.binance.schemas import VenueOrder
+from daemons.broker.manager import (Cancel, FetchOpenOrders, FetchOrders, FetchPositions,
+                                    FetchTrades, Halt, OrderManager, Query, Send, Settings)
+from daemons.strategy import state as tstate
+
+SYMBOL = "BTCUSDT"
+
+
+def _fail(exc: Exception):
+    def raise_it():
+        raise exc
+    return raise_it
+
+
+class ScriptedVenue:
+    def __init__(self, price: float = 100.0):
+        self.price = price
+        self.orders: dict[int, dict] = {}
+        self.trades: list[dict] = []
+        self.ids = itertools.count(1)
+        self.tids = itertools.count(1)
+        self.listeners = []          # callables(event) for ORDER_TRADE_UPDATE
+
+    # -- the matching engine -----------------------------------------------------------------
+    def place(self, o: fsm.Order, now: float) -> VenueOrder:
+        for row in self.orders.values():
+            if row["cid"] == o.client_order_id and row["status"] in ("NEW", "PARTIALLY_FILLED"):
+                raise Rejected("Duplicate clientOrderId", -4015, 400)
+        oid = next(self.ids)
+        row = {"id": oid, "cid": o.client_order_id, "symbol": o.symbol, "side": o.side,
+               "qty": o.qty, "type": o.order_type, "price": o.price, "status": "NEW",
+               "filled": 0.0, "t": int(now * 1000)}
+        self.orders[oid] = row
+        self._event(row, None)
+        if o.order_type == "MARKET":
+            self.fill(oid, o.qty, now)
+        return self.report(oid)
+
+    def fill(self, oid: int, qty: float, now: float) -> dict:
+        row = self.orders[oid]
+        qty = min(qty, row["qty"] - row["filled"])
+        row["filled"] += qty
+        row["status"] = "FILLED" if row["filled"] >= row["qty"] - 1e-12 else "PARTIALLY_FILLED"
+        t = {"type": "fill", "symbol": row["symbol"], "client_order_id": None, "order_id": oid,
+             "trade_id": next(self.tids), "side": row["side"], "qty": qty, "price": self.price,
+             "fee": 0.0, "fee_asset": "USDT", "realized_pnl": 0.0, "maker": False,
+             "T": int(now * 1000)}
+        self.trades.append(t)
+        self._event(row, t)
+        return t
+
+    def cancel_order(self, cid: str, now: float) -> VenueOrder:
+        row = self._open_by_cid(cid)
+        if row is None:
+            raise NotFound("Unknown order sent.", -2011, 400)
+        row["status"] = "CANCELED"
+        self._event(row, None)
+        return self.report(row["id"])
+
+    def _open_by_cid(self, cid):
+        for row in self.orders.values():
+            if row["cid"] == cid and row["status"] in ("NEW", "PARTIALLY_FILLED"):
+                return row
+        return None
+
+    def _event(self, row: dict, trade: dict | None) -> None:
+        o = {"s": row["symbol"], "c": row["cid"], "S": row["side"], "o": row["type"],
+             "q": str(row["qty"]), "p": str(row["price"] or 0), "X": row["status"],
+             "i": row["id"], "z": str(row["filled"]), "ap": str(self.price), "T": row["t"],
+             "x": "TRADE" if trade else row["status"]}
+        if trade:
+            o.update(l=str(trade["qty"]), L=str(trade["price"]), t=trade["trade_id"], n="0",
+                     N="USDT", rp="0", m=False)
+        ev = {"e": "ORDER_TRADE_UPDATE", "T": row["t"], "o": o}
+        for cb in self.listeners:
+            cb(ev)
+
+    # -- lookups -----------------------------------------------------------------------------
+    def report(self, oid: int) -> VenueOrder:
+        r = self.orders[oid]
+        return VenueOrder(r["cid"], oid, r["symbol"], r["side"], r["status"], r["qty"],
+                          r["price"], r["filled"], self.price if r["filled"] else None,
+                          r["type"], False, r["t"])
+
+    def query(self, cid: str) -> VenueOrder | None:
+        ids = [oid for oid, r in self.orders.items() if r["cid"] == cid]
+        return self.report(ids[-1]) if ids else None
+
+    def position(self, symbol: str = SYMBOL) -> float:
+        return round(sum(t["qty"] if t["side"] == "BUY" else -t["qty"] for t in self.trades
+                         if t["symbol"] == symbol), 12)
+
+    def venue_orders_per_cid(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.orders.values():
+            out[r["cid"]] = out.get(r["cid"], 0) + 1
+        return out
+
+
+class Harness:
+    """The manager, the venue and a fake clock; answers arrive after ``latency_s``."""
+
+    def __init__(self, venue: ScriptedVenue | None = None, stream: bool = True,
+                 latency_s: float = 0.01, now: float = 1_000_000.0, **settings):
+        self.venue = venue or ScriptedVenue()
+        self.now = now
+        self.latency_s = latency_s
+        base = dict(symbols=(SYMBOL,), resolution_window_s=60.0, intent_ttl_s=5.0,
+                    position_check_s=10.0, poll_interval_s=2.0)
+        base.update(settings)
+        self.settings = Settings(**base)
+        self.records: list[tuple[str, dict]] = []
+        self.actions: list = []
+        self.script: dict[str, list] = {}      # cid -> behaviours for its successive sends
+        self.hang: dict[str, float] = {}       # cid -> seconds its first send hangs
+        self._q: list = []
+        self._n = itertools.count()
+        self.stream_on = stream
+        self.drop_events = False
+        self.venue.listeners.append(self._on_venue_event)
+        self.core = None
+        self.restart()
+
+    def _new_core(self, records=None) -> OrderManager:
+        core = OrderManager(self.settings)
+        for topic, rec in records or []:
+            if topic in ("orders", "fills"):
+                core.load(topic, rec)
+        return core
+
+    # -- time and delivery -------------------------------------------------------------------
+    def at(self, due: float, fn) -> None:
+        heapq.heappush(self._q, (due, next(self._n), fn))
+
+    def advance(self, seconds: float, step: float = 0.05) -> None:
+        end = self.now + seconds
+        while True:
+            nxt = min([self._q[0][0]] if self._q else [end], default=end)
+            core_due = self.core.next_due()
+            if core_due is not None:
+                nxt = min(nxt, core_due)
+            nxt = min(max(nxt, self.now), end)
+            self.now = nxt
+            while self._q and self._q[0][0] <= self.now:
+                _, _, fn = heapq.heappop(self._q)
+                fn()
+            self.core.tick(self.now)
+            self.pump()
+            if self.now >= end and not (self._q and self._q[0][0] <= end):
+                break
+
+    def pump(self) -> None:
+        recs, acts = self.core.take()
+        for topic, rec in recs:
+            rec = dict(rec)
+            self.records.append((topic, rec))
+        for a in acts:
+            self.actions.append(a)
+            self._run(a)
+
+    def _answer(self, action, outcome_fn, delay: float | None = None) -> None:
+        core = self.core
+
+        def deliver():
+            if core is not self.core:
+                return          # the broker that asked was restarted: the answer is lost
+            try:
+                outcome = outcome_fn()
+            except Exception as exc:
+                outcome = exc
+            self.core.on_result(action, outcome, self.now)
+            self.pump()
+        self.at(self.now + (self.latency_s if delay is None else delay), deliver)
+
+    def _on_venue_event(self, ev: dict) -> None:
+        if not self.stream_on or self.drop_events:
+            return
+        core = self.core
+
+        def deliver():
+            if core is self.core:
+                self.core.on_stream_event(ev, self.now)
+                self.pump()
+        self.at(self.now + self.latency_s, deliver)
+
+    def _run(self, a) -> None:
+        v = self.venue
+        if isinstance(a, Halt):
+            self.core.set_trading(tstate.TradingState(tstate.HALTED, a.reason, self.now, "broker"),
+                                  self.now)
+            return
+        if isinstance(a, Send):
+            cid = a.order.client_order_id
+            behaviour = (self.script.get(cid) or ["ok"]).pop(0) if self.script.get(cid) else "ok"
+            hang = self.hang.pop(cid, None)
+            if behaviour == "ok":
+                if hang:
+                    # processed now, answered only after the hang, as a timeout
+                    v.place(a.order, self.now)
+                    self._answer(a, _fail(Ambiguous("read timeout")), hang)
+                else:
+                    self._answer(a, lambda: v.place(a.order, self.now))
+            elif behaviour == "reject":
+                self._answer(a, _fail(Rejected("bad", -2019, 400)))
+            elif behaviour == "notsent":
+                self._answer(a, _fail(NotSent("429", -1003, 429)))
+            elif behaviour.startswith("late:"):      # late:<seconds>: -1007 now, executed later
+                late = float(behaviour.split(":")[1])
+                self.at(self.now + late, lambda: v.place(a.order, self.now))
+                self._answer(a, _fail(
+                    Ambiguous("Send status unknown; execution status unknown.", -1007, 503)),
+                    hang)
+            elif behaviour == "lost":                # -1007 and never executed
+                self._answer(a, _fail(
+                    Ambiguous("Send status unknown; execution status unknown.", -1007, 503)),
+                    hang)
+            else:
+                raise AssertionError(behaviour)
+        elif isinstance(a, Query):
+            self._answer(a, lambda: v.query(a.client_order_id))
+        elif isinstance(a, Cancel):
+            self._answer(a, lambda: v.cancel_order(a.client_order_id, self.now))
+        elif isinstance(a, FetchTrades):
+            self._answer(a, lambda: [dict(t) for t in v.trades
+                                     if (a.order_id is None or t["order_id"] == a.order_id)
+                                     and (a.from_id is None or t["trade_id"] >= a.from_id)])
+        elif isinstance(a, FetchOpenOrders):
+            self._answer(a, lambda: [v.report(oid) for oid, r in v.orders.items()
+                                     if r["status"] in ("NEW", "PARTIALLY_FILLED")])
+        elif isinstance(a, FetchOrders):
+            self._answer(a, lambda: [v.report(oid) for oid in v.orders])
+        elif isinstance(a, FetchPositions):
+            self._answer(a, lambda: [{"type": "position", "symbol": SYMBOL,
+                                      "qty": v.position(), "mark_price": v.price}])
+        else:
+            raise AssertionError(a)
+
+    # -- inputs ------------------------------------------------------------------------------
+    def intent(self, cid: str, side: str = "BUY", qty: float = 0.002, seq: int | None = None,
+               decision_age_s: float = 0.1, **kw) -> None:
+        seq = seq if seq is not None else len(self.records) + 1
+        rec = {"type": "intent", "seq": seq, "ts": int(self.now * 1000), "symbol": SYMBOL,
+               "side": side, "qty": qty, "order_type": kw.pop("order_type", "MARKET"),
+               "client_order_id": cid, "decision_ms": int((self.now - decision_age_s) * 1000),
+               "decision_mid": self.venue.price, **kw}
+        self.core.on_intent(rec, self.now)
+        self.pump()
+
+    def restart(self, settle: bool = True) -> None:
+        """A new broker from the records written so far (answers in flight are lost)."""
+        self.core = self._new_core(self.records)
+        self.core.start(self.now)
+        v = self.venue
+        opens = {SYMBOL: [v.report(oid) for oid, r in v.orders.items()
+                          if r["status"] in ("NEW", "PARTIALLY_FILLED")]}
+        trades = {SYMBOL: [dict(t) for t in v.trades]}
+        self.core.reconcile_start(opens, trades, {SYMBOL: v.position()}, self.now,
+                                  {SYMBOL: [v.report(oid) for oid in v.orders]})
+        self.core.on_stream_state(self.stream_on, self.now)
+        self.pump()
+
+    # -- views -------------------------------------------------------------------------------
+    def status(self, cid: str) -> str:
+        return self.core.journal.orders[cid].status
+
+    def sends(self, cid: str | None = None) -> list:
+        return [a for a in self.actions if isinstance(a, Send)
+                and (cid is None or a.order.client_order_id == cid)]
+
+    def fills(self) -> list[dict]:
+        return [r for t, r in self.records if t == "fills"]
+
+    def last_position(self) -> dict:
+        return [r for t, r in self.records if t == "positions"][-1]
+
+    def fills_sum(self) -> float:
+        return round(sum(f["qty"] if f["side"] == "BUY" else -f["qty"] for f in self.fills()), 12)

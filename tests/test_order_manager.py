@@ -1,0 +1,288 @@
+"""The order manager in process: fake clock, scripted venue, every ambiguous path."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from daemons.broker import orders as fsm
+from daemons.broker.manager import FetchOrders, Halt, OrderManager, Query, Send, Settings
+from daemons.strategy import state as tstate
+
+from order_venue import SYMBOL, Harness
+
+
+def test_ack_fills_once_and_publishes_the_position():
+    h = Harness()
+    h.intent("a1", "BUY")
+    h.advance(1)
+    assert h.status("a1") == fsm.FILLED
+    assert len(h.fills()) == 1           # the stream and the REST answer report the same trade
+    pos = h.last_position()
+    assert pos["qty"] == pytest.approx(0.002) and pos["in_flight"] == []
+    assert pos["intent_seq"] is not None
+
+
+def test_1007_then_found_minutes_later_is_one_order():
+    h = Harness(resolution_window_s=600.0)
+    h.script["a1"] = ["late:150"]
+    h.intent("a1", "BUY")
+    h.advance(1)
+    assert h.status("a1") == fsm.UNKNOWN
+    assert h.core.in_flight(SYMBOL)[0]["client_order_id"] == "a1"
+    h.advance(200)
+    assert h.status("a1") == fsm.FILLED
+    assert len(h.sends("a1")) == 1
+    assert h.venue.venue_orders_per_cid() == {"a1": 1}
+    assert h.core.journal.book.get(SYMBOL).qty == pytest.approx(h.venue.position())
+
+
+def test_1007_then_never_found_is_abandoned_and_never_resent():
+    h = Harness(resolution_window_s=30.0)
+    h.script["a1"] = ["lost"]
+    h.intent("a1", "BUY")
+    h.advance(29)
+    assert h.status("a1") == fsm.UNKNOWN
+    h.advance(10)
+    assert h.status("a1") == fsm.ABANDONED
+    assert len(h.sends("a1")) == 1 and h.venue.orders == {}
+    assert h.last_position()["in_flight"] == []
+    assert h.core.counts["abandoned"] == 1
+
+
+def test_timeout_then_found_filled():
+    h = Harness()
+    h.hang["a1"] = 5.0                     # the venue filled it; the answer timed out
+    h.stream_on = False
+    h.intent("a1", "SELL")
+    h.advance(5.1)
+    assert h.status("a1") in (fsm.UNKNOWN, fsm.FILLED)
+    h.advance(3)
+    assert h.status("a1") == fsm.FILLED
+    assert h.fills_sum() == pytest.approx(-0.002)
+    assert len(h.sends("a1")) == 1
+
+
+def test_timeout_then_absent_past_the_window_then_late_execution_is_recorded():
+    h = Harness(resolution_window_s=20.0)
+    h.script["a1"] = ["late:60"]
+    h.hang["a1"] = 5.0
+    h.intent("a1", "BUY")
+    h.advance(40)
+    assert h.status("a1") == fsm.ABANDONED
+    h.advance(30)                          # executed at ~60 s: the stream reports it
+    assert h.status("a1") == fsm.FILLED
+    assert h.core.counts["late_reports"] >= 1
+    assert h.last_position()["qty"] == pytest.approx(0.002)
+    assert len(h.sends("a1")) == 1
+
+
+def test_late_execution_without_the_stream_is_found_by_the_position_check():
+    h = Harness(resolution_window_s=20.0, stream=False, position_check_s=5.0)
+    h.stream_on = False
+    h.script["a1"] = ["late:40"]
+    h.intent("a1", "BUY")
+    h.advance(30)
+    assert h.status("a1") == fsm.ABANDONED
+    h.advance(40)
+    assert h.status("a1") == fsm.FILLED         # allOrders showed it; its trades were fetched
+    assert h.core.journal.book.get(SYMBOL).qty == pytest.approx(h.venue.position())
+    assert h.core.trading.state == tstate.ACTIVE  # explained: no halt
+
+
+def test_not_sent_is_retried_under_the_same_id_until_the_cap():
+    h = Harness(max_send_attempts=2)
+    h.script["a1"] = ["notsent", "notsent", "ok"]
+    h.intent("a1")
+    h.advance(2)
+    assert h.status("a1") == fsm.FILLED
+    assert len(h.sends("a1")) == 3          # not-sent answers are not attempts
+    h.script["b1"] = ["reject"]
+    h.intent("b1")
+    h.advance(1)
+    assert h.status("b1") == fsm.REJECTED and len(h.sends("b1")) == 1
+
+
+def test_cancel_racing_a_fill_ends_filled():
+    h = Harness()
+    h.intent("L1", "BUY", order_type="LIMIT", price=99.0)
+    h.advance(1)
+    assert h.status("L1") == fsm.NEW
+    oid = h.core.journal.orders["L1"].order_id
+    h.venue.fill(oid, 0.002, h.now)         # fills at the venue while we cancel
+    h.stream_on = False
+    h.core.on_intent({"type": "cancel", "seq": 99, "client_order_id": "L1"}, h.now)
+    h.pump()
+    h.advance(2)
+    assert h.status("L1") == fsm.FILLED
+    assert h.fills_sum() == pytest.approx(0.002)
+
+
+def test_halted_while_unresolved_cancels_once_found_open():
+    h = Harness(resolution_window_s=300.0)
+    h.script["L1"] = ["late:3"]
+    h.intent("L1", "BUY", order_type="LIMIT", price=99.0)
+    h.advance(1)
+    assert h.status("L1") == fsm.UNKNOWN
+    h.core.set_trading(tstate.TradingState(tstate.HALTED, "manual", h.now, "cli"), h.now)
+    h.advance(10)
+    assert h.status("L1") == fsm.CANCELED
+    h.intent("x2", "BUY")
+    assert h.status("x2") == fsm.REJECTED and not h.sends("x2")
+
+
+def test_restart_with_pending_and_unknown_orders_never_resends():
+    h = Harness(resolution_window_s=30.0)
+    h.script["p1"] = ["late:8"]
+    h.script["u1"] = ["lost"]
+    h.intent("p1", "BUY")
+    h.intent("u1", "SELL")
+    h.advance(1)
+    assert h.status("u1") == fsm.UNKNOWN
+    # p1's answer is still on its way (or the crash cut the send): restart now
+    h.core.journal.put(fsm.Order("p1", SYMBOL, "BUY", 0.002, status=fsm.PENDING))
+    h.records = [(t, r) for t, r in h.records
+                 if not (t == "orders" and r["client_order_id"] == "p1" and r["status"] != "PENDING")]
+    h.restart()
+    assert h.status("p1") == fsm.UNKNOWN and h.status("u1") == fsm.UNKNOWN
+    h.advance(60)
+    assert h.status("p1") == fsm.FILLED and h.status("u1") == fsm.ABANDONED
+    assert h.venue.venue_orders_per_cid() == {"p1": 1}
+    assert len(h.sends("p1")) == 1 and len(h.sends("u1")) == 1
+
+
+def test_stale_intent_is_refused_by_its_decision_time():
+    h = Harness(intent_ttl_s=5.0)
+    h.intent("old", decision_age_s=3600)
+    assert h.status("old") == fsm.REJECTED and "stale" in h.core.journal.orders["old"].reason
+    h.intent("new", decision_age_s=0.2)
+    h.advance(1)
+    assert h.status("new") == fsm.FILLED
+
+
+def test_stale_retry_is_refused_too():
+    h = Harness(intent_ttl_s=5.0)
+    h.script["a1"] = ["notsent"]
+    h.intent("a1", decision_age_s=4.99)
+    h.advance(2)
+    assert h.status("a1") == fsm.REJECTED and len(h.sends("a1")) == 1
+
+
+def test_overfill_halts():
+    h = Harness()
+    h.intent("a1")
+    h.advance(1)
+    oid = h.core.journal.orders["a1"].order_id
+    extra = {"type": "fill", "symbol": SYMBOL, "client_order_id": "a1", "order_id": oid,
+             "trade_id": 999, "side": "BUY", "qty": 0.001, "price": 100.0, "fee": 0.0}
+    h.core.on_stream_event({"e": "ORDER_TRADE_UPDATE", "T": 1, "o": {
+        "s": SYMBOL, "c": "a1", "S": "BUY", "o": "MARKET", "q": "0.002", "X": "FILLED",
+        "i": oid, "z": "0.003", "x": "TRADE", "l": "0.001", "L": "100", "t": 999}}, h.now)
+    h.pump()
+    assert h.core.trading.state == tstate.HALTED and "overfill" in h.core.trading.reason
+    assert any(isinstance(a, Halt) for a in h.actions)
+    assert extra["trade_id"] in {f["trade_id"] for f in h.fills()}   # the fill is still a fact
+
+
+def test_two_venue_orders_for_one_id_halt():
+    h = Harness()
+    h.intent("a1")
+    h.advance(1)
+    h.venue.place(fsm.Order("a1", SYMBOL, "BUY", 0.002), h.now)     # someone resent it
+    h.advance(1)
+    assert h.core.trading.state == tstate.HALTED
+    assert "two venue orders" in h.core.trading.reason
+
+
+def test_parallel_sends_a_hanging_order_delays_no_other():
+    h = Harness(max_parallel_orders=2)
+    h.stream_on = False                     # only the hanging answer would tell
+    h.hang["slow"] = 5.0
+    h.intent("slow", "BUY")
+    for i in range(6):
+        h.intent(f"f{i}", "BUY" if i % 2 else "SELL")
+    h.advance(0.5)
+    assert all(h.status(f"f{i}") == fsm.FILLED for i in range(6))
+    assert h.status("slow") == fsm.PENDING
+    h.advance(6)
+    assert h.status("slow") == fsm.FILLED
+
+
+def test_parallel_cap_is_respected():
+    h = Harness(max_parallel_orders=3, latency_s=1.0)
+    for i in range(7):
+        h.intent(f"o{i}")
+    in_flight = sum(1 for k, _ in h.core._busy if k == "send")
+    assert in_flight == 3 and len(h.sends()) == 3
+    h.advance(1.01)
+    assert len(h.sends()) == 6
+
+
+def test_settle_on_stop_sends_nothing_new_and_lists_the_unsettled():
+    h = Harness(max_parallel_orders=1, latency_s=1.0)
+    h.script["u1"] = ["lost"]
+    h.intent("u1")
+    h.intent("w1")                             # waits for the one slot
+    h.core.begin_stop(h.now)
+    h.pump()
+    assert h.status("w1") == fsm.REJECTED and "stopping" in h.core.journal.orders["w1"].reason
+    h.advance(2)
+    assert h.core.unsettled() == ["u1"]
+    assert not h.sends("w1")
+
+
+def test_mock_settings_have_nothing_to_settle():
+    core = OrderManager(Settings(symbols=(SYMBOL,), remote=False))
+    core.start(0.0)
+    assert core.unsettled() == [] and core.next_due() is None
+
+
+# -- property: random venue behaviour, lost and repeated events, restarts ----------------------
+_behaviours = st.one_of(st.just("ok"), st.just("reject"), st.just("notsent"), st.just("lost"),
+                        st.floats(0.5, 90.0).map(lambda s: f"late:{s:.2f}"))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plan=st.lists(st.tuples(st.sampled_from(["BUY", "SELL"]), _behaviours,
+                               st.floats(0.0, 8.0), st.booleans(), st.booleans()),
+                     min_size=1, max_size=10),
+       stream=st.booleans(), window=st.sampled_from([5.0, 30.0, 120.0]))
+def test_property_never_two_orders_per_intent_and_positions_agree(plan, stream, window):
+    h = Harness(stream=stream, resolution_window_s=window, position_check_s=3.0,
+                halt_on_mismatch=True)
+    h.stream_on = stream
+    for i, (side, behaviour, gap, restart, drop) in enumerate(plan):
+        cid = f"c{i}"
+        h.script[cid] = [behaviour]
+        h.drop_events = drop
+        h.intent(cid, side, seq=i + 1)
+        h.advance(gap)
+        if restart:
+            h.restart()
+    h.drop_events = False
+    h.advance(window + 200)
+    # never two venue orders for one intent
+    assert all(n == 1 for n in h.venue.venue_orders_per_cid().values())
+    # the broker's position is the sum of its recorded fills, and (settled) the venue's
+    assert h.core.journal.book.get(SYMBOL).qty == pytest.approx(h.fills_sum(), abs=1e-12)
+    assert h.fills_sum() == pytest.approx(h.venue.position(), abs=1e-12)
+    assert not h.core.journal.unresolved()
+    assert h.last_position()["in_flight"] == []
+    assert h.core.trading.state == tstate.ACTIVE, h.core.trading.reason
+    # every venue trade was published exactly once
+    assert sorted(f["trade_id"] for f in h.fills()) == sorted(t["trade_id"] for t in h.venue.trades)
+    assert all(isinstance(a, (Send, Query)) or True for a in h.actions)
+
+
+def test_unexplained_venue_position_halts_after_a_look():
+    h = Harness(position_check_s=2.0)
+    h.intent("a1")
+    h.advance(1)
+    # a fill the broker never caused (another client on the account)
+    h.venue.trades.append({"type": "fill", "symbol": SYMBOL, "order_id": 999, "trade_id": 999,
+                           "side": "BUY", "qty": 0.5, "price": 100.0})
+    h.advance(8)
+    assert h.core.trading.state == tstate.HALTED
+    assert "differs" in h.core.trading.reason
+    halt = next(i for i, a in enumerate(h.actions) if isinstance(a, Halt))
+    assert any(isinstance(a, FetchOrders) for a in h.actions[:halt])   # it looked first
