@@ -3,7 +3,8 @@
 Starts ``ofi exchange`` (no faults) and the broker daemon in sim mode in a scratch home, appends
 intents one at a time (alternating BUY/SELL MARKET, so the position stays flat), and times each
 from its append to the moment the ``orders`` record carrying the venue's acknowledgement
-(NEW / PARTIALLY_FILLED / FILLED) is visible on the bus to another process. Also reports the
+(NEW / PARTIALLY_FILLED / FILLED) is visible on the bus to another process. Paced runs
+(``--gap-ms``) with ``--hang-every N`` leave one order in N hanging until the HTTP timeout. Also reports the
 broker's REST round trip for the order (from ``exec_log.jsonl``).
 """
 from __future__ import annotations
@@ -51,8 +52,15 @@ def _pct(values: list[float], p: float) -> float:
     return round(s[k], 3)
 
 
-def run(n: int = 200, symbol: str = "BTCUSDT", qty: float = 0.002, warmup: int = 10) -> dict:
-    """Measure; returns the figures as a dict (milliseconds)."""
+def run(n: int = 200, symbol: str = "BTCUSDT", qty: float = 0.002, warmup: int = 10,
+        gap_ms: float | None = None, hang_every: int = 0, http_timeout_s: float = 5.0) -> dict:
+    """Measure; returns the figures as a dict (milliseconds).
+
+    ``gap_ms`` None: one intent at a time (append, wait for its acknowledgement). Otherwise an
+    intent every ``gap_ms`` without waiting, and with ``hang_every`` N the exchange leaves about
+    one order in N unanswered until the broker's HTTP timeout (it is placed; the answer never
+    comes): the figures of the other orders show whether they waited for it.
+    """
     from bus import open_bus
 
     tmp = tempfile.mkdtemp(prefix="ofi-bench-broker-")
@@ -65,13 +73,18 @@ def run(n: int = 200, symbol: str = "BTCUSDT", qty: float = 0.002, warmup: int =
                         "OFI_API_KEY", "OFI_API_SECRET", "OFI_HOME")}
     cfg = os.path.join(tmp, "broker.yaml")
     with open(cfg, "w") as f:
-        f.write(f"symbols: [{symbol}]\nexchange:\n  port: {port}\nbroker:\n  mode: sim\n")
+        f.write(f"symbols: [{symbol}]\nexchange:\n  port: {port}\nbroker:\n  mode: sim\n"
+                f"  http_timeout_s: {http_timeout_s}\n")
+    faults = []
+    if hang_every > 0:
+        faults = ["--faults", f"timeout={1.0 / hang_every:.6f},timeout_s={http_timeout_s * 2:g},seed=5"]
     procs = []
     try:
         ex_log = os.path.join(tmp, "exchange.log")
         with open(ex_log, "wb") as out:
             procs.append(subprocess.Popen(py + ["exchange", "--port", str(port), "--home",
-                                                os.path.join(tmp, "ex"), "--symbols", symbol],
+                                                os.path.join(tmp, "ex"), "--symbols", symbol]
+                                          + faults,
                                           stdout=out, stderr=subprocess.STDOUT, env=env,
                                           start_new_session=True))
         _wait_ready(ex_log, procs[-1], 30)
@@ -85,52 +98,89 @@ def run(n: int = 200, symbol: str = "BTCUSDT", qty: float = 0.002, warmup: int =
         writer = bus.writer("intents")
         reader = bus.reader("orders", start="beginning")
         bus.watch("orders")
-        lat = []
+        sent: dict[str, float] = {}
+        acked: dict[str, float] = {}
         pid = os.getpid()
-        for i in range(n + warmup):
+        total = n + warmup
+
+        def intent(i: int) -> str:
             cid = f"bench-{pid}-{i}"
-            t0 = time.perf_counter()
-            writer.append({"type": "intent", "symbol": symbol, "side": "BUY" if i % 2 == 0 else "SELL",
-                           "qty": qty, "order_type": "MARKET", "price": None, "reduce_only": False,
+            sent[cid] = time.perf_counter()
+            writer.append({"type": "intent", "symbol": symbol,
+                           "side": "BUY" if i % 2 == 0 else "SELL", "qty": qty,
+                           "order_type": "MARKET", "price": None, "reduce_only": False,
                            "client_order_id": cid, "reason": "bench", "signal_seq": i,
                            "bucket_ms": 0, "decision_mid": None, "fusion": None})
-            deadline = time.time() + 10
-            done = False
-            while not done:
-                for rec, _pos in reader.read(1000):
-                    if isinstance(rec, dict) and rec.get("client_order_id") == cid \
-                            and rec.get("status") in ACK:
-                        done = True
-                if not done:
+            return cid
+
+        def collect(timeout: float) -> None:
+            for rec, _pos in reader.read(1000):
+                if isinstance(rec, dict) and rec.get("status") in ACK \
+                        and rec.get("client_order_id") in sent \
+                        and rec["client_order_id"] not in acked:
+                    acked[rec["client_order_id"]] = time.perf_counter()
+            if timeout > 0:
+                bus.wait(timeout)
+
+        if gap_ms is None:
+            for i in range(total):
+                cid = intent(i)
+                deadline = time.time() + 10
+                while cid not in acked:
                     if time.time() > deadline:
                         raise RuntimeError(f"no acknowledgement for {cid} within 10 s")
-                    bus.wait(0.5)
-            if i >= warmup:
-                lat.append((time.perf_counter() - t0) * 1000.0)
+                    collect(0.5 if cid not in acked else 0)
+        else:
+            nxt = time.perf_counter()
+            for i in range(total):
+                while time.perf_counter() < nxt:
+                    collect(min(0.005, max(0.0, nxt - time.perf_counter())))
+                intent(i)
+                nxt += gap_ms / 1000.0
+            deadline = time.time() + http_timeout_s * 4 + 20
+            while len(acked) < total and time.time() < deadline:
+                collect(0.2)
         writer.close()
         reader.close()
         bus.close()
-        rtt = []
+        rtt, hung = [], set()
         with open(os.path.join(home, "log", "exec_log.jsonl"), "rb") as f:
             for line in f:
                 e = orjson.loads(line)
-                if e.get("action") == "place" and e.get("outcome") == "ok" and e.get("ms") is not None:
+                if e.get("action") != "place":
+                    continue
+                if e.get("outcome") == "ok" and e.get("ms") is not None:
                     rtt.append(e["ms"])
+                elif e.get("outcome") == "ambiguous":
+                    hung.add(e.get("client_order_id"))
         rtt = rtt[warmup:]
-        return {
+        timed = [f"bench-{pid}-{i}" for i in range(warmup, total)]
+        lat = [(acked[c] - sent[c]) * 1000.0 for c in timed if c in acked and c not in hung]
+        hung_lat = [(acked[c] - sent[c]) * 1000.0 for c in timed if c in acked and c in hung]
+        out = {
             "what": "intent appended -> order acknowledged (orders record visible), broker daemon "
-                    "in sim mode against ofi exchange on loopback, one intent at a time",
+                    "in sim mode against ofi exchange on loopback, "
+                    + ("one intent at a time" if gap_ms is None else
+                       f"an intent every {gap_ms:g} ms"
+                       + (f", about 1 order in {hang_every} left unanswered until the "
+                          f"{http_timeout_s:g} s HTTP timeout" if hang_every else "")),
             "n": len(lat), "p50_ms": _pct(lat, 50), "p90_ms": _pct(lat, 90),
             "p99_ms": _pct(lat, 99), "max_ms": round(max(lat), 3) if lat else None,
             "mean_ms": round(sum(lat) / len(lat), 3) if lat else None,
             "rest_place_p50_ms": _pct(rtt, 50), "rest_place_p99_ms": _pct(rtt, 99),
         }
+        if gap_ms is not None:
+            out["unacknowledged"] = sum(1 for c in timed if c not in acked)
+        if hang_every:
+            out.update(hung=len([c for c in timed if c in hung]),
+                       hung_ack_p50_ms=_pct(hung_lat, 50))
+        return out
     finally:
         for p in reversed(procs):
             if p.poll() is None:
                 try:
                     os.killpg(p.pid, signal.SIGTERM)
-                    p.wait(10)
+                    p.wait(15)
                 except (ProcessLookupError, subprocess.TimeoutExpired):
                     os.killpg(p.pid, signal.SIGKILL)
                     p.wait(5)

@@ -49,7 +49,7 @@ class Settings:
 
     symbols: tuple[str, ...]
     max_send_attempts: int = 3
-    max_parallel_orders: int = 4
+    max_parallel_orders: int = 8
     max_parallel_lookups: int = 2
     intent_ttl_s: float = 5.0
     resolution_window_s: float = 120.0

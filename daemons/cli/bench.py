@@ -60,13 +60,19 @@ def bench_exchange(seconds, as_json):
 
 @bench.command("broker")
 @click.option("-n", "count", type=int, default=200, show_default=True, help="Intents timed.")
+@click.option("--gap-ms", type=click.FloatRange(min=1), default=None,
+              help="Append an intent every MS without waiting (default: one at a time).")
+@click.option("--hang-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With --gap-ms: about 1 order in N hangs until the broker's HTTP timeout.")
 @click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
-def bench_broker(count, as_json):
+def bench_broker(count, gap_ms, hang_every, as_json):
     """Intent-appended to order-acknowledged latency through the broker daemon (sim mode)."""
     from ..broker.bench import run
 
+    if hang_every and gap_ms is None:
+        raise click.UsageError("--hang-every needs --gap-ms")
     try:
-        _print(run(n=count), as_json)
+        _print(run(n=count, gap_ms=gap_ms, hang_every=hang_every), as_json)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
 
