@@ -265,3 +265,4 @@ def test_exchange_cli_bad_fault_spec_one_line_exit_2(home):
     assert len(r.stderr.strip().splitlines()) == 1
     r = subprocess.run(OFI + ["exchange", "--help"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and "unknown503=P" in r.stdout and "ws_drop" in r.stdout
+    assert "late=P" in r.stdout and "late_mode=M" in r.stdout and "late_max_ms=MS" in r.stdout

@@ -5,7 +5,8 @@ from hypothesis import given, strategies as st
 
 from daemons.exchange import filters
 from daemons.exchange.accounts import Account
-from daemons.exchange.matching import Order, fee, plan_new, rests_filled, sweep
+from daemons.exchange.matching import (Order, fee, maker_allocation, plan_new, sweep,
+                                       traded_through)
 
 ASKS = [(1000, 5), (1001, 5), (1003, 10)]      # price units, qty units, best first
 BTC = filters.spec_for("BTCUSDT")
@@ -42,17 +43,27 @@ def test_matching_sell_sweeps_bids_down_to_limit():
     assert sweep(bids, 9, "SELL", limit=998) == [(999, 3), (998, 3)]
 
 
-def _order(side, price):
-    return Order(1, "c", "BTCUSDT", side, "LIMIT", "GTC", 10, price, False, 0, 0)
+def _order(side, price, qty=10, oid=1):
+    return Order(oid, "c", "BTCUSDT", side, "LIMIT", "GTC", qty, price, False, 0, 0)
 
 
 def test_matching_resting_order_fills_only_when_traded_through():
     buy = _order("BUY", 1000)
-    assert not rests_filled(buy, trade_price=1000)          # at its price: queue unknown
-    assert rests_filled(buy, trade_price=999)               # through it
-    assert rests_filled(buy, best_ask=1000)                 # the ask reached it
+    assert not traded_through(buy, 1000)                    # at its price: queue unknown
+    assert traded_through(buy, 999)                         # through it
     sell = _order("SELL", 1000)
-    assert rests_filled(sell, trade_price=1001) and not rests_filled(sell, trade_price=999)
+    assert traded_through(sell, 1001) and not traded_through(sell, 999)
+
+
+def test_matching_a_print_fills_resting_orders_by_at_most_its_quantity_in_priority():
+    older, newer = _order("BUY", 1000, qty=10, oid=1), _order("BUY", 1000, qty=10, oid=2)
+    better, beyond = _order("BUY", 1002, qty=4, oid=3), _order("BUY", 998, qty=10, oid=4)
+    got = maker_allocation([newer, beyond, older, better], 999, 12)
+    # the best price first, then the oldest; the order below the print is not reached
+    assert [(o.order_id, q) for o, q in got] == [(3, 4), (1, 8)]
+    # a print larger than the resting quantity fills each order at most to its remaining
+    assert [(o.order_id, q) for o, q in maker_allocation([older], 999, 50)] == [(1, 10)]
+    assert maker_allocation([older], 1000, 50) == []
 
 
 def test_matching_fees_maker_two_taker_five_bps():

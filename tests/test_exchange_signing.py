@@ -63,3 +63,31 @@ def test_signing_timestamp_rule_follows_binance(ts, window, ok):
         with pytest.raises(errors.ApiError) as exc:
             signing.check_timestamp(str(ts), window, 100_000)
         assert exc.value.code == -1021
+
+
+def test_request_params_from_query_and_form_body_query_wins():
+    params, body = signing.request_params(
+        "POST", "symbol=BTCUSDT&quantity=2", "quantity=1&price=9000&note=a%20b",
+        "application/x-www-form-urlencoded; charset=UTF-8")
+    assert params == {"symbol": "BTCUSDT", "quantity": "2", "price": "9000", "note": "a b"}
+    assert body == "quantity=1&price=9000&note=a%20b"            # what the signature covers
+    # a body without any Content-Type is read the same way
+    assert signing.request_params("DELETE", "", "orderId=7", None) == ({"orderId": "7"},
+                                                                      "orderId=7")
+
+
+@pytest.mark.parametrize("method,ctype", [("GET", "application/x-www-form-urlencoded"),
+                                          ("POST", "application/json"),
+                                          ("PUT", "multipart/form-data; boundary=x")])
+def test_request_params_body_not_read_on_get_or_other_media_types(method, ctype):
+    params, body = signing.request_params(method, "symbol=BTCUSDT", "timestamp=1", ctype)
+    assert (params, body) == ({"symbol": "BTCUSDT"}, "")
+
+
+@pytest.mark.parametrize("query,body", [("symbol=BTCUSDT&symbol=ETHUSDT", ""),
+                                        ("", "price=1&price=1"),
+                                        ("signature=a", "x=1&signature=b&signature=b")])
+def test_request_params_repeated_within_one_part_is_1101(query, body):
+    with pytest.raises(errors.ApiError) as exc:
+        signing.request_params("POST", query, body, "")
+    assert (exc.value.code, exc.value.status) == (-1101, 400)

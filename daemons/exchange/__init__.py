@@ -27,16 +27,21 @@ EPILOG = """\
 REST (Binance's paths and JSON): /fapi/v1/{ping,time,exchangeInfo,depth,ticker/bookTicker,
 ticker/price,ticker/24hr,premiumIndex,order (POST/GET/DELETE),order/test,openOrder,openOrders,
 allOpenOrders (DELETE),allOrders,userTrades,leverage,leverageBracket,listenKey (POST/PUT/DELETE)},
-/fapi/v2|v3/{positionRisk,account,balance}. Signed endpoints check X-MBX-APIKEY, the HMAC-SHA256
-signature over the raw query string + body, and timestamp/recvWindow, like Binance.
+/fapi/v2|v3/{positionRisk,account,balance}. Parameters are read like Binance reads them: from
+the query string and, on POST/PUT/DELETE, from a form-urlencoded body (also one without a
+Content-Type), mixed as you like, the query string winning a clash; a parameter repeated within
+one of them is -1101. Signed endpoints check X-MBX-APIKEY, the HMAC-SHA256 signature over the
+raw query string + body (-1102 without one, -1022 wrong), and timestamp/recvWindow.
 Websocket on the same port: /ws/<stream>[/<stream>...], /stream?streams=a/b, the same under
 /public, /market and /private; SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS, SET_PROPERTY combined.
 Streams: <s>@trade, <s>@aggTrade, <s>@bookTicker, !bookTicker, <s>@depth@0ms, <s>@depth@100ms,
 <s>@depth (250 ms), <s>@depth@500ms, <s>@depth5|10|20[@100ms|@500ms], <s>@markPrice[@1s], and the
 user data stream on a listenKey (/ws/<listenKey>, /private/ws?listenKey=...).
 Trading: MARKET and LIMIT (GTC, IOC, FOK, GTX), reduceOnly; one-way positions, cross margin,
-fees maker 0.02 % / taker 0.05 %. Market orders walk the book; resting limit orders fill when
-the market trades through them. Balances start at --balance USDT per API key.
+fees maker 0.02 % / taker 0.05 %. Market orders walk the book; a resting limit order fills as
+maker, at its price, by at most what the market trades through it (a print beyond its price),
+so it may fill in parts. A newClientOrderId is refused (-4116) only while an order with it is
+open. Balances start at --balance USDT per API key.
 
 """ + faultsmod.HELP
 

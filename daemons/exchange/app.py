@@ -1,18 +1,18 @@
 """The HTTP + websocket server (aiohttp): REST under /fapi, streams under /ws, /stream,
 /public, /market and /private, all on one port.
 
-The REST pipeline of every request: seeded fault draw -> rate limit (weight) -> injected
-429/5xx -> authentication (API key, HMAC over the raw query+body, timestamp/recvWindow) ->
-order-count limit -> venue call -> for orders, an injected unknown-status 503 or a stalled
-connection after the order was processed -> headers (X-MBX-USED-WEIGHT-1M, X-MBX-ORDER-COUNT-*)
--> added latency.
+The REST pipeline of every request: seeded fault draw -> parameters from the query string and
+the form body (see signing) -> rate limit (weight) -> injected 429/5xx -> authentication (API
+key, HMAC over the raw query+body, timestamp/recvWindow) -> order-count limit -> for a new
+order, the late draw (checked now, answered 503 -1007 or stalled, placed after a delay) -> venue
+call -> for orders, an injected unknown-status 503 or a stalled connection after the order was
+processed -> headers (X-MBX-USED-WEIGHT-1M, X-MBX-ORDER-COUNT-*) -> added latency.
 """
 from __future__ import annotations
 
 import asyncio
 import time
 from decimal import Decimal
-from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -71,6 +71,7 @@ class Exchange:
         self.requests = 0
         self._tasks: list[asyncio.Task] = []
         self._conns: set[Conn] = set()
+        self._late: set[asyncio.TimerHandle] = set()     # late orders not landed yet
         self.routes = self._routes()
 
     # --- market data -------------------------------------------------------------------------
@@ -285,18 +286,6 @@ class Exchange:
         method, path = request.method, request.path
         query = request.raw_path.partition("?")[2]
         raw_body = await request.read()
-        body = raw_body.decode("utf-8", "replace")
-        ctype = request.headers.get("Content-Type", "")
-        params: dict = {}
-        if body and not ctype.startswith("application/json"):
-            params.update(parse_qsl(body, keep_blank_values=True))
-        elif body:
-            try:   # a JSON body (not what Binance takes, but harmless to accept)
-                params.update({k: str(v) for k, v in orjson.loads(body).items()})
-                body = ""
-            except (orjson.JSONDecodeError, AttributeError):
-                pass
-        params.update(parse_qsl(query, keep_blank_values=True))   # the query string wins
         ip = request.remote or "?"
         self.requests += 1
         fault = self.faults.rest()
@@ -310,6 +299,9 @@ class Exchange:
         try:
             if route is None:
                 raise errors.ApiError(-5000, f"Path {path}, Method {method} is invalid", 404)
+            params, body = signing.request_params(method, query,
+                                                  raw_body.decode("utf-8", "replace"),
+                                                  request.headers.get("Content-Type"))
             self.limiter.request(ip, weight(method, path, params), now)
             if fault == "r429":
                 raise errors.too_many_requests(self.limiter.weight_limit,
@@ -321,17 +313,21 @@ class Exchange:
                 key = self._authenticate(security, request, query, body, params, now)
             if method == "POST" and path == "/fapi/v1/order":
                 self.limiter.order(key, now)
+                late = self.faults.late()
+                if late is not None:
+                    self.venue.new_order(key, params, now, test=True)   # refused now, or late
+                    self.faults.skip_order()
+                    self._send_late(key, params, *late)
+                    if late[0] == "late503":
+                        raise errors.timeout_unknown()
+                    await self._stall(request, path)
             payload = fn(key, params, now)
             if is_order:
                 after = self.faults.order()
                 if after == "unknown503":
                     raise errors.timeout_unknown()
                 if after == "timeout":
-                    self.log.info("fault-timeout", path=path)
-                    await asyncio.sleep(self.fault_spec.timeout_s)
-                    if request.transport is not None:
-                        request.transport.close()
-                    raise asyncio.CancelledError()
+                    await self._stall(request, path)
         except errors.ApiError as exc:
             status, payload = exc.status, exc.body()
             headers.update(exc.headers)
@@ -344,6 +340,38 @@ class Exchange:
             await asyncio.sleep(latency)
         return web.Response(body=orjson.dumps(payload), status=status, headers=headers,
                             content_type="application/json")
+
+    async def _stall(self, request: web.Request, path: str) -> None:
+        """The timeout faults: hold the request timeout_s, then close without an answer."""
+        self.log.info("fault-timeout", path=path)
+        await asyncio.sleep(self.fault_spec.timeout_s)
+        if request.transport is not None:
+            request.transport.close()
+        raise asyncio.CancelledError()
+
+    # --- late orders -------------------------------------------------------------------------
+    def _send_late(self, key: str, params: dict, kind: str, delay_s: float) -> None:
+        """A new order on its way to the matching engine: it lands after ``delay_s``."""
+        self.faults.count(kind)
+        cid = params.get("newClientOrderId")
+        self.log.info("fault-late", kind=kind, client_order_id=cid, delay_s=round(delay_s, 3))
+        handle = None
+
+        def land() -> None:
+            self._late.discard(handle)
+            now = now_ms()
+            try:
+                ack = self.venue.new_order(key, params, now, unique_id=False)
+            except errors.ApiError as exc:
+                self.faults.count("late_rejected")
+                self.log.info("late-rejected", client_order_id=cid, code=exc.code, msg=exc.msg)
+                return
+            self.faults.count("late_landed")
+            self.log.info("late-landed", client_order_id=ack.get("clientOrderId"),
+                          order_id=ack.get("orderId"))
+
+        handle = asyncio.get_running_loop().call_later(delay_s, land)
+        self._late.add(handle)
 
     # --- websocket ---------------------------------------------------------------------------
     async def websocket(self, request: web.Request) -> web.StreamResponse:
@@ -462,6 +490,11 @@ class Exchange:
         self._tasks += [loop.create_task(self._depth_loop(ms)) for ms in DEPTH_SPEEDS.values()]
 
     async def stop(self) -> None:
+        for handle in list(self._late):    # late orders still on their way never land
+            handle.cancel()
+        if self._late:
+            self.log.info("late-dropped", orders=len(self._late))
+        self._late.clear()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -476,4 +509,4 @@ class Exchange:
     def health(self) -> dict:
         return {"requests": self.requests, "ws_connections": len(self._conns),
                 "ws_sent": self.hub.sent, "faults": dict(self.faults.counts),
-                "orders": len(self.venue.orders)}
+                "orders": len(self.venue.orders), "late_pending": len(self._late)}

@@ -67,6 +67,11 @@ def bad_signature() -> ApiError:
     return ApiError(-1022, "Signature for this request is not valid.")
 
 
+def duplicate_values() -> ApiError:
+    # -1101 TOO_MANY_PARAMETERS (Binance names no parameter in this message)
+    return ApiError(-1101, "Duplicate values for a parameter detected.")
+
+
 def mandatory(name: str) -> ApiError:
     return ApiError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
 

@@ -21,9 +21,24 @@ Fault spec (--faults): comma-separated key=value pairs, e.g.
                          execution status unknown." (the order IS placed / canceled)
   timeout=P              orders: process, then stall timeout_s and close without a response
   timeout_s=S            how long a timed-out request stalls before the close (default 10)
+  late=P                 new orders (POST /fapi/v1/order): checked now (a bad one gets its error),
+                         NOT placed now but answered per late_mode; the order reaches the
+                         matching engine late_min_ms..late_max_ms later and is placed as if sent
+                         then (same clientOrderId, new orderId, times and user-stream events of
+                         that moment; it fills or rests like any order). Until then a query
+                         answers -2013 and openOrders lacks it. A resend of its clientOrderId
+                         meanwhile is a new order: both execute. Refused on landing (margin,
+                         reduce-only, FOK, post-only): dropped without an event
+  late_mode=M            503 (answer HTTP 503, -1007, as unknown503; default), timeout (stall
+                         timeout_s, close without a response) or mixed (either, half and half)
+  late_min_ms=MS         shortest delay before a late order lands (default 4000)
+  late_max_ms=MS         longest delay, drawn uniformly in between (default 12000)
   ws_drop=P              per websocket message: drop the connection instead of sending it
   listenkey_expire_s=S   listen keys expire S seconds after creation/keepalive (default 3600)
   seed=N                 seed of all fault draws (default: the exchange seed)
+The exchange counts the faults it injected (heartbeat and "stopped" log line): http5xx:<status>,
+r429, unknown503, timeout, ws_drop, late503, late_timeout, and late_landed / late_rejected for
+the late orders' outcomes.
 Rate limits (lower them to trigger 429/418 quickly):
   weight_limit=N         request weight per minute per IP (default 2400)
   order_limit=N          orders per minute per account (default 1200)
@@ -42,6 +57,10 @@ class FaultSpec:
     unknown503: float = 0.0
     timeout: float = 0.0
     timeout_s: float = 10.0
+    late: float = 0.0
+    late_mode: str = "503"
+    late_min_ms: float = 4000.0
+    late_max_ms: float = 12000.0
     ws_drop: float = 0.0
     listenkey_expire_s: float = 3600.0
     seed: int | None = None
@@ -52,7 +71,8 @@ class FaultSpec:
     ban_s: float = 120.0
 
 
-_PROBABILITIES = ("http5xx", "r429", "unknown503", "timeout", "ws_drop")
+_PROBABILITIES = ("http5xx", "r429", "unknown503", "timeout", "ws_drop", "late")
+LATE_MODES = ("503", "timeout", "mixed")
 
 
 def parse(text: str | None) -> FaultSpec:
@@ -69,6 +89,13 @@ def parse(text: str | None) -> FaultSpec:
             raise ValueError(f"fault spec item '{item}' is not key=value")
         if key not in types:
             raise ValueError(f"unknown fault '{key}' (known: {', '.join(types)})")
+        if key == "late_mode":
+            value = value.strip().lower()
+            if value not in LATE_MODES:
+                raise ValueError(f"fault 'late_mode' is one of {', '.join(LATE_MODES)}, "
+                                 f"not '{value}'")
+            spec.late_mode = value
+            continue
         try:
             if key == "seed" or types[key] in ("int", int):
                 val = int(value)
@@ -83,6 +110,8 @@ def parse(text: str | None) -> FaultSpec:
         setattr(spec, key, val)
     if spec.http5xx + spec.r429 > 1 or spec.unknown503 + spec.timeout > 1:
         raise ValueError("fault probabilities of one family add up to more than 1")
+    if spec.late_min_ms > spec.late_max_ms:
+        raise ValueError("fault 'late_min_ms' is greater than 'late_max_ms'")
     return spec
 
 
@@ -96,6 +125,7 @@ class FaultPlan:
         self._order = random.Random(f"{seed}:order")
         self._ws = random.Random(f"{seed}:ws")
         self._latency = random.Random(f"{seed}:latency")
+        self._late = random.Random(f"{seed}:late")
         self.counts: dict[str, int] = {}
 
     def _count(self, what: str) -> str:
@@ -119,6 +149,27 @@ class FaultPlan:
         if u < self.spec.unknown503 + self.spec.timeout:
             return self._count("timeout")
         return None
+
+    def skip_order(self) -> None:
+        """Use up :meth:`order`'s draw without a decision (a late order is not processed now),
+        so adding ``late`` leaves the other order faults of a request sequence as they were."""
+        self._order.random()
+
+    def late(self) -> tuple[str, float] | None:
+        """Before a new order is processed: None, or ("late503" | "late_timeout", delay in
+        seconds) (three draws, always)."""
+        u, v, w = self._late.random(), self._late.random(), self._late.random()
+        if u >= self.spec.late:
+            return None
+        mode = self.spec.late_mode
+        if mode == "mixed":
+            mode = "503" if v < 0.5 else "timeout"
+        lo, hi = self.spec.late_min_ms, self.spec.late_max_ms
+        return ("late503" if mode == "503" else "late_timeout"), (lo + w * (hi - lo)) / 1000.0
+
+    def count(self, what: str) -> None:
+        """Count an outcome that is not a draw (e.g. ``late_landed``)."""
+        self._count(what)
 
     def ws_drop(self) -> bool:
         """Per websocket message: drop the connection? (one draw, only when ws_drop > 0)."""

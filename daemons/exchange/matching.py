@@ -4,9 +4,12 @@ Prices and quantities are integer units (see filters). Nothing here does I/O or 
 callers pass the book levels and the time.
 
 A taker order walks the opposite side of the public book level by level (best first) up to its
-limit price. A resting limit order fills, as maker and at its own price, when the market trades
-through it (a print strictly beyond its price) or when the opposite best quote reaches it; a print
-exactly at its price does not fill it (its place in the queue is unknown, so stay conservative).
+limit price. A resting limit order fills as maker, at its own price, only by what the market
+actually trades through it: a print strictly beyond its price (a buy: below, a sell: above) fills
+at most the print's quantity, shared among the resting orders it went through in price-time
+priority (:func:`maker_allocation`), one fill per order and print; the rest stays open
+(PARTIALLY_FILLED). A print exactly at its price does not fill it (its place in the queue is
+unknown, so stay conservative), and neither does a quote that merely reaches it.
 """
 from __future__ import annotations
 
@@ -122,16 +125,34 @@ def plan_new(order_type: str, tif: str, side: str, qty: int, price: int, levels)
     return Plan(tuple(fills), "expire" if tif == "IOC" else "rest")
 
 
-def rests_filled(order: Order, trade_price: int | None = None,
-                 best_bid: int | None = None, best_ask: int | None = None) -> bool:
-    """Whether a resting limit order fills on this market event (see the module docstring)."""
+def traded_through(order: Order, trade_price: int) -> bool:
+    """Whether a market print at ``trade_price`` went through a resting limit order's price."""
     if not order.open or order.type != "LIMIT":
         return False
-    if order.side == "BUY":
-        return ((trade_price is not None and trade_price < order.price)
-                or (best_ask is not None and best_ask <= order.price))
-    return ((trade_price is not None and trade_price > order.price)
-            or (best_bid is not None and best_bid >= order.price))
+    return trade_price < order.price if order.side == "BUY" else trade_price > order.price
+
+
+def maker_queue(orders, trade_price: int) -> list[Order]:
+    """The resting ``orders`` (one side) that a print at ``trade_price`` traded through, in
+    price-time priority: a buy's highest price first, a sell's lowest; then the oldest order id."""
+    hit = [o for o in orders if traded_through(o, trade_price)]
+    hit.sort(key=lambda o: (-o.price if o.side == "BUY" else o.price, o.order_id))
+    return hit
+
+
+def maker_allocation(orders, trade_price: int, trade_qty: int) -> list[tuple[Order, int]]:
+    """Share one print among the resting ``orders`` (one side) it traded through: in
+    :func:`maker_queue` order, each at most its remaining quantity, all together at most
+    ``trade_qty``."""
+    out, left = [], trade_qty
+    for o in maker_queue(orders, trade_price):
+        if left <= 0:
+            break
+        take = min(left, o.remaining)
+        if take > 0:
+            out.append((o, take))
+            left -= take
+    return out
 
 
 def fee(notional: Decimal, maker: bool) -> Decimal:

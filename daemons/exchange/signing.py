@@ -1,18 +1,60 @@
-"""HMAC-SHA256 request signing exactly as Binance verifies it.
+"""Request parameters as Binance USD-M reads them, and HMAC-SHA256 signing as it verifies it.
 
-The signed payload is the raw query string concatenated with the raw body (no separator), with
-the trailing ``signature=...`` parameter taken out of whichever of the two carries it. Nothing is
-decoded, sorted or re-encoded: the signature covers the bytes the client sent.
+Parameters come from the query string and, on POST/PUT/DELETE, from an
+``application/x-www-form-urlencoded`` body (a body without a Content-Type is read the same way);
+both may be mixed, and a parameter in both places takes the query string's value. A GET's body
+is not read, nor a body of another media type (e.g. JSON): what a request carries only there
+is missing (-1102). A parameter repeated within the query string or within the body is refused
+with -1101.
+
+The signed payload is the raw query string concatenated with the raw body that was read (no
+separator: Binance's ``totalParams``), with the trailing ``signature=...`` parameter taken out of
+whichever of the two carries it. Nothing is decoded, sorted or re-encoded: the signature covers
+the bytes the client sent.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
+from urllib.parse import parse_qsl
 
 from . import errors
 
+FORM = "application/x-www-form-urlencoded"
+
 DEFAULT_RECV_WINDOW = 5000
 MAX_RECV_WINDOW = 60000
+
+
+def body_is_read(method: str, content_type: str | None) -> bool:
+    """Whether Binance reads a request's body as parameters: not on GET; on other methods when
+    it is form-urlencoded or carries no Content-Type at all."""
+    if method.upper() in ("GET", "HEAD"):
+        return False
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media in ("", FORM)
+
+
+def _pairs(part: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in parse_qsl(part, keep_blank_values=True):
+        if name in out:
+            raise errors.duplicate_values()
+        out[name] = value
+    return out
+
+
+def request_params(method: str, query: str, body: str,
+                   content_type: str | None) -> tuple[dict[str, str], str]:
+    """(parameters, the body that counts) from the raw query string and raw body.
+
+    The body that counts is ``body`` when it is read (:func:`body_is_read`), else "": it is
+    what the signature covers after the query string. Raises -1101 for a parameter repeated
+    within one part."""
+    read = body if body and body_is_read(method, content_type) else ""
+    params = _pairs(read) if read else {}
+    params.update(_pairs(query))               # the query string wins
+    return params, read
 
 
 def sign(secret: str, payload: str) -> str:

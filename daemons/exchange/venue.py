@@ -3,20 +3,27 @@
 Synchronous and single-threaded: the HTTP layer calls one method per request and the market
 loop calls :meth:`Venue.on_market` after each batch of market events. Every method either
 returns Binance's JSON shape or raises :class:`errors.ApiError` before changing anything.
+
 User-stream events go to ``user_sink(api_key, event)``, public market events caused by the
 venue's clients (their taker orders in the simulated market) to ``public_sink(events)``.
+
+A ``newClientOrderId`` is unique among a key's open orders of a symbol only (Binance's rule): a
+new order reusing the id of an open order is refused with -4116, one reusing the id of a filled,
+canceled or expired order is a second order. An order that reaches the matching engine late
+(the ``late`` fault) skips that check, so two open orders may then share an id; a query by
+``origClientOrderId`` answers the older open one.
 """
 from __future__ import annotations
 
 import re
 import secrets
 import string
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 
 from . import errors, filters, wire
 from .accounts import Account, MAX_LEVERAGE
 from .filters import SymbolSpec
-from .matching import Order, apply_fill, fee, plan_new, rests_filled, crosses
+from .matching import Order, apply_fill, fee, maker_queue, plan_new
 from .state import StateStore
 
 CLIENT_ID_RE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
@@ -90,7 +97,7 @@ class Venue:
             self._index(key, o)
             if o.open:
                 self.resting[o.symbol][o.order_id] = o
-                self.open_cids[(key, o.symbol, o.client_order_id)] = o.order_id
+                self.open_cids.setdefault((key, o.symbol, o.client_order_id), o.order_id)
         for key, t in st["trades"]:
             self.trades.setdefault(key, []).append(t)
 
@@ -164,8 +171,11 @@ class Venue:
         return None
 
     # --- orders ------------------------------------------------------------------------------
-    def new_order(self, key: str, p: dict, now: int, test: bool = False) -> dict:
-        """POST /fapi/v1/order (and /order/test with ``test``)."""
+    def new_order(self, key: str, p: dict, now: int, test: bool = False,
+                  unique_id: bool = True) -> dict:
+        """POST /fapi/v1/order (and /order/test with ``test``). ``unique_id=False`` skips the
+        check of ``newClientOrderId`` against the open orders (a late order landing: it was
+        checked when it arrived)."""
         spec = self.spec(p)
         side = _required(p, "side").upper()
         if side not in ("BUY", "SELL"):
@@ -197,7 +207,7 @@ class Venue:
             filters.check_percent_price(spec, side, price, mark)
         filters.check_notional(spec, price if otype == "LIMIT" else mark, qty, reduce_only)
         acct = self.account(key)
-        if cid and (key, spec.symbol, cid) in self.open_cids:
+        if unique_id and cid and (key, spec.symbol, cid) in self.open_cids:
             raise errors.duplicate_client_order_id()
         if len(self.open_orders_of(key, spec.symbol)) >= spec.max_num_orders:
             raise errors.max_open_orders()
@@ -237,7 +247,7 @@ class Venue:
         if order.executed < order.qty:
             if plan.then == "rest" and not (reduce_only and order.executed):
                 self.resting[spec.symbol][order.order_id] = order
-                self.open_cids[(key, spec.symbol, cid)] = order.order_id
+                self.open_cids.setdefault((key, spec.symbol, cid), order.order_id)
             else:
                 order.status = "EXPIRED"
                 order.update_time = now
@@ -293,45 +303,73 @@ class Venue:
         return trades
 
     def on_market(self, events, now: int) -> None:
-        """Fill resting limit orders that the market traded through (see matching)."""
-        touched: dict[str, list[int]] = {}
+        """Fill resting limit orders by the prints that traded through them (see matching):
+        each print fills at most its own quantity per side, one fill per order and print."""
         for kind, sym, payload in events:
-            if sym not in self.resting or not self.resting[sym]:
+            if kind != "trade" and kind != "aggTrade":
                 continue
-            lo_hi = touched.setdefault(sym, [])
-            if kind == "trade" or kind == "aggTrade":
-                lo_hi.append(self.specs[sym].price_units(payload["p"]))
-        for sym, prices in touched.items():
-            book = self.feed.books[sym]
-            bb, ba = book.best_bid(), book.best_ask()
-            lo = min(prices) if prices else None
-            hi = max(prices) if prices else None
-            for order in list(self.resting[sym].values()):
-                tp = lo if order.side == "BUY" else hi
-                if rests_filled(order, tp, bb[0] if bb else None, ba[0] if ba else None):
-                    self._fill_resting(order, now)
+            book = self.resting.get(sym)
+            if not book:
+                continue
+            spec = self.specs[sym]
+            try:
+                price = spec.price_units(payload["p"])
+                qty = _print_qty(spec, payload["q"])
+            except (errors.ApiError, InvalidOperation, KeyError, TypeError):
+                continue                     # not a print this venue can read: it fills nothing
+            if qty <= 0:
+                continue
+            for side in ("BUY", "SELL"):
+                left = qty
+                for order in maker_queue([o for o in book.values() if o.side == side], price):
+                    if left <= 0:
+                        break
+                    left -= self._fill_resting(order, left, now)
 
-    def _fill_resting(self, order: Order, now: int) -> None:
+    def _fill_resting(self, order: Order, most: int, now: int) -> int:
+        """Fill a resting order as maker, at its price, by at most ``most``; returns the quantity
+        filled. A reduce-only order is capped by the position and expires (er 4) once nothing
+        is left to reduce."""
         key = self.orders[order.order_id][0]
-        spec = self.specs[order.symbol]
-        qty = order.remaining
+        qty = min(order.remaining, most)
         if order.reduce_only:
-            pos = self.account(key).position(order.symbol).qty
-            if pos == 0 or (pos > 0) == (order.side == "BUY"):
-                qty = 0
-            qty = min(qty, abs(pos))
-        self._close_open(key, order)
-        trades = self._execute(key, order, [(order.price, qty)], maker=True, now=now) if qty else []
-        if order.executed < order.qty:
-            order.status = "EXPIRED"
-            order.update_time = now
-            self.user_sink(key, wire.order_update(spec, order, "EXPIRED", now, er="4"))
+            qty = min(qty, self._reducible(key, order))
+            if qty <= 0:
+                self._expire_reduce_only(key, order, now)
+                self._persist(key, [order])
+                return 0
+        trades = self._execute(key, order, [(order.price, qty)], maker=True, now=now)
+        if not order.open:
+            self._close_open(key, order)
+        elif order.reduce_only and self._reducible(key, order) <= 0:
+            self._expire_reduce_only(key, order, now)
         self._persist(key, [order], trades)
+        return qty
+
+    def _reducible(self, key: str, order: Order) -> int:
+        """How much of the position a reduce-only order could still close."""
+        pos = self.account(key).position(order.symbol).qty
+        if pos == 0 or (pos > 0) == (order.side == "BUY"):
+            return 0
+        return abs(pos)
+
+    def _expire_reduce_only(self, key: str, order: Order, now: int) -> None:
+        self._close_open(key, order)
+        order.status = "EXPIRED"
+        order.update_time = now
+        self.user_sink(key, wire.order_update(self.specs[order.symbol], order, "EXPIRED", now,
+                                              er="4"))
 
     def _close_open(self, key: str, order: Order) -> None:
         self.resting[order.symbol].pop(order.order_id, None)
-        if self.open_cids.get((key, order.symbol, order.client_order_id)) == order.order_id:
-            del self.open_cids[(key, order.symbol, order.client_order_id)]
+        cid_key = (key, order.symbol, order.client_order_id)
+        if self.open_cids.get(cid_key) == order.order_id:
+            del self.open_cids[cid_key]
+            # another open order with this id (a late one landed beside it) takes its place
+            for o in sorted(self.resting[order.symbol].values(), key=lambda o: o.order_id):
+                if o.client_order_id == order.client_order_id and self.orders[o.order_id][0] == key:
+                    self.open_cids[cid_key] = o.order_id
+                    break
 
     def cancel_order(self, key: str, p: dict, now: int) -> dict:
         """DELETE /fapi/v1/order."""
@@ -528,6 +566,14 @@ class Venue:
                  "crossUnPnl": d(m["upnl"]), "availableBalance": d(m["available"]),
                  "maxWithdrawAmount": d(max(Decimal(0), min(m["available"], m["wallet"]))),
                  "marginAvailable": True, "updateTime": acct.update_time}]
+
+
+def _print_qty(spec: SymbolSpec, text: str) -> int:
+    """A print's quantity in the symbol's qty units (rounded down if finer than them)."""
+    try:
+        return spec.qty_units(text)
+    except errors.ApiError:
+        return int(Decimal(text).scaleb(spec.qp).to_integral_value(rounding=ROUND_FLOOR))
 
 
 def _cap(fills, limit: int):
