@@ -203,8 +203,13 @@ def test_backtest_run_twice_gives_identical_records(setup, tmp_path):
 
 def test_backtest_strategy_daemon_fed_same_signals_emits_same_intents(setup, tmp_path, procs):
     """The strategy daemon (a real process) on a home whose signals topic holds the
-    backtest's signals decides exactly what the backtest's strategy core decided."""
+    backtest's signals decides exactly what the backtest's strategy core decided. The recording's
+    timestamps are old for the wall clock: the daemon replays them with the freshness check off
+    (the backtest keeps it on, on its simulated clock)."""
     home = tmp_path / "live"
+    live_cfg = tmp_path / "live.yaml"
+    live_cfg.write_text(orjson.dumps({**CONFIG, "strategy": {
+        **CONFIG["strategy"], "max_signal_age_ms": 0}}).decode())
     signals = setup["records"]["signals"]
     bus = open_bus(home)
     w = bus.writer("signals")
@@ -216,7 +221,7 @@ def test_backtest_strategy_daemon_fed_same_signals_emits_same_intents(setup, tmp
     env = {k: v for k, v in os.environ.items() if k not in ("EXECUTOR_MODE", "OFI_HOME")}
     log = open(tmp_path / "strategy.log", "ab")
     p = procs([sys.executable, "-m", "daemons.strategy", "--home", str(home),
-               "--config", setup["config"]], stdout=log, stderr=subprocess.STDOUT, env=env)
+               "--config", str(live_cfg)], stdout=log, stderr=subprocess.STDOUT, env=env)
     last = signals[-1]["seq"]
     deadline = time.monotonic() + 30
     while True:

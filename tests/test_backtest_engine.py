@@ -127,3 +127,47 @@ def test_engine_records_carry_market_time_in_ts():
     assert out.records["signals"][0]["ts"] == T0 + 1000
     assert [o["ts"] for o in out.records["orders"]] == [T0 + 1000, T0 + 1050, T0 + 1100]
     assert out.records["fills"][0]["ts"] == T0 + 1100
+
+
+def test_engine_positions_records_carry_intent_seq_and_in_flight_view_unchanged():
+    sigs = ScriptedSignals({T0 + 1000: signal(T0, 2.0)})
+    eng, out = engine(sigs)
+    for rec in (book(T0 + 1000), book(T0 + 1050, ask_qty=0.001),
+                book(T0 + 1060, ask=50_000.5, ask_qty=2.0)):
+        eng.feed(rec)
+    (intent,) = out.records["intents"]
+    p1, p2 = out.records["positions"]
+    assert (p1["qty"], p1["intent_seq"], p1["cause"]) == (0.001, intent["seq"], "fill")
+    assert p1["in_flight"] == [{"client_order_id": intent["client_order_id"], "side": "BUY",
+                                "qty": 0.002, "reduce_only": False}]
+    assert (p2["qty"], p2["in_flight"]) == (0.003, [])
+    # the broker's position plus what is in flight is what the strategy sent: no correction
+    assert eng.strategy.views[SYM].qty == 0.003
+    assert eng.strategy.counts["position_corrections"] == 0
+
+
+def test_engine_order_refused_at_submit_writes_position_strategy_sees_flat():
+    from daemons.broker.binance.errors import Rejected
+
+    sigs = ScriptedSignals({T0 + 1000: signal(T0, 2.0)})
+    eng, out = engine(sigs)
+
+    def refuse(order, mark_price=None, now_ms=None):
+        raise Rejected("Margin is insufficient.", -2019, 400)
+
+    eng.executor.submit = refuse
+    eng.feed(book(T0 + 1000))
+    (pos,) = out.records["positions"]
+    assert (pos["qty"], pos["intent_seq"], pos["in_flight"], pos["cause"]) == \
+        (0.0, 1, [], "order_done")
+    assert eng.strategy.views[SYM].qty == 0.0 and eng.strategy.pending[SYM] == []
+
+
+def test_engine_signal_older_than_max_age_on_market_clock_not_traded():
+    # a gap in the data: the interval's signal is closed 5 s after its end
+    sigs = ScriptedSignals({T0 + 6000: signal(T0, 2.0)})
+    eng, out = engine(sigs)
+    eng.feed(book(T0 + 6000))
+    s = eng.finish()
+    assert out.records["intents"] == [] and s.intents == 0
+    assert eng.strategy.counts["stale_signals"] == 1

@@ -25,14 +25,40 @@ STRATEGY = [sys.executable, "-m", "daemons.strategy"]
 CYCLE = [0.0, 2.0, 1.0, -0.5] + [0.0] * 8
 
 
-def signal_payloads(fusions, start=0, mid=50_000.0, symbol="BTCUSDT"):
+def signal_payloads(fusions, start=0, mid=50_000.0, symbol="BTCUSDT", base=BASE):
     out = []
     for i, f in enumerate(fusions, start):
         z = 1.0 if f > 0 else -1.0 if f < 0 else 0.0
         m = mid(i) if callable(mid) else mid
-        out.append({"type": "signal", "symbol": symbol, "bucket_ms": BASE + i * 1000,
+        out.append({"type": "signal", "symbol": symbol, "bucket_ms": base + i * 1000,
                     "interval_ms": 1000, "mid": m, "spread": 0.1, "fusion": f, "ofi_z": z,
                     "cvd_z": z, "ofi_l1": 0.0, "cvd_delta": 0.0})
+    return out
+
+
+def fresh_payloads(fusions, mid=50_000.0):
+    """Signals whose intervals end now and in the seconds before (wall clock)."""
+    now = int(time.time()) * 1000
+    return signal_payloads(fusions, mid=mid, base=now - len(fusions) * 1000)
+
+
+def position(qty, intent_seq, in_flight=(), mark=50_000.0, cause="fill"):
+    """A ``positions`` record as the broker writes it."""
+    return {"type": "position", "symbol": "BTCUSDT", "qty": qty,
+            "entry_price": 50_000.0 if qty else 0.0, "realized_pnl": 0.0,
+            "unrealized_pnl": 0.0, "mark_price": mark, "intent_seq": intent_seq,
+            "in_flight": list(in_flight), "cause": cause}
+
+
+def log_events(tmp_path, event, name="strategy"):
+    out = []
+    for line in (tmp_path / f"{name}.log").read_bytes().splitlines():
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and rec.get("event") == event:
+            out.append(rec)
     return out
 
 
@@ -91,8 +117,10 @@ def heartbeat(home):
 
 
 def write_config(tmp_path, **sections) -> str:
-    """A --config file; rate limit off so that fast synthetic streams are not throttled."""
-    data = {"risk": {"max_orders_per_minute": 0}, "strategy": {"notional_usdt": 100.0}}
+    """A --config file; rate limit off so that fast synthetic streams are not throttled, and
+    the freshness check off: the synthetic signals carry 2023 timestamps."""
+    data = {"risk": {"max_orders_per_minute": 0},
+            "strategy": {"notional_usdt": 100.0, "max_signal_age_ms": 0}}
     for key, value in sections.items():
         data.setdefault(key, {}).update(value)
     path = tmp_path / "strategy.yaml"
@@ -282,20 +310,115 @@ def test_strategy_daily_loss_sets_reducing_and_denies_entries(procs, tmp_path, h
 
 
 def test_strategy_positions_record_corrects_view(procs, tmp_path, home):
-    cfg = write_config(tmp_path, strategy={"position_sync_grace_s": 0.0})
-    p = start(procs, tmp_path, ["--home", str(home), "--config", cfg])
+    p = start(procs, tmp_path, ["--home", str(home), "--config", write_config(tmp_path)])
     append(home, "signals", signal_payloads([0.0, 2.0]))
     wait_for(lambda: intents(home), what="entry intent")
-    # the broker says the entry never filled: flat
-    append(home, "positions", [{"type": "position", "symbol": "BTCUSDT", "qty": 0.0,
-                                "entry_price": 0.0, "realized_pnl": 0.0, "unrealized_pnl": 0.0,
-                                "mark_price": 50_000.0}])
+    # the broker handled the entry (intent seq 1) and it ended unfilled: flat
+    append(home, "positions", [position(0.0, 1, cause="order_done")])
     wait_for(lambda: heartbeat(home).get("strategy", {}).get("position_corrections") == 1,
              what="correction")
     append(home, "signals", signal_payloads([1.0, -0.5, 0.0], start=2))   # would be an exit
     wait_for(lambda: heartbeat(home).get("strategy", {}).get("last_signal_seq") == 5,
              what="signals handled")
     assert len(intents(home)) == 1
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(15) == 0
+
+
+def test_strategy_positions_record_before_intent_handled_keeps_it(procs, tmp_path, home):
+    p = start(procs, tmp_path, ["--home", str(home), "--config", write_config(tmp_path)])
+    append(home, "signals", signal_payloads([0.0, 2.0]))
+    wait_for(lambda: intents(home), what="entry intent")
+    # written before the broker took the entry (intent_seq 0): the entry still counts
+    append(home, "positions", [position(0.0, 0, cause="venue")])
+    beat = wait_for(lambda: (hb := heartbeat(home)).get("strategy", {}).get("positions") == 1
+                    and hb, what="record handled")
+    sym = beat["risk"]["symbols"]["BTCUSDT"]
+    assert sym["position_qty"] == 0.002 and sym["broker_qty"] == 0.0
+    assert sym["orders_in_flight"] == 1 and beat["strategy"]["position_corrections"] == 0
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(15) == 0
+
+
+def test_strategy_stale_backlog_after_restart_no_intents_fresh_signals_trade(procs, tmp_path,
+                                                                            home):
+    cfg = write_config(tmp_path, strategy={"max_signal_age_ms": 5000})
+    p = start(procs, tmp_path, ["--home", str(home), "--config", cfg])
+    append(home, "signals", fresh_payloads([0.0, 0.5]))
+    wait_for(lambda: heartbeat(home).get("strategy", {}).get("last_signal_seq") == 2,
+             what="first signals")
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(15) == 0
+    # written while it was down, an hour ago: crossings that must not become orders now
+    backlog = signal_payloads(CYCLE * 2, base=int(time.time()) * 1000 - 3_600_000)
+    append(home, "signals", backlog)
+    p = start(procs, tmp_path, ["--home", str(home), "--config", cfg])
+    beat = wait_for(lambda: (hb := heartbeat(home)).get("strategy", {}).get("last_signal_seq")
+                    == 26 and hb.get("pid") == p.pid and hb, what="backlog handled")
+    assert beat["strategy"]["stale_signals"] == 24 and beat["strategy"]["intents"] == 0
+    assert records(home) == []
+    (line,) = log_events(tmp_path, "stale_signals")          # one line for the whole run
+    assert line["signal_seq"] == 3 and line["age_ms"] > 3_500_000
+    append(home, "signals", fresh_payloads([0.0, 2.0]))
+    (entry,) = wait_for(lambda: intents(home), what="an intent from fresh signals")
+    assert (entry["signal_seq"], entry["side"], entry["reason"]) == (28, "BUY", "entry")
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(15) == 0
+
+
+def test_strategy_timer_exit_fires_without_signals(procs, tmp_path, home):
+    cfg = write_config(tmp_path, strategy={"max_signal_age_ms": 5000, "max_hold_s": 1.0,
+                                           "stop_loss_bps": 0.0})
+    p = start(procs, tmp_path, ["--home", str(home), "--config", cfg])
+    append(home, "signals", fresh_payloads([0.0, 2.0]))
+    wait_for(lambda: intents(home), what="entry intent")
+    append(home, "positions", [position(0.002, 1)])             # filled
+    got = wait_for(lambda: len(intents(home)) >= 2 and intents(home), what="the timer's exit")
+    ex = got[1]
+    assert (ex["side"], ex["qty"], ex["reduce_only"], ex["trigger"], ex["origin"]) == \
+        ("SELL", 0.002, True, "time", "timer")
+    assert ex["signal_seq"] is None and ids.PATTERN.match(ex["client_order_id"])
+    assert ex["decision_ms"] - got[0]["decision_ms"] >= 1000
+    beat = wait_for(lambda: (hb := heartbeat(home)).get("strategy", {}).get("timer_exits") == 1
+                    and hb, what="counted")
+    assert beat["strategy"]["last_signal_seq"] == 2                      # no signal since
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(15) == 0
+
+
+def test_strategy_refused_exit_after_restart_view_is_broker_position_stop_again(
+        procs, tmp_path, home):
+    cfg = write_config(tmp_path, strategy={"max_signal_age_ms": 5000, "stop_loss_bps": 50.0,
+                                           "max_hold_s": 0.0})
+    p = start(procs, tmp_path, ["--home", str(home), "--config", cfg])
+    append(home, "signals", fresh_payloads([0.0, 2.0]))
+    wait_for(lambda: intents(home), what="entry intent")
+    append(home, "positions", [position(0.002, 1)])
+    wait_for(lambda: heartbeat(home).get("strategy", {}).get("positions") == 1, what="fill")
+    append(home, "signals", fresh_payloads([1.0], mid=49_700.0))    # -60 bps: stop
+    got = wait_for(lambda: len(intents(home)) >= 2 and intents(home), what="stop exit")
+    assert (got[1]["trigger"], got[1]["origin"]) == ("stop", "signal")
+    wait_for(lambda: heartbeat(home).get("risk", {}).get("symbols", {}).get("BTCUSDT", {})
+             .get("orders_in_flight") == 1, what="exit outstanding")
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(10)
+    # meanwhile the broker refused the exit (stale): still long, nothing in flight
+    append(home, "positions", [position(0.002, 2, mark=49_700.0, cause="order_done")])
+    p = start(procs, tmp_path, ["--home", str(home), "--config", cfg])
+    got = wait_for(lambda: len(intents(home)) >= 3 and intents(home), what="stop again")
+    again = got[2]
+    assert (again["trigger"], again["origin"], again["side"], again["qty"]) == \
+        ("stop", "timer", "SELL", 0.002)
+    assert again["client_order_id"] != got[1]["client_order_id"]
+    starts = log_events(tmp_path, "strategy_start")
+    assert starts[-1]["positions"] == {"BTCUSDT": 0.002}       # rebuilt: the broker's position
+    assert starts[-1]["positions_seq"] == 2
+    # the broker fills it: flat, nothing outstanding
+    append(home, "positions", [position(0.0, again["seq"])])
+    wait_for(lambda: (s := heartbeat(home).get("risk", {}).get("symbols", {}).get("BTCUSDT"))
+             and s["broker_qty"] == 0.0 and s["orders_in_flight"] == 0
+             and s["position_qty"] == 0.0, what="flat")
+    assert len(intents(home)) == 3
     p.send_signal(signal.SIGTERM)
     assert p.wait(15) == 0
 

@@ -13,7 +13,8 @@ the exchange time of the record being fed (it never goes back). For each record,
    ``orders`` record is written at that time, before any of its fills;
 2. ``book`` -> ``executor.on_book``, ``trades`` -> ``executor.on_trade``: the fills it caused,
    each a ``fills`` record, an ``orders`` record (PARTIALLY_FILLED / FILLED) and, per symbol,
-   a ``positions`` record that is fed back to the strategy like the broker's in live;
+   a ``positions`` record that is fed back to the strategy like the broker's in live (with the
+   broker's ``intent_seq``, ``in_flight`` and ``cause``; also after an order refused unfilled);
 3. ``SignalCore.process``: each closed interval is a ``signals`` record, handed to
    ``StrategyCore.on_signal``; its intents are ``intents`` records and are sent at once
    (an ``orders`` PENDING record, then the executor).
@@ -127,6 +128,7 @@ class Engine:
         self.trading = TradingState()
         self.orders: dict[str, fsm.Order] = {}
         self._acks: deque[tuple[int, str]] = deque()   # (due ms, client order id), due order
+        self.intent_seq: int | None = None   # the last intents record handled, as the broker's
         self.summary = Summary()
 
     # -- input -------------------------------------------------------------------------------
@@ -164,7 +166,7 @@ class Engine:
             self._acknowledge(None)
         s = self.summary
         for sym in sorted({o.symbol for o in self.orders.values()}):
-            pos = self.executor.get_position(sym)
+            pos = self._position(sym, "venue")
             self._write("positions", pos, max(self.clock, s.last_ms or 0))
             s.position[sym] = pos["qty"]
             s.unrealized_pnl += pos["unrealized_pnl"] or 0.0
@@ -189,9 +191,12 @@ class Engine:
             if p["type"] == "intent":
                 intent = self._write("intents", p, self.clock)
                 self.strategy.written(intent)
+                self.intent_seq = intent["seq"]
                 self._send(intent)
             elif self.denials_to_bus:
-                self.strategy.written(self._write("intents", p, self.clock))
+                rec = self._write("intents", p, self.clock)
+                self.strategy.written(rec)
+                self.intent_seq = rec["seq"]
         if step.state_change is not None:
             state, reason = step.state_change
             self.trading = TradingState(state, reason, self.clock / 1000, "strategy")
@@ -209,6 +214,7 @@ class Engine:
             self.executor.submit(order, now_ms=self.clock)
         except Rejected as exc:
             self._transition(order, fsm.REJECTED_EV, self.clock, reason=str(exc))
+            self._feed_position(order.symbol, "order_done")
             return
         self.orders[order.client_order_id] = replace(order, attempts=1)
         self._acks.append((self.clock + self.executor.latency_ms, order.client_order_id))
@@ -234,9 +240,21 @@ class Engine:
             if f["symbol"] not in symbols:
                 symbols.append(f["symbol"])
         for sym in symbols:
-            # like the broker's positions in live: the strategy corrects its view from them
-            self.strategy.on_position(self._write("positions", self.executor.get_position(sym),
-                                                  self.clock))
+            self._feed_position(sym, "fill")
+
+    def _position(self, symbol: str, cause: str) -> dict:
+        """The executor's position with what the broker adds: ``intent_seq``, ``in_flight``
+        (orders not terminal, their unfilled remainder) and ``cause``."""
+        flight = [{"client_order_id": o.client_order_id, "side": o.side,
+                   "qty": round(max(0.0, o.qty - o.filled_qty), 12), "reduce_only": o.reduce_only}
+                  for o in self.orders.values() if o.symbol == symbol and not o.is_terminal]
+        return {**self.executor.get_position(symbol), "intent_seq": self.intent_seq,
+                "in_flight": flight, "cause": cause}
+
+    def _feed_position(self, symbol: str, cause: str) -> None:
+        # like the broker's positions in live: the strategy's view follows them
+        self.strategy.on_position(self._write("positions", self._position(symbol, cause),
+                                              self.clock), self.clock)
 
     def _transition(self, order: fsm.Order, event: str, ts: int, **kw) -> None:
         t = fsm.apply(order, event, **kw)

@@ -1,23 +1,39 @@
-"""The strategy's decision path as one pure class: signal in, ``intents`` payloads out.
+"""The strategy's decision path as one pure class: signals, positions and a clock in, ``intents``
+payloads out.
 
     core = StrategyCore.from_config(cfg)
     step = core.on_signal(signal_record, trading_state, wall_ms)
+    step = core.on_timer(trading_state, wall_ms)     # every ~250 ms: stop and time exits
     for payload in step.payloads:          # {type: intent} / {type: risk_denied}
         rec = write("intents", payload)    # the caller's bus writer
         core.written(rec)                  # its seq and ts, as the daemon knows them
     if step.state_change: ...              # (state, reason): the daily loss limit was hit
+    core.on_position(positions_record, wall_ms)      # the broker's word
 
-For each signal :func:`rules.decide` proposes an order and :func:`risk.check` approves it (an
-``intent`` payload; the view assumes it fills at the decision mid) or denies it (a
-``risk_denied`` payload, only the first of a run of identical denials; every one is counted).
+For each fresh signal :func:`rules.decide` proposes an order and :func:`risk.check` approves it
+(an ``intent`` payload) or denies it (a ``risk_denied`` payload, only the first of a run of
+identical denials; every one is counted). A signal whose interval ended more than
+``max_signal_age_ms`` before ``wall_ms`` (a backlog, e.g. after a restart) is only observed:
+its fusion and mid update the view, nothing is decided. :meth:`on_timer` decides the exits that
+need no signal (stop, time) on the clock and the latest known price (signal mid or the broker's
+mark), through the same risk check.
+
+Position. The broker is the one truth: a symbol's position is the ``qty`` of the broker's last
+``positions`` record, plus the unfilled remainders of its ``in_flight`` orders, plus our own
+intents the broker had not handled when it wrote the record (``seq`` above its ``intent_seq``).
+Orders not yet done count as filled at the decision mid (conservative for risk). A broker
+position that differs from what the strategy believed replaces it (see :meth:`on_position`).
+
 The strategy daemon (``stage.py``) and the backtest (``daemons.backtest``) run this same class;
 they differ only in the clock they pass (wall time, or simulated time) and where the payloads
 go. No I/O and no clock here.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import orjson
@@ -28,50 +44,140 @@ from . import ids, risk, rules
 from .state import ACTIVE, REDUCING, TradingState
 
 DAILY_LOSS_REASON = "daily loss limit"
+EPS = 1e-9
+SIGNS = {"BUY": 1.0, "SELL": -1.0}
 
 
 class Step(NamedTuple):
-    """What one signal led to: ``intents`` payloads, and maybe a trading state to set."""
+    """What one input led to: ``intents`` payloads, maybe a trading state to set, and
+    ``notes``: ``(event, fields)`` pairs worth one log line each."""
 
     payloads: list
     state_change: tuple | None = None      # (state, reason)
+    notes: tuple = ()
+
+
+@dataclass(frozen=True)
+class BrokerPosition:
+    """A symbol's last ``positions`` record, as far as the view needs it."""
+
+    qty: float
+    in_flight: tuple = ()                  # (client_order_id, signed remainder, reduce_only)
+    intent_seq: int | None = None          # None: the record does not say (older broker)
+    entry_price: float | None = None
+    seq: int | None = None                 # its seq in ``positions``
+
+    @property
+    def flight_qty(self) -> float:
+        return sum(q for _, q, _ in self.in_flight)
+
+    def to_dict(self) -> dict:
+        return {"qty": self.qty, "in_flight": [list(f) for f in self.in_flight],
+                "intent_seq": self.intent_seq, "entry_price": self.entry_price, "seq": self.seq}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BrokerPosition":
+        return cls(float(d["qty"]), tuple((str(c), float(q), bool(r))
+                                          for c, q, r in d.get("in_flight") or ()),
+                   d.get("intent_seq"), d.get("entry_price"), d.get("seq"))
+
+
+def parse_position(rec: dict) -> tuple[str, BrokerPosition, float | None]:
+    """``(symbol, position, mark price)`` of a ``positions`` record; raises BadRecord."""
+    def bad(why):
+        return BadRecord(f"position record: {why}", orjson.dumps(rec).decode())
+
+    symbol, qty = rec.get("symbol"), _num(rec.get("qty"))
+    if not isinstance(symbol, str) or qty is None:
+        raise bad("needs a symbol and a numeric qty")
+    intent_seq = rec.get("intent_seq")
+    if intent_seq is not None and (isinstance(intent_seq, bool) or not isinstance(intent_seq, int)):
+        raise bad(f"intent_seq must be an integer or null, not {intent_seq!r}")
+    flights = rec.get("in_flight") or []
+    if not isinstance(flights, list):
+        raise bad("in_flight must be a list")
+    parsed = []
+    for f in flights:
+        q = _num(f.get("qty")) if isinstance(f, dict) else None
+        if q is None or q < 0 or f.get("side") not in SIGNS:
+            raise bad(f"in_flight entry needs side BUY/SELL and qty >= 0, not {f!r}")
+        parsed.append((str(f.get("client_order_id") or ""), SIGNS[f["side"]] * q,
+                       bool(f.get("reduce_only"))))
+    entry, mark = _num(rec.get("entry_price")), _num(rec.get("mark_price"))
+    seq = rec.get("seq") if isinstance(rec.get("seq"), int) else None
+    return symbol, BrokerPosition(qty, tuple(parsed), intent_seq,
+                                  entry if entry and entry > 0 else None, seq), \
+        mark if mark and mark > 0 else None
+
+
+def _num(x) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return None
+    return float(x)
 
 
 class StrategyCore:
     """Views, order times and counters of the strategy, and the decision path over them."""
 
     def __init__(self, params: rules.Params, limits: risk.Limits, prefix: str, symbols,
-                 grace_ms: int = 5000):
+                 max_signal_age_ms: int = 2000):
         self.params = params
         self.limits = limits
         self.prefix = prefix
-        self.grace_ms = int(grace_ms)
+        self.max_signal_age_ms = int(max_signal_age_ms)
         self.symbols = tuple(symbols)
         self.views: dict[str, rules.View] = {s: rules.View() for s in self.symbols}
         self.last_signal_seq = 0          # signals up to here are reflected in the views
         self.last_intent_seq = 0          # intents records up to here are reflected
-        self.last_intent_ts: dict[str, int] = {}
+        self.positions_seq = 0            # positions records up to here are reflected
         self.last_signal_ms: dict[str, int] = {}
         self.order_times: deque[int] = deque()   # clock ms of approved intents (rate limit)
+        # the broker's last word per symbol, and our intents written after it: (seq, side, qty,
+        # reduce_only); those at or below a new record's intent_seq are dropped
+        self.broker: dict[str, BrokerPosition] = {}
+        self.pending: dict[str, list[tuple]] = {}
+        # the position an exit of ours closed: (sign, entry_mid, entry_ms); if the broker
+        # reports it still open (the exit was refused), it keeps its entry time
+        self.exited: dict[str, tuple] = {}
+        self.last_price: dict[str, float] = {}   # newest of signal mid and broker mark
         self.counts = {"signals": 0, "intents": 0, "denied": 0, "skipped_replayed": 0,
-                       "ignored_symbol": 0, "position_corrections": 0, "positions_in_flight": 0}
+                       "ignored_symbol": 0, "stale_signals": 0, "timer_exits": 0,
+                       "positions": 0, "position_corrections": 0, "positions_unconfirmed": 0}
         self.denials: dict[str, int] = {}
         self._last_denial: dict[str, tuple] = {}
+        self._stale_run: dict[str, int] = {}     # stale signals in a row, per symbol
+        self._timer_second: dict[str, int] = {}  # wall second of the last timer decision
+        self._lag: int | None = None             # wall - signal time (freshness off only)
 
     @classmethod
     def from_config(cls, cfg: dict) -> "StrategyCore":
         """From the ``strategy``, ``risk`` and ``symbols`` settings; raises ValueError."""
         sec = cfg["strategy"]
+        age = int(sec.get("max_signal_age_ms", 2000))
+        if age < 0:
+            raise ValueError("strategy.max_signal_age_ms must be >= 0 (0 turns the check off)")
         return cls(rules.Params.from_config(sec), risk.Limits.from_config(cfg["risk"]),
-                   sec["id_prefix"], cfg["symbols"],
-                   int(float(sec["position_sync_grace_s"]) * 1000))
+                   sec["id_prefix"], cfg["symbols"], age)
+
+    # -- clock -------------------------------------------------------------------------------
+    def clock(self, wall_ms: int) -> int | None:
+        """Now on the signals' time axis (exchange ms), that of entry and exit times.
+
+        With the freshness check on, signals are current, so the wall clock. With it off
+        (recorded data replayed with its own timestamps) the signals' clock: the latest signal's
+        time plus the wall time since it was handled; None before the first signal.
+        """
+        if self.max_signal_age_ms:
+            return wall_ms
+        return None if self._lag is None else wall_ms - self._lag
 
     # -- signals -----------------------------------------------------------------------------
     def on_signal(self, rec: dict, trading: TradingState, wall_ms: int) -> Step:
         """One ``signals`` record (with its ``seq``): decide, check risk, update the view.
 
-        ``trading`` is the current trading state, ``wall_ms`` the clock of the rate limit.
-        Raises :class:`bus.BadRecord` for a signal without a symbol or an integer bucket.
+        ``trading`` is the current trading state, ``wall_ms`` the clock of the rate limit and
+        of the freshness check. Raises :class:`bus.BadRecord` for a signal without a symbol or
+        an integer bucket.
         """
         if rec.get("type") != "signal":
             return Step([])
@@ -90,49 +196,121 @@ class StrategyCore:
         if view is None:
             self.counts["ignored_symbol"] += 1
             return Step([])
+        t = rules.signal_time(rec)
+        self.last_signal_ms[symbol] = t
+        mid = rules.signal_mid(rec)
+        if mid is not None:
+            self.last_price[symbol] = mid
+        age = wall_ms - t
+        if self.max_signal_age_ms and age > self.max_signal_age_ms:
+            # too old to act on; observed, so that the first fresh one sees the right crossing
+            self.views[symbol] = rules.observe(view, rec)
+            self.counts["stale_signals"] += 1
+            run = self._stale_run[symbol] = self._stale_run.get(symbol, 0) + 1
+            notes = (("stale_signals", {"symbol": symbol, "signal_seq": seq, "age_ms": age,
+                                        "max_signal_age_ms": self.max_signal_age_ms}),) \
+                if run == 1 else ()
+            return Step([], None, notes)
+        self._stale_run.pop(symbol, None)
+        if not self.max_signal_age_ms:
+            self._lag = wall_ms - t
         decision = rules.decide(self.params, view, rec)
         view = rules.observe(view, rec)
-        self.last_signal_ms[symbol] = rules.signal_time(rec)
         payloads = []
         if decision is not None:
-            view, payload = self._submit(decision, view, rec, trading, wall_ms)
+            coid = ids.client_order_id(self.prefix, symbol, bucket, decision.code,
+                                       decision.side)
+            view, payload = self._submit(decision, view, trading, wall_ms, coid, rec)
             if payload is not None:
                 payloads.append(payload)
         self.views[symbol] = view
         return Step(payloads, self._daily_loss_change(view.day, trading))
 
+    # -- timer -------------------------------------------------------------------------------
+    def on_timer(self, trading: TradingState, wall_ms: int) -> Step:
+        """Stop and time exits of every position, on the clock and the latest known price.
+
+        Not for a symbol with an order of ours not yet done (the position is still moving; the
+        broker's record when it is done decides), and at most one decision per symbol and
+        wall-clock second (its client order id is made of that second).
+        """
+        now = self.clock(wall_ms)
+        if now is None:
+            return Step([])
+        second = wall_ms // 1000
+        payloads = []
+        for sym, view in self.views.items():
+            if not view.qty or self.busy(sym) or self._timer_second.get(sym) == second:
+                continue
+            d = rules.decide_timer(self.params, view, sym, now,
+                                   self.last_price.get(sym) or view.last_mid)
+            if d is None:
+                continue
+            self._timer_second[sym] = second
+            coid = ids.client_order_id(self.prefix, sym, second * 1000, d.code, d.side)
+            view, payload = self._submit(d, view, trading, wall_ms, coid, None)
+            self.views[sym] = view
+            if payload is not None:
+                if payload["type"] == "intent":
+                    self.counts["timer_exits"] += 1
+                payloads.append(payload)
+        return Step(payloads)
+
+    def busy(self, symbol: str) -> bool:
+        """An order of ours on ``symbol`` is in flight at the broker or not yet handled by it."""
+        b = self.broker.get(symbol)
+        return bool(self.pending.get(symbol)) or bool(b and b.in_flight)
+
+    def _exits_in_flight(self, symbol: str) -> float:
+        """Signed remainder of the reduce-only orders in flight at the broker."""
+        b = self.broker.get(symbol)
+        return sum(q for _, q, ro in b.in_flight if ro) if b else 0.0
+
+    def holding(self) -> bool:
+        """Some symbol holds a position (the timer has work)."""
+        return any(v.qty for v in self.views.values())
+
+    # -- intents -----------------------------------------------------------------------------
     def written(self, rec: dict) -> None:
         """An ``intents`` record the caller wrote (from our payload): its seq and ts."""
         self.last_intent_seq = int(rec["seq"])
-        if rec.get("type") == "intent":
-            self.last_intent_ts[rec["symbol"]] = int(rec["ts"])
+        self._remember(rec)
 
     def forget_denials(self) -> None:
         """The trading state changed: the next denial of each symbol is news again."""
         self._last_denial.clear()
 
-    def _submit(self, d: rules.Decision, view: rules.View, rec: dict, trading: TradingState,
-                wall: int) -> tuple[rules.View, dict | None]:
+    def _submit(self, d: rules.Decision, view: rules.View, trading: TradingState, wall: int,
+                coid: str, signal: dict | None) -> tuple[rules.View, dict | None]:
+        """Risk-check ``d`` (caused by ``signal``, or by the timer when None): the view after it
+        and its payload (None for a denial already reported)."""
         while self.order_times and self.order_times[0] <= wall - risk.WINDOW_MS:
             self.order_times.popleft()
         ref_price = d.price or d.mid or view.last_mid or view.entry_mid or 0.0
         order = risk.Order(d.symbol, d.side, d.qty, ref_price, d.reduce_only)
-        verdict = risk.check(self.limits, trading.state, view.qty, order, len(self.order_times),
+        position = view.qty
+        if not d.reduce_only:
+            # new exposure is measured as if our exits the broker holds in flight failed (a ban,
+            # send retries, a resting LIMIT): counted as filled, they would let an entry take
+            # the position past the limit
+            position -= self._exits_in_flight(d.symbol)
+        verdict = risk.check(self.limits, trading.state, position, order, len(self.order_times),
                              self.daily_pnl())
-        coid = ids.client_order_id(self.prefix, d.symbol, int(rec["bucket_ms"]), d.code, d.side)
+        sig = signal or {}
         base = {
             "symbol": d.symbol, "side": d.side, "qty": d.qty, "order_type": d.order_type,
             "price": d.price, "reduce_only": d.reduce_only, "client_order_id": coid,
-            "reason": d.reason, "trigger": d.trigger, "signal_seq": int(rec["seq"]),
-            "bucket_ms": int(rec["bucket_ms"]), "decision_ms": d.now_ms, "decision_mid": d.mid,
-            "fusion": d.fusion, "ofi_z": rec.get("ofi_z"), "cvd_z": rec.get("cvd_z"),
+            "reason": d.reason, "trigger": d.trigger, "origin": "timer" if d.timer else "signal",
+            "signal_seq": int(sig["seq"]) if signal else None,
+            "bucket_ms": int(sig["bucket_ms"]) if signal else None,
+            "decision_ms": d.now_ms, "decision_mid": d.mid, "fusion": d.fusion,
+            "ofi_z": sig.get("ofi_z"), "cvd_z": sig.get("cvd_z"),
         }
         if verdict.approved:
-            self.last_intent_ts[d.symbol] = wall     # refined by written()
             self.order_times.append(wall)
             self.counts["intents"] += 1
             self._last_denial.pop(d.symbol, None)
-            return rules.apply(view, d), {"type": "intent", **base}
+            return self._apply(view, d), {"type": "intent", **base}
         self.counts["denied"] += 1
         self.denials[verdict.code] = self.denials.get(verdict.code, 0) + 1
         # the same denial repeats every interval while e.g. HALTED with a position open:
@@ -144,31 +322,81 @@ class StrategyCore:
         return view, {"type": "risk_denied", **base, "code": verdict.code,
                       "detail": verdict.detail, "trading_state": trading.state}
 
-    # -- positions ---------------------------------------------------------------------------
-    def on_position(self, rec: dict) -> tuple[float, float] | None:
-        """A ``positions`` record (with its ``ts``): correct the view unless ours is newer.
+    def _apply(self, view: rules.View, d: rules.Decision) -> rules.View:
+        """The view after ``d`` was sent (assumed filled at its mid); remembers what an exit
+        closed."""
+        if view.qty and (d.reduce_only or abs(view.qty + d.signed_qty) < EPS):
+            self.exited[d.symbol] = (math.copysign(1.0, view.qty), view.entry_mid,
+                                     view.entry_ms)
+        elif not view.qty:
+            self.exited.pop(d.symbol, None)
+        return rules.apply(view, d)
 
-        Returns ``(was, now)`` when the view was corrected. A record written less than
-        ``grace_ms`` after our last intent of the symbol may predate that intent's fill: ignored.
+    def _remember(self, rec: dict) -> None:
+        """Keep one of our intents until a broker record says it was handled."""
+        sym = rec.get("symbol")
+        if rec.get("type") != "intent" or sym not in self.views:
+            return
+        seq = int(rec["seq"])
+        b = self.broker.get(sym)
+        if b is not None and b.intent_seq is not None and seq <= b.intent_seq:
+            return
+        mine = self.pending.setdefault(sym, [])
+        if any(p[0] == seq for p in mine):
+            return
+        mine.append((seq, rec["side"], float(rec["qty"]), bool(rec.get("reduce_only"))))
+
+    # -- positions ---------------------------------------------------------------------------
+    def on_position(self, rec: dict, wall_ms: int) -> tuple[float, float] | None:
+        """A ``positions`` record from the broker: the view becomes its ``qty`` + its
+        ``in_flight`` remainders + our intents above its ``intent_seq``.
+
+        Returns ``(was, now)`` when the view's position changed. A position we did not know
+        (flat or other side in our view) takes the record's entry price and the clock as entry
+        time, except the one an exit of ours just closed (refused by the broker): that keeps its
+        entry time, so its time exit comes again at once. A record without ``intent_seq`` (an
+        older broker) is applied only when none of our intents is outstanding or it confirms
+        our view (then they are all taken as handled); otherwise it is counted and ignored.
+        Raises :class:`bus.BadRecord` for a malformed record.
         """
         if rec.get("type") != "position":
             return None
-        symbol = rec.get("symbol")
+        seq = rec.get("seq")
+        if isinstance(seq, int) and seq <= self.positions_seq:
+            return None          # read again after a restart
+        symbol, pos, mark = parse_position(rec)
+        if isinstance(seq, int):
+            self.positions_seq = seq
         view = self.views.get(symbol)
         if view is None:
             return None
-        qty = rec.get("qty")
-        if isinstance(qty, bool) or not isinstance(qty, (int, float)):
-            raise BadRecord("position without a numeric qty", orjson.dumps(rec).decode())
-        if int(rec.get("ts", 0)) < self.last_intent_ts.get(symbol, 0) + self.grace_ms:
-            self.counts["positions_in_flight"] += 1
+        self.counts["positions"] += 1
+        if mark is not None:
+            self.last_price[symbol] = mark
+        mine = self.pending.get(symbol, [])
+        if pos.intent_seq is None:
+            if mine and abs(pos.qty + pos.flight_qty - view.qty) > EPS:
+                self.counts["positions_unconfirmed"] += 1
+                return None
+            mine = []
+        else:
+            mine = [p for p in mine if p[0] > pos.intent_seq]
+        self.pending[symbol] = mine
+        self.broker[symbol] = pos
+        if abs(pos.qty) < EPS:
+            self.exited.pop(symbol, None)      # the broker saw the exit through
+        target = round(pos.qty + pos.flight_qty + sum(SIGNS[s] * q for _, s, q, _ in mine), 12)
+        if abs(target - view.qty) < EPS:
             return None
-        entry = rec.get("entry_price")
-        new = rules.correct(view, float(qty),
-                            float(entry) if isinstance(entry, (int, float)) else None,
-                            self.last_signal_ms.get(symbol))
-        if new == view:
-            return None
+        now = self.clock(wall_ms)
+        if now is None:
+            now = max(self.last_signal_ms.values(), default=wall_ms)
+        new = rules.correct(view, target, pos.entry_price, now)
+        gone = self.exited.get(symbol)
+        if target and gone and (not view.qty or (view.qty > 0) != (target > 0)) \
+                and gone[0] == math.copysign(1.0, target):
+            new = rules.View(**{**new.to_dict(), "entry_mid": pos.entry_price or gone[1],
+                                "entry_ms": gone[2] if gone[2] is not None else now})
         self.counts["position_corrections"] += 1
         self.views[symbol] = new
         self._last_denial.pop(symbol, None)
@@ -208,18 +436,20 @@ class StrategyCore:
         if sym not in self.views:
             return
         mid = rec.get("decision_mid")
+        timer = rec.get("origin") == "timer"
         d = rules.Decision(sym, rec["side"], float(rec["qty"]), bool(rec.get("reduce_only")),
                            rec.get("reason") or "", rec.get("trigger") or "cross",
                            rec.get("order_type") or "MARKET", rec.get("price"),
                            int(rec.get("decision_ms") or rec.get("bucket_ms") or 0),
                            float(mid) if isinstance(mid, (int, float)) else None,
-                           rec.get("fusion"))
-        view = rules.apply(self.views[sym], d)
+                           rec.get("fusion"), timer)
+        view = self._apply(self.views[sym], d)
         if isinstance(d.fusion, (int, float)):
             view = rules.View(**{**view.to_dict(), "last_fusion": float(d.fusion)})
         self.views[sym] = view
-        self.last_intent_ts[sym] = int(rec["ts"])
-        self.last_signal_ms[sym] = max(self.last_signal_ms.get(sym, 0), d.now_ms)
+        self._remember(rec)
+        if not timer:
+            self.last_signal_ms[sym] = max(self.last_signal_ms.get(sym, 0), d.now_ms)
         if int(rec["ts"]) > wall_ms - risk.WINDOW_MS and int(rec["ts"]) not in self.order_times:
             self.order_times.append(int(rec["ts"]))
 
@@ -227,9 +457,13 @@ class StrategyCore:
         """The state a restart continues from (JSON-ready)."""
         return {
             "last_signal_seq": self.last_signal_seq, "last_intent_seq": self.last_intent_seq,
+            "positions_seq": self.positions_seq,
             "views": {s: v.to_dict() for s, v in self.views.items()},
-            "last_intent_ts": self.last_intent_ts, "last_signal_ms": self.last_signal_ms,
-            "order_times": list(self.order_times),
+            "broker": {s: b.to_dict() for s, b in self.broker.items()},
+            "pending": {s: [list(p) for p in ps] for s, ps in self.pending.items() if ps},
+            "exited": {s: list(e) for s, e in self.exited.items()},
+            "last_price": dict(self.last_price),
+            "last_signal_ms": self.last_signal_ms, "order_times": list(self.order_times),
         }
 
     def restore(self, snap: dict, same_signals: bool) -> None:
@@ -238,9 +472,15 @@ class StrategyCore:
             if sym in self.views:
                 self.views[sym] = rules.View.from_dict(v)
         self.last_intent_seq = int(snap.get("last_intent_seq") or 0)
+        self.positions_seq = int(snap.get("positions_seq") or 0)
         if same_signals:
             self.last_signal_seq = int(snap.get("last_signal_seq") or 0)
-        self.last_intent_ts = {k: int(v) for k, v in (snap.get("last_intent_ts") or {}).items()}
+        self.broker = {k: BrokerPosition.from_dict(v) for k, v in (snap.get("broker") or {}).items()
+                       if k in self.views}
+        self.pending = {k: [(int(s), str(side), float(q), bool(r)) for s, side, q, r in v]
+                        for k, v in (snap.get("pending") or {}).items() if k in self.views}
+        self.exited = {k: tuple(v) for k, v in (snap.get("exited") or {}).items()}
+        self.last_price = {k: float(v) for k, v in (snap.get("last_price") or {}).items()}
         self.last_signal_ms = {k: int(v) for k, v in (snap.get("last_signal_ms") or {}).items()}
         self.order_times.extend(int(t) for t in snap.get("order_times") or [])
 
@@ -250,9 +490,13 @@ class StrategyCore:
         symbols = {}
         for sym, v in self.views.items():
             ref = v.last_mid or v.entry_mid or 0.0
+            b = self.broker.get(sym)
             symbols[sym] = {"position_qty": v.qty, "position_usdt": round(abs(v.qty) * ref, 2),
                             "entry_mid": v.entry_mid, "unrealized_usdt": round(v.unrealized(), 4),
-                            "realized_usdt": round(v.realized, 4)}
+                            "realized_usdt": round(v.realized, 4),
+                            "broker_qty": b.qty if b else None,
+                            "orders_in_flight": (len(b.in_flight) if b else 0)
+                            + len(self.pending.get(sym, ()))}
         return {
             "state": trading.state, "reason": trading.reason, "symbols": symbols,
             "max_position_usdt": self.limits.max_position_usdt,

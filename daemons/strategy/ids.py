@@ -1,8 +1,10 @@
-"""Client order ids derived from the signal that caused the order.
+"""Client order ids derived from the signal (or the timer second) that caused the order.
 
     <prefix>-<symbol>-<bucket_ms in base 36>-<code><hash>      e.g. ofi-BTCUSDT-lxk3v7s0-E3f9a1c
 
-``code`` is the trigger (E entry, S stop, R reversal, T time); ``hash`` is 6 hex digits of BLAKE2b
+``code`` is the trigger (E entry, S stop, R reversal, T time); exits decided by the timer use
+WS / WT with the wall-clock second (in ms) in place of the bucket, so they never equal a signal's
+id, and the core sends at most one per symbol and second. ``hash`` is 6 hex digits of BLAKE2b
 over every input, so a symbol shortened to fit the 36 characters cannot make two ids equal.
 The same inputs always give the same id (across processes and restarts): a re-sent intent carries
 the id of the first, and the broker (and Binance, among open orders) refuses the duplicate.

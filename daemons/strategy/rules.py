@@ -1,7 +1,8 @@
 """The default OFI/CVD strategy as pure functions: (params, view, signal) -> decision.
 
-Per symbol the strategy keeps a :class:`View`: its signed position (what it believes it holds),
-the entry mid and time, the last exit time, the last fusion seen and the day's paper PnL.
+Per symbol the strategy keeps a :class:`View`: its signed position (the broker's position plus
+the orders not yet done, see ``core.py``), the entry mid and time, the last exit time, the last
+fusion seen and the day's paper PnL.
 
     flat      enter when ``fusion`` crosses ``entry_threshold`` (up: BUY, down through
               ``-entry_threshold``: SELL) with ``ofi_z`` and ``cvd_z`` of the same sign, outside
@@ -13,8 +14,10 @@ the entry mid and time, the last exit time, the last fusion seen and the day's p
                         short: fusion >= -x)
               time  the position is older than ``max_hold_s``
 
-Time is exchange time (the end of the signal's interval), never the wall clock, so a replay of the
-same signals makes the same decisions. No I/O here: the daemon (``stage.py``) and tests call it.
+:func:`decide` runs on each signal, with the signal's time (the end of its interval, exchange
+time), so a replay of the same signals makes the same decisions. :func:`decide_timer` runs the
+exits that need no signal (stop and time) on a clock and the latest known price, so they fire
+when signals stop coming. No I/O here: the core (``core.py``) and tests call it.
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 
 # trigger -> one-letter code used in client order ids
 CODES = {"cross": "E", "stop": "S", "reversal": "R", "time": "T"}
+#: prefix of the code of an exit decided by the timer (WS, WT): its ids never equal a signal's
+TIMER_CODE = "W"
 ORDER_TYPES = ("MARKET", "LIMIT")
 
 #: step (quantity) and tick (price) sizes used when the config names none for a symbol
@@ -145,10 +150,11 @@ class Decision:
     now_ms: int
     mid: float | None
     fusion: float | None
+    timer: bool = False               # decided by the timer (no signal), see decide_timer
 
     @property
     def code(self) -> str:
-        return CODES[self.trigger]
+        return TIMER_CODE + CODES[self.trigger] if self.timer else CODES[self.trigger]
 
     @property
     def signed_qty(self) -> float:
@@ -158,6 +164,12 @@ class Decision:
 def signal_time(signal: dict) -> int:
     """The exchange time a signal is known: the end of its interval (ms)."""
     return int(signal["bucket_ms"]) + int(signal.get("interval_ms") or 0)
+
+
+def signal_mid(signal: dict) -> float | None:
+    """The signal's mid when it is a positive number."""
+    mid = _num(signal.get("mid"))
+    return mid if mid is not None and mid > 0 else None
 
 
 def _num(value) -> float | None:
@@ -188,9 +200,7 @@ def decide(p: Params, view: View, signal: dict) -> Decision | None:
     """The order (if any) that ``signal`` calls for, given the current ``view``."""
     symbol = signal["symbol"]
     now = signal_time(signal)
-    fusion, mid = _num(signal.get("fusion")), _num(signal.get("mid"))
-    if mid is not None and mid <= 0:
-        mid = None
+    fusion, mid = _num(signal.get("fusion")), signal_mid(signal)
     inst = p.instrument(symbol)
 
     def order(side, qty, reduce_only, reason, trigger, order_type):
@@ -203,20 +213,11 @@ def decide(p: Params, view: View, signal: dict) -> Decision | None:
                         now, mid, fusion)
 
     if view.qty:
-        d = _sign(view.qty)
-        side = "SELL" if d > 0 else "BUY"
-        qty = abs(view.qty)
-        if p.stop_loss_bps > 0 and mid is not None and view.entry_mid:
-            loss_bps = -d * (mid / view.entry_mid - 1.0) * 1e4
-            if loss_bps >= p.stop_loss_bps - 1e-9:   # at the level counts (float noise)
-                return order(side, qty, True, "exit", "stop", p.exit_order_type)
-        if fusion is not None and (fusion <= p.exit_threshold if d > 0
-                                   else fusion >= -p.exit_threshold):
-            return order(side, qty, True, "exit", "reversal", p.exit_order_type)
-        if p.max_hold_s > 0 and view.entry_ms is not None \
-                and now - view.entry_ms >= p.max_hold_s * 1000:
-            return order(side, qty, True, "exit", "time", p.exit_order_type)
-        return None
+        trigger = exit_trigger(p, view, now, mid, fusion)
+        if trigger is None:
+            return None
+        side = "SELL" if view.qty > 0 else "BUY"
+        return order(side, abs(view.qty), True, "exit", trigger, p.exit_order_type)
 
     if fusion is None or mid is None:
         return None
@@ -237,6 +238,45 @@ def decide(p: Params, view: View, signal: dict) -> Decision | None:
     if qty <= 0:
         return None
     return order("BUY" if direction > 0 else "SELL", qty, False, "entry", "cross", p.order_type)
+
+
+def exit_trigger(p: Params, view: View, now: int, mid: float | None,
+                 fusion: float | None) -> str | None:
+    """Which exit the position of ``view`` calls for at ``now`` and ``mid`` (None: none);
+    without a ``fusion`` (the timer) there is no reversal."""
+    d = _sign(view.qty)
+    if not d:
+        return None
+    if p.stop_loss_bps > 0 and mid is not None and view.entry_mid:
+        loss_bps = -d * (mid / view.entry_mid - 1.0) * 1e4
+        if loss_bps >= p.stop_loss_bps - 1e-9:   # at the level counts (float noise)
+            return "stop"
+    if fusion is not None and (fusion <= p.exit_threshold if d > 0
+                               else fusion >= -p.exit_threshold):
+        return "reversal"
+    if p.max_hold_s > 0 and view.entry_ms is not None \
+            and now - view.entry_ms >= p.max_hold_s * 1000:
+        return "time"
+    return None
+
+
+def decide_timer(p: Params, view: View, symbol: str, now: int,
+                 price: float | None) -> Decision | None:
+    """The exit (stop or time) the position calls for at ``now`` (ms, the clock of
+    ``view.entry_ms``) and the latest known ``price``, with no signal."""
+    if price is not None and not price > 0:
+        price = None
+    trigger = exit_trigger(p, view, now, price, None)
+    if trigger is None:
+        return None
+    side = "SELL" if view.qty > 0 else "BUY"
+    limit = None
+    if p.exit_order_type == "LIMIT":
+        if price is None:
+            return None
+        limit = round_tick(price, p.instrument(symbol).tick, side)
+    return Decision(symbol, side, abs(view.qty), True, "exit", trigger, p.exit_order_type, limit,
+                    now, price, None, timer=True)
 
 
 def observe(view: View, signal: dict) -> View:

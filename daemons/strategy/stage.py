@@ -1,17 +1,22 @@
-"""The strategy daemon: ``signals`` (and ``positions``) in, risk-checked ``intents`` out.
+"""The strategy daemon: ``signals`` and ``positions`` in, risk-checked ``intents`` out.
 
 For each signal the pure :class:`~.core.StrategyCore` (also run by ``ofi backtest``) decides:
 :func:`rules.decide` proposes an order, :func:`risk.check` approves it (an ``intent`` record) or
 denies it (a structured log line, a counter in the heartbeat and, with
 ``strategy.denials_to_bus``, a ``risk_denied`` record in ``intents`` that the broker ignores).
+Signals older than ``strategy.max_signal_age_ms`` (wall clock) are observed, not acted on (one
+``stale_signals`` log line per run of them). While a position is held, ``tick`` runs the core's
+timer about every 250 ms: stop and time exits fire even when no signal comes. The position is
+the broker's (its ``positions`` records) plus the orders it has not finished (see ``core.py``).
 
-Restart safety. The strategy's view (position per symbol, ...) is saved in
-``<home>/state/strategy.json`` with the last signal seq and the last ``intents`` seq it reflects.
-On start it replays the ``intents`` written after that snapshot (its own output, the truth of
-what was sent), so the view includes every intent even after a SIGKILL, and the highest
-``signal_seq`` seen there marks the signals already acted on: re-delivered signals up to it are
-skipped, never re-emitted. Client order ids are derived from the signal, so even a re-emission
-would carry the same id for the broker to refuse.
+Restart safety. The strategy's view (position per symbol, the broker's last record, our intents
+it had not handled, ...) is saved in ``<home>/state/strategy.json`` with the last signal,
+``intents`` and ``positions`` seqs it reflects. On start it replays the ``intents`` written
+after that snapshot (its own output, the truth of what was sent), then the ``positions`` records
+written after it, so the view is again the broker's position plus what is in flight, even after
+a SIGKILL; the highest ``signal_seq`` seen in the intents marks the signals already acted on:
+re-delivered signals up to it are skipped, never re-emitted. Client order ids are derived from
+the signal, so even a re-emission would carry the same id for the broker to refuse.
 
 Seed flags (the old ``mcp.strategy_server.app``) are accepted: ``--signals-dir`` (home, bus dir
 or topic dir holding signals), ``--signals-source auto|jsonl|sqlite``, ``--output`` (the home
@@ -27,7 +32,7 @@ import time
 
 import orjson
 
-from bus import BadRecord, jsonl, now_ms
+from bus import BadRecord, now_ms
 
 from .. import config as configmod
 from .. import runtime
@@ -39,6 +44,7 @@ from .state import HALTED, StateError, TradingState, load_state, save_state
 SNAPSHOT = "strategy.json"
 SIGNALS_POSITION = "strategy-signals.json"
 SNAPSHOT_EVERY_S = 0.5
+TIMER_EVERY_S = 0.25       # how often the timer exits are evaluated while a position is held
 
 
 class StrategyStage(Stage):
@@ -67,11 +73,13 @@ class StrategyStage(Stage):
         self.signals_source = sec.get("signals_source") or "auto"
         self.external: source.SignalSource | None = None
         self._external_more = False
+        self._timer_at = 0.0
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self) -> None:
         self._load_snapshot()
         replayed = self._replay_intents()
+        positions = self._replay_positions()
         if "signals" not in self.inputs:
             topic_dir = source.resolve_topic_dir(self.signals_dir or self.ctx.home)
             self.external = source.SignalSource(
@@ -84,6 +92,7 @@ class StrategyStage(Stage):
         core = self.core
         self.ctx.log.info("strategy_start", last_signal_seq=core.last_signal_seq,
                           last_intent_seq=core.last_intent_seq, intents_replayed=replayed,
+                          positions_replayed=positions, positions_seq=core.positions_seq,
                           trading_state=st.state, signals=self.external.dir if self.external
                           else "bus", positions={s: v.qty for s, v in core.views.items() if v.qty})
         self._save_snapshot()
@@ -118,11 +127,22 @@ class StrategyStage(Stage):
             self.external.commit()
             self._external_more = bool(batch)
         self.trading_state()   # notices (and logs) a change made by `ofi halt` / the broker
+        if now - self._timer_at >= TIMER_EVERY_S:
+            self._timer_at = now
+            step = self.core.on_timer(self.trading_state(), now_ms())
+            for payload in step.payloads:
+                self._emit(payload)
+            if step.payloads:
+                self._dirty = True
         if self._dirty and now - self._saved_at >= SNAPSHOT_EVERY_S:
             self._save_snapshot()
 
     def idle_timeout(self) -> float | None:
-        return 0.0 if self._external_more else None
+        if self._external_more:
+            return 0.0
+        if self.core.holding():   # the timer must run while no record comes
+            return max(0.0, self._timer_at + TIMER_EVERY_S - time.time())
+        return None
 
     # -- inputs ------------------------------------------------------------------------------
     def on_signal(self, rec: dict) -> None:
@@ -133,17 +153,22 @@ class StrategyStage(Stage):
         step = self.core.on_signal(rec, self.trading_state(), now_ms())
         if self.core.last_signal_seq != before:
             self._dirty = True
+        for event, fields in step.notes:
+            self.ctx.log.warning(event, **fields)
         for payload in step.payloads:
             self._emit(payload)
         if step.state_change is not None:
             self._set_state(*step.state_change)
 
     def on_position(self, rec: dict) -> None:
-        """One ``positions`` record from the broker: correct the view unless ours is newer."""
-        corrected = self.core.on_position(rec)
+        """One ``positions`` record from the broker: the view follows it (see the core)."""
+        before = self.core.positions_seq
+        corrected = self.core.on_position(rec, now_ms())
         if corrected is not None:
             self.ctx.log.warning("position_corrected", symbol=rec.get("symbol"),
-                                 was=corrected[0], now=corrected[1], position_seq=rec.get("seq"))
+                                 was=corrected[0], now=corrected[1], position_seq=rec.get("seq"),
+                                 cause=rec.get("cause"), intent_seq=rec.get("intent_seq"))
+        if corrected is not None or self.core.positions_seq != before:
             self._dirty = True
 
     def _emit(self, p: dict) -> None:
@@ -152,7 +177,7 @@ class StrategyStage(Stage):
             out = self.ctx.emit("intents", p)
             self.core.written(out)
             self.ctx.log.info("intent", symbol=p["symbol"], side=p["side"], qty=p["qty"],
-                              reason=p["reason"], trigger=p["trigger"],
+                              reason=p["reason"], trigger=p["trigger"], origin=p["origin"],
                               client_order_id=p["client_order_id"],
                               signal_seq=p["signal_seq"], intent_seq=out["seq"])
             return
@@ -203,7 +228,7 @@ class StrategyStage(Stage):
 
     def _save_snapshot(self) -> None:
         write_json_atomic(self.snapshot_path, {
-            "version": 1, "signals": self._signals_id(), **self.core.snapshot()})
+            "version": 2, "signals": self._signals_id(), **self.core.snapshot()})
         self._dirty = False
         self._saved_at = time.time()
 
@@ -213,31 +238,42 @@ class StrategyStage(Stage):
 
     def _replay_intents(self) -> int:
         """Apply our own ``intents`` written after the snapshot; returns how many."""
-        bus = self.ctx.bus
-        start = self.core.last_intent_seq
-        d = bus.topic_dir("intents")
-        position = {"seq": start}
-        if bus.sink_of("intents") == "jsonl":
-            segs = jsonl.list_segments(d)
-            below = [s for s in segs if s <= start + 1]
-            position["segment"] = below[-1] if below else (segs[0] if segs else 1)
-            position["offset"] = 0   # the reader skips records up to ``seq``
-        reader = bus.reader("intents", position)
         n = 0
         wall = now_ms()
+        for rec in self._records_after("intents", self.core.last_intent_seq):
+            n += 1
+            self.core.replay_intent(rec, wall)
+        return n
+
+    def _replay_positions(self) -> int:
+        """Apply the broker's ``positions`` records written after the snapshot (the consumer may
+        have committed them before the snapshot was saved); returns how many."""
+        n = 0
+        wall = now_ms()
+        for rec in self._records_after("positions", self.core.positions_seq):
+            n += 1
+            try:
+                self.core.on_position(rec, wall)
+            except BadRecord:
+                pass   # the consumer dead-letters it when it reads it
+        return n
+
+    def _records_after(self, topic: str, seq: int):
+        """The readable records of ``topic`` with a seq above ``seq``."""
+        bus = self.ctx.bus
+        if not os.path.isdir(bus.topic_dir(topic)):
+            return
+        reader = bus.reader(topic, {"seq": seq})   # the reader finds the segment and skips
         try:
             while True:
                 batch = reader.read(5000)
                 if not batch:
                     break
                 for rec, _pos in batch:
-                    if isinstance(rec, BadRecord):
-                        continue
-                    n += 1
-                    self.core.replay_intent(rec, wall)
+                    if not isinstance(rec, BadRecord) and int(rec.get("seq", 0)) > seq:
+                        yield rec
         finally:
             reader.close()
-        return n
 
     # -- health ------------------------------------------------------------------------------
     def health(self) -> dict:
@@ -281,6 +317,9 @@ def check_config(cfg: dict) -> None:
         risk.Limits.from_config(cfg["risk"])
     except ValueError as exc:
         raise configmod.ConfigError(f"config: {exc}") from None
+    if int(sec["max_signal_age_ms"]) < 0:
+        raise configmod.ConfigError("config: key 'strategy.max_signal_age_ms' must be >= 0 "
+                                    "(0 turns the check off)")
     if not ids.valid_prefix(str(sec["id_prefix"])):
         raise configmod.ConfigError("config: key 'strategy.id_prefix' must be 1-8 characters "
                                     "of [.A-Z:/a-z0-9_]")
