@@ -286,3 +286,11 @@ def test_unexplained_venue_position_halts_after_a_look():
     assert "differs" in h.core.trading.reason
     halt = next(i for i, a in enumerate(h.actions) if isinstance(a, Halt))
     assert any(isinstance(a, FetchOrders) for a in h.actions[:halt])   # it looked first
+
+
+def test_restart_restores_the_intent_watermark():
+    h = Harness()
+    h.intent("a1", seq=7)
+    h.advance(1)
+    h.restart()
+    assert h.last_position()["cause"] == "start" and h.last_position()["intent_seq"] == 7

@@ -26,16 +26,19 @@ pytestmark = pytest.mark.slow
 
 
 def _config(tmp_path, port: int, **extra) -> str:
-    lines = [
-        "broker:", "  mode: sim",
-        "exchange:", f"  port: {port}",
-        "signal:", "  min_periods: 5", "  interval_ms: 500",
-        "strategy:", "  entry_threshold: 0.5", "  max_hold_s: 4.0", "  cooldown_s: 1.0",
-        "report:", "  interval_s: 20.0",
-        "supervise:", "  heartbeat_timeout_s: 4.0", "  grace_s: 3.0",
-        "daemon:", "  heartbeat_s: 0.5",
-    ]
+    sections = {
+        "broker": {"mode": "sim"},
+        "exchange": {"port": port},
+        "signal": {"min_periods": 5, "interval_ms": 500},
+        "strategy": {"entry_threshold": 0.5, "max_hold_s": 4.0, "cooldown_s": 1.0},
+        "report": {"interval_s": 20.0},
+        "supervise": {"heartbeat_timeout_s": 4.0, "grace_s": 3.0},
+        "daemon": {"heartbeat_s": 0.5},
+    }
     for section, kv in extra.items():
+        sections.setdefault(section, {}).update(kv)
+    lines = []
+    for section, kv in sections.items():
         lines.append(f"{section}:")
         lines += [f"  {k}: {v}" for k, v in kv.items()]
     path = tmp_path / "pipeline.yaml"
@@ -207,3 +210,72 @@ def test_pipeline_survives_sigkill_of_every_daemon_and_a_hang(tmp_path, procs):
     venue_qty = sum(float(r["positionAmt"]) for r in risk)
     positions = [r for r in _records(home, "positions") if r["symbol"] == "BTCUSDT"]
     assert positions and abs(positions[-1]["qty"] - venue_qty) < 1e-9
+
+
+def test_pipeline_late_venue_and_kills_never_double_an_order(tmp_path, procs):
+    """A venue that answers -1007 or times out and executes the order seconds later, plus 5xx,
+    429s and SIGKILLs of the broker and the strategy: every order once, nothing lost."""
+    home = tmp_path / "home"
+    port = free_port()
+    faults = ("late=0.3,late_mode=mixed,late_min_ms=800,late_max_ms=3000,timeout_s=2,"
+              "unknown503=0.05,timeout=0.05,http5xx=0.03,r429=0.01,ban_after=1000,seed=11")
+    cfg = _config(tmp_path, port, exchange={"faults": f'"{faults}"'},
+                  broker={"http_timeout_s": 1.0, "resolution_window_s": 20.0,
+                          "settle_on_stop_s": 8.0, "position_check_s": 2.0})
+    run = procs(OFI + ["run", "--config", cfg, "--home", str(home), "--minutes", "1.2", "--json"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    names = ["exchange", "harvest", "signal", "strategy", "broker", "report"]
+
+    def all_ready():
+        try:
+            st = _status(home)
+        except AssertionError:
+            return None
+        progs = {p["name"]: p for p in st["programs"]}
+        return progs if all(progs.get(n, {}).get("ready") for n in names) else None
+
+    progs = _wait(all_ready, 90, "every program ready")
+    _wait(lambda: _last_seq(home, "fills") > 0, 60, "a first fill before the first kill")
+    for name in ["broker", "strategy", "broker"]:
+        # kill while orders are in flight: right after an intent
+        mark = _last_seq(home, "intents")
+        _wait(lambda: _last_seq(home, "intents") > mark, 30, f"an intent before killing {name}")
+        old = progs[name]["pid"]
+        os.kill(old, signal.SIGKILL)
+        progs = _wait(lambda: (lambda p: p if p and p[name]["pid"] != old else None)(all_ready()),
+                      60, f"{name} restarted after SIGKILL")
+    out, err = run.communicate(timeout=240)
+    assert run.returncode == 0, err[-2000:]
+    s = json.loads(out)
+    _assert_topics_whole(home)
+    ex = procs(OFI + ["exchange", "--port", str(port), "--state", str(home / "exchange")],
+               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait(lambda: "ofi-ready" in ex.stdout.readline(), 30, "exchange ready")
+    intents = [r for r in _records(home, "intents") if r["type"] == "intent"]
+    cids = [i["client_order_id"] for i in intents]
+    assert len(cids) >= 4 and len(cids) == len(set(cids))
+    at_venue = _signed_get(port, "/fapi/v1/allOrders", {"symbol": "BTCUSDT", "limit": 1000})
+    venue_cids = [o["clientOrderId"] for o in at_venue]
+    assert len(venue_cids) == len(set(venue_cids)), "a client order id reached the venue twice"
+    # every venue order is in the spools
+    assert set(venue_cids) <= {r["client_order_id"] for r in _records(home, "orders")}
+    fills = _records(home, "fills")
+    trade_ids = [f["trade_id"] for f in fills]
+    assert len(trade_ids) == len(set(trade_ids)), "a fill was recorded twice"
+    venue_trades = _signed_get(port, "/fapi/v1/userTrades", {"symbol": "BTCUSDT", "limit": 1000})
+    assert sorted(t["id"] for t in venue_trades) == sorted(trade_ids), "fills lost or invented"
+    risk = _signed_get(port, "/fapi/v2/positionRisk", {"symbol": "BTCUSDT"})
+    venue_qty = sum(float(r["positionAmt"]) for r in risk)
+    positions = [r for r in _records(home, "positions") if r["symbol"] == "BTCUSDT"]
+    assert positions and abs(positions[-1]["qty"] - venue_qty) < 1e-9
+    # no order from a stale signal: each intent was decided on a fresh signal
+    for i in intents:
+        if i["client_order_id"] in venue_cids and i.get("decision_ms"):
+            assert i["ts"] - i["decision_ms"] <= 2000 + 500, i
+    # the faults did happen: orders executed late, and the broker met ambiguity
+    stopped = [json.loads(x) for x in (home / "log" / "exchange.log").read_text().splitlines()
+               if '"stopped"' in x]
+    assert stopped and stopped[-1]["faults"].get("late_landed", 0) >= 1, stopped
+    exec_log = [json.loads(x) for x in (home / "log" / "exec_log.jsonl").read_text().splitlines()]
+    assert any(e.get("outcome") == "ambiguous" for e in exec_log)
+    assert s["orders_by_status"].get("FILLED", 0) > 0

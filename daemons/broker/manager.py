@@ -52,7 +52,7 @@ class Settings:
     max_parallel_orders: int = 8
     max_parallel_lookups: int = 2
     intent_ttl_s: float = 5.0
-    resolution_window_s: float = 120.0
+    resolution_window_s: float = 60.0
     query_min_s: float = 0.25
     query_max_s: float = 5.0
     order_timeout_s: float = 0.0
@@ -244,6 +244,8 @@ class OrderManager:
         """Fold one record of the journal (``orders`` or ``fills``) before :meth:`start`."""
         if topic == "orders":
             self.journal.load_order_record(rec)
+            if isinstance(rec.get("intent_seq"), int):   # intents up to here were handled
+                self.intent_seq = max(self.intent_seq or 0, rec["intent_seq"])
         else:
             self.journal.load_fill(rec)
 
