@@ -11,6 +11,15 @@ A stage is a :class:`Stage` subclass that names its ``inputs`` and ``outputs`` a
 ``handle`` may raise :class:`bus.BadRecord`: the record goes to ``deadletter`` with the reason
 and the loop goes on. Any other exception is unrecoverable: logged, then exit code 1 (supervisord
 restarts the program and the consumer resumes from its last committed position).
+
+A refusal to start (a ``ConfigError``: bad config, missing or rejected keys, no confirmation, a
+production host outside live mode, an unreachable venue) is not a crash: it is logged once as
+``fatal``, written into the heartbeat file as ``refused`` (what ``ofi run`` and ``ofi status``
+report), and the process exits with :data:`REFUSED` (2), which supervisord's ``exitcodes`` list
+as expected, so ``autorestart=unexpected`` leaves it stopped. supervisord counts an exit before
+``startsecs`` as a failed start and retries it whatever the code, so under supervisord (which
+passes ``OFI_STARTSECS``, see ``supervise/conf.py``) a refusing process first stays up until its
+start counts, then exits; SIGTERM ends that wait at once.
 """
 from __future__ import annotations
 
@@ -25,9 +34,14 @@ import orjson
 from bus import BadRecord, BusError, open_bus
 
 from . import config as configmod
-from .log import Logger
+from .log import LEVELS, Logger
 
 READY = "ofi-ready"
+#: exit code of a refusal to start; listed in supervisord's ``exitcodes``: never restarted
+REFUSED = 2
+#: environment variable with the program's ``startsecs`` (set by the rendered supervisord.conf)
+STARTSECS_ENV = "OFI_STARTSECS"
+_T0 = time.monotonic()   # about when the process started (the module is imported at start)
 
 
 class Stage:
@@ -221,8 +235,15 @@ def run(stage_cls, cfg: dict) -> int:
         runner.loop()
     except (BusError, configmod.ConfigError) as exc:
         log.error("fatal", error=str(exc))
+        if not isinstance(exc, configmod.ConfigError):
+            _safe_close(runner)
+            return 1
+        # a refusal says why once: the clean-up of a stage that never started logs no warnings
+        log.threshold = max(log.threshold, LEVELS["error"])
         _safe_close(runner)
-        return 2 if isinstance(exc, configmod.ConfigError) else 1
+        _mark_refused(runner, str(exc))
+        hold_until_started(lambda: runner.ctx.stopping)
+        return REFUSED
     except Exception as exc:
         log.error("crash", error=f"{type(exc).__name__}: {exc}",
                   traceback=traceback.format_exc().splitlines()[-6:])
@@ -238,6 +259,33 @@ def _safe_close(runner: Runner) -> None:
         runner.close()
     except Exception:
         pass
+
+
+def _mark_refused(runner: Runner, reason: str) -> None:
+    """The heartbeat file says why this process refused to start (for ``ofi run``/``status``
+    and the health listener, which never restarts a refused program)."""
+    try:
+        write_json_atomic(os.path.join(runner.ctx.run_dir, f"{runner.name}.json"), {
+            "name": runner.name, "pid": os.getpid(), "ts": time.time(),
+            "started": runner.started, "ready": False, "refused": reason,
+            "exit_code": REFUSED})
+    except OSError:
+        pass
+
+
+def hold_until_started(stopping=lambda: False) -> None:
+    """Under supervisord, stay up until the start counts (``startsecs`` plus a margin), so that
+    the exit that follows is judged by ``exitcodes`` rather than retried as a failed start.
+    Returns at once outside supervisord, and as soon as ``stopping()`` (SIGTERM) is true."""
+    try:
+        startsecs = float(os.environ.get(STARTSECS_ENV) or 0)
+    except ValueError:
+        return
+    if startsecs <= 0:
+        return
+    until = _T0 + startsecs + 0.5
+    while not stopping() and time.monotonic() < until:
+        time.sleep(min(0.1, max(0.0, until - time.monotonic())))
 
 
 def main(stage_cls, argv: list[str] | None = None) -> int:
@@ -260,5 +308,6 @@ def main(stage_cls, argv: list[str] | None = None) -> int:
         })
     except configmod.ConfigError as exc:
         print(f"ofi daemon {stage_cls.name}: {exc}", file=sys.stderr)
-        return 2
+        hold_until_started()   # SIGTERM's default action still ends it at once
+        return REFUSED
     return run(stage_cls, cfg)

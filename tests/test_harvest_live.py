@@ -451,8 +451,9 @@ def test_harvest_unreachable_venue_retries_without_ready_and_stops_on_sigterm(ho
 @pytest.mark.timeout(30)
 def test_harvest_bad_venue_url_fails_with_config_error(home, procs, tmp_path):
     config = write_config(tmp_path, None)
-    proc = start_harvest(procs, home, config, tmp_path, OFI_WS_URL="https://fapi.binance.com",
-                         OFI_REST_URL="https://fapi.binance.com")
+    port = free_port()  # nothing listens there, and nothing may connect
+    proc = start_harvest(procs, home, config, tmp_path, OFI_WS_URL=f"https://127.0.0.1:{port}",
+                         OFI_REST_URL=f"https://127.0.0.1:{port}")
     assert proc.wait(20) == 2
     fatal = [ln for ln in log_lines(tmp_path) if ln["event"] == "fatal"]
     assert len(fatal) == 1 and "ws:// or wss://" in fatal[0]["error"]

@@ -108,3 +108,44 @@ def test_runtime_second_instance_fails_cleanly_on_writer_lock(procs, stage_file,
     assert "already has a writer" in out and "Traceback" not in out
     p.send_signal(signal.SIGTERM)
     assert p.wait(20) == 0
+
+
+REFUSING = textwrap.dedent('''
+    import sys
+    from daemons import config, runtime
+
+    class Refuser(runtime.Stage):
+        """Refuses to start; its stop() trips over what start() never set up."""
+        name = "broker"
+
+        def start(self):
+            raise config.ConfigError("live mode needs API keys (a stand-in)")
+
+        def stop(self):
+            self.ctx.log.warning("settle_failed", error=str(self.never_set))   # AttributeError
+
+    sys.exit(runtime.main(Refuser, sys.argv[1:]))
+''')
+
+
+@pytest.mark.parametrize("startsecs", [None, "1"])
+def test_runtime_refusal_says_why_once_marks_it_and_exits_2(tmp_path, home, startsecs):
+    script = tmp_path / "refuser.py"
+    script.write_text(REFUSING)
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    env.pop("OFI_STARTSECS", None)
+    if startsecs:
+        env["OFI_STARTSECS"] = startsecs   # as under supervisord: outlive startsecs, then exit
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, str(script), "--home", str(home)], capture_output=True,
+                       text=True, timeout=30, env=env)
+    took = time.monotonic() - t0
+    assert p.returncode == 2, p.stdout + p.stderr
+    lines = [json.loads(ln) for ln in p.stdout.splitlines()]
+    assert [ln["event"] for ln in lines] == ["fatal"]
+    assert lines[0]["error"] == "live mode needs API keys (a stand-in)"
+    assert p.stderr == ""
+    beat = json.loads((home / "run" / "broker.json").read_text())
+    assert beat["refused"] == lines[0]["error"] and beat["ready"] is False
+    assert beat["exit_code"] == 2
+    assert (took >= 1.0) if startsecs else (took < 5.0)

@@ -124,3 +124,80 @@ def test_supervisord_accepts_the_checked_in_config(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert "broker" in p.stdout and "health" in p.stdout and "exchange" in p.stdout
+
+
+def test_refusals_are_expected_exits_and_daemons_know_their_startsecs():
+    for block in conf.render_checkout().split("\n\n"):
+        lines = block.strip().splitlines()
+        if lines and lines[0].startswith("[program:"):
+            name = lines[0][len("[program:"):-1]
+            kv = dict(line.split("=", 1) for line in lines[1:])
+            assert kv["exitcodes"] == "0,2"
+            assert kv["environment"] == f'OFI_STARTSECS="{conf.POLICY[name].startsecs}"'
+
+
+def test_hold_until_started_waits_out_startsecs_only_under_supervisord(monkeypatch):
+    import time
+
+    from daemons import runtime
+    monkeypatch.delenv("OFI_STARTSECS", raising=False)
+    t = time.monotonic()
+    runtime.hold_until_started()
+    assert time.monotonic() - t < 0.1
+    monkeypatch.setenv("OFI_STARTSECS", "1")
+    monkeypatch.setattr(runtime, "_T0", time.monotonic())
+    t = time.monotonic()
+    runtime.hold_until_started()
+    assert 1.0 <= time.monotonic() - t < 2.5
+    # SIGTERM (the stage's stopping flag) ends the wait at once
+    monkeypatch.setattr(runtime, "_T0", time.monotonic())
+    t = time.monotonic()
+    runtime.hold_until_started(lambda: True)
+    assert time.monotonic() - t < 0.1
+
+
+def test_listener_never_restarts_a_refused_program(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "broker.json").write_text(json.dumps(
+        {"pid": 7, "ts": 900.0, "ready": False, "refused": "live mode needs API keys"}))
+    rpc = FakeRPC([{"name": "broker", "statename": "RUNNING", "pid": 7, "start": 800}])
+    lst = Listener(str(tmp_path), HealthJudge(10, 30, 5), rpc=rpc, stdin=io.StringIO(),
+                   stdout=io.StringIO(), stderr=io.StringIO(), clock=lambda: 1100.0)
+    lst.handle({"eventname": "TICK_5"}, "when:1100")
+    assert rpc.calls == []
+
+
+def test_exit_reason_is_the_refusal_not_what_was_logged_while_closing(tmp_path):
+    from daemons.supervise import control
+    (tmp_path / "log").mkdir()
+    (tmp_path / "run").mkdir()
+    log = tmp_path / "log" / "broker.log"
+    log.write_text(
+        '{"level":"info","event":"starting"}\n'
+        '{"level":"error","stage":"broker","event":"fatal","error":"live mode needs API keys"}\n'
+        '{"level":"warning","stage":"broker","event":"settle_failed",'
+        '"error":"AttributeError: no journal"}\n')
+    assert control.exit_reason(str(tmp_path), "broker") == "live mode needs API keys"
+    (tmp_path / "run" / "broker.json").write_text(json.dumps({"pid": 5, "refused": "no keys"}))
+    assert control.refusal(str(tmp_path), "broker") == "no keys"
+    assert control.refusal(str(tmp_path), "broker", pid=5) == "no keys"
+    assert control.refusal(str(tmp_path), "broker", pid=6) is None   # an earlier process
+    assert control.exit_reason(str(tmp_path), "broker") == "no keys"
+    log.write_text("ofi daemon broker: config: unknown key 'x'\n")
+    (tmp_path / "run" / "broker.json").unlink()
+    assert control.exit_reason(str(tmp_path), "broker") == \
+        "ofi daemon broker: config: unknown key 'x'"
+
+
+def test_status_shows_why_a_program_refused_to_start(tmp_path):
+    from daemons import config as configmod
+    from daemons.supervise import status
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "broker.json").write_text(json.dumps(
+        {"name": "broker", "pid": 9, "ts": 1.0, "ready": False,
+         "refused": "live mode needs API keys", "exit_code": 2}))
+    cfg = configmod.load(None, {"home": str(tmp_path)}, environ={})
+    s = status.status(cfg)
+    assert [p["refused"] for p in s["programs"]] == ["live mode needs API keys"]
+    assert "broker" in status.format_status(s)
+    assert "refused to start: live mode needs API keys" in status.format_status(s)

@@ -314,7 +314,12 @@ def resolve_keys(cfg: dict, home: str, venue: dict) -> tuple[str | None, str | N
 
 
 def make_executor(cfg: dict, home: str, exec_log=None, limiter=None, confirm_live: bool = False):
-    """The executor for ``broker.mode``: mock, sim / testnet (TestnetExecutor) or live."""
+    """The executor for ``broker.mode``: mock, sim / testnet (TestnetExecutor) or live.
+
+    Raises ``venue.ProductionHostError`` (a ``ConfigError``) for a production Binance host in any
+    mode but live, and :class:`ExecutorError` for missing URLs, keys or confirmation; both before
+    anything connects.
+    """
     from .. import venue as venuemod
     from .gateway import BinanceGateway
     from .mock import MockGateway
@@ -322,10 +327,12 @@ def make_executor(cfg: dict, home: str, exec_log=None, limiter=None, confirm_liv
 
     b = cfg["broker"]
     mode = b["mode"]
+    # first, before any key lookup or connection: no mode but live on a production host
+    # (mock too: its URLs are configured for the stages that do connect)
+    v = venuemod.resolve(cfg)
     limiter = limiter or RateLimiter(margin=b["weight_margin"])
     if mode == "mock":
         return MockExecutor(MockGateway(home, exec_log=exec_log, limiter=limiter))
-    v = venuemod.resolve(cfg)
     key, secret = resolve_keys(cfg, home, v)
     if not v.get("rest_url"):
         raise ExecutorError(f"{mode} mode needs venue.rest_url (or OFI_REST_URL)")

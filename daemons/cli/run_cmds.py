@@ -24,6 +24,9 @@ from .common import json_option, load_config, pass_config, runtime_options
 def run(config_path, home, sink, enable, mode, symbols, minutes, as_json):
     """Run the pipeline under supervisord: start in order, run, stop in reverse, summarize.
 
+    A program that refuses to start (bad config, missing keys, a production host outside live
+    mode, an unreachable venue) is not restarted: the run stops and prints its reason, exit 2.
+
     Example: ofi run --mode sim --minutes 2 --home /tmp/ofi
     """
     cfg = load_config(config_path, home=home, sink=sink, **{
@@ -45,7 +48,10 @@ def run(config_path, home, sink, enable, mode, symbols, minutes, as_json):
     else:
         click.echo(format_summary(summary))
     if not summary["all_ready"]:
-        raise click.ClickException(summary["error"] or "not every program became ready")
+        exc = click.ClickException(summary["error"] or "not every program became ready")
+        if summary.get("refused"):
+            exc.exit_code = 2   # a refusal to start: configuration, keys or venue
+        raise exc
 
 
 @click.command()
@@ -98,7 +104,10 @@ def start(wait_supervisord, cfg):
                                cfg["supervise"]["start_timeout_s"],
                                on_ready=lambda n, dt: click.echo(f"{n} ready in {dt:.1f}s"))
     except control.SupervisorError as exc:
-        raise click.ClickException(str(exc)) from None
+        err = click.ClickException(str(exc))
+        if isinstance(exc, control.RefusedError):
+            err.exit_code = 2
+        raise err from None
 
 
 @click.command()

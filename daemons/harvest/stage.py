@@ -8,6 +8,14 @@ ask for a snapshot, log). The ready line comes once every connection is open.
 Replay (``harvest.source: replay``): the recorded ``harvest.inputs`` are opened (ready line),
 then ``tick`` emits what the :class:`~.replay.Pacer` says is due. A restarted replay skips the
 records the topics already hold from the same inputs.
+
+Live market data comes from the venue of the broker mode (``daemons.venue.resolve``), under the
+same production guard as the broker: in any mode but ``live`` a production Binance host is
+refused at start (exit code 2), although market data is public. A mock, sim or testnet run
+trades on prices of the venue it trades on, and one misplaced OFI_WS_URL/OFI_REST_URL cannot
+half-connect a pipeline to production. To record or study production market data without
+trading, run harvest in live mode without the broker (``ofi run --mode live --enable
+harvest,signal``: no keys needed, nothing is sent), or replay recordings.
 """
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ import queue
 import time
 
 from daemons import config as configmod
+from daemons import venue as venuemod
 from daemons.marketdata.formats import FormatError
 from daemons.runtime import Stage, write_json_atomic
 
@@ -90,7 +99,9 @@ class HarvestStage(Stage):
 
     # -- live ------------------------------------------------------------------------------------
     def _start_live(self) -> None:
-        venue = self.ctx.config["venue"]
+        # the mode's venue (sim: the local exchange; testnet/live: Binance's defaults), refused
+        # before anything connects when a mode but live names a production Binance host
+        venue = venuemod.resolve(self.ctx.config)
         ws_url, rest_url = venue.get("ws_url"), venue.get("rest_url")
         if not ws_url:
             raise configmod.ConfigError("config: harvest.source is live but venue.ws_url is not "

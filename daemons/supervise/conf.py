@@ -4,10 +4,19 @@ Policy lives here and in the rendered file, never in the daemons: priority (lowe
 and stops last), ``autorestart=unexpected``, start grace, stop timeout, process-group signals and
 log rotation. ``etc/supervisord.conf`` is this rendering for a checkout (paths relative to the
 file with ``%(here)s``); ``ofi run`` renders one per home with absolute paths.
+
+Exit codes: 0 (a clean stop) and :data:`REFUSED` (2, a refusal to start: bad config, missing or
+rejected keys, no confirmation, a production host outside live mode, an unreachable venue) are
+``exitcodes``, so supervisord does not restart them; anything else (a crash, 1) is restarted.
+An exit before ``startsecs`` would be a failed start, retried ``startretries`` times whatever its
+code: each program gets its ``startsecs`` as ``OFI_STARTSECS`` and a refusing stage daemon stays
+up that long before it exits (``daemons.runtime.hold_until_started``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ..runtime import REFUSED, STARTSECS_ENV
 
 PROGRAMS_ORDER = ("exchange", "harvest", "signal", "strategy", "broker", "report")
 STAGES = ("harvest", "signal", "strategy", "broker", "report")
@@ -35,6 +44,8 @@ POLICY = {
     "report": ProgramPolicy(priority=60, startsecs=2, stopwaitsecs=60),
 }
 LISTENER = "health"
+#: exit codes supervisord treats as expected (never restarted): a clean stop, a refusal to start
+EXITCODES = (0, REFUSED)
 
 
 def programs_for(enable: list[str], mode: str) -> list[str]:
@@ -60,6 +71,8 @@ def render(*, programs: list[str], home: str, ofi: str, args_for, listener_cmd: 
         "; Rendered by the ofi pipeline. Programs start in ascending priority and stop in reverse.",
         "; Readiness: each daemon prints a line containing 'ofi-ready' (log-keyword probe, seen by",
         "; the [eventlistener:health] below); health: its heartbeat file, checked on TICK_5.",
+        f"; Exit code {REFUSED} is a refusal to start (config, keys, venue): expected, never",
+        f"; restarted; a refusing daemon first stays up {STARTSECS_ENV} seconds (a counted start).",
         "",
         "[unix_http_server]",
         f"file={home}/supervisor.sock",
@@ -89,8 +102,9 @@ def render(*, programs: list[str], home: str, ofi: str, args_for, listener_cmd: 
             f"priority={p.priority}",
             f"autostart={'true' if autostart else 'false'}",
             "autorestart=unexpected",
-            "exitcodes=0",
+            f"exitcodes={','.join(str(c) for c in EXITCODES)}",
             f"startsecs={p.startsecs}",
+            f'environment={STARTSECS_ENV}="{p.startsecs}"',
             "startretries=5",
             "stopsignal=TERM",
             f"stopwaitsecs={p.stopwaitsecs}",

@@ -15,6 +15,8 @@ import xmlrpc.client
 import orjson
 from supervisor.xmlrpc import SupervisorTransport
 
+from ..runtime import REFUSED
+
 
 class SupervisorError(Exception):
     """supervisord could not be started or reached, or a program did not become ready."""
@@ -71,14 +73,58 @@ def ready_mark(home: str, name: str) -> dict | None:
         return None
 
 
-def last_log_line(home: str, name: str) -> str:
+def _log_tail(home: str, name: str, size: int = 16384) -> list[str]:
     try:
         with open(os.path.join(home, "log", f"{name}.log"), "rb") as f:
-            f.seek(max(0, os.path.getsize(f.name) - 4096))
-            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
-            return lines[-1][:300] if lines else ""
+            f.seek(max(0, os.path.getsize(f.name) - size))
+            return [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
     except OSError:
-        return ""
+        return []
+
+
+def last_log_line(home: str, name: str) -> str:
+    lines = _log_tail(home, name, 4096)
+    return lines[-1][:300] if lines else ""
+
+
+def refusal(home: str, name: str, pid: int | None = None) -> str | None:
+    """Why ``name`` refused to start (the ``refused`` field its runtime wrote into its heartbeat
+    file), or None; with ``pid``, only that process's refusal."""
+    try:
+        with open(os.path.join(home, "run", f"{name}.json"), "rb") as f:
+            beat = orjson.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(beat, dict) or not beat.get("refused"):
+        return None
+    if pid is not None and beat.get("pid") != pid:
+        return None
+    return str(beat["refused"])
+
+
+def exit_reason(home: str, name: str) -> str:
+    """Why ``name`` ended: its refusal, else the error of its last ``fatal`` or ``crash`` log
+    line (not whatever it logged while closing after it), else its last log line."""
+    why = refusal(home, name)
+    if why:
+        return why
+    for line in reversed(_log_tail(home, name)):
+        try:
+            rec = orjson.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and rec.get("event") in ("fatal", "crash") and rec.get("error"):
+            return str(rec["error"])[:500]
+    return last_log_line(home, name)
+
+
+class RefusedError(SupervisorError):
+    """A program refused to start (config, keys, venue): supervisord does not restart it."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"{name} refused to start: {reason}")
+        self.name = name
+        self.reason = reason
 
 
 def start_in_order(home: str, names: list[str], timeout: float, on_ready=None) -> None:
@@ -97,13 +143,20 @@ def start_in_order(home: str, names: list[str], timeout: float, on_ready=None) -
             mark = ready_mark(home, name)
             if mark and info["pid"] and mark.get("pid") == info["pid"]:
                 break
+            # a refusal is final (supervisord will not restart it): say so at once, not after
+            # the refusing process has waited out its startsecs
+            why = refusal(home, name, info["pid"]) if info["pid"] else None
+            if why:
+                raise RefusedError(name, why)
             if info["statename"] in ("FATAL", "EXITED", "BACKOFF", "STOPPED") \
                     and time.time() - t0 > 1.0 and info["statename"] != "BACKOFF":
+                if info["statename"] == "EXITED" and info.get("exitstatus") == REFUSED:
+                    raise RefusedError(name, exit_reason(home, name))
                 raise SupervisorError(f"{name} {info['statename'].lower()} before it was ready: "
-                                      f"{last_log_line(home, name)}")
+                                      f"{exit_reason(home, name)}")
             if time.time() > deadline:
                 raise SupervisorError(f"{name} not ready after {timeout:.0f}s "
-                                      f"({info['statename'].lower()}): {last_log_line(home, name)}")
+                                      f"({info['statename'].lower()}): {exit_reason(home, name)}")
             time.sleep(0.05)
         if on_ready:
             on_ready(name, time.time() - t0)

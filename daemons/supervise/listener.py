@@ -10,6 +10,9 @@ TICK_5                judge each running program (heartbeat age, stalled input, 
                       execution log) and restart an unhealthy one through XML-RPC
 ====================  ========================================================================
 
+A program whose heartbeat file says it ``refused`` to start (config, keys, venue; it exits with
+code 2, which supervisord does not restart) is never judged or restarted here either.
+
 Only protocol goes to stdout; the listener's own log lines go to stderr.
 """
 from __future__ import annotations
@@ -153,6 +156,8 @@ class Listener:
             beat = read_json(os.path.join(self.run_dir, f"{name}.json"))
             if beat is not None and beat.get("pid") != info.get("pid"):
                 beat = None  # written by an earlier process
+            if beat is not None and beat.get("refused"):
+                continue     # refusing to start, on its way out: a restart would refuse again
             exec_mtime = None
             if name == "broker":
                 try:

@@ -42,11 +42,13 @@ def prepare(cfg: dict, enable: list[str]) -> tuple[str, list[str], dict]:
     never written to a file: they reach the daemons through supervisord's environment.
     """
     home = str(configmod.home_of(cfg))
+    programs = conf.programs_for(enable, cfg["broker"]["mode"])
+    # the production guard of the programs that connect, before supervisord starts: the same
+    # line the broker or harvest would log, at once (ConfigError: exit code 2)
+    venue = venue_for(cfg, guard=connects(cfg, programs))
+    venue.pop("mode", None)
     for sub in ("log", "run", "run/ready", "state"):
         os.makedirs(os.path.join(home, sub), exist_ok=True)
-    programs = conf.programs_for(enable, cfg["broker"]["mode"])
-    venue = venue_for(cfg)
-    venue.pop("mode", None)
     effective = dict(cfg, home=home, venue=dict(venue, api_key=None, api_secret=None))
     cfg_file = os.path.join(home, "run", "ofi.yaml")
     with open(cfg_file, "w") as f:
@@ -75,7 +77,19 @@ def prepare(cfg: dict, enable: list[str]) -> tuple[str, list[str], dict]:
         os.unlink(os.path.join(home, "run", "restarts.json"))
     except FileNotFoundError:
         pass
+    for name in programs:   # ... and no refusal left over from an earlier run
+        if control.refusal(home, name):
+            try:
+                os.unlink(os.path.join(home, "run", f"{name}.json"))
+            except FileNotFoundError:
+                pass
     return conf_path, programs, env
+
+
+def connects(cfg: dict, programs: list[str]) -> bool:
+    """True if one of ``programs`` uses the venue URLs: the broker (every mode is guarded,
+    mock included) or a harvest reading live market data."""
+    return "broker" in programs or ("harvest" in programs and cfg["harvest"]["source"] == "live")
 
 
 def ofi_command() -> str:
@@ -104,6 +118,7 @@ def run(cfg: dict, enable: list[str], minutes: float | None, echo=print) -> dict
     ready_times: dict[str, float] = {}
     stop_order: list[str] = []
     error = None
+    refused: dict[str, str] = {}
     try:
         control.start_supervisord(home, conf_path, env=env)
         echo(f"supervisord up: {conf_path}")
@@ -119,6 +134,11 @@ def run(cfg: dict, enable: list[str], minutes: float | None, echo=print) -> dict
                 time.sleep(0.5)
         except (KeyboardInterrupt, _Stop):
             echo("stopping (interrupted)")
+        except control.RefusedError as exc:
+            # supervisord does not restart a refusal: stop the rest and say why, once
+            error = str(exc)
+            refused[exc.name] = exc.reason
+            echo(f"error: {error}")
         except control.SupervisorError as exc:
             error = str(exc)
             echo(f"error: {error}")
@@ -131,5 +151,6 @@ def run(cfg: dict, enable: list[str], minutes: float | None, echo=print) -> dict
     summary = summarize(cfg, programs)
     summary.update({"programs": programs, "ready_s": ready_times, "stop_order": stop_order,
                     "all_ready": set(ready_times) == set(programs) and error is None,
-                    "error": error, "seconds": round(time.time() - started_at, 1)})
+                    "error": error, "refused": refused,
+                    "seconds": round(time.time() - started_at, 1)})
     return summary

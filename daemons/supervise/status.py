@@ -1,5 +1,5 @@
-"""``ofi status``: each program's supervisord state, pid, readiness, heartbeat age and lag,
-the trading state, and the venue (mode, URLs; never keys).
+"""``ofi status``: each program's supervisord state, pid, readiness, heartbeat age and lag (and
+why it refused to start, if it did), the trading state, and the venue (mode, URLs; never keys).
 """
 from __future__ import annotations
 
@@ -51,6 +51,9 @@ def status(cfg: dict) -> dict:
         beat = read_json(os.path.join(home, "run", f"{name}.json")) or {}
         mark = control.ready_mark(home, name)
         pid = info.get("pid") or None
+        # a refusal to start stands until the program runs again (a new pid)
+        refused = beat.get("refused") if beat.get("refused") and \
+            (pid is None or beat.get("pid") == pid) else None
         programs.append({
             "name": name,
             "state": info.get("statename", "NOT RUNNING" if not supervisor_up else "UNKNOWN"),
@@ -59,6 +62,7 @@ def status(cfg: dict) -> dict:
             "heartbeat_age_s": round(now - beat["ts"], 1) if beat.get("ts") else None,
             "lag": beat.get("lag", {}),
             "processed": beat.get("processed"),
+            "refused": refused,
         })
     rc = run_config(cfg)
     venue = rc.get("venue", {})
@@ -82,6 +86,8 @@ def format_status(s: dict) -> str:
         age = "-" if p["heartbeat_age_s"] is None else f"{p['heartbeat_age_s']:.1f}"
         lines.append(f"{p['name']:<10} {p['state']:<12} {p['pid'] or '-':>7} "
                      f"{'yes' if p['ready'] else 'no':<6} {age:>8}  {lag}")
+        if p.get("refused"):
+            lines.append(f"{'':<10} refused to start: {p['refused']}")
     if not s["programs"]:
         lines.append("(no programs have run in this home)")
     t = s["trading"]
