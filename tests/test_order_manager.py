@@ -294,3 +294,23 @@ def test_restart_restores_the_intent_watermark():
     h.advance(1)
     h.restart()
     assert h.last_position()["cause"] == "start" and h.last_position()["intent_seq"] == 7
+
+
+def test_start_retry_gives_up_on_a_refused_connection_by_its_deadline():
+    import time as _time
+    from types import SimpleNamespace
+
+    from daemons.broker.binance.errors import NotSent
+    from daemons.broker.stage import BrokerStage
+    from daemons.config import ConfigError
+
+    stage = BrokerStage.__new__(BrokerStage)
+    stage.ctx = SimpleNamespace(stopping=False)
+    stage.gateway = SimpleNamespace(rest_url="http://127.0.0.1:9")
+
+    def refused():
+        raise NotSent("cannot connect", retry_at=_time.time() + 0.5)
+    t0 = _time.time()
+    with pytest.raises(ConfigError, match="unavailable"):
+        stage._with_retry(refused, "connect", deadline_s=1.0)
+    assert _time.time() - t0 < 3.0

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from .. import config as configmod
 from ..runtime import Stage
 from ..strategy import state as tstate
-from .binance.errors import AuthError, GatewayError, NotSent
+from .binance.errors import AuthError, Banned, GatewayError, RateLimited
 from .execlog import ExecLog
 from .executors import ExecutorError, make_executor
 from .keys import KeysError
@@ -108,7 +108,7 @@ class BrokerStage(Stage):
                 raise configmod.ConfigError(f"venue refused the API key ({what}): {exc}") from None
             except GatewayError as exc:
                 now = time.time()
-                if isinstance(exc, NotSent) and exc.retry_at > now:
+                if isinstance(exc, (RateLimited, Banned)) and exc.retry_at > now:
                     # a 429 Retry-After or a 418 ban is honoured, not counted as unreachable
                     deadline = max(deadline, exc.retry_at + 5.0)
                 if now > deadline or self.ctx.stopping:
