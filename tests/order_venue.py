@@ -117,8 +117,12 @@ class Harness:
     """The manager, the venue and a fake clock; answers arrive after ``latency_s``."""
 
     def __init__(self, venue: ScriptedVenue | None = None, stream: bool = True,
-                 latency_s: float = 0.01, now: float = 1_000_000.0, **settings):
+                 latency_s: float = 0.01, now: float = 1_000_000.0, rng=None,
+                 jitter_s: float = 0.0, dup_events: float = 0.0, **settings):
         self.venue = venue or ScriptedVenue()
+        self.rng = rng                # with jitter_s: stream events and answers reorder
+        self.jitter_s = jitter_s
+        self.dup_events = dup_events  # chance that a stream event is delivered twice
         self.now = now
         self.latency_s = latency_s
         base = dict(symbols=(SYMBOL,), resolution_window_s=60.0, intent_ttl_s=5.0,
@@ -186,7 +190,10 @@ class Harness:
                 outcome = exc
             self.core.on_result(action, outcome, self.now)
             self.pump()
-        self.at(self.now + (self.latency_s if delay is None else delay), deliver)
+        self.at(self.now + (self.latency_s if delay is None else delay) + self._jitter(), deliver)
+
+    def _jitter(self) -> float:
+        return self.rng.random() * self.jitter_s if self.rng is not None and self.jitter_s else 0.0
 
     def _on_venue_event(self, ev: dict) -> None:
         if not self.stream_on or self.drop_events:
@@ -197,7 +204,9 @@ class Harness:
             if core is self.core:
                 self.core.on_stream_event(ev, self.now)
                 self.pump()
-        self.at(self.now + self.latency_s, deliver)
+        self.at(self.now + self.latency_s + self._jitter(), deliver)
+        if self.rng is not None and self.rng.random() < self.dup_events:
+            self.at(self.now + self.latency_s + self._jitter(), deliver)
 
     def _run(self, a) -> None:
         v = self.venue

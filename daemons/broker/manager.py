@@ -757,8 +757,8 @@ class OrderManager:
             if p.get("mark_price"):
                 self.marks[symbol] = float(p["mark_price"])
             mine = self.journal.book.get(symbol).qty
-            busy = any(not o.is_terminal for o in self.journal.orders.values()
-                       if o.symbol == symbol) or now - self._last_fill_at.get(symbol, 0.0) < 1.0
+            # orders not done, or done with fills still to fetch: the venue may be ahead
+            busy = bool(self.in_flight(symbol)) or now - self._last_fill_at.get(symbol, 0.0) < 1.0
             suspect = self._mismatch.get(symbol)
             if abs(vq - mine) <= QTY_TOLERANCE or busy:
                 self._mismatch.pop(symbol, None)
