@@ -133,6 +133,7 @@ class Harness:
         self.actions: list = []
         self.script: dict[str, list] = {}      # cid -> behaviours for its successive sends
         self.hang: dict[str, float] = {}       # cid -> seconds its first send hangs
+        self.fail_next: dict[str, int] = {}    # action kind -> answers to fail with a 429
         self._q: list = []
         self._n = itertools.count()
         self.stream_on = stream
@@ -210,6 +211,10 @@ class Harness:
 
     def _run(self, a) -> None:
         v = self.venue
+        if self.fail_next.get(a.kind):
+            self.fail_next[a.kind] -= 1
+            self._answer(a, _fail(NotSent("Too many requests", -1003, 429)))
+            return
         if isinstance(a, Halt):
             self.core.set_trading(tstate.TradingState(tstate.HALTED, a.reason, self.now, "broker"),
                                   self.now)
@@ -271,10 +276,13 @@ class Harness:
         self.core.on_intent(rec, self.now)
         self.pump()
 
-    def restart(self, settle: bool = True) -> None:
-        """A new broker from the records written so far (answers in flight are lost)."""
+    def restart(self, trading: tstate.TradingState | None = None) -> None:
+        """A new broker from the records written so far (answers in flight are lost), started
+        as the daemon does: journal, start, then the kill switch, then reconciliation."""
         self.core = self._new_core(self.records)
         self.core.start(self.now)
+        if trading is not None:
+            self.core.set_trading(trading, self.now)
         v = self.venue
         opens = {SYMBOL: [v.report(oid) for oid, r in v.orders.items()
                           if r["status"] in ("NEW", "PARTIALLY_FILLED")]}

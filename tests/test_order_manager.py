@@ -91,12 +91,12 @@ def test_late_execution_without_the_stream_is_found_by_the_position_check():
 
 
 def test_not_sent_is_retried_under_the_same_id_until_the_cap():
-    h = Harness(max_send_attempts=2)
+    h = Harness(max_send_attempts=3)
     h.script["a1"] = ["notsent", "notsent", "ok"]
     h.intent("a1")
     h.advance(2)
     assert h.status("a1") == fsm.FILLED
-    assert len(h.sends("a1")) == 3          # not-sent answers are not attempts
+    assert len(h.sends("a1")) == 3 and h.venue.venue_orders_per_cid() == {"a1": 1}
     h.script["b1"] = ["reject"]
     h.intent("b1")
     h.advance(1)
@@ -317,3 +317,89 @@ def test_start_retry_gives_up_on_a_refused_connection_by_its_deadline():
     with pytest.raises(ConfigError, match="unavailable"):
         stage._with_retry(refused, "connect", deadline_s=1.0)
     assert _time.time() - t0 < 3.0
+
+
+def test_restart_while_halted_looks_up_an_order_that_may_be_live_and_cancels_it():
+    h = Harness(resolution_window_s=60.0)
+    h.stream_on = False
+    h.hang["L1"] = 30.0                       # placed at the venue; the answer never comes
+    h.intent("L1", "BUY", order_type="LIMIT", price=99.0)
+    h.advance(0.5)
+    assert h.status("L1") == fsm.PENDING and h.venue.query("L1").status == "NEW"
+    h.restart(trading=tstate.TradingState(tstate.HALTED, "manual", h.now, "cli"))
+    h.advance(5)
+    assert h.status("L1") == fsm.CANCELED
+    assert h.venue.query("L1").status == "CANCELED"
+
+
+def test_a_fill_between_the_reads_at_start_does_not_halt():
+    h = Harness(resolution_window_s=60.0, position_check_s=2.0)
+    h.script["u1"] = ["late:3"]
+    h.intent("u1", "BUY")
+    h.advance(1)
+    assert h.status("u1") == fsm.UNKNOWN
+    h.advance(2.5)                            # executed at the venue now; the broker dies
+    core = h._new_core(h.records)
+    h.core = core
+    core.start(h.now)
+    v = h.venue
+    # open orders and trades were read before the execution, positionRisk after it
+    core.reconcile_start({SYMBOL: []}, {SYMBOL: []}, {SYMBOL: v.position()}, h.now, {SYMBOL: []})
+    h.pump()
+    h.advance(10)
+    assert h.core.trading.state == tstate.ACTIVE, h.core.trading.reason
+    assert h.status("u1") == fsm.FILLED
+    assert h.core.journal.book.get(SYMBOL).qty == pytest.approx(v.position())
+
+
+def test_a_failed_all_orders_look_does_not_disarm_the_position_check():
+    h = Harness(position_check_s=2.0)
+    h.intent("a1")
+    h.advance(1)
+    h.venue.trades.append({"type": "fill", "symbol": SYMBOL, "order_id": 999, "trade_id": 999,
+                           "side": "BUY", "qty": 0.5, "price": 100.0})
+    h.fail_next["all_orders"] = 1
+    h.advance(20)
+    assert h.core.trading.state == tstate.HALTED and "differs" in h.core.trading.reason
+
+
+def test_cancel_of_a_pending_order_stops_its_resend():
+    h = Harness(latency_s=0.5)
+    h.script["m1"] = ["notsent", "ok"]
+    h.intent("m1")
+    h.core.on_intent({"type": "cancel", "seq": 50, "client_order_id": "m1"}, h.now)
+    h.pump()
+    h.advance(3)
+    assert h.status("m1") == fsm.REJECTED and len(h.sends("m1")) == 1
+    assert h.venue.orders == {}
+
+
+def test_max_send_attempts_caps_venue_refusals_even_without_a_ttl():
+    h = Harness(max_send_attempts=3, intent_ttl_s=0.0)
+    h.script["b1"] = ["notsent"] * 50
+    h.intent("b1")
+    h.advance(30)
+    assert h.status("b1") == fsm.REJECTED and len(h.sends("b1")) == 3
+
+
+def test_stop_rejects_an_order_waiting_for_a_retry():
+    h = Harness()
+    h.script["r1"] = ["notsent", "ok"]
+    h.intent("r1")
+    h.advance(0.02)                           # refused; a retry is due later
+    assert h.status("r1") == fsm.PENDING
+    h.core.begin_stop(h.now)
+    h.pump()
+    assert h.status("r1") == fsm.REJECTED and h.core.unsettled() == []
+
+
+def test_overfill_halts_even_without_halt_on_mismatch():
+    h = Harness(halt_on_mismatch=False)
+    h.intent("a1")
+    h.advance(1)
+    oid = h.core.journal.orders["a1"].order_id
+    h.core.on_stream_event({"e": "ORDER_TRADE_UPDATE", "T": 1, "o": {
+        "s": SYMBOL, "c": "a1", "S": "BUY", "o": "MARKET", "q": "0.002", "X": "FILLED",
+        "i": oid, "z": "0.003", "x": "TRADE", "l": "0.001", "L": "100", "t": 999}}, h.now)
+    h.pump()
+    assert h.core.trading.state == tstate.HALTED

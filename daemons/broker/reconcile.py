@@ -31,6 +31,8 @@ class Reconciliation:
     reports: list[VenueOrder] = field(default_factory=list)
     to_query: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: symbol -> its entry in ``problems`` when the venue position differs
+    position_problems: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -73,6 +75,7 @@ def reconcile(journal: Journal, symbols, open_orders: dict[str, list[VenueOrder]
     for symbol in symbols:
         venue_qty = float(positions.get(symbol, 0.0))
         if abs(venue_qty - expected[symbol]) > QTY_TOLERANCE:
-            r.problems.append(f"{symbol}: venue position {venue_qty:g} differs from the "
-                              f"journal's {expected[symbol]:g}")
+            r.position_problems[symbol] = (f"{symbol}: venue position {venue_qty:g} differs "
+                                           f"from the journal's {expected[symbol]:g}")
+            r.problems.append(r.position_problems[symbol])
     return r

@@ -80,8 +80,8 @@ class BrokerStage(Stage):
                 core.load(topic, rec)
         self._with_retry(self.executor.prepare, "connect")
         now = time.time()
+        core.start(now)   # first: an order left PENDING may be at the venue (UNKNOWN, not rejected)
         core.set_trading(self._read_trading_state(force=True) or core.trading, now)
-        core.start(now)
         self.core = core
         self._reconcile_at_start()
         self.pool = ThreadPoolExecutor(

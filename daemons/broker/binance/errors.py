@@ -61,7 +61,9 @@ class NotSent(GatewayError):
 
 
 class RateLimited(NotSent):
-    """HTTP 429, or our own limiter holding the request back."""
+    """HTTP 429, or our own limiter holding the request back (then ``local`` is True)."""
+
+    local = False
 
 
 class Banned(NotSent):

@@ -63,6 +63,7 @@ class BinanceHttp:
         wait = self.limiter.reserve(weight, orders, now)
         if wait > 0:
             exc = RateLimited(f"held back by the rate limiter for {wait:.2f}s", retry_at=now + wait)
+            exc.local = True   # nothing left the process
             self._log(action, "not_sent", log, error=str(exc))
             raise exc
         if signed:
