@@ -13,9 +13,9 @@ I/O around it:
     stop    settle: nothing new is sent, orders in flight are looked up until
             ``broker.settle_on_stop_s``
 
-Records are written before the actions they allow (PENDING is on disk before the send). Venue
-calls run on a pool of ``max_parallel_orders`` + ``max_parallel_lookups`` threads, so an order
-hanging for the HTTP timeout delays no other.
+Records are written before the actions they allow (PENDING is on disk before the send). Sends
+run on a pool of ``max_parallel_orders`` threads and lookups on a pool of their own, so an order
+hanging for the HTTP timeout delays no other, and no lookup delays a send.
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from .ratelimit import RateLimiter
 #: set by ``main`` when --confirm-live is given on the command line
 CONFIRM_LIVE_FLAG = False
 START_DEADLINE_S = 30.0
+LOOKUP_THREADS = 4
 
 
 class BrokerStage(Stage):
@@ -51,7 +52,8 @@ class BrokerStage(Stage):
         super().__init__(ctx)
         self.core: OrderManager | None = None
         self.executor = None
-        self.pool: ThreadPoolExecutor | None = None
+        self.sends: ThreadPoolExecutor | None = None     # order sends only
+        self.lookups: ThreadPoolExecutor | None = None   # queries, cancels, fetches
         self.stream = None
         self.results: queue.SimpleQueue = queue.SimpleQueue()
         self._state_mtime = None
@@ -84,9 +86,9 @@ class BrokerStage(Stage):
         core.set_trading(self._read_trading_state(force=True) or core.trading, now)
         self.core = core
         self._reconcile_at_start()
-        self.pool = ThreadPoolExecutor(
-            settings.max_parallel_orders + settings.max_parallel_lookups,
-            thread_name_prefix="venue")
+        # two pools: a send never waits behind a slow lookup
+        self.sends = ThreadPoolExecutor(settings.max_parallel_orders, thread_name_prefix="send")
+        self.lookups = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="lookup")
         self._flush()
         if self.mode != "mock":
             try:
@@ -189,7 +191,7 @@ class BrokerStage(Stage):
                 self._read_trading_state(force=True)
                 self.core.set_trading(st, time.time())
             else:
-                self.pool.submit(self._call, a)
+                (self.sends if isinstance(a, Send) else self.lookups).submit(self._call, a)
 
     def _call(self, action) -> None:
         """On a pool thread: one venue call; its answer (or error) goes back to the loop."""
@@ -273,8 +275,9 @@ class BrokerStage(Stage):
         except Exception as exc:   # never let settling block the exit
             self.log.warning("settle_failed", error=f"{type(exc).__name__}: {exc}")
         finally:
-            if self.pool is not None:
-                self.pool.shutdown(wait=False, cancel_futures=True)
+            for pool in (self.sends, self.lookups):
+                if pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=True)
             try:
                 self.executor.close()
             except Exception:
