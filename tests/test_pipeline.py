@@ -106,6 +106,54 @@ def _assert_topics_whole(home):
         assert seqs == list(range(1, len(seqs) + 1)), f"{topic}: seq not gap-free"
 
 
+PROGRAMS = ["exchange", "harvest", "signal", "strategy", "broker", "report"]
+
+
+def _all_ready(home):
+    """``{name: program}`` from ``ofi status`` once every program is ready, else None."""
+    try:
+        st = _status(home)
+    except AssertionError:
+        return None
+    progs = {p["name"]: p for p in st["programs"]}
+    return progs if all(progs.get(n, {}).get("ready") for n in PROGRAMS) else None
+
+
+def _kill(home, progs, name):
+    """SIGKILL one program; its new ``{name: program}`` once supervisord restarted it."""
+    old = progs[name]["pid"]
+    os.kill(old, signal.SIGKILL)
+    return _wait(lambda: (lambda p: p if p and p[name]["pid"] != old else None)(_all_ready(home)),
+                 60, f"{name} restarted after SIGKILL")
+
+
+def _venue_agrees_with_spools(home, port, procs):
+    """Restart the exchange on its saved state: no order doubled, no fill lost or invented,
+    the last ``positions`` record equals the venue's position. Returns (intents, venue ids)."""
+    ex = procs(OFI + ["exchange", "--port", str(port), "--state", str(home / "exchange")],
+               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait(lambda: "ofi-ready" in ex.stdout.readline(), 30, "exchange ready")
+    intents = [r for r in _records(home, "intents") if r["type"] == "intent"]
+    cids = [i["client_order_id"] for i in intents]
+    assert cids and len(cids) == len(set(cids))
+    at_venue = _signed_get(port, "/fapi/v1/allOrders", {"symbol": "BTCUSDT", "limit": 1000})
+    venue_cids = [o["clientOrderId"] for o in at_venue]
+    assert len(venue_cids) == len(set(venue_cids)), "a client order id reached the venue twice"
+    assert set(venue_cids) <= set(cids)
+    # every venue order is in the spools
+    assert set(venue_cids) <= {r["client_order_id"] for r in _records(home, "orders")}
+    fills = _records(home, "fills")
+    trade_ids = [f["trade_id"] for f in fills]
+    assert len(trade_ids) == len(set(trade_ids)), "a fill was recorded twice"
+    venue_trades = _signed_get(port, "/fapi/v1/userTrades", {"symbol": "BTCUSDT", "limit": 1000})
+    assert sorted(t["id"] for t in venue_trades) == sorted(trade_ids), "fills lost or invented"
+    risk = _signed_get(port, "/fapi/v2/positionRisk", {"symbol": "BTCUSDT"})
+    venue_qty = sum(float(r["positionAmt"]) for r in risk)
+    positions = [r for r in _records(home, "positions") if r["symbol"] == "BTCUSDT"]
+    assert positions and abs(positions[-1]["qty"] - venue_qty) < 1e-9
+    return intents, venue_cids
+
+
 def test_pipeline_runs_in_order_and_round_trips_orders(tmp_path):
     home = tmp_path / "home"
     port = free_port()
@@ -148,25 +196,10 @@ def test_pipeline_survives_sigkill_of_every_daemon_and_a_hang(tmp_path, procs):
     cfg = _config(tmp_path, port)
     run = procs(OFI + ["run", "--config", cfg, "--home", str(home), "--minutes", "1.6", "--json"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    names = ["exchange", "harvest", "signal", "strategy", "broker", "report"]
-
-    def all_ready():
-        try:
-            st = _status(home)
-        except AssertionError:
-            return None
-        progs = {p["name"]: p for p in st["programs"]}
-        if all(progs.get(n, {}).get("ready") for n in names):
-            return progs
-        return None
-
-    progs = _wait(all_ready, 90, "every program ready")
+    progs = _wait(lambda: _all_ready(home), 90, "every program ready")
     _wait(lambda: _last_seq(home, "fills") > 0, 60, "a first fill before the first kill")
     for name in ["signal", "strategy", "broker", "harvest", "exchange", "report"]:
-        old = progs[name]["pid"]
-        os.kill(old, signal.SIGKILL)
-        progs = _wait(lambda: (lambda p: p if p and p[name]["pid"] != old else None)(all_ready()),
-                      60, f"{name} restarted after SIGKILL")
+        progs = _kill(home, progs, name)
         # the pipeline flows again before the next kill: new signals reach the bus
         mark = _last_seq(home, "signals")
         _wait(lambda: _last_seq(home, "signals") > mark, 30, f"signals flowing after {name}")
@@ -174,7 +207,8 @@ def test_pipeline_survives_sigkill_of_every_daemon_and_a_hang(tmp_path, procs):
     frozen = progs["strategy"]["pid"]
     os.kill(frozen, signal.SIGSTOP)
     try:
-        _wait(lambda: (lambda p: p if p and p["strategy"]["pid"] != frozen else None)(all_ready()),
+        _wait(lambda: (lambda p: p if p and p["strategy"]["pid"] != frozen else None)(
+              _all_ready(home)),
               60, "frozen strategy restarted by the health listener")
     finally:
         try:
@@ -185,31 +219,13 @@ def test_pipeline_survives_sigkill_of_every_daemon_and_a_hang(tmp_path, procs):
     assert run.returncode == 0, err[-2000:]
     s = json.loads(out)
     assert s["restarts"].get("strategy", 0) >= 2       # the SIGKILL and the hang
-    for name in names:
+    for name in PROGRAMS:
         assert s["restarts"].get(name, 0) >= 1, (name, s["restarts"])
     health_log = (home / "log" / "health.log").read_text()
     assert "unhealthy" in health_log and "heartbeat" in health_log
     _assert_topics_whole(home)
     # no order doubled or lost: restart the exchange on its saved state and compare
-    ex = procs(OFI + ["exchange", "--port", str(port), "--state", str(home / "exchange")],
-               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait(lambda: "ofi-ready" in ex.stdout.readline(), 30, "exchange ready")
-    intents = [r for r in _records(home, "intents") if r["type"] == "intent"]
-    cids = [i["client_order_id"] for i in intents]
-    assert cids and len(cids) == len(set(cids))
-    at_venue = _signed_get(port, "/fapi/v1/allOrders", {"symbol": "BTCUSDT", "limit": 1000})
-    venue_cids = [o["clientOrderId"] for o in at_venue]
-    assert len(venue_cids) == len(set(venue_cids)), "a client order id was used twice"
-    assert set(venue_cids) <= set(cids)
-    fills = _records(home, "fills")
-    trade_ids = [f["trade_id"] for f in fills]
-    assert len(trade_ids) == len(set(trade_ids)), "a fill was recorded twice"
-    venue_trades = _signed_get(port, "/fapi/v1/userTrades", {"symbol": "BTCUSDT", "limit": 1000})
-    assert sorted(t["id"] for t in venue_trades) == sorted(trade_ids), "fills lost or invented"
-    risk = _signed_get(port, "/fapi/v2/positionRisk", {"symbol": "BTCUSDT"})
-    venue_qty = sum(float(r["positionAmt"]) for r in risk)
-    positions = [r for r in _records(home, "positions") if r["symbol"] == "BTCUSDT"]
-    assert positions and abs(positions[-1]["qty"] - venue_qty) < 1e-9
+    _venue_agrees_with_spools(home, port, procs)
 
 
 def test_pipeline_late_venue_and_kills_never_double_an_order(tmp_path, procs):
@@ -224,50 +240,18 @@ def test_pipeline_late_venue_and_kills_never_double_an_order(tmp_path, procs):
                           "settle_on_stop_s": 8.0, "position_check_s": 2.0})
     run = procs(OFI + ["run", "--config", cfg, "--home", str(home), "--minutes", "1.2", "--json"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    names = ["exchange", "harvest", "signal", "strategy", "broker", "report"]
-
-    def all_ready():
-        try:
-            st = _status(home)
-        except AssertionError:
-            return None
-        progs = {p["name"]: p for p in st["programs"]}
-        return progs if all(progs.get(n, {}).get("ready") for n in names) else None
-
-    progs = _wait(all_ready, 90, "every program ready")
+    progs = _wait(lambda: _all_ready(home), 90, "every program ready")
     _wait(lambda: _last_seq(home, "fills") > 0, 60, "a first fill before the first kill")
     for name in ["broker", "strategy", "broker"]:
         # kill while orders are in flight: right after an intent
         mark = _last_seq(home, "intents")
         _wait(lambda: _last_seq(home, "intents") > mark, 30, f"an intent before killing {name}")
-        old = progs[name]["pid"]
-        os.kill(old, signal.SIGKILL)
-        progs = _wait(lambda: (lambda p: p if p and p[name]["pid"] != old else None)(all_ready()),
-                      60, f"{name} restarted after SIGKILL")
+        progs = _kill(home, progs, name)
     out, err = run.communicate(timeout=240)
     assert run.returncode == 0, err[-2000:]
     s = json.loads(out)
     _assert_topics_whole(home)
-    ex = procs(OFI + ["exchange", "--port", str(port), "--state", str(home / "exchange")],
-               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait(lambda: "ofi-ready" in ex.stdout.readline(), 30, "exchange ready")
-    intents = [r for r in _records(home, "intents") if r["type"] == "intent"]
-    cids = [i["client_order_id"] for i in intents]
-    assert len(cids) >= 4 and len(cids) == len(set(cids))
-    at_venue = _signed_get(port, "/fapi/v1/allOrders", {"symbol": "BTCUSDT", "limit": 1000})
-    venue_cids = [o["clientOrderId"] for o in at_venue]
-    assert len(venue_cids) == len(set(venue_cids)), "a client order id reached the venue twice"
-    # every venue order is in the spools
-    assert set(venue_cids) <= {r["client_order_id"] for r in _records(home, "orders")}
-    fills = _records(home, "fills")
-    trade_ids = [f["trade_id"] for f in fills]
-    assert len(trade_ids) == len(set(trade_ids)), "a fill was recorded twice"
-    venue_trades = _signed_get(port, "/fapi/v1/userTrades", {"symbol": "BTCUSDT", "limit": 1000})
-    assert sorted(t["id"] for t in venue_trades) == sorted(trade_ids), "fills lost or invented"
-    risk = _signed_get(port, "/fapi/v2/positionRisk", {"symbol": "BTCUSDT"})
-    venue_qty = sum(float(r["positionAmt"]) for r in risk)
-    positions = [r for r in _records(home, "positions") if r["symbol"] == "BTCUSDT"]
-    assert positions and abs(positions[-1]["qty"] - venue_qty) < 1e-9
+    intents, venue_cids = _venue_agrees_with_spools(home, port, procs)
     # no order from a stale signal: each intent was decided on a fresh signal
     for i in intents:
         if i["client_order_id"] in venue_cids and i.get("decision_ms"):
