@@ -21,13 +21,13 @@ import pytest
 from bus import open_bus
 from daemons.broker.binance.errors import GatewayError
 from daemons.broker.binance.http import BinanceHttp
+from daemons.broker.orders import TERMINAL
 from daemons.broker.ratelimit import RateLimiter
 from tests.conftest import OFI, free_port
 
 API_KEY = "brokertestkey0123456789abcdefKEY9"
 API_SECRET = "brokertestsecret-9f8e7d6c5b4a-never-logged"
 SYMBOL = "BTCUSDT"
-TERMINAL = {"FILLED", "CANCELED", "REJECTED", "EXPIRED"}
 
 
 def _wait_for(cond, timeout, what, interval=0.05):

@@ -403,3 +403,38 @@ def test_overfill_halts_even_without_halt_on_mismatch():
         "i": oid, "z": "0.003", "x": "TRADE", "l": "0.001", "L": "100", "t": 999}}, h.now)
     h.pump()
     assert h.core.trading.state == tstate.HALTED
+
+
+def test_reducing_counts_the_exits_already_in_flight():
+    h = Harness(latency_s=1.0)
+    h.intent("e1", "BUY", qty=0.002)
+    h.advance(2)
+    h.core.set_trading(tstate.TradingState(tstate.REDUCING, "loss", h.now, "strategy"), h.now)
+    h.intent("x1", "SELL", qty=0.002, reduce_only=True)      # reduces: sent
+    h.intent("x2", "SELL", qty=0.002, reduce_only=True)      # would flip with x1: refused
+    assert h.sends("x1") and h.status("x2") == fsm.REJECTED
+    assert "REDUCING" in h.core.journal.orders["x2"].reason
+
+
+def test_a_resting_order_does_not_blind_the_position_check():
+    h = Harness(position_check_s=2.0)
+    h.intent("L1", "BUY", order_type="LIMIT", price=90.0)
+    h.advance(1)
+    assert h.status("L1") == fsm.NEW
+    h.venue.trades.append({"type": "fill", "symbol": SYMBOL, "order_id": 999, "trade_id": 999,
+                           "side": "SELL", "qty": 0.3, "price": 100.0})
+    h.advance(10)
+    assert h.core.trading.state == tstate.HALTED and "differs" in h.core.trading.reason
+
+
+def test_a_cancel_refused_for_good_is_not_retried_forever():
+    from daemons.broker.binance.errors import AuthError
+    h = Harness()
+    h.intent("L1", "BUY", order_type="LIMIT", price=90.0)
+    h.advance(1)
+    h.venue.cancel_order = lambda cid, now: (_ for _ in ()).throw(AuthError("bad key", -2015))
+    h.core.on_intent({"type": "cancel", "seq": 9, "client_order_id": "L1"}, h.now)
+    h.pump()
+    h.advance(30)
+    cancels = [a for a in h.actions if type(a).__name__ == "Cancel"]
+    assert len(cancels) == 1 and h.status("L1") == fsm.NEW

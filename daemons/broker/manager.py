@@ -361,9 +361,13 @@ class OrderManager:
         return None
 
     def _reduces(self, o: fsm.Order) -> bool:
+        """Does ``o`` shrink the position without flipping it, counting the orders in flight?"""
         pos = self.journal.book.get(o.symbol).qty
+        for f in self.in_flight(o.symbol):
+            if f["client_order_id"] != o.client_order_id:
+                pos += f["qty"] if f["side"] == "BUY" else -f["qty"]
         signed = o.qty if o.side == "BUY" else -o.qty
-        return pos != 0 and (pos > 0) != (signed > 0) and o.qty <= abs(pos) + EPS
+        return abs(pos) > EPS and (pos > 0) != (signed > 0) and o.qty <= abs(pos) + EPS
 
     # -- the state machine and the records -------------------------------------------------------
     def _transition(self, order: fsm.Order, event: str, now: float, **kw) -> fsm.Order:
@@ -679,6 +683,11 @@ class OrderManager:
             self._query_soon(cid, now)
         elif isinstance(outcome, NotSent):
             self._at("cancel", cid, max(outcome.retry_at, now + 0.2))
+        elif isinstance(outcome, Rejected):
+            # refused for good (keys, permissions): say so once; the query keeps the state true
+            self.log.error("cancel_refused", client_order_id=cid, error=_why(outcome))
+            self._cancel_wanted.discard(cid)
+            self._query_soon(cid, now)
         else:
             self._at("query", cid, now + 0.2)
             self._at("cancel", cid, now + 1.0)
@@ -783,8 +792,12 @@ class OrderManager:
             if p.get("mark_price"):
                 self.marks[symbol] = float(p["mark_price"])
             mine = self.journal.book.get(symbol).qty
-            # orders not done, or done with fills still to fetch: the venue may be ahead
-            busy = bool(self.in_flight(symbol)) or now - self._last_fill_at.get(symbol, 0.0) < 1.0
+            # orders unresolved, or with fills still to fetch: the venue may be ahead (a resting
+            # order is known; if it filled unseen, the allOrders look below explains it)
+            busy = now - self._last_fill_at.get(symbol, 0.0) < 1.0 or any(
+                o.symbol == symbol and (o.status in fsm.UNRESOLVED
+                                        or self.journal.fill_deficit(o.client_order_id) > EPS)
+                for o in self.journal.orders.values())
             suspect = self._mismatch.get(symbol)
             if abs(vq - mine) <= QTY_TOLERANCE or busy:
                 self._mismatch.pop(symbol, None)
