@@ -251,9 +251,7 @@ class Harness:
         elif isinstance(a, Cancel):
             self._answer(a, lambda: v.cancel_order(a.client_order_id, self.now))
         elif isinstance(a, FetchTrades):
-            self._answer(a, lambda: [dict(t) for t in v.trades
-                                     if (a.order_id is None or t["order_id"] == a.order_id)
-                                     and (a.from_id is None or t["trade_id"] >= a.from_id)])
+            self._answer(a, lambda: [dict(t) for t in v.trades if t["order_id"] == a.order_id])
         elif isinstance(a, FetchOpenOrders):
             self._answer(a, lambda: [v.report(oid) for oid, r in v.orders.items()
                                      if r["status"] in ("NEW", "PARTIALLY_FILLED")])

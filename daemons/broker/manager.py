@@ -111,17 +111,16 @@ class Cancel:
 
 @dataclass(frozen=True)
 class FetchTrades:
-    """The fills of one order (``order_id``) or of a symbol from a trade id on."""
+    """The fills of one order (``userTrades`` by ``order_id``)."""
 
     symbol: str
-    order_id: int | None = None
-    from_id: int | None = None
-    client_order_id: str | None = None
+    order_id: int
+    client_order_id: str
     kind = "trades"
 
     @property
     def key(self):
-        return self.client_order_id or f"symbol:{self.symbol}"
+        return self.client_order_id
 
 
 @dataclass(frozen=True)
@@ -197,6 +196,9 @@ class OrderManager:
         self._halted_by_me: str | None = None
         self._decided: dict[str, int | None] = {}    # client id -> decision (signal) time, ms
         self._abandoned_at: dict[str, float] = {}     # watched for a late execution
+        # orders not terminal, or terminal with fills still to record (insertion-ordered set):
+        # what every per-fill question asks about, without a walk over the whole journal
+        self._live: dict[str, None] = {}
 
     # -- output ----------------------------------------------------------------------------------
     def take(self) -> tuple[list[tuple[str, dict]], list]:
@@ -252,6 +254,8 @@ class OrderManager:
 
     def start(self, now: float) -> None:
         """After loading: every PENDING/UNKNOWN order may be at the venue; schedule the rest."""
+        for cid in self.journal.orders:
+            self._track(cid)
         for o in self.journal.unresolved():
             if o.status == fsm.PENDING:
                 # the crash may have cut a send in flight: ambiguous, never sent again
@@ -385,6 +389,7 @@ class OrderManager:
         self.journal.put(t.order)
         o = t.order
         cid = o.client_order_id
+        self._track(cid)
         if o.is_terminal:
             self._decided.pop(cid, None)
             for kind in ("send", "cancel", "expire"):
@@ -393,6 +398,7 @@ class OrderManager:
             if self.journal.fill_deficit(cid) <= EPS:
                 self._cancel_timer("query", cid)
             self._unknown_since.pop(cid, None)
+            self._query_gap.pop(cid, None)
             if event not in (fsm.FILL, fsm.PARTIAL_FILL):
                 self._emit_position(o.symbol, "order_done")
         if o.status in fsm.OPEN and t.prev_status not in fsm.OPEN:
@@ -409,12 +415,23 @@ class OrderManager:
                        cause=cause, **extra)
         self._records.append(("positions", payload))
 
+    def _track(self, cid: str) -> None:
+        """Keep ``cid`` in the live set while it is not terminal or has fills to record."""
+        o = self.journal.orders.get(cid)
+        if o is not None and (not o.is_terminal or self.journal.fill_deficit(cid) > EPS):
+            self._live[cid] = None
+        else:
+            self._live.pop(cid, None)
+
+    def live_orders(self, symbol: str | None = None) -> list[fsm.Order]:
+        """Orders not terminal, or terminal with fills still to record (of ``symbol``)."""
+        orders = (self.journal.orders[cid] for cid in self._live)
+        return [o for o in orders if symbol is None or o.symbol == symbol]
+
     def in_flight(self, symbol: str) -> list[dict]:
         """The orders of ``symbol`` not yet terminal, with their unfilled remainder."""
         out = []
-        for o in self.journal.orders.values():
-            if o.symbol != symbol:
-                continue
+        for o in self.live_orders(symbol):
             # a terminal order still counts for fills the venue reported but not yet recorded
             left = (o.filled_qty if o.is_terminal else o.qty) - self.journal.filled.get(
                 o.client_order_id, 0.0)
@@ -515,10 +532,7 @@ class OrderManager:
             o = self._transition(o, event, now, order_id=vo.order_id, venue_ts=vo.update_time,
                                  reason=None)
         if late and o.status != fsm.ABANDONED:
-            self.counts["late_reports"] += 1
-            self.log.error("late_venue_report", client_order_id=cid, status=vo.status,
-                           executed_qty=vo.executed_qty,
-                           alert="an order presumed never placed was executed by the venue")
+            self._late_report(o)
             self._emit_position(o.symbol, "venue")
         if vo.order_id is not None and o.order_id is None:
             o = replace(o, order_id=int(vo.order_id))
@@ -548,6 +562,8 @@ class OrderManager:
         fill = {**fill, "client_order_id": cid}
         self._records.append(("fills", fill))
         self.journal.load_fill(fill)
+        if known:
+            self._track(cid)
         self.counts["fills"] += 1
         self._last_fill_at[symbol] = now
         self.marks[symbol] = float(fill["price"])
@@ -567,12 +583,16 @@ class OrderManager:
                              order_id=fill.get("order_id"),
                              avg_price=self.journal.avg_fill_price(cid))
         if late:
-            self.counts["late_reports"] += 1
-            self.log.error("late_venue_report", client_order_id=cid, status=o.status,
-                           executed_qty=done,
-                           alert="an order presumed never placed was executed by the venue")
+            self._late_report(o)
         self._emit_position(symbol, "fill")
         return True
+
+    def _late_report(self, o: fsm.Order) -> None:
+        """An ABANDONED order turned out to be at the venue: count it and alert."""
+        self.counts["late_reports"] += 1
+        self.log.error("late_venue_report", client_order_id=o.client_order_id, status=o.status,
+                       executed_qty=o.filled_qty,
+                       alert="an order presumed never placed was executed by the venue")
 
     # -- lookups ---------------------------------------------------------------------------------
     def _query_soon(self, cid: str, now: float) -> None:
@@ -630,23 +650,21 @@ class OrderManager:
         if o.order_id is None:
             self._query_soon(cid, now)
             return
-        self._act(FetchTrades(o.symbol, order_id=o.order_id, client_order_id=cid))
+        self._act(FetchTrades(o.symbol, o.order_id, cid))
 
     def _after_trades(self, a: FetchTrades, outcome, now: float) -> None:
+        cid = a.client_order_id
         if isinstance(outcome, GatewayError):
-            if a.client_order_id:
-                self._at("trades", a.client_order_id,
-                         max(getattr(outcome, "retry_at", 0.0), now + 0.5))
+            self._at("trades", cid, max(getattr(outcome, "retry_at", 0.0), now + 0.5))
             return
         for f in sorted(outcome, key=lambda f: f["trade_id"]):
-            if a.client_order_id:
-                f = {**f, "client_order_id": a.client_order_id}
-            self._record_fill(f, now)
-        cid = a.client_order_id
-        if cid and self.journal.fill_deficit(cid) > EPS:
+            self._record_fill({**f, "client_order_id": cid}, now)
+        if self.journal.fill_deficit(cid) > EPS:
             tries = self._trade_tries[cid] = self._trade_tries.get(cid, 0) + 1
             if tries < 20:
                 self._at("trades", cid, now + 0.5)
+        else:
+            self._trade_tries.pop(cid, None)
 
     # -- cancels and the kill switch -------------------------------------------------------------
     def _request_cancel(self, o: fsm.Order, reason: str, now: float) -> None:
@@ -705,8 +723,10 @@ class OrderManager:
     def _enforce_kill_switch(self, now: float) -> None:
         if self.trading.state != tstate.HALTED:
             return
-        for o in self.journal.active():
+        for o in self.live_orders():
             cid = o.client_order_id
+            if o.is_terminal:
+                continue
             if o.is_open and not o.cancel_requested:
                 self._request_cancel(o, "kill switch: trading HALTED", now)
             elif o.status == fsm.PENDING and ("send", cid) not in self._busy:
@@ -744,7 +764,7 @@ class OrderManager:
     def _fire_poll(self, _key: str, now: float) -> None:
         """REST view of our open orders (the user stream's fallback and safety net)."""
         self._at("poll", "all", now + self.s.poll_interval_s * (10 if self.stream_up else 1))
-        for symbol in sorted({o.symbol for o in self.journal.open_orders()}):
+        for symbol in sorted({o.symbol for o in self.live_orders() if o.is_open}):
             if ("open_orders", symbol) not in self._busy:
                 self._act(FetchOpenOrders(symbol))
 
@@ -753,8 +773,8 @@ class OrderManager:
             self._at("poll", "all", now + 0.5)
             return
         venue = {vo.client_order_id: vo for vo in outcome}
-        for o in self.journal.open_orders():
-            if o.symbol != a.symbol:
+        for o in self.live_orders(a.symbol):
+            if not o.is_open:
                 continue
             vo = venue.get(o.client_order_id)
             if vo is None:
@@ -795,9 +815,8 @@ class OrderManager:
             # orders unresolved, or with fills still to fetch: the venue may be ahead (a resting
             # order is known; if it filled unseen, the allOrders look below explains it)
             busy = now - self._last_fill_at.get(symbol, 0.0) < 1.0 or any(
-                o.symbol == symbol and (o.status in fsm.UNRESOLVED
-                                        or self.journal.fill_deficit(o.client_order_id) > EPS)
-                for o in self.journal.orders.values())
+                o.status in fsm.UNRESOLVED or self.journal.fill_deficit(o.client_order_id) > EPS
+                for o in self.live_orders(symbol))
             suspect = self._mismatch.get(symbol)
             if abs(vq - mine) <= QTY_TOLERANCE or busy:
                 self._mismatch.pop(symbol, None)
@@ -875,16 +894,18 @@ class OrderManager:
             if o.status == fsm.PENDING and ("send", o.client_order_id) not in self._busy:
                 self._reject(o, "broker stopping", now)   # waiting or due for a retry: never sent
         if self.s.remote:
-            for o in self.journal.active():
-                self._query_soon(o.client_order_id, now)
+            for o in self.live_orders():
+                if not o.is_terminal:
+                    self._query_soon(o.client_order_id, now)
 
     def unsettled(self) -> list[str]:
         """Client ids still to resolve (looked up or sent) or with fills not yet recorded."""
         if not self.s.remote:
             return []
         busy = {key for kind, key in self._busy if kind in ("send", "query", "trades")}
-        return sorted(busy | {o.client_order_id for o in self.journal.unresolved()}
-                      | {cid for cid in self.journal.orders if self.journal.fill_deficit(cid) > EPS})
+        return sorted(busy | {o.client_order_id for o in self.live_orders()
+                              if o.status in fsm.UNRESOLVED
+                              or self.journal.fill_deficit(o.client_order_id) > EPS})
 
     def settle_step(self, now: float) -> None:
         """While stopping: only lookups fire (queries and trades)."""
@@ -897,8 +918,9 @@ class OrderManager:
                 getattr(self, f"_fire_{kind}")(key, now)
 
     def health(self) -> dict:
-        return {"orders_active": len(self.journal.active()),
-                "unknown": sum(1 for o in self.journal.orders.values() if o.status == fsm.UNKNOWN),
+        live = self.live_orders()
+        return {"orders_active": sum(1 for o in live if not o.is_terminal),
+                "unknown": sum(1 for o in live if o.status == fsm.UNKNOWN),
                 "in_flight_requests": len(self._busy), "sends_waiting": len(self._sends_waiting),
                 "counts": dict(self.counts)}
 

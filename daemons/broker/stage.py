@@ -139,9 +139,7 @@ class BrokerStage(Stage):
     # -- the loop --------------------------------------------------------------------------------
     def handle(self, topic: str, record: dict) -> None:
         now = time.time()
-        st = self._read_trading_state()   # an intent is judged by the kill switch of now
-        if st is not None:
-            self.core.set_trading(st, now)
+        self._sync_trading(now)   # an intent is judged by the kill switch of now
         try:
             self.core.on_intent(record, now)
         finally:
@@ -150,9 +148,7 @@ class BrokerStage(Stage):
     def tick(self, now: float) -> None:
         core = self.core
         self._drain(now)
-        st = self._read_trading_state()
-        if st is not None:
-            core.set_trading(st, now)
+        self._sync_trading(now)
         core.tick(now)
         self._flush()
         self.gateway.keepalive(now)
@@ -211,7 +207,7 @@ class BrokerStage(Stage):
         if isinstance(a, Cancel):
             return ex.cancel(a.symbol, a.client_order_id)
         if isinstance(a, FetchTrades):
-            return ex.fetch_fills(a.symbol, order_id=a.order_id, from_id=a.from_id)
+            return ex.fetch_fills(a.symbol, order_id=a.order_id)
         if isinstance(a, FetchOpenOrders):
             return ex.open_orders(a.symbol)
         if isinstance(a, FetchOrders):
@@ -219,6 +215,12 @@ class BrokerStage(Stage):
         if isinstance(a, FetchPositions):
             return ex.positions(list(a.symbols))
         raise TypeError(f"unknown action {a!r}")
+
+    def _sync_trading(self, now: float) -> None:
+        """Hand the kill-switch file to the core when it changed."""
+        st = self._read_trading_state()
+        if st is not None:
+            self.core.set_trading(st, now)
 
     def _read_trading_state(self, force: bool = False) -> tstate.TradingState | None:
         """The kill-switch file when it changed (None: unchanged); unreadable means HALTED."""
