@@ -92,6 +92,24 @@ class Context:
         os.makedirs(self.run_dir, exist_ok=True)
         self.writers: dict = {}
         self.stopping = False
+        self.waiting: dict | None = None   # what a pause waits for (in the heartbeat file)
+        self.beat = lambda now: None       # the runner's heartbeat, so a long pause keeps it
+
+    def pause(self, seconds: float, **why) -> bool:
+        """Wait ``seconds`` (during start-up, say for a venue's Retry-After) with the heartbeat
+        going on and ``why`` plus ``until`` in it; False at once when a stop is asked."""
+        until = time.time() + max(0.0, seconds)
+        self.waiting = dict(why, until=round(until, 3))
+        try:
+            while not self.stopping:
+                now = time.time()
+                if now >= until:
+                    return True
+                self.beat(now)
+                time.sleep(min(0.1, until - now))
+            return False
+        finally:
+            self.waiting = None
 
     def emit(self, topic: str, payload: dict) -> dict:
         """Append a record to one of the stage's output topics."""
@@ -141,6 +159,7 @@ class Runner:
         self.batch = int(configmod.get(cfg, "daemon.batch", 2000))
         self._next_beat = 0.0
         self.ready = False
+        self.ctx.beat = self.heartbeat
 
     def open(self) -> None:
         for topic in self.stage.outputs:
@@ -163,6 +182,8 @@ class Runner:
             "positions": {t: c.position.get("seq", 0) for t, c in self.consumers.items()},
             "emitted": {t: w.seq for t, w in self.ctx.writers.items()},
         }
+        if self.ctx.waiting:
+            beat["waiting"] = self.ctx.waiting
         beat.update(self.stage.health())
         write_json_atomic(os.path.join(self.ctx.run_dir, f"{self.name}.json"), beat)
 
@@ -234,6 +255,11 @@ def run(stage_cls, cfg: dict) -> int:
                  outputs=list(stage_cls.outputs), sink=cfg["sink"], home=runner.ctx.home)
         runner.loop()
     except (BusError, configmod.ConfigError) as exc:
+        if runner.ctx.stopping and not runner.ready:
+            # SIGTERM during a start that was still waiting (on the venue): a stop, not a refusal
+            log.info("stopped", during="start", reason=str(exc))
+            _safe_close(runner)
+            return 0
         log.error("fatal", error=str(exc))
         if not isinstance(exc, configmod.ConfigError):
             _safe_close(runner)

@@ -324,3 +324,35 @@ def test_broker_stays_under_order_rate_limit_without_429(procs, home, tmp_path):
     per_window = Counter(int(ts // 10) for ts in places)
     assert max(per_window.values()) <= 4, per_window
     _assert_books_agree(home, venue)
+
+
+@pytest.mark.timeout(60)
+def test_broker_start_honours_retry_after_with_a_live_heartbeat_and_stops_at_once(
+        procs, home, tmp_path):
+    # Arrange: every request answered 429 with a 30 s Retry-After
+    venue = Venue(procs, tmp_path, "r429=1.0,r429_retry_s=30,ban_after=100000,seed=3")
+    broker = Broker(procs, home, venue)
+    # Act: the broker starts and meets the 429 on its first call
+    broker.start(wait_ready=False)
+    beat_path = home / "run" / "broker.json"
+
+    def waiting():
+        try:
+            beat = orjson.loads(beat_path.read_bytes())
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            return None
+        return beat if beat.get("waiting") else None
+    first = _wait_for(waiting, 20, "a heartbeat that says the broker waits")
+    time.sleep(1.5)
+    second = waiting()
+    # Assert: not ready, waiting on the venue until its Retry-After, the heartbeat still beating
+    assert first["ready"] is False and first["waiting"]["error"] == "RateLimited"
+    assert first["waiting"]["until"] >= first["ts"] + 20
+    assert second is not None and second["ts"] > first["ts"]
+    assert "venue_wait" in broker.log.read_text()
+    # SIGTERM ends the wait at once: a stop (exit 0), not a refusal
+    t0 = time.time()
+    broker.proc.send_signal(signal.SIGTERM)
+    assert broker.proc.wait(10) == 0
+    assert time.time() - t0 < 3.0
+    assert '"fatal"' not in broker.log.read_text()

@@ -312,7 +312,7 @@ def test_start_retry_gives_up_on_a_refused_connection_by_its_deadline():
     from daemons.config import ConfigError
 
     stage = BrokerStage.__new__(BrokerStage)
-    stage.ctx = SimpleNamespace(stopping=False)
+    stage.ctx = SimpleNamespace(stopping=False, pause=lambda s, **why: time.sleep(s) or True)
     stage.gateway = SimpleNamespace(rest_url="http://127.0.0.1:9")
     calls = []
 

@@ -234,7 +234,7 @@ def test_pipeline_late_venue_and_kills_never_double_an_order(tmp_path, procs):
     home = tmp_path / "home"
     port = free_port()
     faults = ("late=0.3,late_mode=mixed,late_min_ms=800,late_max_ms=3000,timeout_s=2,"
-              "unknown503=0.05,timeout=0.05,http5xx=0.03,r429=0.01,ban_after=1000,seed=11")
+              "unknown503=0.05,timeout=0.05,http5xx=0.03,r429=0.01,r429_retry_s=2,ban_after=1000,seed=11")
     cfg = _config(tmp_path, port, exchange={"faults": f'"{faults}"'},
                   broker={"http_timeout_s": 1.0, "resolution_window_s": 20.0,
                           "settle_on_stop_s": 8.0, "position_check_s": 2.0})

@@ -58,6 +58,17 @@ def test_judge_stalled_input_is_unhealthy():
     assert j2.judge("s", 140, 0, dict(beat, processed=6)) is None
 
 
+def test_judge_a_program_waiting_on_purpose_is_healthy_until_its_wait_ends():
+    j = HealthJudge(heartbeat_timeout_s=10, stall_s=30, grace_s=5)
+    beat = {"pid": 1, "ts": 100.0, "processed": 0, "lag": {"intents": 7},
+            "waiting": {"what": "open orders", "until": 160.0}}
+    assert j.judge("broker", now=100, started=0, beat=beat) is None
+    assert j.judge("broker", now=150, started=0, beat=dict(beat, ts=150.0)) is None
+    # once the wait is over, the stall clock runs again
+    assert j.judge("broker", now=170, started=0, beat=dict(beat, ts=170.0)) is None
+    assert "no progress" in j.judge("broker", now=205, started=0, beat=dict(beat, ts=205.0))
+
+
 def _event(name, headers, data=""):
     body = " ".join(f"{k}:{v}" for k, v in headers.items()) + "\n" + data
     return f"ver:3.0 server:supervisor serial:1 pool:health poolserial:1 eventname:{name} len:{len(body)}\n{body}"

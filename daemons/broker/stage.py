@@ -118,7 +118,10 @@ class BrokerStage(Stage):
                         f"venue {getattr(self.gateway, 'rest_url', '')} unavailable ({what}): "
                         f"{exc}") from None
                 retry_at = getattr(exc, "retry_at", 0.0) or now + 0.3
-                time.sleep(min(max(0.05, retry_at - now), max(0.05, deadline - now)))
+                wait = min(max(0.05, retry_at - now), max(0.05, deadline - now))
+                if wait >= 1.0:
+                    self.log.warning("venue_wait", what=what, error=str(exc), wait_s=round(wait, 1))
+                self.ctx.pause(wait, what=what, error=type(exc).__name__)
 
     def _reconcile_at_start(self) -> None:
         ex, symbols = self.executor, self.core.s.symbols

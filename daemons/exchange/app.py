@@ -304,8 +304,8 @@ class Exchange:
                                                   request.headers.get("Content-Type"))
             self.limiter.request(ip, weight(method, path, params), now)
             if fault == "r429":
-                raise errors.too_many_requests(self.limiter.weight_limit,
-                                               max(1, 60 - (now // 1000) % 60))
+                retry = self.faults.spec.r429_retry_s or 60 - (now // 1000) % 60
+                raise errors.too_many_requests(self.limiter.weight_limit, max(1, int(retry)))
             if fault and fault.startswith("http5xx"):
                 raise errors.service_unavailable(int(fault.split(":")[1]))
             security, fn = route

@@ -16,6 +16,8 @@ Fault spec (--faults): comma-separated key=value pairs, e.g.
   latency_jitter_ms=MS   plus a uniform random 0..MS (default 0)
   http5xx=P              answer HTTP 500/502/503 before processing (nothing happens)
   r429=P                 answer 429 (-1003, Retry-After) before processing (nothing happens)
+  r429_retry_s=S         the Retry-After of those 429s (default 0: until the next minute, as the
+                         venue's one-minute weight window would say)
   unknown503=P           orders (POST/DELETE /fapi/v1/order): process, then answer 503 with -1007
                          "Timeout waiting for response from backend server. Send status unknown;
                          execution status unknown." (the order IS placed / canceled)
@@ -54,6 +56,7 @@ class FaultSpec:
     latency_jitter_ms: float = 0.0
     http5xx: float = 0.0
     r429: float = 0.0
+    r429_retry_s: float = 0.0
     unknown503: float = 0.0
     timeout: float = 0.0
     timeout_s: float = 10.0

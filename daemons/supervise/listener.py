@@ -39,7 +39,8 @@ class HealthJudge:
 
     A program is unhealthy when its heartbeat is older than ``heartbeat_timeout_s``, or when an
     input lags while its processed count has not moved for ``stall_s``, or (the broker) when
-    intents wait while its execution log has not been written for ``stall_s``.
+    intents wait while its execution log has not been written for ``stall_s``. A program whose
+    heartbeat says it is ``waiting`` until a time still ahead is healthy.
     """
 
     def __init__(self, heartbeat_timeout_s: float, stall_s: float, grace_s: float):
@@ -62,6 +63,11 @@ class HealthJudge:
             return f"heartbeat {age:.0f}s old"
         processed = int(beat.get("processed", 0))
         lag = sum(int(v) for v in (beat.get("lag") or {}).values())
+        waiting = beat.get("waiting")
+        if waiting and float(waiting.get("until", 0)) > now:
+            # it waits on purpose (a venue's Retry-After at start): a restart would not help
+            self._progress[name] = (processed, now)
+            return None
         last = self._progress.get(name)
         if last is None or last[0] != processed or lag == 0:
             self._progress[name] = (processed, now)

@@ -63,6 +63,8 @@ def status(cfg: dict) -> dict:
             "lag": beat.get("lag", {}),
             "processed": beat.get("processed"),
             "refused": refused,
+            # a start still waiting on purpose (a venue's Retry-After): what for, until when
+            "waiting": beat.get("waiting") if beat.get("pid") == pid else None,
         })
     rc = run_config(cfg)
     venue = rc.get("venue", {})
@@ -88,6 +90,10 @@ def format_status(s: dict) -> str:
                      f"{'yes' if p['ready'] else 'no':<6} {age:>8}  {lag}")
         if p.get("refused"):
             lines.append(f"{'':<10} refused to start: {p['refused']}")
+        if p.get("waiting"):
+            w = p["waiting"]
+            lines.append(f"{'':<10} starting, waits on the venue ({w.get('what')}: "
+                         f"{w.get('error')}) until {time.strftime('%H:%M:%S', time.localtime(w['until']))}")
     if not s["programs"]:
         lines.append("(no programs have run in this home)")
     t = s["trading"]
