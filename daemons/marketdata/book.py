@@ -31,8 +31,12 @@ into the ``depth`` topic records (COMMON schema)::
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import deque
 from heapq import nlargest, nsmallest
 from typing import NamedTuple
+
+#: diffs kept while waiting for a snapshot (about 200 s of a 100 ms depth stream)
+MAX_BUFFER = 2_000
 
 APPLIED = "applied"
 BUFFERED = "buffered"
@@ -178,7 +182,7 @@ class LocalBook:
     levels :attr:`touched` watches (any number can be read; deeper reads cost more).
     """
 
-    def __init__(self, spot: bool | None = None, max_buffer: int = 100_000, levels: int = 5):
+    def __init__(self, spot: bool | None = None, max_buffer: int = MAX_BUFFER, levels: int = 5):
         self.spot = spot  # None: decided by the first diff (USD-M diffs carry "pu", spot ones not)
         self.max_buffer = max_buffer
         self.bid_side = _Side(True, levels)
@@ -191,7 +195,10 @@ class LocalBook:
         self.last_u: int | None = None
         self.snapshot_id: int | None = None
         self._bridged = False          # has the first diff after the snapshot been applied?
-        self.buffer: list[tuple[dict, object]] = []   # (diff, tag) waiting for a snapshot
+        # (diff, tag) waiting for a snapshot; bounded: a chain that never re-syncs must not
+        # hold the rest of a recording (the oldest diffs go first, a later snapshot that
+        # needed them is then a gap, as it would be live)
+        self.buffer: deque[tuple[dict, object]] = deque(maxlen=max_buffer)
 
     # -- feeding ---------------------------------------------------------------------------
     def diff(self, d: dict, tag=None):
@@ -211,8 +218,6 @@ class LocalBook:
             self.spot = "pu" not in d
         if not self.synced:
             self.buffer.append((d, tag))
-            if len(self.buffer) > self.max_buffer:
-                del self.buffer[: len(self.buffer) - self.max_buffer]
             return BUFFERED
         return self._chain(d)
 
@@ -231,15 +236,18 @@ class LocalBook:
         self.last_u = self.snapshot_id
         self.synced = True
         self._bridged = False
-        pending, self.buffer = self.buffer, []
+        pending, self.buffer = self.buffer, deque(maxlen=self.max_buffer)
         out = []
-        for i, (d, tag) in enumerate(pending):
+        while pending:
+            d, tag = pending.popleft()
             res = self._chain(d)
             out.append((d, res))
             if each is not None:
                 each(d, res, tag)
             if isinstance(res, Gap):
-                self.buffer = pending[i:]
+                self.buffer.clear()           # the gap diff (with its tag) waits again
+                self.buffer.append((d, tag))
+                self.buffer.extend(pending)
                 break
         return out
 
@@ -249,7 +257,7 @@ class LocalBook:
         self.synced = False
         self.last_u = None
         self._bridged = False
-        self.buffer = []
+        self.buffer.clear()
 
     # -- reading ---------------------------------------------------------------------------
     def top(self, n: int) -> tuple[list[list[float]], list[list[float]]]:
@@ -306,7 +314,8 @@ class LocalBook:
         self.synced = False
         self._bridged = False
         self.last_u = None
-        self.buffer = [(d, None)]
+        self.buffer.clear()
+        self.buffer.append((d, None))
         return Gap(expected, got, d["u"], reason)
 
 

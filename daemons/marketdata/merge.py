@@ -24,6 +24,28 @@ from collections import deque
 
 _INF = float("inf")
 
+#: recorded files: a stream received this long after its own frontier no longer holds the
+#: other streams of its recording back (signal.stall_ms)
+STALL_MS = 30_000
+
+
+def stalled_key(t, frontier, recv, stall_ms):
+    """The merge key of an item of a recorded stream: its time ``t``, raised to the stream's
+    ``frontier`` (keys never decrease within a stream) and to ``recv - stall_ms``.
+
+    The last part bounds what a silent stream holds back: every later item of the recording
+    (receive times grow along a file) gets a key of at least ``newest recv - stall_ms``, so
+    the merge may release everything below that. It changes a key only for an item received
+    more than ``stall_ms`` after its own time, i.e. after such a silence; ``t`` None (no
+    time) takes the frontier, as :meth:`Merger.push` does.
+    """
+    if t is None:
+        t = frontier if frontier is not None else 0
+    elif frontier is not None and t < frontier:
+        t = frontier
+    floor = recv - stall_ms
+    return floor if t < floor else t
+
 
 def event_time(rec: dict):
     """The exchange time a topic record is ordered and bucketed by (epoch ms).

@@ -10,6 +10,10 @@ chain each stream (trades, book, depth) keeps its file order; all streams of all
 merged by exchange time (:func:`~.merge.event_time`) with :class:`~.merge.Merger`, so equal
 times keep file order within a stream. Diffs go through a :class:`~.book.DepthFeed` per symbol
 before the merge, exactly as harvest publishes them.
+
+Memory stays bounded whatever the input holds: a stream that falls silent while the others of
+its recording go on does not hold them back for longer than ``stall_ms`` of receive time (see
+:func:`~.merge.stalled_key`); the silence is noted in :attr:`Replay.stalls`.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from itertools import chain
 
 from . import formats
 from .book import DepthFeed
-from .merge import Merger, event_time
+from .merge import STALL_MS, Merger, event_time, stalled_key
 
 _TRADE_KINDS = (formats.TRADE, formats.AGG_TRADE)
 
@@ -45,7 +49,8 @@ class _Chain:
     """One chain of files: reads messages and pushes records into the merger."""
 
     def __init__(self, idx: int, fmt: str, paths: list[str], symbol: str | None,
-                 symbols: set | None, levels: int, merger: Merger):
+                 symbols: set | None, levels: int, merger: Merger, stall_ms: float,
+                 stalls: list):
         self.msgs = chain.from_iterable(formats.read_tuples(p, symbol, fmt) for p in paths)
         self.trades, self.book, self.depth = (idx, "trades"), (idx, "book"), (idx, "depth")
         self.streams = [(idx, s) for s in formats.STREAMS_OF[fmt]]
@@ -55,17 +60,31 @@ class _Chain:
         self.feeds: dict[str, DepthFeed] = {}
         self.messages = 0
         self.done = False
+        self.stall_ms = int(stall_ms)
+        self.stalls = stalls
+        self.newest_recv = None   # the latest receive time read in this chain
+
+    def _push(self, stream, t, recv, rec) -> None:
+        """Queue ``rec`` under its merge key (see :func:`~.merge.stalled_key`)."""
+        m = self.merger
+        f = m.frontier[stream]
+        key = stalled_key(t, f, recv, self.stall_ms)
+        if f is not None and key > f and recv - self.stall_ms > f:
+            self.stalls.append({"stream": stream[1], "t": f, "until": t})
+        m.push(stream, key, (key, rec))
 
     def read(self, n: int = 512) -> None:
         """Read up to ``n`` messages; at the end, end this chain's streams."""
         m = self.merger
-        push = m.push
+        push = self._push
         trade_record, book_record = formats.trade_record, formats.book_record
         symbols = self.symbols
         count = 0
         for msg in self.msgs:
             count += 1
             kind, recv, sym, data = msg[0], msg[1], msg[2], msg[3]
+            if self.newest_recv is None or recv > self.newest_recv:
+                self.newest_recv = recv
             if symbols is not None and sym not in symbols:
                 if count >= n:
                     break
@@ -73,26 +92,35 @@ class _Chain:
             if kind == "bookTicker":
                 rec = book_record(data, recv, sym)
                 E = rec["E"]
-                push(self.book, recv if E is None else E, rec)
+                push(self.book, recv if E is None else E, recv, rec)
             elif kind in _TRADE_KINDS:
                 rec = trade_record(data, recv, sym)
-                push(self.trades, rec["T"], rec)
+                push(self.trades, rec["T"], recv, rec)
             elif kind == "depthUpdate":
                 out = self._feed(sym).on_diff(data, recv)
                 if out:
                     for rec in out:
-                        push(self.depth, event_time(rec), rec)
+                        push(self.depth, event_time(rec), rec["recv_ts"], rec)
                 else:
                     m.advance(self.depth, data.get("E", recv))
             elif kind == "snapshot":
                 for rec in self._feed(sym).on_snapshot(data, recv):
-                    push(self.depth, event_time(rec), rec)
+                    push(self.depth, event_time(rec), rec["recv_ts"], rec)
             if count >= n:
                 break
         self.messages += count
+        floor = None
+        if self.newest_recv is not None:
+            # no later item of a silent stream can sort below this: release what waits on it
+            floor = self.newest_recv - self.stall_ms
+            for s in self.streams:
+                m.advance(s, floor)
         if count < n:
             self.done = True
             for s in self.streams:
+                f = m.frontier[s]
+                if f is not None and floor is not None and floor > f:   # silent to the end
+                    self.stalls.append({"stream": s[1], "t": f, "until": None})
                 m.end(s)
 
     def _feed(self, sym: str) -> DepthFeed:
@@ -106,16 +134,20 @@ class Replay:
     """Iterate the records of recorded files in exchange-time order (see the module docstring).
 
     ``symbols``: keep only these (None: all). ``symbol`` names the symbol of files that carry
-    none (CSV). ``levels``: book levels in each depth record.
+    none (CSV). ``levels``: book levels in each depth record. ``stall_ms``: see the module
+    docstring; :meth:`keyed` gives each record's merge key too.
     """
 
     def __init__(self, paths: list[str], symbols=None, symbol: str | None = None,
-                 levels: int = 5, batch: int = 512):
+                 levels: int = 5, batch: int = 512, stall_ms: float = STALL_MS):
         groups = chains_of(list(paths))
         streams = [(i, s) for i, (fmt, _) in enumerate(groups) for s in formats.STREAMS_OF[fmt]]
         self.merger = Merger(streams)
         syms = {s.upper() for s in symbols} if symbols else None
-        self.chains = [_Chain(i, fmt, ps, symbol, syms, levels, self.merger)
+        #: silences: ``{stream, t (its last key), until (the key it spoke again at, or None)}``
+        self.stalls: list[dict] = []
+        self.chains = [_Chain(i, fmt, ps, symbol, syms, levels, self.merger, stall_ms,
+                              self.stalls)
                        for i, (fmt, ps) in enumerate(groups)]
         self.batch = batch
 
@@ -129,11 +161,17 @@ class Replay:
         return sum(f.gaps for c in self.chains for f in c.feeds.values())
 
     def __iter__(self):
+        for _, _, rec in self.keyed():
+            yield rec
+
+    def keyed(self):
+        """``(stream, key, record)`` in merge order: ``stream`` is ``trades``, ``book`` or
+        ``depth``, ``key`` the merge key (the record's time raised to its stream's frontier)."""
         m = self.merger
         by_stream = {s: c for c in self.chains for s in c.streams}
         while True:
-            for _, rec in m.pop():
-                yield rec
+            for s, (key, rec) in m.pop():
+                yield s[1], key, rec
             w = m.waiting
             if w is None:
                 return
