@@ -20,6 +20,7 @@ VERBS = [
     ("daemons.cli.bus_cmds", ["tail", "bus_group"]),
     ("daemons.cli.daemon_cmd", ["daemon"]),
     ("daemons.cli.bench", ["bench"]),
+    ("daemons.cli.data_cmd", ["data_group"]),
     ("daemons.cli.keys_cmd", ["keys_group"]),
     ("daemons.cli.signals_cmd", ["signals"]),
     ("daemons.cli.backtest_cmd", ["backtest"]),
