@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 import subprocess
 import zipfile
 
@@ -76,6 +77,13 @@ def expected_rows(paths, levels=LEVELS) -> dict:
                                     "got_pu": r["got_pu"], "u": r["u"], "until": None})
         out[stream].append({"seq": nxt(stream, sym), "key": key, "t": t,
                             "recv_ts": r["recv_ts"], **row})
+    last = max(r["t"] for k in ("trades", "book", "depth") for r in out[k])
+    for sym in sorted({sym for (kind, sym) in seq}):
+        for st in replay.stalls:
+            out["gaps"].append({"seq": nxt("gaps", sym), "key": st["t"], "t": st["t"],
+                                "recv_ts": st["t"], "stream": st["stream"],
+                                "reason": "stream silent", "expected_pu": None, "got_pu": None,
+                                "u": None, "until": last if st["until"] is None else st["until"]})
     return out, replay
 
 
@@ -146,6 +154,32 @@ def test_ls_shows_the_import(imported):
         assert sum(r["kinds"][kind] for r in rows) == m["kinds"][kind]
     assert rows[0]["first_ms"] == m["first_ms"] and rows[-1]["last_ms"] == m["last_ms"]
     assert rows[0]["kinds"]["trades"] == 974  # the 0718 file's trades all happened that day
+
+
+def test_silences_and_chain_breaks_land_in_gaps(data_dir, tmp_path):
+    """The start of a recording twice, the copy 10 minutes and 10**10 update ids later (as
+    the benchmark corpus is built): every stream falls silent, the depth chain breaks and the
+    copy's snapshot re-syncs it."""
+    lines = gzip.decompress(btc_files(data_dir)[0].read_bytes()).splitlines()[:3000]
+    times = re.compile(rb'"([ET])":(\d+)')
+    ids = re.compile(rb'"(U|u|pu|lastUpdateId)":(\d+)')
+    out = list(lines)
+    for line in lines:
+        ts, _, js = line.partition(b" ")
+        js = times.sub(lambda m: b'"%s":%d' % (m.group(1), int(m.group(2)) + 600_000), js)
+        js = ids.sub(lambda m: b'"%s":%d' % (m.group(1), int(m.group(2)) + 10**10), js)
+        out.append(b"%d %s" % (int(ts) + 600 * 10**9, js))
+    f = tmp_path / "btcusdt_twice.gz"
+    f.write_bytes(gzip.compress(b"\n".join(out) + b"\n"))
+    cat = tmp_path / "cat"
+    p = ofi("data", "import", f, "--catalog", cat)
+    assert p.returncode == 0, p.stderr
+    want, replay = expected_rows([f])
+    assert replay.stalls and replay.gaps
+    for kind in store.KINDS:
+        assert catalog_rows(cat, kind, "BTCUSDT") == want[kind], kind
+    reasons = {(r["stream"], r["reason"]) for r in want["gaps"]}
+    assert ("depth", "stream silent") in reasons and ("depth", "pu != previous u") in reasons
 
 
 def _zip_with_checksum(tmp_path, csv, checksum=None):
