@@ -129,6 +129,20 @@ def test_import_holds_exactly_the_replay_records(imported, data_dir):
     assert replay.stalls == [] and not (cat / "_tmp").exists()
 
 
+def test_row_groups_do_not_change_the_rows(imported, data_dir, tmp_path):
+    """Flushed every 1000 rows (many row groups, bounded memory): the same tables."""
+    from daemons.catalog.importer import import_source, prepare, sources_of
+
+    cat, _ = imported
+    [src] = sources_of(prepare([str(p) for p in btc_files(data_dir)], str(tmp_path)))
+    import_source(tmp_path / "small", src, levels=LEVELS, flush_rows=1000)
+    for kind in ("trades", "book", "depth"):
+        small = store.source_files(tmp_path / "small", kind, "BTCUSDT")
+        assert pq.ParquetFile(small[-1]).metadata.num_row_groups > 1
+        assert [pq.read_table(p) for p in small] == \
+            [pq.read_table(p) for p in store.source_files(cat, kind, "BTCUSDT")]
+
+
 def test_reimport_changes_nothing(imported, data_dir):
     cat, _ = imported
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in cat.rglob("*") if p.is_file()}

@@ -228,6 +228,9 @@ class Spool:
         self.dir = tmp_dir
         self.levels = levels
         self.flush_rows = flush_rows
+        # a depth row holds 2 * levels [price, qty] lists until it is converted (~0.25 kB
+        # a level): fewer of them per row group keeps a batch near the others' size in memory
+        self.depth_rows = max(1000, flush_rows * 2 // levels)
         self.bufs: dict[tuple, list] = {}
         self.writers: dict[tuple, pq.ParquetWriter] = {}
         self.rows: dict[tuple, int] = {}
@@ -249,7 +252,7 @@ class Spool:
         return b
 
     def check(self, kind: str, symbol: str, day: int, buf: list) -> None:
-        if len(buf) >= self.flush_rows:
+        if len(buf) >= (self.depth_rows if kind == "depth" else self.flush_rows):
             self._flush((kind, symbol, day), buf)
 
     def _flush(self, k: tuple, buf: list) -> None:
@@ -308,7 +311,7 @@ class Result:
 
 
 def import_source(catalog, src: Source, levels: int = 10, symbol: str | None = None,
-                  progress=None) -> Result:
+                  progress=None, flush_rows: int = FLUSH_ROWS) -> Result:
     """Write ``src`` into ``catalog`` unless its manifest is already there.
 
     ``symbol`` names the symbol of files that carry none (CSV). ``progress(lines)`` is called
@@ -324,7 +327,7 @@ def import_source(catalog, src: Source, levels: int = 10, symbol: str | None = N
     store.remove_source_files(catalog, sid)   # leftovers of an import that did not finish
     tmp = Path(catalog) / TMP / sid
     shutil.rmtree(tmp, ignore_errors=True)
-    spool = Spool(tmp, levels)
+    spool = Spool(tmp, levels, flush_rows)
     started = time.perf_counter()
     try:
         replay = Replay([i.path for i in src.inputs], symbol=symbol, levels=levels)
