@@ -14,6 +14,12 @@ from .common import config_option, load_config
 @click.option("--input", "inputs", multiple=True, metavar="FILE",
               help="Recorded file (repeat, or list several after one --input); read in order.")
 @click.argument("more", nargs=-1, metavar="[FILE]...")
+@click.option("--catalog", "catalog", metavar="DIR", default=None,
+              help="Read a market-data catalog (ofi data import) instead of files.")
+@click.option("--from", "start", metavar="T", default=None,
+              help="With --catalog: from this time on (ISO date/time UTC, or epoch ms).")
+@click.option("--to", "end", metavar="T", default=None,
+              help="With --catalog: before this time (ISO date/time UTC, or epoch ms).")
 @click.option("--symbol", required=True, help="Symbol, e.g. BTCUSDT.")
 @click.option("--interval-ms", type=int, default=None, help="Interval (default: signal.interval_ms).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
@@ -21,7 +27,8 @@ from .common import config_option, load_config
 @click.option("--workers", type=click.IntRange(1, 2), default=2, show_default=True,
               help="Processes: 2 digests the depth stream of a recording in a second one.")
 @config_option
-def signals(inputs, more, symbol, interval_ms, out_path, workers, config_path):
+def signals(inputs, more, catalog, start, end, symbol, interval_ms, out_path, workers,
+            config_path):
     """OFI/CVD signals over recorded market data, one JSON record per interval.
 
     Formats are detected per file: hftbacktest recordings (<local_ts> <json>), raw websocket
@@ -29,8 +36,17 @@ def signals(inputs, more, symbol, interval_ms, out_path, workers, config_path):
     Consecutive files of one format are one recording read in order; streams are merged by
     exchange time. The last interval is closed at the end of the input.
 
+    With --catalog DIR the rows come from a market-data catalog (docs/catalog.md), optionally
+    limited to [--from, --to): the same records as from the files it was imported from.
+
     Example: ofi signals --input btcusdt_20240718.gz btcusdt_20240719.gz --symbol BTCUSDT
     """
+    if catalog is not None:
+        if inputs or more:
+            raise click.UsageError("give either --catalog or input files, not both")
+        return _from_catalog(catalog, symbol, start, end, interval_ms, out_path, config_path)
+    if start is not None or end is not None:
+        raise click.UsageError("--from and --to go with --catalog")
     from ..marketdata.formats import FormatError
     from ..signal.core import SignalCore
     from ..signal.offline import OfflineRun
@@ -70,3 +86,40 @@ def signals(inputs, more, symbol, interval_ms, out_path, workers, config_path):
     if progress:
         sys.stderr.write(f"\r{n} intervals, {run.messages} messages, "
                          f"{run.gaps} depth gaps\n")
+
+
+def _from_catalog(catalog, symbol, start, end, interval_ms, out_path, config_path) -> None:
+    """The catalog path: rows read column-wise, signals by :mod:`daemons.signal.columnar`."""
+    from ..catalog import read
+    from ..signal.core import SignalCore
+
+    cfg = load_config(config_path, **({"signal.interval_ms": interval_ms} if interval_ms else {}))
+    try:
+        core = SignalCore.from_config(cfg["signal"])
+    except ValueError as exc:
+        raise click.UsageError(str(exc))
+    symbol = symbol.strip().upper()
+    try:
+        start_ms = read.parse_time(start) if start is not None else None
+        end_ms = read.parse_time(end) if end is not None else None
+        sources = read.symbol_sources(catalog, symbol, start_ms, end_ms)
+        rows = read.read_symbol(catalog, symbol, start_ms, end_ms, levels=core.levels,
+                                full=False, sources=sources)
+    except read.CatalogError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not len(rows):
+        raise click.ClickException(f"no {symbol} rows in the catalog {catalog} for that period")
+    from ..signal import columnar
+
+    sigs = columnar.signals(rows, core).records
+    dumps = orjson.dumps
+    nl = orjson.OPT_APPEND_NEWLINE
+    data = b"".join([dumps(s, option=nl) for s in sigs])
+    if out_path:
+        with open(out_path, "wb") as f:
+            f.write(data)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    if sys.stderr.isatty():
+        sys.stderr.write(f"{len(sigs)} intervals, {len(rows)} rows\n")

@@ -236,15 +236,25 @@ class SignalCore:
         return out
 
     def _close(self, sym: str, st: _Symbol) -> dict:
-        ofi = st.ofi1
-        delta = st.buy - st.sell
+        sig = self.close_sums(sym, st, st.bucket, st.ofi1, st.ofi5, st.buy, st.sell,
+                              st.trades, st.books, st.pb, st.pa)
+        st.ofi1 = st.ofi5 = st.buy = st.sell = 0
+        st.trades = st.books = 0
+        return sig
+
+    def close_sums(self, sym: str, st: _Symbol, bucket: int, ofi1: int, ofi5: int, buy: int,
+                   sell: int, trades: int, books: int, pb, pa) -> dict:
+        """The signal of interval ``bucket`` from its sums (ints in 1e-8 units) and the last
+        best bid/ask at its end (None before any); advances ``st``'s cvd and z windows.
+        :meth:`_close` and the columnar path (:mod:`.columnar`) both close intervals here."""
+        delta = buy - sell
         st.cvd += delta
-        ofi_z = self._z(ofi, st.zo, st.so, st.qo)
+        ofi_z = self._z(ofi1, st.zo, st.so, st.qo)
         cvd_z = self._z(delta, st.zc, st.sc, st.qc)
         # slide the windows (the current interval joins the history of the next ones)
-        st.zo.append(ofi)
-        st.so += ofi
-        st.qo += ofi * ofi
+        st.zo.append(ofi1)
+        st.so += ofi1
+        st.qo += ofi1 * ofi1
         st.zc.append(delta)
         st.sc += delta
         st.qc += delta * delta
@@ -255,23 +265,20 @@ class SignalCore:
             old = st.zc.popleft()
             st.sc -= old
             st.qc -= old * old
-        if st.pb is not None:
-            mid = round((st.pb + st.pa) / 2, 10)
-            spread = round(st.pa - st.pb, 10)
+        if pb is not None:
+            mid = round((pb + pa) / 2, 10)
+            spread = round(pa - pb, 10)
         else:
             mid = spread = None
-        sig = {
-            "type": "signal", "symbol": sym, "bucket_ms": st.bucket * self.interval,
-            "interval_ms": self.interval, "ofi_l1": ofi / SCALE, "ofi_l5": st.ofi5 / SCALE,
-            "buy_qty": st.buy / SCALE, "sell_qty": st.sell / SCALE, "cvd_delta": delta / SCALE,
-            "cvd": st.cvd / SCALE, "trades": st.trades, "book_updates": st.books,
+        return {
+            "type": "signal", "symbol": sym, "bucket_ms": bucket * self.interval,
+            "interval_ms": self.interval, "ofi_l1": ofi1 / SCALE, "ofi_l5": ofi5 / SCALE,
+            "buy_qty": buy / SCALE, "sell_qty": sell / SCALE, "cvd_delta": delta / SCALE,
+            "cvd": st.cvd / SCALE, "trades": trades, "book_updates": books,
             "mid": mid, "spread": spread, "ofi_z": ofi_z, "cvd_z": cvd_z,
             "fusion": (self.w_ofi * ofi_z + self.w_cvd * cvd_z
                        if ofi_z is not None and cvd_z is not None else None),
         }
-        st.ofi1 = st.ofi5 = st.buy = st.sell = 0
-        st.trades = st.books = 0
-        return sig
 
     def _z(self, x: int, window: deque, s: int, q: int):
         n = len(window)

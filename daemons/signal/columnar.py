@@ -1,0 +1,137 @@
+"""The signals of catalog rows (:class:`daemons.catalog.read.Rows`), vectorized: the same records
+as :meth:`SignalCore.process` over the same records in the same order, bit for bit.
+
+numpy does the per-event work (the 1e-8 quantities, the CKS and multi-level terms, the interval
+of each event, the sums per interval); each interval's record is then made by
+:meth:`SignalCore.close_sums`, the code that closes the daemon's intervals (cvd, z windows,
+fusion, mid and spread rounding). See :mod:`.core` for the definitions; the points that decide
+the arrays here:
+
+- the interval of an event is the running maximum of ``t // interval`` in merge order (a late
+  record counts in the open interval); non-MARKET trades take no part at all;
+- the CKS term is between consecutive book rows, the multi-level term between consecutive depth
+  rows where the earlier one is a ``depth`` or ``snapshot`` row and the later a ``depth`` row;
+- mid and spread come from the last book row at or before the end of the interval.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..catalog.read import BOOK, DEPTH, DEPTH_ROW, GAP_ROW, TRADE, Rows
+from .core import SCALE, SignalCore, _Symbol
+
+
+def scaled(qty) -> np.ndarray:
+    """Quantities in 1e-8 units, as the core's ``round(qty * SCALE)`` (both round half even)."""
+    return np.rint(qty * SCALE).astype(np.int64)
+
+
+def cks_terms(bid, bid_qty, ask, ask_qty) -> np.ndarray:
+    """The CKS term of each book row against the previous one (the first counts 0)."""
+    qb, qa = scaled(bid_qty), scaled(ask_qty)
+    e = np.zeros(len(bid), np.int64)
+    if len(bid) > 1:
+        b, pb, a, pa = bid[1:], bid[:-1], ask[1:], ask[:-1]
+        e[1:] = (np.where(b >= pb, qb[1:], 0) - np.where(b <= pb, qb[:-1], 0)
+                 - np.where(a <= pa, qa[1:], 0) + np.where(a >= pa, qa[:-1], 0))
+    return e
+
+
+def depth_terms(typ, bid_px, bid_qty, ask_px, ask_qty) -> np.ndarray:
+    """The multi-level term of each depth row (rows x levels arrays, missing levels at
+    -inf / +inf with qty 0): against the previous row when that one set a baseline."""
+    n = len(typ)
+    e = np.zeros(n, np.int64)
+    if n < 2:
+        return e
+    qb, qa = scaled(bid_qty), scaled(ask_qty)
+    b, pb, a, pa = bid_px[1:], bid_px[:-1], ask_px[1:], ask_px[:-1]
+    per_level = (np.where(b >= pb, qb[1:], 0) - np.where(b <= pb, qb[:-1], 0)
+                 - np.where(a <= pa, qa[1:], 0) + np.where(a >= pa, qa[:-1], 0))
+    counts = (typ[1:] == DEPTH_ROW) & (typ[:-1] != GAP_ROW)
+    e[1:] = np.where(counts, per_level.sum(axis=1), 0)
+    return e
+
+
+class Signals:
+    """The signal records of ``rows`` and where in the merged sequence each was closed:
+    ``closed_at[i]`` is the index of the event that closed ``records[i]`` (``len(rows)`` for
+    the ones the end of the input closes), as :meth:`SignalCore.process` / ``flush`` do."""
+
+    def __init__(self, records: list[dict], closed_at: np.ndarray):
+        self.records = records
+        self.closed_at = closed_at
+
+
+def signals(rows: Rows, core: SignalCore) -> Signals:
+    """Every interval's signal of ``rows`` (one symbol, merge order) through ``core``, which
+    must not have seen the symbol yet; its z windows and cvd continue afterwards."""
+    sym = rows.symbol
+    if sym in core.symbols:
+        raise ValueError(f"the core has already seen {sym}")
+    kind = rows.kind
+    tr, bk, dp = rows.trades, rows.book, rows.depth
+    # events that count: everything but non-MARKET trades
+    if len(tr["t"]) and not tr["market"].all():
+        market = tr["market"]
+        keep = np.ones(len(kind), bool)
+        keep[kind == TRADE] = market
+        ev_idx = np.flatnonzero(keep)
+        ev_kind = kind[ev_idx]
+        ev_t = rows.t[ev_idx]
+        tr = {k: tr[k][market] for k in ("qty", "is_buy")}
+    else:
+        ev_idx = None
+        ev_kind = kind
+        ev_t = rows.t
+    if not len(ev_t):
+        return Signals([], np.zeros(0, np.int64))
+    interval = core.interval
+    bucket = np.maximum.accumulate(ev_t // interval)
+    b0, b1 = int(bucket[0]), int(bucket[-1])
+    bounds = np.arange(b0, b1 + 2, dtype=np.int64)   # interval j is [bounds[j], bounds[j+1])
+
+    def per_interval(k: int, values):
+        """Per-interval sums of one kind's values (in merge order) and the row edges."""
+        edges = np.searchsorted(bucket[ev_kind == k], bounds, side="left")
+        if values is None:
+            return None, edges
+        cs = np.zeros(len(values) + 1, np.int64)
+        np.cumsum(values, out=cs[1:])
+        return cs[edges[1:]] - cs[edges[:-1]], edges
+
+    q = scaled(tr["qty"])
+    buy = np.where(tr["is_buy"], q, 0)
+    buys, tedges = per_interval(TRADE, buy)
+    sells, _ = per_interval(TRADE, q - buy)
+    ofi1, bedges = per_interval(BOOK, cks_terms(bk["bid"], bk["bid_qty"], bk["ask"],
+                                                bk["ask_qty"]))
+    ofi5, _ = per_interval(DEPTH, depth_terms(dp["type"], dp["bid_px"], dp["bid_qty"],
+                                              dp["ask_px"], dp["ask_qty"]))
+    ntrades = np.diff(tedges)
+    nbooks = np.diff(bedges)
+    last_book = bedges[1:] - 1            # the last book row at or before each interval's end
+    has_book = last_book >= 0
+    lb = np.maximum(last_book, 0)
+    pbs = bk["bid"][lb] if len(bk["bid"]) else np.zeros(len(lb))
+    pas = bk["ask"][lb] if len(bk["ask"]) else np.zeros(len(lb))
+
+    st = core.symbols[sym] = _Symbol()
+    close = core.close_sums
+    records = []
+    append = records.append
+    for j, (o1, o5, by, sl, nt, nb, hb, pb, pa) in enumerate(zip(
+            ofi1.tolist(), ofi5.tolist(), buys.tolist(), sells.tolist(), ntrades.tolist(),
+            nbooks.tolist(), has_book.tolist(), pbs.tolist(), pas.tolist())):
+        if hb:
+            append(close(sym, st, b0 + j, o1, o5, by, sl, nt, nb, pb, pa))
+        else:
+            append(close(sym, st, b0 + j, o1, o5, by, sl, nt, nb, None, None))
+    if has_book[-1]:
+        st.pb, st.pa = pbs[-1].item(), pas[-1].item()
+    # interval j closes at the first event of a later interval; the last at the end
+    closed = np.searchsorted(bucket, bounds[1:-1], side="left")
+    if ev_idx is not None:
+        closed = ev_idx[closed]
+    closed_at = np.append(closed, len(kind))
+    return Signals(records, closed_at)
