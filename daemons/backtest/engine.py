@@ -134,7 +134,12 @@ class Engine:
     # -- input -------------------------------------------------------------------------------
     def feed(self, rec: dict) -> None:
         """One market record (``trades`` / ``book`` / ``depth`` / snapshot / gap schema)."""
-        t = event_time(rec)
+        self.market(rec, event_time(rec))
+        for sig in self.signals.process(rec):
+            self._signal(sig)
+
+    def market(self, rec: dict, t) -> None:
+        """The clock and the executor's part of :meth:`feed` (``t``: the record's time)."""
         if t is not None:
             t = int(t)
             if t > self.clock:
@@ -155,8 +160,35 @@ class Engine:
             fills = None
         if fills:
             self._fills(fills)
-        for sig in self.signals.process(rec):
-            self._signal(sig)
+
+    def signal(self, sig: dict) -> None:
+        """A signal closed by the last market record (or by the end of the input)."""
+        self._signal(sig)
+
+    @property
+    def idle(self) -> bool:
+        """No order waits for its acknowledgement or a fill: a market record could change
+        nothing but the clock and the executor's latest book and time."""
+        return not self._acks and not any(
+            so.status in ("NEW", "PARTIALLY_FILLED") for so in self.executor._open.values())
+
+    def skip(self, events: int, clock: int, first_ms: int, book: dict | None,
+             now_ms: int) -> None:
+        """Account ``events`` more market records without feeding them, as :meth:`market`
+        would have while :attr:`idle`: ``clock`` the largest time so far, ``book`` the last
+        ``book`` record among them (None: none), ``now_ms`` the executor's time after them."""
+        s = self.summary
+        s.events += events
+        if s.first_ms is None:
+            s.first_ms = first_ms
+        if clock > self.clock:
+            self.clock = clock
+        s.last_ms = self.clock
+        ex = self.executor
+        if book is not None:
+            ex.on_book(book)   # no open order: it only keeps the book (marks, positions)
+        if now_ms > ex.now_ms:
+            ex.now_ms = now_ms
 
     def finish(self) -> Summary:
         """End of input: close the open intervals, acknowledge what was sent; the summary."""
@@ -274,4 +306,85 @@ def run(records, engine: Engine, on_progress=None, every: int = 4096) -> Summary
         n += 1
         if on_progress is not None and n % every == 0:
             on_progress(n)
+    return engine.finish()
+
+
+def run_rows(rows, signals, engine: Engine, on_progress=None, every: int = 1 << 16) -> Summary:
+    """:func:`run` over catalog rows (:class:`daemons.catalog.read.Rows`, one symbol, merge
+    order) whose signals are already made (:func:`daemons.signal.columnar.signals`, with
+    ``engine.signals``): the same records and summary as feeding the rows' records one by one.
+
+    While the engine is :attr:`~Engine.idle` a market record changes nothing but the clock and
+    the executor's book and time, so the rows up to the next one that closes an interval are
+    accounted at once (:meth:`Engine.skip`); the others are fed as records.
+    """
+    import numpy as np
+
+    from ..catalog.read import BOOK, TRADE
+
+    n = len(rows)
+    if not n:
+        for sig in signals.records:
+            engine.signal(sig)
+        return engine.finish()
+    sym = rows.symbol
+    kind, t = rows.kind, rows.t
+    tr, bk = rows.trades, rows.book
+    pos = np.empty(n, np.int64)       # each row's index among the rows of its kind
+    for k in range(3):
+        m = kind == k
+        pos[m] = np.arange(int(m.sum()))
+    clock = np.maximum.accumulate(t)
+    # the executor's time: a book's E (else T), a trade's T; depth rows leave it
+    ex_t = np.zeros(n, np.int64)
+    is_book, is_trade = kind == BOOK, kind == TRADE
+    ex_t[is_book] = np.where(bk["E"] != 0, bk["E"], bk["T"])
+    ex_t[is_trade] = tr["t"]
+    ex_now = np.maximum.accumulate(ex_t)
+    last_book = np.maximum.accumulate(np.where(is_book, pos, -1))
+
+    def book(r: int) -> dict:
+        return {"type": "book", "symbol": sym, "E": int(bk["E"][r]) or None,
+                "T": int(bk["T"][r]) or None, "bid": float(bk["bid"][r]),
+                "bid_qty": float(bk["bid_qty"][r]), "ask": float(bk["ask"][r]),
+                "ask_qty": float(bk["ask_qty"][r])}
+
+    def trade(r: int) -> dict:
+        T = int(tr["t"][r])
+        return {"type": "trade", "symbol": sym, "E": int(tr["E"][r]) or T, "T": T,
+                "price": float(tr["price"][r]), "qty": float(tr["qty"][r])}
+
+    def feed(i: int) -> None:
+        k = kind[i]
+        rec = book(pos[i]) if k == BOOK else trade(pos[i]) if k == TRADE else {"type": "depth"}
+        engine.market(rec, int(t[i]))
+
+    sigs, at = signals.records, signals.closed_at.tolist()
+    nsig = len(sigs)
+    first = int(t[0])
+    i = j = 0
+    mark = every
+    while i < n:
+        if engine.idle:
+            stop = at[j] if j < nsig and at[j] < n else n
+            if stop > i:
+                lb = int(last_book[stop - 1])
+                engine.skip(stop - i, int(clock[stop - 1]), first,
+                            book(lb) if lb >= 0 else None, int(ex_now[stop - 1]))
+                i = stop
+                if i == n:
+                    break
+        feed(i)
+        while j < nsig and at[j] == i:
+            engine.signal(sigs[j])
+            j += 1
+        i += 1
+        if on_progress is not None and i >= mark:
+            on_progress(i)
+            mark = i + every
+    while j < nsig:   # the intervals the end of the input closes
+        engine.signal(sigs[j])
+        j += 1
+    if on_progress is not None:
+        on_progress(n)
     return engine.finish()

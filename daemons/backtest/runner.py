@@ -3,6 +3,8 @@
     info = inspect_inputs(paths, "BTCUSDT")          # fails early on a missing file / symbol
     home = new_home(base_dir, "BTCUSDT", info.first_ms)
     result = run(paths, "BTCUSDT", cfg, home)        # records in <home>/bus, summary
+    result = run_catalog(catalog, "BTCUSDT", cfg, home, start_ms, end_ms)   # the same, read
+                                                     # from a market-data catalog
     report_md = build_report(home, result)
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..strategy import ids
 from ..strategy.core import StrategyCore
 from .engine import TOPICS, Engine, Settings, Summary
 from .engine import run as run_engine
+from .engine import run_rows
 
 SAMPLE_MESSAGES = 5000     # messages read per file to find its symbols and start time
 SUMMARY_FILE = "backtest.json"
@@ -163,15 +166,67 @@ def run(paths: list[str], symbol: str, cfg: dict, home: str | os.PathLike,
     if not summary.events:
         raise BacktestError(f"no {symbol} market data in the input files")
     result = Result(Path(home), summary, elapsed)
-    _write_summary(result, paths, symbol, cfg)
+    _write_summary(result, [os.path.abspath(p) for p in paths], symbol, cfg)
     return result
 
 
-def _write_summary(result: Result, paths: list[str], symbol: str, cfg: dict) -> None:
+def catalog_sources(catalog, symbol: str, start_ms: int | None, end_ms: int | None
+                    ) -> list[dict]:
+    """The manifests of ``symbol``'s sources in the period; :class:`BacktestError` if none
+    (no catalog, symbol or period: the message says what the catalog has)."""
+    from ..catalog import read
+
+    try:
+        return read.symbol_sources(catalog, symbol, start_ms, end_ms)
+    except read.CatalogError as exc:
+        raise BacktestError(str(exc)) from None
+
+
+def run_catalog(catalog, symbol: str, cfg: dict, home: str | os.PathLike,
+                start_ms: int | None = None, end_ms: int | None = None,
+                on_progress=None, on_rows=None) -> Result:
+    """Backtest ``symbol`` over a market-data catalog's rows with ``start_ms <= t < end_ms``;
+    the same records as :func:`run` over the files they were imported from.
+    ``on_rows(n)`` is told the number of rows once read, ``on_progress(rows done)`` then."""
+    from ..catalog import read
+    from ..signal import columnar
+
+    sources = catalog_sources(catalog, symbol, start_ms, end_ms)
+    bus_settings = {k: v for k, v in cfg["bus"].items()
+                    if k not in ("retention_bytes", "retention_hours")}  # keep every record
+    t0 = time.perf_counter()
+    try:
+        engine = make_engine(cfg, symbol, None)
+        rows = read.read_symbol(catalog, symbol, start_ms, end_ms,
+                                levels=engine.signals.levels, sources=sources)
+    except read.CatalogError as exc:
+        raise BacktestError(str(exc)) from None
+    if not len(rows):
+        raise BacktestError(f"no {symbol} rows in the catalog {catalog} for that period")
+    if on_rows:
+        on_rows(len(rows))
+    sigs = columnar.signals(rows, engine.signals)
+    out = BusOutput(home, cfg["sink"], bus_settings)
+    try:
+        engine.out = out
+        summary = run_rows(rows, sigs, engine, on_progress)
+    finally:
+        out.close()
+    elapsed = time.perf_counter() - t0
+    result = Result(Path(home), summary, elapsed)
+    period = {"from": start_ms, "to": end_ms}
+    _write_summary(result, [os.path.abspath(catalog)], symbol, cfg, period)
+    return result
+
+
+def _write_summary(result: Result, inputs: list[str], symbol: str, cfg: dict,
+                   period: dict | None = None) -> None:
     """``<home>/backtest.json``: inputs, settings and results (no wall-clock figures)."""
-    doc = {"symbol": symbol, "inputs": [os.path.abspath(p) for p in paths],
+    doc = {"symbol": symbol, "inputs": inputs,
            "settings": {k: cfg[k] for k in ("signal", "strategy", "risk", "backtest")},
            "summary": result.summary.to_dict()}
+    if period is not None:
+        doc["period"] = period
     (result.home / SUMMARY_FILE).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
 
 

@@ -13,6 +13,12 @@ from .common import config_option, load_config
 @click.option("--input", "inputs", multiple=True, metavar="FILE",
               help="Recorded file (repeat, or list several after one --input); read in order.")
 @click.argument("more", nargs=-1, metavar="[FILE]...")
+@click.option("--catalog", "catalog", metavar="DIR", default=None,
+              help="Read a market-data catalog (ofi data import) instead of files.")
+@click.option("--from", "start", metavar="T", default=None,
+              help="With --catalog: from this time on (ISO date/time UTC, or epoch ms).")
+@click.option("--to", "end", metavar="T", default=None,
+              help="With --catalog: before this time (ISO date/time UTC, or epoch ms).")
 @click.option("--symbol", required=True, help="Symbol, e.g. BTCUSDT.")
 @click.option("--out", "out", metavar="DIR", type=click.Path(), default=None,
               help="Home to write the records and the report into; new or empty "
@@ -21,19 +27,28 @@ from .common import config_option, load_config
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: when stderr is a terminal).")
 @config_option
-def backtest(inputs, more, symbol, out, no_report, progress, config_path):
+def backtest(inputs, more, catalog, start, end, symbol, out, no_report, progress, config_path):
     """Backtest the strategy over recorded market data, with simulated fills; print a report.
 
     The signal and strategy code are the daemons' own; orders fill against the recorded best
     bid/ask after backtest.latency_ms, paying backtest.taker_fee_bps / maker_fee_bps. The
     signals, intents, orders, fills and positions go to the bus of the output home with the
     market's time as their `ts`, so `ofi report --home DIR --date D` and `ofi tail` read them.
-    Input formats as for `ofi signals`.
+    Input formats as for `ofi signals`; or --catalog DIR, a market-data catalog
+    (docs/catalog.md), optionally limited to [--from, --to): the same records as from the files
+    it was imported from.
 
     Example: ofi backtest --input btcusdt_20240718.gz btcusdt_20240719.gz --symbol BTCUSDT
     """
     from ..backtest import runner
 
+    if catalog is not None:
+        if inputs or more:
+            raise click.UsageError("give either --catalog or input files, not both")
+        return _from_catalog(runner, catalog, start, end, symbol, out, no_report, progress,
+                             config_path)
+    if start is not None or end is not None:
+        raise click.UsageError("--from and --to go with --catalog")
     paths = list(inputs) + list(more)
     if not paths:
         raise click.UsageError("give at least one --input FILE")
@@ -53,6 +68,47 @@ def backtest(inputs, more, symbol, out, no_report, progress, config_path):
         raise click.ClickException(str(exc)) from None
     report = None if no_report else runner.build_report(result, symbol)
     _print_summary(result, report)
+
+
+def _from_catalog(runner, catalog, start, end, symbol, out, no_report, progress, config_path):
+    from ..catalog import read
+
+    symbol = symbol.strip().upper()
+    cfg = load_config(config_path)
+    try:
+        try:
+            start_ms = read.parse_time(start) if start is not None else None
+            end_ms = read.parse_time(end) if end is not None else None
+        except read.CatalogError as exc:
+            raise runner.BacktestError(str(exc)) from None
+        sources = runner.catalog_sources(catalog, symbol, start_ms, end_ms)
+        runner.make_engine(cfg, symbol, out=None)   # bad settings: ConfigError before any output
+        first = max(sources[0]["first_ms"], start_ms or 0)
+        home = runner.check_home(out) if out else \
+            runner.new_home(home_of(cfg) / "backtests", symbol, first)
+        show = sys.stderr.isatty() if progress is None else progress
+        if show:
+            result = _catalog_with_bar(runner, catalog, symbol, cfg, home, start_ms, end_ms)
+        else:
+            result = runner.run_catalog(catalog, symbol, cfg, home, start_ms, end_ms)
+    except runner.BacktestError as exc:
+        raise click.ClickException(str(exc)) from None
+    report = None if no_report else runner.build_report(result, symbol)
+    _print_summary(result, report)
+
+
+def _catalog_with_bar(runner, catalog, symbol, cfg, home, start_ms, end_ms):
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    columns = (TextColumn("backtest {task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("rows"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task(symbol, total=None)
+        return runner.run_catalog(catalog, symbol, cfg, home, start_ms, end_ms,
+                                  on_progress=lambda n: bar.update(task, completed=n),
+                                  on_rows=lambda n: bar.update(task, total=n))
 
 
 def _run_with_bar(runner, paths, symbol, cfg, home):
