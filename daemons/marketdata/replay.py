@@ -63,15 +63,26 @@ class _Chain:
         self.stall_ms = int(stall_ms)
         self.stalls = stalls
         self.newest_recv = None   # the latest receive time read in this chain
+        # each stream's own frontier (the merger's is also raised to newest_recv - stall_ms)
+        self.last: dict = {s: None for s in self.streams}
 
     def _push(self, stream, t, recv, rec) -> None:
         """Queue ``rec`` under its merge key (see :func:`~.merge.stalled_key`)."""
         m = self.merger
-        f = m.frontier[stream]
-        key = stalled_key(t, f, recv, self.stall_ms)
-        if f is not None and key > f and recv - self.stall_ms > f:
-            self.stalls.append({"stream": stream[1], "t": f, "until": t})
+        key = stalled_key(t, m.frontier[stream], recv, self.stall_ms)
+        last = self.last[stream]
+        if last is not None and recv - self.stall_ms > last:
+            self.stalls.append({"stream": stream[1], "t": last, "until": t})
+        self.last[stream] = key
         m.push(stream, key, (key, rec))
+
+    def _moved(self, stream, t) -> None:
+        """``stream`` moved on to ``t`` without an item (a buffered or dropped diff)."""
+        if t is not None:
+            self.merger.advance(stream, t)
+            last = self.last[stream]
+            if last is None or t > last:
+                self.last[stream] = t
 
     def read(self, n: int = 512) -> None:
         """Read up to ``n`` messages; at the end, end this chain's streams."""
@@ -102,7 +113,7 @@ class _Chain:
                     for rec in out:
                         push(self.depth, event_time(rec), rec["recv_ts"], rec)
                 else:
-                    m.advance(self.depth, data.get("E", recv))
+                    self._moved(self.depth, data.get("E", recv))
             elif kind == "snapshot":
                 for rec in self._feed(sym).on_snapshot(data, recv):
                     push(self.depth, event_time(rec), rec["recv_ts"], rec)
@@ -118,9 +129,9 @@ class _Chain:
         if count < n:
             self.done = True
             for s in self.streams:
-                f = m.frontier[s]
-                if f is not None and floor is not None and floor > f:   # silent to the end
-                    self.stalls.append({"stream": s[1], "t": f, "until": None})
+                last = self.last[s]
+                if last is not None and floor is not None and floor > last:  # silent to the end
+                    self.stalls.append({"stream": s[1], "t": last, "until": None})
                 m.end(s)
 
     def _feed(self, sym: str) -> DepthFeed:
@@ -150,6 +161,8 @@ class Replay:
                               self.stalls)
                        for i, (fmt, ps) in enumerate(groups)]
         self.batch = batch
+        #: the most records the merge held back at once (bounded by stall_ms, not the input)
+        self.peak_pending = 0
 
     @property
     def messages(self) -> int:
@@ -180,3 +193,6 @@ class Replay:
                 m.end(w)
                 continue
             c.read(self.batch)
+            held = m.pending()
+            if held > self.peak_pending:
+                self.peak_pending = held

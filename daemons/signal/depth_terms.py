@@ -2,12 +2,13 @@
 
 Each applied diff, snapshot and gap becomes ``(key * 4 + 2, DEPTH, t, term)``: ``t`` its event
 time, ``term`` its multi-level OFI term (1e-8 units), ``key`` ``t`` raised to the stream's
-frontier (merge order, see :mod:`.offline`). Used in process by the fast offline path and in
+frontier and to ``recv - stall_ms`` (merge order, see :func:`~daemons.marketdata.merge.stalled_key`). Used in process by the fast offline path and in
 the depth worker of the two-process path (:mod:`.split`).
 """
 from __future__ import annotations
 
 from ..marketdata.book import APPLIED, BUFFERED, DROPPED, LocalBook, snapshot_top
+from ..marketdata.merge import STALL_MS
 from .core import DEPTH, SCALE, side_term
 
 _NEG_INF = float("-inf")
@@ -16,8 +17,10 @@ _NEG_INF = float("-inf")
 class DepthTerms:
     """Depth diffs and snapshots of the symbol -> depth items (and their multi-level terms)."""
 
-    def __init__(self, levels: int, prev=None):
+    def __init__(self, levels: int, prev=None, stall_ms: int = STALL_MS):
         self.n = levels
+        self.stall_ms = int(stall_ms)
+        self.stalls: list[dict] = []   # silences of the stream (as Replay.stalls)
         self.book = LocalBook(levels=levels)
         # the levels the next term compares against, per side (None: no term)
         self.prev_b, self.prev_a = prev if prev is not None else (None, None)
@@ -46,12 +49,25 @@ class DepthTerms:
             out.append((p, v))
         return out
 
-    def _push(self, t, term) -> None:
-        key = t if t >= self.frontier else self.frontier
+    def _key(self, t, recv):
+        """``t`` raised to the frontier and to ``recv - stall_ms``; the new frontier."""
+        f = self.frontier
+        floor = recv - self.stall_ms
+        if t >= f and t >= floor:
+            self.frontier = t
+            return t
+        key = f if f > floor else floor
+        if t > key:
+            key = t
+        if floor > f != _NEG_INF:
+            self.stalls.append({"stream": "depth", "t": f, "until": t})
         self.frontier = key
-        self.items.append((key * 4 + 2, DEPTH, t, term))
+        return key
 
-    def _applied(self, t) -> None:
+    def _push(self, t, term, recv) -> None:
+        self.items.append((self._key(t, recv) * 4 + 2, DEPTH, t, term))
+
+    def _applied(self, t, recv) -> None:
         book = self.book
         n = self.n
         if self.prev_is_book:  # only a touched side can have a non-zero part
@@ -73,13 +89,13 @@ class DepthTerms:
                                                                          False)
             self.prev_b, self.prev_a = bids, asks
             self.prev_is_book = True
-        self._push(t, term)
+        self._push(t, term, recv)
 
-    def _gap(self, t) -> None:
+    def _gap(self, t, recv) -> None:
         self.gaps += 1
         self.prev_b = self.prev_a = None
         self.prev_is_book = False
-        self._push(t, 0)
+        self._push(t, 0, recv)
 
     def diff(self, d: dict, recv: int) -> None:
         res = self.book.diff(d, recv)
@@ -87,22 +103,20 @@ class DepthTerms:
             E = d.get("E")
             t = recv if E is None else E
             if self.prev_is_book and not self.book.touched:  # the common untouched case
-                key = t if t >= self.frontier else self.frontier
-                self.frontier = key
-                self.items.append((key * 4 + 2, DEPTH, t, 0))
+                self.items.append((self._key(t, recv) * 4 + 2, DEPTH, t, 0))
             else:
-                self._applied(t)
+                self._applied(t, recv)
         elif res is BUFFERED or res is DROPPED:
             E = d.get("E", recv)  # as Replay: the stream moved on without a record
             if E is not None and E > self.frontier:
                 self.frontier = E
         else:
             E = d.get("E")
-            self._gap(recv if E is None else E)
+            self._gap(recv if E is None else E, recv)
 
     def snapshot(self, snap: dict, recv: int) -> None:
         E = snap.get("E")
-        self._push(recv if E is None else E, 0)
+        self._push(recv if E is None else E, 0, recv)
         bids, asks = snapshot_top(snap, self.n)
         self.prev_b = [(p, round(q * SCALE)) for p, q in bids]
         self.prev_a = [(p, round(q * SCALE)) for p, q in asks]
@@ -113,9 +127,9 @@ class DepthTerms:
             E = d.get("E")
             t = ts if E is None else E
             if res is APPLIED:
-                self._applied(t)
+                self._applied(t, ts)
             elif res is not BUFFERED and res is not DROPPED:
-                self._gap(t)
+                self._gap(t, ts)
 
         self.book.snapshot(snap["lastUpdateId"], snap.get("bids", ()), snap.get("asks", ()),
                            each)

@@ -28,6 +28,7 @@ from typing import Iterator
 import orjson
 
 from ..marketdata.formats import FormatError, iter_line_chunks, stamp_divisor
+from ..marketdata.merge import STALL_MS
 from ..marketdata.replay import Replay, chains_of
 from . import split
 from .core import BOOK, SCALE, TRADE, SignalCore
@@ -69,15 +70,19 @@ class OfflineRun:
     """
 
     def __init__(self, paths: list[str], symbol: str, core: SignalCore | None = None,
-                 workers: int = 2):
+                 workers: int = 2, stall_ms: int = STALL_MS):
         self.paths = list(paths)
         self.symbol = symbol
         self.core = core or SignalCore()
+        self.stall_ms = int(stall_ms)
+        self._stalls: list[dict] = []
+        self._peak = 0
         groups = chains_of(self.paths)
         self.fast = len(groups) == 1 and groups[0][0] in _FAST_FORMATS
         self._fmt = groups[0][0] if groups else None
         self.replay = None if self.fast else Replay(
-            self.paths, symbols={symbol}, symbol=symbol, levels=self.core.levels)
+            self.paths, symbols={symbol}, symbol=symbol, levels=self.core.levels,
+            stall_ms=self.stall_ms)
         self._messages = 0
         self._depth: DepthTerms | split.RemoteDepth | None = None
         self.workers = 2 if (workers > 1 and self.fast and self._fmt == "hftbacktest"
@@ -93,6 +98,20 @@ class OfflineRun:
             return self.replay.gaps
         return self._depth.gaps if self._depth is not None else 0
 
+    @property
+    def peak_pending(self) -> int:
+        """The most items the merge held back at once (bounded by ``stall_ms``, not by the
+        input's length)."""
+        return self.replay.peak_pending if self.replay is not None else self._peak
+
+    @property
+    def stalls(self) -> list[dict]:
+        """Streams that fell silent for longer than ``stall_ms`` (as :attr:`Replay.stalls`)."""
+        if self.replay is not None:
+            return self.replay.stalls
+        depth = self._depth.stalls if self._depth is not None else []
+        return sorted(self._stalls + depth, key=lambda s: (s["t"], s["stream"]))
+
     def __iter__(self) -> Iterator[dict]:
         if self.replay is not None:
             return _general(self.replay, self.core)
@@ -104,11 +123,11 @@ class OfflineRun:
         want = self.symbol.upper()
         st = core.symbols.get(want)
         prev = st.depth if st is not None else None
-        remote = split.start(self.paths, self.symbol, core.levels, prev) \
+        remote = split.start(self.paths, self.symbol, core.levels, prev, self.stall_ms) \
             if self.workers > 1 else None
         if remote is None:
             self.workers = 1
-            depth = self._depth = DepthTerms(core.levels, prev)
+            depth = self._depth = DepthTerms(core.levels, prev, self.stall_ms)
         else:
             depth = self._depth = remote
         try:
@@ -128,6 +147,9 @@ class OfflineRun:
         books: list = []
         add_trade, add_book = trades.append, books.append
         f_trade = f_book = _NEG_INF    # stream frontiers (-inf: nothing yet)
+        stall = self.stall_ms
+        stalls = self._stalls
+        newest = _NEG_INF              # the latest receive time read
         # the previous best bid/ask (as the core has it: a run may continue a used core)
         if st is not None and st.pb is not None:
             pb, pqb, pa, pqa = st.pb, st.qb, st.pa, st.qa
@@ -183,6 +205,8 @@ class OfflineRun:
                     data = msg["data"] if stream is not None else msg
                     if not stamped:  # no local stamp: the event time stands in
                         recv = data.get("E") or data.get("T") or recv
+                    if recv > newest:
+                        newest = recv
                     s = data.get("s")
                     if s is None:
                         s = file_symbol
@@ -197,10 +221,11 @@ class OfflineRun:
                         if e == "bookTicker":
                             E = data.get("E")
                             t = recv if E is None else E
-                            if t < f_book:
-                                t_key = f_book
-                            else:
+                            if t >= f_book and t >= recv - stall:
                                 t_key = f_book = t
+                            else:  # late, or after a silence (merge.stalled_key)
+                                t_key = f_book = _stalled(t, f_book, recv, stall, "book",
+                                                          stalls)
                             # the CKS term; a string equal to the previous one is the same number,
                             # so most updates (one side's size moved) convert one field, not four
                             b, B, a, A = data["b"], data["B"], data["a"], data["A"]
@@ -235,14 +260,17 @@ class OfflineRun:
                             if T is None:
                                 T = data.get("E")
                             if T is None:  # as Merger.push does with a missing key
-                                t_key = f_trade = 0 if f_trade == _NEG_INF else f_trade
                                 t = recv
+                                t_key = f_trade = _stalled(
+                                    0 if f_trade == _NEG_INF else f_trade, f_trade, recv, stall,
+                                    "trades", stalls)
                             else:
                                 t = T
-                                if T < f_trade:
-                                    t_key = f_trade
-                                else:
+                                if T >= f_trade and T >= recv - stall:
                                     t_key = f_trade = T
+                                else:
+                                    t_key = f_trade = _stalled(T, f_trade, recv, stall, "trades",
+                                                               stalls)
                             if data.get("X", "MARKET") == "MARKET":  # others are skipped
                                 add_trade((t_key * 4, TRADE, t, round(float(data["q"]) * SCALE),
                                            not data["m"]))
@@ -250,14 +278,34 @@ class OfflineRun:
                             depth.diff(data, recv)
                 lineno += len(lines)
                 self._messages = count
+                held = len(trades) + len(books) + len(depth.items)
+                if held > self._peak:
+                    self._peak = held
                 if skip:
                     remote.poll()
-                ready = _release(trades, books, depth.items, f_trade, f_book, depth.frontier)
+                    f_depth = depth.frontier   # the worker's, its own silence floor included
+                else:
+                    f_depth = max(depth.frontier, newest - stall)
+                # no later item sorts below newest - stall (merge.stalled_key)
+                ready = _release(trades, books, depth.items, max(f_trade, newest - stall),
+                                 max(f_book, newest - stall), f_depth)
                 if ready:
                     yield from process(want, ready)
+                while skip and len(trades) + len(books) > split.MAX_PENDING and not depth.done:
+                    depth.wait()   # ahead of the depth worker: let it catch up
+                    ready = _release(trades, books, depth.items, max(f_trade, newest - stall),
+                                     max(f_book, newest - stall), depth.frontier)
+                    if ready:
+                        yield from process(want, ready)
         self._messages = count
         if skip:
             remote.finish()
+            newest = max(newest, remote.newest)
+        for stream, last in (("trades", f_trade), ("book", f_book)):
+            if newest - stall > last != _NEG_INF:  # silent to the end
+                stalls.append({"stream": stream, "t": last, "until": None})
+        if not skip and newest - stall > depth.frontier != _NEG_INF:  # (the worker's own)
+            depth.stalls.append({"stream": "depth", "t": depth.frontier, "until": None})
         ready = _release(trades, books, depth.items, _POS_INF, _POS_INF, _POS_INF)
         if ready:
             yield from process(want, ready)
@@ -265,6 +313,15 @@ class OfflineRun:
         if st is not None:
             st.depth = depth.prev
         yield from core.flush()
+
+
+def _stalled(t, frontier, recv, stall: int, stream: str, stalls: list):
+    """:func:`~daemons.marketdata.merge.stalled_key`, noting a silence in ``stalls``."""
+    floor = recv - stall
+    if floor > frontier != _NEG_INF:
+        stalls.append({"stream": stream, "t": frontier, "until": t})
+    key = frontier if frontier > floor else floor
+    return t if t > key else key
 
 
 def _release(trades: list, books: list, depth: list, f_trade, f_book, f_depth) -> list:

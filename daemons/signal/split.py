@@ -18,12 +18,18 @@ import sys
 import orjson
 
 from ..marketdata.formats import FormatError, iter_line_chunks, open_binary, stamp_divisor
+from ..marketdata.merge import STALL_MS
 from .depth_terms import DepthTerms
 
 # a combined-stream message starts with this; a depth stream's name holds DEPTH_TAG
 STREAM_TAG = b'{"stream":"'
 DEPTH_TAG = b"@depth"
 NAME_AT = len(STREAM_TAG) + 1  # the stream name's start, counted from the stamp's space
+
+
+#: items either process may hold before it waits for the other: memory stays bounded whichever
+#: of the two runs ahead
+MAX_PENDING = 50_000
 
 
 class DepthWorkerError(RuntimeError):
@@ -51,6 +57,8 @@ class RemoteDepth:
         self.frontier = float("-inf")
         self.gaps = 0
         self.prev = None
+        self.stalls: list[dict] = []
+        self.newest = float("-inf")   # the latest receive time the worker read
         self.done = False
 
     # the main process skips depth lines; untagged ones (snapshots) are the worker's too
@@ -60,10 +68,16 @@ class RemoteDepth:
     def diff(self, d, recv) -> None:
         pass
 
-    def poll(self) -> None:
-        """Take the batches that have arrived (never blocks)."""
+    def poll(self, limit: int = MAX_PENDING) -> None:
+        """Take the batches that have arrived while fewer than ``limit`` items wait here
+        (never blocks; a worker that runs ahead then waits on the full pipe)."""
         conn = self.conn
-        while not self.done and conn.poll():
+        while not self.done and len(self.items) < limit and conn.poll():
+            self._take(self._recv())
+
+    def wait(self) -> None:
+        """Take the next batch, waiting for it (the main process has run ahead)."""
+        if not self.done:
             self._take(self._recv())
 
     def finish(self) -> None:
@@ -99,7 +113,7 @@ class RemoteDepth:
             self.items += msg[1]
             self.frontier = msg[2]
         elif tag == "end":
-            self.gaps, self.prev = msg[1], msg[2]
+            self.gaps, self.prev, self.stalls, self.newest = msg[1], msg[2], msg[3], msg[4]
             self.done = True
         elif tag == "format":
             raise FormatError(msg[1])
@@ -107,7 +121,8 @@ class RemoteDepth:
             raise DepthWorkerError(msg[1])
 
 
-def start(paths: list[str], symbol: str, levels: int, prev) -> RemoteDepth | None:
+def start(paths: list[str], symbol: str, levels: int, prev,
+          stall_ms: int = STALL_MS) -> RemoteDepth | None:
     """Fork the depth worker; None when processes cannot be forked here (run in one then)."""
     try:
         ctx = multiprocessing.get_context("fork")
@@ -119,7 +134,8 @@ def start(paths: list[str], symbol: str, levels: int, prev) -> RemoteDepth | Non
         except (AttributeError, OSError, ValueError):
             pass
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_work, args=(send, recv, list(paths), symbol, levels, prev),
+    proc = ctx.Process(target=_work, args=(send, recv, list(paths), symbol, levels, prev,
+                                           stall_ms),
                        name="ofi-signals-depth", daemon=True)
     try:
         proc.start()
@@ -131,11 +147,11 @@ def start(paths: list[str], symbol: str, levels: int, prev) -> RemoteDepth | Non
     return RemoteDepth(proc, recv)
 
 
-def _work(conn, other, paths, symbol, levels, prev) -> None:
+def _work(conn, other, paths, symbol, levels, prev, stall_ms) -> None:
     """The worker's body: always ends the process itself (no inherited atexit or flushes)."""
     other.close()  # the parent's end: a dead parent then breaks our pipe
     try:
-        _send_depth(conn, paths, symbol, levels, prev)
+        _send_depth(conn, paths, symbol, levels, prev, stall_ms)
     except FormatError as exc:
         _try_send(conn, ("format", str(exc)))
     except (KeyboardInterrupt, BrokenPipeError):
@@ -157,12 +173,16 @@ def _try_send(conn, msg) -> None:
         pass
 
 
-def _send_depth(conn, paths, symbol, levels, prev) -> None:
+def _send_depth(conn, paths, symbol, levels, prev, stall_ms) -> None:
     """The depth lines of ``paths`` -> batches ``("d", items, frontier)``, one per chunk read,
-    then ``("end", gaps, prev)``. Same digestion as :meth:`OfflineRun._fast` does in process."""
+    then ``("end", gaps, prev, stalls, newest)``. Same digestion as :meth:`OfflineRun._fast`
+    does in process. ``frontier`` includes the silence floor (the latest receive time read,
+    from the chunk's last line, minus ``stall_ms``): the main process may release below it."""
     want = symbol.upper()
     file_symbol = symbol
-    depth = DepthTerms(levels, prev)
+    depth = DepthTerms(levels, prev, stall_ms)
+    stall = depth.stall_ms
+    newest = float("-inf")
     loads = orjson.loads
     decode_error = orjson.JSONDecodeError
     tag, dtag, name = STREAM_TAG, DEPTH_TAG, NAME_AT
@@ -211,8 +231,25 @@ def _send_depth(conn, paths, symbol, levels, prev) -> None:
                     elif e == "depthUpdate":
                         depth.diff(data, recv)
             lineno += len(lines)
-            if depth.items or depth.frontier != sent_frontier:
-                conn.send(("d", depth.items, depth.frontier))
+            if div is not None:
+                newest = max(newest, _last_stamp(lines, div))
+            frontier = max(depth.frontier, newest - stall)
+            if depth.items or frontier != sent_frontier:
+                conn.send(("d", depth.items, frontier))
                 depth.items = []
-                sent_frontier = depth.frontier
-    conn.send(("end", depth.gaps, depth.prev))
+                sent_frontier = frontier
+    if newest - stall > depth.frontier != float("-inf"):  # silent to the end
+        depth.stalls.append({"stream": "depth", "t": depth.frontier, "until": None})
+    conn.send(("end", depth.gaps, depth.prev, depth.stalls, newest))
+
+
+def _last_stamp(lines: list, div: int) -> float:
+    """The receive time (ms) of the last stamped line of a chunk (-inf if none)."""
+    for line in reversed(lines):
+        sp = line.find(b" ")
+        if sp > 0:
+            try:
+                return int(line[:sp]) // div
+            except ValueError:
+                return float("-inf")   # the main process reports the bad line
+    return float("-inf")
