@@ -167,15 +167,15 @@ def read_symbol(catalog, symbol: str, start_ms: int | None = None, end_ms: int |
     parts = {k: [] for k in KINDS}
     for si, m in enumerate(sources):
         for kind in KINDS:
-            tabs = [_read_file(p, cols[kind]) for p in
-                    source_files(catalog, m, kind, symbol, start_ms, end_ms)]
-            if tabs:
-                c = _concat_sorted(tabs)
-                c["_src"] = np.full(len(c["t"]), si, np.int64)
+            paths = source_files(catalog, m, kind, symbol, start_ms, end_ms)
+            if paths:
+                c = _read_stream(paths, cols[kind])
+                if len(sources) > 1:
+                    c["_src"] = np.full(len(c["t"]), si, np.int64)
                 parts[kind].append(c)
     data, srank, keys, ts = {}, [], [], []
     for r, kind in enumerate(KINDS):
-        c = _concat(parts[kind], cols[kind] + ("_src",))
+        c = _concat(parts[kind], cols[kind] + (("_src",) if len(sources) > 1 else ()))
         if start_ms is not None or end_ms is not None:
             keep = np.ones(len(c["t"]), bool)
             if start_ms is not None:
@@ -184,13 +184,16 @@ def read_symbol(catalog, symbol: str, start_ms: int | None = None, end_ms: int |
                 keep &= c["t"] < end_ms
             if not keep.all():
                 c = {k: v[keep] for k, v in c.items()}
-        srank.append(c.pop("_src") * 3 + r)
+        srank.append(c.pop("_src") * 3 + r if len(sources) > 1 else r)
         keys.append(c["key"])
         ts.append(c["t"])
         data[kind] = c
     kind_seq = np.concatenate([np.full(len(k), r, np.int8) for r, k in enumerate(keys)])
     key = np.concatenate(keys)
-    rank = np.concatenate(srank)
+    if len(sources) > 1:
+        rank = np.concatenate(srank)
+    else:
+        rank = kind_seq
     # a stable sort of stream-ordered rows by (key, source, rank) is the merge (docs/catalog.md)
     order = np.argsort(key * (3 * len(sources) + 1) + rank, kind="stable")
     kind_seq = kind_seq[order]
@@ -205,18 +208,22 @@ def read_symbol(catalog, symbol: str, start_ms: int | None = None, end_ms: int |
                 _depth(data["depth"], levels), levels)
 
 
-def _read_file(path: Path, columns: tuple) -> dict:
-    """The columns of one file as numpy arrays (``type`` as codes), in the file's order."""
+def _read_stream(paths: list[Path], columns: tuple) -> dict:
+    """The columns of one source's files of a kind (one per date) as numpy arrays (``type`` as
+    codes), in ``seq`` order: a stream's late rows may sit in an earlier date's file."""
     import numpy as np
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    f = pq.ParquetFile(path, memory_map=True,
-                       read_dictionary=["type"] if "type" in columns else None)
-    names = set(f.schema_arrow.names)
-    want = [c for c in columns if c in names]
-    tab = f.read(columns=want)
+    tabs = []
+    for path in paths:
+        f = pq.ParquetFile(path, memory_map=True,
+                           read_dictionary=["type"] if "type" in columns else None)
+        names = set(f.schema_arrow.names)
+        tabs.append(f.read(columns=[c for c in columns if c in names]))
+    tab = tabs[0] if len(tabs) == 1 else pa.concat_tables(tabs, promote_options="default")
     out = {}
-    for c in want:
+    for c in tab.column_names:   # one copy per column, whatever the files and row groups
         col = tab.column(c)
         if c == "type":
             out[c] = _type_codes(col)
@@ -229,6 +236,10 @@ def _read_file(path: Path, columns: tuple) -> dict:
     for c in columns:
         if c not in out:   # an absent optional column: all null
             out[c] = np.zeros(n, np.int64) if c in ("E", "T") else np.full(n, np.nan)
+    seq = out["seq"]
+    if len(paths) > 1 and len(seq) > 1 and not (seq[1:] > seq[:-1]).all():
+        o = np.argsort(seq, kind="stable")
+        out = {k: v[o] for k, v in out.items()}
     return out
 
 
@@ -246,19 +257,6 @@ def _type_codes(col):
             parts.append(np.array([_DEPTH_TYPES.get(s, GAP_ROW) for s in ch.to_pylist()],
                                   np.int8))
     return np.concatenate(parts) if parts else np.zeros(0, np.int8)
-
-
-def _concat_sorted(tabs: list[dict]) -> dict:
-    """One source's files of a kind (one per date) as one stream in ``seq`` order: a stream's
-    late rows may sit in an earlier date's file."""
-    import numpy as np
-
-    c = tabs[0] if len(tabs) == 1 else {k: np.concatenate([t[k] for t in tabs]) for k in tabs[0]}
-    seq = c["seq"]
-    if len(seq) > 1 and not (seq[1:] > seq[:-1]).all():
-        o = np.argsort(seq, kind="stable")
-        c = {k: v[o] for k, v in c.items()}
-    return c
 
 
 def _concat(parts: list[dict], columns: tuple) -> dict:
