@@ -11,47 +11,56 @@ import sys
 
 import click
 
-from bus import BusError
-
 from ..config import ConfigError
 
-# one module per verb or group of verbs; each exposes the click commands named here
-VERBS = [
-    ("daemons.cli.bus_cmds", ["tail", "bus_group"]),
-    ("daemons.cli.daemon_cmd", ["daemon"]),
-    ("daemons.cli.bench", ["bench"]),
-    ("daemons.cli.data_cmd", ["data_group"]),
-    ("daemons.cli.keys_cmd", ["keys_group"]),
-    ("daemons.cli.signals_cmd", ["signals"]),
-    ("daemons.cli.backtest_cmd", ["backtest"]),
-    ("daemons.cli.exchange_cmd", ["exchange"]),
-    ("daemons.cli.trading_cmds", ["halt", "resume"]),
-    ("daemons.cli.report_cmd", ["report"]),
-    ("daemons.cli.run_cmds", ["run", "status", "start", "stop", "health_listener"]),
-]
+# each verb: the module that defines it and the click command's name there. A verb's module is
+# imported only when that verb runs (or for --help), so a command pays for its own imports only
+VERBS = {
+    "tail": ("daemons.cli.bus_cmds", "tail"),
+    "bus": ("daemons.cli.bus_cmds", "bus_group"),
+    "daemon": ("daemons.cli.daemon_cmd", "daemon"),
+    "bench": ("daemons.cli.bench", "bench"),
+    "data": ("daemons.cli.data_cmd", "data_group"),
+    "keys": ("daemons.cli.keys_cmd", "keys_group"),
+    "signals": ("daemons.cli.signals_cmd", "signals"),
+    "backtest": ("daemons.cli.backtest_cmd", "backtest"),
+    "exchange": ("daemons.cli.exchange_cmd", "exchange"),
+    "halt": ("daemons.cli.trading_cmds", "halt"),
+    "resume": ("daemons.cli.trading_cmds", "resume"),
+    "report": ("daemons.cli.report_cmd", "report"),
+    "run": ("daemons.cli.run_cmds", "run"),
+    "status": ("daemons.cli.run_cmds", "status"),
+    "start": ("daemons.cli.run_cmds", "start"),
+    "stop": ("daemons.cli.run_cmds", "stop"),
+    "health-listener": ("daemons.cli.run_cmds", "health_listener"),
+}
 
 
 class UserError(click.ClickException):
     """An expected failure: printed as one line, exit code 1."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """A group whose verbs are imported when first asked for (see :data:`VERBS`)."""
+
+    def list_commands(self, ctx):
+        return sorted(VERBS)
+
+    def get_command(self, ctx, name):
+        where = VERBS.get(name)
+        if where is None:
+            return None
+        return getattr(importlib.import_module(where[0]), where[1])
+
+
+@click.group(cls=LazyGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="ofi-pipeline", prog_name="ofi")
 def cli():
     """Order-flow (OFI/CVD) trading pipeline for Binance USD-M futures.
 
     Stages run as daemons under supervisord and talk through the file bus under --home.
     """
-
-
-def _register() -> None:
-    for module, names in VERBS:
-        mod = importlib.import_module(module)
-        for name in names:
-            cli.add_command(getattr(mod, name))
-
-
-_register()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,16 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ofi: {exc}", file=sys.stderr)
         return 2
-    except BusError as exc:
-        print(f"ofi: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except Exception as exc:  # a bug: one line unless asked for the traceback
+    except Exception as exc:  # a bus error (one line), else a bug: one line unless asked
+        from bus import BusError   # (imported here: most verbs never need the bus)
+
+        if isinstance(exc, BusError):
+            print(f"ofi: {exc}", file=sys.stderr)
+            return 1
         if os.environ.get("OFI_DEBUG"):
             raise
         print(f"ofi: internal error: {type(exc).__name__}: {exc} (OFI_DEBUG=1 shows the traceback)",
