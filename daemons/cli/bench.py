@@ -7,7 +7,7 @@ import orjson
 
 @click.group()
 def bench():
-    """Benchmarks: bus, signals, exchange, broker, e2e. Figures, never pass/fail."""
+    """Benchmarks: bus, signals, research, exchange, broker, e2e. Figures, never pass/fail."""
 
 
 def _print(data: dict, as_json: bool) -> None:
@@ -45,6 +45,29 @@ def bench_signals(inputs, symbol, repeat, workers, as_json):
     if not paths:
         raise click.ClickException("no input files: pass --input or set OFI_DATA_DIR")
     _print(run(paths, symbol.upper(), repeat=max(1, repeat), workers=workers), as_json)
+
+
+@bench.command("research")
+@click.option("--copies", type=click.IntRange(1, 200), default=20, show_default=True,
+              help="Copies of the recording in the corpus (the baselines' make_corpus.py).")
+@click.option("--corpus", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A corpus built beforehand (default: built in a temporary directory).")
+@click.option("--runs", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Pairs (ours, plain loop) per figure, after one warm-up pair.")
+@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+def bench_research(copies, corpus, runs, as_json):
+    """Whole-process events/s and peak memory of raw and catalog signals, import and backtest,
+    each beside the plain gunzip + orjson loop of the bench baselines."""
+    from pathlib import Path
+
+    from ..catalog.bench import run
+    from ..signal.bench import data_dir
+
+    try:
+        _print(run(data_dir(), copies=copies, runs=runs,
+                   corpus=Path(corpus) if corpus else None), as_json)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @bench.command("exchange")

@@ -24,10 +24,15 @@ from .core import SignalCore
 from .offline import OfflineRun
 
 
+def data_dir() -> Path:
+    """The recorded data (``$OFI_DATA_DIR`` or ../shared/data beside the checkout)."""
+    root = Path(__file__).resolve().parents[2]
+    return Path(os.environ.get("OFI_DATA_DIR", root.parent / "shared" / "data"))
+
+
 def default_inputs() -> list[str]:
     """The USD-M BTCUSDT 2024-07-18/19 recording of the data dir, if present."""
-    root = Path(__file__).resolve().parents[2]
-    data = Path(os.environ.get("OFI_DATA_DIR", root.parent / "shared" / "data"))
+    data = data_dir()
     files = [data / "hftbacktest" / "usdm" / f"btcusdt_2024071{d}.gz" for d in (8, 9)]
     return [str(f) for f in files if f.is_file()]
 
