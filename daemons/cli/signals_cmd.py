@@ -70,7 +70,8 @@ def signals(inputs, more, catalog, start, end, symbol, interval_ms, out_path, wo
     nl = orjson.OPT_APPEND_NEWLINE
     n = 0
     try:
-        run = OfflineRun(paths, symbol, core, workers=workers)
+        run = OfflineRun(paths, symbol, core, workers=workers,
+                         stall_ms=cfg["signal"]["stall_ms"])
         for sig in run:
             out.write(dumps(sig, option=nl))
             n += 1
@@ -85,7 +86,7 @@ def signals(inputs, more, catalog, start, end, symbol, interval_ms, out_path, wo
             out.flush()
     if progress:
         sys.stderr.write(f"\r{n} intervals, {run.messages} messages, "
-                         f"{run.gaps} depth gaps\n")
+                         f"{run.gaps} depth gaps, {len(run.stalls)} silent streams\n")
 
 
 def _from_catalog(catalog, symbol, start, end, interval_ms, out_path, config_path) -> None:
