@@ -63,7 +63,7 @@ def setup(data_dir, tmp_path_factory):
     home = base / "home"
     t0 = time.perf_counter()
     p = run_cli(["backtest", "--input", *paths, "--symbol", "BTCUSDT", "--config",
-                 str(cfg_path), "--out", str(home)])
+                 str(cfg_path), "--out", str(home), "--charts"])
     elapsed = time.perf_counter() - t0
     assert p.returncode == 0, p.stderr
     records = {t: read_topic(home, t) for t in TOPICS}

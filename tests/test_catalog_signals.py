@@ -6,6 +6,7 @@ The catalogs are written by ``ofi data import``.
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import orjson
 import pytest
@@ -96,13 +97,13 @@ def test_catalog_signals_of_a_period_equal_the_core_over_its_records(usdm):
 TOPICS = ("signals", "intents", "orders", "fills", "positions")
 
 
-def _backtest(tmp_path, *args) -> tuple[dict, dict, str]:
+def _backtest(tmp_path, *args, report=False) -> tuple[dict, dict, str]:
     cfg = tmp_path / "bt.yaml"
     if not cfg.exists():
         cfg.write_bytes(orjson.dumps(CONFIG))   # JSON is YAML
     home = tmp_path / f"home{len(list(tmp_path.iterdir()))}"
     p = ofi("backtest", *args, "--symbol", "BTCUSDT", "--config", cfg, "--out", home,
-            "--no-report")
+            *(() if report else ("--no-report",)))
     assert p.returncode == 0, p.stderr
     from bus import open_bus
 
@@ -118,7 +119,7 @@ def _backtest(tmp_path, *args) -> tuple[dict, dict, str]:
 def test_catalog_backtest_equals_raw_backtest(usdm, tmp_path):
     files, root = usdm
     raw, raw_sum, raw_out = _backtest(tmp_path, *files)
-    cat, cat_sum, cat_out = _backtest(tmp_path, "--catalog", root)
+    cat, cat_sum, cat_out = _backtest(tmp_path, "--catalog", root, report=True)
     assert len(raw["fills"]) >= 10 and len(raw["signals"]) > 400
     for topic in TOPICS:
         assert cat[topic] == raw[topic], topic
@@ -127,7 +128,13 @@ def test_catalog_backtest_equals_raw_backtest(usdm, tmp_path):
 
     def figures(out):
         return [line for line in out.splitlines() if not line.startswith(("home:", "events:"))]
-    assert figures(cat_out) == figures(raw_out)
+    assert figures(cat_out)[:-1] == figures(raw_out)   # and the report's path
+    # the report is built by default, its charts only with --charts
+    md = Path(cat_out.split("report: ")[1].strip())
+    assert sorted(p.name for p in md.parent.iterdir()) == ["report.html", "report.md"]
+    text = md.read_text()
+    assert f"| Fills | {len(cat['fills'])} |" in text
+    assert text.count("Charts were not drawn for this report.") == 2 and ".png" not in text
 
 
 # -- errors --------------------------------------------------------------------------------------

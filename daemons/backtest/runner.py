@@ -241,8 +241,9 @@ def report_period(result: Result, symbol: str):
                   f"backtest {symbol} {iso_ms(since)} to {iso_ms(s.last_ms)}")
 
 
-def build_report(result: Result, symbol: str) -> Path:
-    """Build the report of the run (``<home>/reports/backtest/report.md``); its path."""
-    from ..report.build import build  # lazy: matplotlib is slow to import
+def build_report(result: Result, symbol: str, charts: bool = True) -> Path:
+    """Build the report of the run (``<home>/reports/backtest/report.md``), with its PNG charts
+    unless ``charts=False``; its path."""
+    from ..report.build import build
 
-    return build(result.home, report_period(result, symbol))
+    return build(result.home, report_period(result, symbol), charts=charts)

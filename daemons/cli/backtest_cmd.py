@@ -24,16 +24,20 @@ from .common import config_option, load_config
               help="Home to write the records and the report into; new or empty "
                    "(default: a new <home>/backtests/<SYMBOL>-<first date>).")
 @click.option("--no-report", is_flag=True, help="Skip building the report.")
+@click.option("--charts", is_flag=True,
+              help="Draw the report's PNG charts too (matplotlib: about a second more).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: when stderr is a terminal).")
 @config_option
-def backtest(inputs, more, catalog, start, end, symbol, out, no_report, progress, config_path):
+def backtest(inputs, more, catalog, start, end, symbol, out, no_report, charts, progress,
+             config_path):
     """Backtest the strategy over recorded market data, with simulated fills; print a report.
 
     The signal and strategy code are the daemons' own; orders fill against the recorded best
     bid/ask after backtest.latency_ms, paying backtest.taker_fee_bps / maker_fee_bps. The
     signals, intents, orders, fills and positions go to the bus of the output home with the
     market's time as their `ts`, so `ofi report --home DIR --date D` and `ofi tail` read them.
+    The report (<out>/reports/backtest/report.md and .html) has its charts with --charts.
     Input formats as for `ofi signals`; or --catalog DIR, a market-data catalog
     (docs/catalog.md), optionally limited to [--from, --to): the same records as from the files
     it was imported from.
@@ -45,8 +49,8 @@ def backtest(inputs, more, catalog, start, end, symbol, out, no_report, progress
     if catalog is not None:
         if inputs or more:
             raise click.UsageError("give either --catalog or input files, not both")
-        return _from_catalog(runner, catalog, start, end, symbol, out, no_report, progress,
-                             config_path)
+        return _from_catalog(runner, catalog, start, end, symbol, out, no_report, charts,
+                             progress, config_path)
     if start is not None or end is not None:
         raise click.UsageError("--from and --to go with --catalog")
     paths = list(inputs) + list(more)
@@ -66,11 +70,12 @@ def backtest(inputs, more, catalog, start, end, symbol, out, no_report, progress
             result = runner.run(paths, symbol, cfg, home)
     except runner.BacktestError as exc:
         raise click.ClickException(str(exc)) from None
-    report = None if no_report else runner.build_report(result, symbol)
+    report = None if no_report else runner.build_report(result, symbol, charts)
     _print_summary(result, report)
 
 
-def _from_catalog(runner, catalog, start, end, symbol, out, no_report, progress, config_path):
+def _from_catalog(runner, catalog, start, end, symbol, out, no_report, charts, progress,
+                  config_path):
     from ..catalog import read
 
     symbol = symbol.strip().upper()
@@ -93,7 +98,7 @@ def _from_catalog(runner, catalog, start, end, symbol, out, no_report, progress,
             result = runner.run_catalog(catalog, symbol, cfg, home, start_ms, end_ms)
     except runner.BacktestError as exc:
         raise click.ClickException(str(exc)) from None
-    report = None if no_report else runner.build_report(result, symbol)
+    report = None if no_report else runner.build_report(result, symbol, charts)
     _print_summary(result, report)
 
 

@@ -8,6 +8,7 @@ from .data import FEED_TOPICS, SMALL_TOPICS, Dataset
 from .period import iso_ms
 
 NO_DATA = "No data in this period."
+NOT_DRAWN = "Charts were not drawn for this report."
 MAX_TRIPS_LISTED = 50
 CHARTS = {
     "equity.png": "Net PnL and position over time",
@@ -101,8 +102,9 @@ def t(ms) -> str:
 
 
 # -- blocks --------------------------------------------------------------------------------------
-def blocks(a: Analysis, charts: set[str]) -> list[tuple]:
-    """The report, top to bottom."""
+def blocks(a: Analysis, charts: set[str], drawn: bool = True) -> list[tuple]:
+    """The report, top to bottom; ``charts``: the chart files there are, ``drawn=False``: none
+    was drawn (a chart section says so rather than that it has no data)."""
     p = a.ds.period
     end = iso_ms(p.until_ms) if p.until_ms is not None else "the last record"
     out: list[tuple] = [
@@ -114,11 +116,11 @@ def blocks(a: Analysis, charts: set[str]) -> list[tuple]:
     out += _summary(a)
     out += _pnl(a)
     out += _positions(a)
-    out += _chart("equity.png", charts, "Equity and position")
+    out += _chart("equity.png", charts, "Equity and position", drawn)
     out += _trips(a)
     out += _orders(a)
     out += _slippage(a)
-    out += _chart("price.png", charts, "Price, entries and exits")
+    out += _chart("price.png", charts, "Price, entries and exits", drawn)
     out += _signal(a, charts)
     out += _latency(a, charts)
     out += _data(a)
@@ -196,10 +198,10 @@ def _positions(a: Analysis) -> list[tuple]:
                              "Realized (broker)", "As of"], rows)]
 
 
-def _chart(name: str, charts: set[str], title: str) -> list[tuple]:
+def _chart(name: str, charts: set[str], title: str, drawn: bool = True) -> list[tuple]:
     out = [("h", 2, title)]
     if name not in charts:
-        return out + [("p", NO_DATA)]
+        return out + [("p", NO_DATA if drawn else NOT_DRAWN)]
     return out + [("img", name, CHARTS[name])]
 
 
