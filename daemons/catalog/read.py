@@ -137,15 +137,17 @@ class Rows:
 
 
 _COLUMNS = {
-    "trades": ("seq", "key", "t", "E", "price", "qty", "is_buy", "market"),
-    "book": ("seq", "key", "t", "E", "T", "bid", "bid_qty", "ask", "ask_qty"),
-    "depth": ("seq", "key", "t", "type"),
+    "trades": ("key", "t", "E", "price", "qty", "is_buy", "market"),
+    "book": ("key", "t", "E", "T", "bid", "bid_qty", "ask", "ask_qty"),
+    "depth": ("key", "t", "type"),
 }
 _SIGNAL_COLUMNS = {  # what the signals need (no prices of trades, no E/T)
-    "trades": ("seq", "key", "t", "qty", "is_buy", "market"),
-    "book": ("seq", "key", "t", "bid", "bid_qty", "ask", "ask_qty"),
-    "depth": ("seq", "key", "t", "type"),
+    "trades": ("key", "t", "qty", "is_buy", "market"),
+    "book": ("key", "t", "bid", "bid_qty", "ask", "ask_qty"),
+    "depth": ("key", "t", "type"),
 }
+#: depth levels as (rows, levels) arrays: name -> value of a level the book does not have
+_LEVELS = {"bid_px": float("-inf"), "bid_qty": 0.0, "ask_px": float("inf"), "ask_qty": 0.0}
 
 
 def read_symbol(catalog, symbol: str, start_ms: int | None = None, end_ms: int | None = None,
@@ -161,21 +163,20 @@ def read_symbol(catalog, symbol: str, start_ms: int | None = None, end_ms: int |
     if levels > have_levels:
         raise CatalogError(f"the catalog keeps {have_levels} depth levels; "
                            f"signal.levels is {levels}")
-    cols = dict(_COLUMNS if full else _SIGNAL_COLUMNS)
-    cols["depth"] = cols["depth"] + tuple(f"{side}_{x}_{i}" for side in ("bid", "ask")
-                                          for x in ("px", "qty") for i in range(levels))
+    cols = _COLUMNS if full else _SIGNAL_COLUMNS
     parts = {k: [] for k in KINDS}
     for si, m in enumerate(sources):
         for kind in KINDS:
             paths = source_files(catalog, m, kind, symbol, start_ms, end_ms)
             if paths:
-                c = _read_stream(paths, cols[kind])
+                c = _read_stream(paths, cols[kind], levels if kind == "depth" else 0)
                 if len(sources) > 1:
                     c["_src"] = np.full(len(c["t"]), si, np.int64)
                 parts[kind].append(c)
     data, srank, keys, ts = {}, [], [], []
     for r, kind in enumerate(KINDS):
-        c = _concat(parts[kind], cols[kind] + (("_src",) if len(sources) > 1 else ()))
+        c = _concat(parts[kind], cols[kind] + (("_src",) if len(sources) > 1 else ()),
+                    levels if kind == "depth" else 0)
         if start_ms is not None or end_ms is not None:
             keep = np.ones(len(c["t"]), bool)
             if start_ms is not None:
@@ -204,43 +205,117 @@ def read_symbol(catalog, symbol: str, start_ms: int | None = None, end_ms: int |
         for r, kind in enumerate(KINDS):
             idx = order[kind_seq == r] - offsets[r]
             data[kind] = {k: v[idx] for k, v in data[kind].items()}
-    return Rows(symbol, kind_seq, t, key, data["trades"], data["book"],
-                _depth(data["depth"], levels), levels)
+    return Rows(symbol, kind_seq, t, key, data["trades"], data["book"], data["depth"], levels)
 
 
-def _read_stream(paths: list[Path], columns: tuple) -> dict:
+def _read_stream(paths: list[Path], columns: tuple, levels: int = 0) -> dict:
     """The columns of one source's files of a kind (one per date) as numpy arrays (``type`` as
-    codes), in ``seq`` order: a stream's late rows may sit in an earlier date's file."""
+    codes; E, T 0 where null), in ``seq`` order: a stream's late rows may sit in an earlier
+    date's file. ``levels`` > 0: also the depth levels as (rows, levels) arrays (:data:`_LEVELS`).
+
+    Each row group is decoded and copied into arrays of the stream's length, so that at most
+    one row group is held twice. ``seq`` itself is read only when the files' statistics do not
+    show them in order already (rows within a file are in ``seq`` order)."""
     import numpy as np
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tabs = []
-    for path in paths:
-        f = pq.ParquetFile(path, memory_map=True,
-                           read_dictionary=["type"] if "type" in columns else None)
+    files = [pq.ParquetFile(p, memory_map=True,
+                            read_dictionary=["type"] if "type" in columns else None)
+             for p in paths]
+    n = sum(f.metadata.num_rows for f in files)
+    ordered = _in_seq_order(files)
+    # column in the files -> (output array, level index or None)
+    dest: dict[str, tuple] = {}
+    out: dict = {}
+    for c in columns + (() if ordered else ("seq",)):
+        out[c] = np.empty(n, _dtype(c, files))
+        dest[c] = (out[c], None)
+    for name, fill in _LEVELS.items() if levels else ():
+        out[name] = np.empty((n, levels))
+        side, x = name.split("_")
+        for i in range(levels):
+            dest[f"{side}_{x}_{i}"] = (out[name], i)
+    at = 0
+    for f in files:
         names = set(f.schema_arrow.names)
-        tabs.append(f.read(columns=[c for c in columns if c in names]))
-    tab = tabs[0] if len(tabs) == 1 else pa.concat_tables(tabs, promote_options="default")
-    out = {}
-    for c in tab.column_names:   # one copy per column, whatever the files and row groups
-        col = tab.column(c)
-        if c == "type":
-            out[c] = _type_codes(col)
-        elif col.null_count:
-            x = col.to_numpy()
-            out[c] = x if x.dtype.kind == "f" else np.nan_to_num(x, nan=0).astype(np.int64)
-        else:
-            out[c] = col.to_numpy()
-    n = tab.num_rows
-    for c in columns:
-        if c not in out:   # an absent optional column: all null
-            out[c] = np.zeros(n, np.int64) if c in ("E", "T") else np.full(n, np.nan)
-    seq = out["seq"]
-    if len(paths) > 1 and len(seq) > 1 and not (seq[1:] > seq[:-1]).all():
-        o = np.argsort(seq, kind="stable")
-        out = {k: v[o] for k, v in out.items()}
+        read = [c for c in dest if c in names]
+        for c in dest:
+            if c not in names:   # an absent optional column: all null
+                _fill_null(dest[c], at, at + f.metadata.num_rows)
+        for g in range(f.metadata.num_row_groups):
+            tab = f.read_row_group(g, columns=read)
+            m = tab.num_rows
+            for c in read:
+                arr, level = dest[c]
+                col = tab.column(c)
+                part = arr[at:at + m] if level is None else arr[at:at + m, level]
+                if c == "type":
+                    part[:] = _type_codes(col)
+                elif col.null_count and arr.dtype.kind != "f":
+                    part[:] = col.fill_null(False if arr.dtype == bool else 0).to_numpy()
+                else:
+                    part[:] = col.to_numpy()   # a null double: NaN
+            at += m
+    if levels:   # a level the book does not have (null: NaN here)
+        for name, fill in _LEVELS.items():
+            a = out[name]
+            a[np.isnan(a)] = fill
+    if not ordered:
+        seq = out.pop("seq")
+        if len(seq) > 1 and not (seq[1:] > seq[:-1]).all():
+            o = np.argsort(seq, kind="stable")
+            out = {k: v[o] for k, v in out.items()}
     return out
+
+
+def _in_seq_order(files) -> bool:
+    """Whether the files' rows are in ``seq`` order as they come: one file, or each file's
+    ``seq`` statistics above the previous one's (False when a file has none)."""
+    if len(files) == 1:
+        return True
+    last = None
+    for f in files:
+        md = f.metadata
+        if md.num_rows == 0:
+            continue
+        try:
+            i = f.schema_arrow.names.index("seq")
+        except ValueError:
+            return False
+        lo = hi = None
+        for g in range(md.num_row_groups):
+            st = md.row_group(g).column(i).statistics
+            if st is None or not st.has_min_max:
+                return False
+            lo = st.min if lo is None else min(lo, st.min)
+            hi = st.max if hi is None else max(hi, st.max)
+        if last is not None and lo <= last:
+            return False
+        last = hi
+    return True
+
+
+def _dtype(column: str, files):
+    """The numpy type of a column: as the first file that has it stores it."""
+    import numpy as np
+
+    if column == "type":
+        return np.int8
+    for f in files:
+        schema = f.schema_arrow
+        if column in schema.names:
+            typ = schema.field(column).type
+            return bool if str(typ) == "bool" else np.float64 if str(typ) == "double" \
+                else np.int64
+    return np.int64 if column in ("seq", "key", "t", "E", "T") else np.float64
+
+
+def _fill_null(dest: tuple, lo: int, hi: int) -> None:
+    arr, level = dest
+    if level is not None:
+        arr[lo:hi, level] = float("nan")
+    else:
+        arr[lo:hi] = float("nan") if arr.dtype.kind == "f" else 0
 
 
 def _type_codes(col):
@@ -259,34 +334,18 @@ def _type_codes(col):
     return np.concatenate(parts) if parts else np.zeros(0, np.int8)
 
 
-def _concat(parts: list[dict], columns: tuple) -> dict:
+def _concat(parts: list[dict], columns: tuple, levels: int = 0) -> dict:
     import numpy as np
 
     if not parts:
-        return {c: np.zeros(0, np.int8 if c == "type" else
-                            bool if c in ("is_buy", "market") else
-                            np.float64 if c not in ("seq", "key", "t", "E", "T", "_src")
-                            else np.int64)
-                for c in columns}
+        out = {c: np.zeros(0, np.int8 if c == "type" else
+                           bool if c in ("is_buy", "market") else
+                           np.float64 if c not in ("key", "t", "E", "T", "_src")
+                           else np.int64)
+               for c in columns}
+        if levels:
+            out.update({name: np.zeros((0, levels)) for name in _LEVELS})
+        return out
     if len(parts) == 1:
         return parts[0]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def _depth(c: dict, levels: int) -> dict:
-    """Level columns stacked into (rows, levels) arrays; missing levels at -inf / +inf, qty 0."""
-    import numpy as np
-
-    out = {k: c[k] for k in ("seq", "key", "t", "type")}
-    n = len(c["t"])
-    for side, fill in (("bid", -np.inf), ("ask", np.inf)):
-        px = np.empty((n, levels))
-        qty = np.empty((n, levels))
-        for i in range(levels):
-            px[:, i] = c[f"{side}_px_{i}"]
-            qty[:, i] = c[f"{side}_qty_{i}"]
-        px[np.isnan(px)] = fill
-        qty[np.isnan(qty)] = 0.0
-        out[f"{side}_px"] = px
-        out[f"{side}_qty"] = qty
-    return out
