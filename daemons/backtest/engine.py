@@ -127,6 +127,7 @@ class Engine:
         self.clock = 0
         self.trading = TradingState()
         self.orders: dict[str, fsm.Order] = {}
+        self._live: dict[str, None] = {}   # ids of the orders not terminal, in orders' order
         self._acks: deque[tuple[int, str]] = deque()   # (due ms, client order id), due order
         self.intent_seq: int | None = None   # the last intents record handled, as the broker's
         self.summary = Summary()
@@ -277,9 +278,10 @@ class Engine:
     def _position(self, symbol: str, cause: str) -> dict:
         """The executor's position with what the broker adds: ``intent_seq``, ``in_flight``
         (orders not terminal, their unfilled remainder) and ``cause``."""
+        orders = self.orders
         flight = [{"client_order_id": o.client_order_id, "side": o.side,
                    "qty": round(max(0.0, o.qty - o.filled_qty), 12), "reduce_only": o.reduce_only}
-                  for o in self.orders.values() if o.symbol == symbol and not o.is_terminal]
+                  for o in (orders[cid] for cid in self._live) if o.symbol == symbol]
         return {**self.executor.get_position(symbol), "intent_seq": self.intent_seq,
                 "in_flight": flight, "cause": cause}
 
@@ -292,7 +294,12 @@ class Engine:
         t = fsm.apply(order, event, **kw)
         if t is None:
             return
-        self.orders[order.client_order_id] = t.order
+        cid = order.client_order_id
+        self.orders[cid] = t.order
+        if t.order.is_terminal:
+            self._live.pop(cid, None)
+        elif cid not in self._live:
+            self._live[cid] = None
         self._write("orders", fsm.record_of(t), ts)
 
 
@@ -330,47 +337,47 @@ def run_rows(rows, signals, engine: Engine, on_progress=None, every: int = 1 << 
     sym = rows.symbol
     kind, t = rows.kind, rows.t
     tr, bk = rows.trades, rows.book
-    pos = np.empty(n, np.int64)       # each row's index among the rows of its kind
-    for k in range(3):
-        m = kind == k
-        pos[m] = np.arange(int(m.sum()))
+    # books[i], trades[i]: rows of the kind up to row i (so a book row's index is books[i] - 1)
+    books = np.cumsum(kind == BOOK, dtype=np.int32)
+    trades = np.cumsum(kind == TRADE, dtype=np.int32)
     clock = np.maximum.accumulate(t)
-    # the executor's time: a book's E (else T), a trade's T; depth rows leave it
-    ex_t = np.zeros(n, np.int64)
-    is_book, is_trade = kind == BOOK, kind == TRADE
-    ex_t[is_book] = np.where(bk["E"] != 0, bk["E"], bk["T"])
-    ex_t[is_trade] = tr["t"]
-    ex_now = np.maximum.accumulate(ex_t)
-    last_book = np.maximum.accumulate(np.where(is_book, pos, -1))
+    # the executor's time: a book's E (else T), a trade's T, running maxima per kind
+    book_now = np.maximum.accumulate(np.where(bk["E"] != 0, bk["E"], bk["T"]))
+    trade_now = np.maximum.accumulate(tr["t"])
+    E, T, bid, bid_qty, ask, ask_qty = (bk[c] for c in ("E", "T", "bid", "bid_qty", "ask",
+                                                         "ask_qty"))
+    tE, tT, price, qty = tr["E"], tr["t"], tr["price"], tr["qty"]
 
     def book(r: int) -> dict:
-        return {"type": "book", "symbol": sym, "E": int(bk["E"][r]) or None,
-                "T": int(bk["T"][r]) or None, "bid": float(bk["bid"][r]),
-                "bid_qty": float(bk["bid_qty"][r]), "ask": float(bk["ask"][r]),
-                "ask_qty": float(bk["ask_qty"][r])}
+        return {"type": "book", "symbol": sym, "E": E.item(r) or None, "T": T.item(r) or None,
+                "bid": bid.item(r), "bid_qty": bid_qty.item(r), "ask": ask.item(r),
+                "ask_qty": ask_qty.item(r)}
 
     def trade(r: int) -> dict:
-        T = int(tr["t"][r])
-        return {"type": "trade", "symbol": sym, "E": int(tr["E"][r]) or T, "T": T,
-                "price": float(tr["price"][r]), "qty": float(tr["qty"][r])}
+        T = tT.item(r)
+        return {"type": "trade", "symbol": sym, "E": tE.item(r) or T, "T": T,
+                "price": price.item(r), "qty": qty.item(r)}
 
     def feed(i: int) -> None:
-        k = kind[i]
-        rec = book(pos[i]) if k == BOOK else trade(pos[i]) if k == TRADE else {"type": "depth"}
-        engine.market(rec, int(t[i]))
+        k = kind.item(i)
+        rec = book(books.item(i) - 1) if k == BOOK else \
+            trade(trades.item(i) - 1) if k == TRADE else {"type": "depth"}
+        engine.market(rec, t.item(i))
 
     sigs, at = signals.records, signals.closed_at.tolist()
     nsig = len(sigs)
-    first = int(t[0])
+    first = t.item(0)
     i = j = 0
     mark = every
     while i < n:
         if engine.idle:
             stop = at[j] if j < nsig and at[j] < n else n
             if stop > i:
-                lb = int(last_book[stop - 1])
-                engine.skip(stop - i, int(clock[stop - 1]), first,
-                            book(lb) if lb >= 0 else None, int(ex_now[stop - 1]))
+                nb, nt = books.item(stop - 1), trades.item(stop - 1)
+                now = max(book_now.item(nb - 1) if nb else 0,
+                          trade_now.item(nt - 1) if nt else 0)
+                engine.skip(stop - i, clock.item(stop - 1), first,
+                            book(nb - 1) if nb else None, now)
                 i = stop
                 if i == n:
                     break

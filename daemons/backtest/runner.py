@@ -20,8 +20,6 @@ import orjson
 from bus import open_bus
 
 from ..config import ConfigError
-from ..marketdata import formats
-from ..marketdata.replay import Replay
 from ..signal.core import SignalCore
 from ..strategy import ids
 from ..strategy.core import StrategyCore
@@ -57,6 +55,8 @@ class Result:
 
 def inspect_inputs(paths: list[str], symbol: str) -> InputInfo:
     """Refuse missing or unreadable files, and files without ``symbol`` (first messages)."""
+    from ..marketdata import formats   # lazy: the raw path's only (so are Replay's imports)
+
     if not paths:
         raise BacktestError("give at least one --input FILE")
     for p in paths:
@@ -86,6 +86,8 @@ def inspect_inputs(paths: list[str], symbol: str) -> InputInfo:
 
 def count_lines(paths: list[str]) -> int:
     """Lines of all files (what :attr:`Replay.messages` counts up to)."""
+    from ..marketdata import formats
+
     return sum(1 for p in paths for _ in formats.iter_lines(p))
 
 
@@ -146,6 +148,9 @@ class BusOutput:
 def run(paths: list[str], symbol: str, cfg: dict, home: str | os.PathLike,
         on_progress=None) -> Result:
     """Backtest ``symbol`` over ``paths`` into ``home``'s bus; ``on_progress(lines_read)``."""
+    from ..marketdata import formats
+    from ..marketdata.replay import Replay
+
     bus_settings = {k: v for k, v in cfg["bus"].items()
                     if k not in ("retention_bytes", "retention_hours")}  # keep every record
     out = BusOutput(home, cfg["sink"], bus_settings)
