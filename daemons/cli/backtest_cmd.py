@@ -24,8 +24,8 @@ from .common import config_option, load_config
               help="Home to write the records and the report into; new or empty "
                    "(default: a new <home>/backtests/<SYMBOL>-<first date>).")
 @click.option("--no-report", is_flag=True, help="Skip building the report.")
-@click.option("--charts", is_flag=True,
-              help="Draw the report's PNG charts too (matplotlib: about a second more).")
+@click.option("--charts/--no-charts", default=True, show_default=True,
+              help="Draw the report's PNG charts (matplotlib: about a second of a short run).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: when stderr is a terminal).")
 @config_option
@@ -37,7 +37,7 @@ def backtest(inputs, more, catalog, start, end, symbol, out, no_report, charts, 
     bid/ask after backtest.latency_ms, paying backtest.taker_fee_bps / maker_fee_bps. The
     signals, intents, orders, fills and positions go to the bus of the output home with the
     market's time as their `ts`, so `ofi report --home DIR --date D` and `ofi tail` read them.
-    The report (<out>/reports/backtest/report.md and .html) has its charts with --charts.
+    The report (<out>/reports/backtest/report.md and .html) has PNG charts unless --no-charts.
     Input formats as for `ofi signals`; or --catalog DIR, a market-data catalog
     (docs/catalog.md), optionally limited to [--from, --to): the same records as from the files
     it was imported from.
