@@ -28,6 +28,7 @@ after dead-lettering it. Consumers sleep in :meth:`Bus.wait` on inotify, with a 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -35,7 +36,9 @@ from . import jsonl, sqlite
 from .durability import SyncPolicy
 from .errors import BadRecord, BusError, UnknownTopicError, WriterLockedError
 from .records import TOPICS, check_payload, decode, encode, now_ms
-from .wake import Waker
+
+if TYPE_CHECKING:
+    from .wake import Waker
 
 __all__ = [
     "Bus", "Consumer", "open_bus", "BusError", "BadRecord", "WriterLockedError",
@@ -191,7 +194,7 @@ class Bus:
     def watch(self, topic: str) -> None:
         """Make :meth:`wait` return when ``topic`` changes."""
         if self._waker is None:
-            self._waker = Waker()
+            self._waker = _new_waker()
         self._waker.watch(self.topic_dir(topic))
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -199,7 +202,7 @@ class Bus:
         if timeout is None:
             timeout = self.settings["poll_interval_s"]
         if self._waker is None:
-            self._waker = Waker()
+            self._waker = _new_waker()
         return self._waker.wait(timeout)
 
     @property
@@ -351,3 +354,10 @@ class Consumer:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _new_waker() -> "Waker":
+    # imported when a reader first waits: watchdog costs every short command a tenth of a second
+    from .wake import Waker
+
+    return Waker()
