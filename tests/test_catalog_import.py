@@ -170,7 +170,7 @@ def test_ls_shows_the_import(imported):
     assert rows[0]["kinds"]["trades"] == 974  # the 0718 file's trades all happened that day
 
 
-def test_silences_and_chain_breaks_land_in_gaps(data_dir, tmp_path):
+def recording_twice(data_dir, tmp_path):
     """The start of a recording twice, the copy 10 minutes and 10**10 update ids later (as
     the benchmark corpus is built): every stream falls silent, the depth chain breaks and the
     copy's snapshot re-syncs it."""
@@ -185,6 +185,11 @@ def test_silences_and_chain_breaks_land_in_gaps(data_dir, tmp_path):
         out.append(b"%d %s" % (int(ts) + 600 * 10**9, js))
     f = tmp_path / "btcusdt_twice.gz"
     f.write_bytes(gzip.compress(b"\n".join(out) + b"\n"))
+    return f
+
+
+def test_silences_and_chain_breaks_land_in_gaps(data_dir, tmp_path):
+    f = recording_twice(data_dir, tmp_path)
     cat = tmp_path / "cat"
     p = ofi("data", "import", f, "--catalog", cat)
     assert p.returncode == 0, p.stderr
@@ -194,6 +199,38 @@ def test_silences_and_chain_breaks_land_in_gaps(data_dir, tmp_path):
         assert catalog_rows(cat, kind, "BTCUSDT") == want[kind], kind
     reasons = {(r["stream"], r["reason"]) for r in want["gaps"]}
     assert ("depth", "stream silent") in reasons and ("depth", "pu != previous u") in reasons
+
+
+@pytest.mark.parametrize("case", ["usdm", "spot", "twice"])
+def test_one_pass_import_writes_the_general_paths_rows(case, data_dir, tmp_path):
+    """hftbacktest recordings are read in one pass (the depth stream in a worker process, or
+    in this one): every table and the manifest are those of the Replay path."""
+    from daemons.catalog.importer import import_source, prepare, sources_of
+
+    files = {"usdm": btc_files(data_dir),
+             "spot": [data_dir / "hftbacktest" / "spot" / "btcusdt_20240808.gz"],
+             "twice": [recording_twice(data_dir, tmp_path)]}[case]
+    [src] = sources_of(prepare([str(p) for p in files], str(tmp_path)))
+    got = {}
+    for mode, kw in (("replay", {"fast": False}), ("worker", {}), ("one", {"workers": 1})):
+        res = import_source(tmp_path / mode, src, levels=LEVELS, **kw)
+        m = dict(res.manifest)
+        del m["imported_at"]
+        tables = {(kind, p.parent.name): pq.read_table(p) for kind in store.KINDS
+                  for p in store.source_files(tmp_path / mode, kind, "BTCUSDT")}
+        got[mode] = (m, tables, res.lines)
+    want = got.pop("replay")
+    assert want[0]["kinds"]["depth"] and want[0]["kinds"]["trades"] and want[0]["kinds"]["book"]
+    if case == "twice":
+        reasons = {r for k, t in want[1].items() if k[0] == "gaps"
+                   for r in t["reason"].to_pylist()}
+        assert {"stream silent", "pu != previous u"} <= reasons
+    for mode, (m, tables, lines) in got.items():
+        assert m == want[0], mode
+        assert lines == want[2], mode
+        assert tables.keys() == want[1].keys(), mode
+        for k, t in tables.items():
+            assert t.equals(want[1][k]), (mode, k)
 
 
 def _zip_with_checksum(tmp_path, csv, checksum=None):

@@ -5,7 +5,8 @@ against their ``.CHECKSUM`` and unpacked), :func:`sources_of` groups them into s
 :func:`~daemons.marketdata.replay.chains_of` does, and :func:`import_source` writes one source:
 the rows of :meth:`Replay.keyed <daemons.marketdata.replay.Replay.keyed>`, per kind, symbol and
 UTC date, flushed as Parquet row groups into temp files that are moved into place once every
-row is written; the manifest comes last.
+row is written; the manifest comes last. hftbacktest recordings are read in one pass by
+:mod:`.fastimport` (same rows, no merge, the depth stream in a second process).
 """
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..marketdata import formats
+from ..marketdata.merge import STALL_MS
 from ..marketdata.replay import Replay, chains_of
-from . import store
+from ..signal import split
+from . import fastimport, store
 
 FLUSH_ROWS = 100_000
 TMP = "_tmp"
@@ -260,15 +263,21 @@ class Spool:
         if not buf:
             return
         kind = k[0]
+        self.write_table(kind, k[1], k[2], table_of(kind, buf, self.levels))
+        buf.clear()
+
+    def write_table(self, kind: str, symbol: str, day: int, table: pa.Table) -> None:
+        """Append ``table`` (rows of ``kind``, ``symbol`` on ``day``, in ``seq`` order) as one
+        row group."""
+        k = (kind, symbol, day)
         w = self.writers.get(k)
         if w is None:
             self.dir.mkdir(parents=True, exist_ok=True)
             w = self.writers[k] = pq.ParquetWriter(
                 self._tmp(k), store.schema(kind, self.levels), compression="zstd",
                 use_dictionary=False)  # faster and, for these columns, smaller
-        w.write_table(table_of(kind, buf, self.levels), row_group_size=len(buf))
-        self.rows[k] = self.rows.get(k, 0) + len(buf)
-        buf.clear()
+        w.write_table(table, row_group_size=len(table))
+        self.rows[k] = self.rows.get(k, 0) + len(table)
 
     def _tmp(self, k: tuple) -> Path:
         kind, symbol, day = k
@@ -312,11 +321,14 @@ class Result:
 
 
 def import_source(catalog, src: Source, levels: int = 10, symbol: str | None = None,
-                  progress=None, flush_rows: int = FLUSH_ROWS) -> Result:
+                  progress=None, flush_rows: int = FLUSH_ROWS, fast: bool = True,
+                  workers: int = 2) -> Result:
     """Write ``src`` into ``catalog`` unless its manifest is already there.
 
     ``symbol`` names the symbol of files that carry none (CSV). ``progress(lines)`` is called
-    now and then with the lines read so far.
+    now and then with the lines read so far. An hftbacktest recording is read in one pass
+    (:mod:`.fastimport`, the depth stream in a second process unless ``workers`` is 1); the
+    other formats, or ``fast=False``, through Replay; the rows are the same.
     """
     sid = src.source_id
     old = store.read_manifest(catalog, sid)
@@ -334,14 +346,36 @@ def import_source(catalog, src: Source, levels: int = 10, symbol: str | None = N
     # (a third of the import time on a long recording)
     gc_was_on = gc.isenabled()
     gc.disable()
+    paths = [i.path for i in src.inputs]
     try:
-        replay = Replay([i.path for i in src.inputs], symbol=symbol, levels=levels)
-        first, last = _fill(spool, replay, progress)
-        _add_stalls(spool, replay, first, last)
+        done = None
+        if fast and fastimport.applies(src.format):
+            try:
+                done = fastimport.read(paths, spool, levels, symbol, STALL_MS, progress,
+                                       workers)
+            except fastimport.Fallback:
+                spool.abort()
+                spool = Spool(tmp, levels, flush_rows)
+        if done is not None:
+            first, last, lines, stalls = done.first, done.last, done.lines, done.stalls
+            spool.rows.update(done.rows)   # the depth worker's files
+            for sym, key, t, recv, reason, expected, got, u in done.gap_rows:
+                day = t // store.DAY_MS
+                buf = spool.buffer("gaps", sym, day)
+                buf.append((spool.next_seq("gaps", sym), key, t, recv, "depth", reason,
+                            expected, got, u, None))
+                spool.check("gaps", sym, day, buf)
+            symbols = sorted(done.symbols)
+            stall_ms = int(STALL_MS)
+        else:
+            replay = Replay(paths, symbol=symbol, levels=levels)
+            first, last = _fill(spool, replay, progress)
+            lines, stalls = replay.messages, replay.stalls
+            symbols = sorted({k[1] for k in spool.seq if k[0] != "gaps"})
+            stall_ms = getattr(replay, "stall_ms", None) or _stall_ms(replay)
+        _add_stalls(spool, stalls, symbols, last)
         rows = spool.close()
-        lines = replay.messages
-        manifest = _manifest(src, rows, first, last, levels, getattr(replay, "stall_ms", None)
-                             or _stall_ms(replay))
+        manifest = _manifest(src, rows, first, last, levels, stall_ms)
         spool.commit(catalog, sid)
         store.write_manifest(catalog, manifest)
     except formats.FormatError as exc:
@@ -350,6 +384,9 @@ def import_source(catalog, src: Source, levels: int = 10, symbol: str | None = N
     except (OSError, EOFError, zlib.error) as exc:
         spool.abort()
         raise CatalogError(_read_error(src, exc)) from None
+    except split.DepthWorkerError as exc:
+        spool.abort()
+        raise CatalogError(str(exc)) from None
     except BaseException:
         spool.abort()
         raise
@@ -397,11 +434,9 @@ def _fill(spool: Spool, replay: Replay, progress) -> tuple[int | None, int | Non
     return first, last
 
 
-def _add_stalls(spool: Spool, replay: Replay, first, last) -> None:
-    """The silences Replay noted, as ``gaps`` rows of every symbol of the source (a stream of
-    a recording is silent for all of its symbols)."""
-    stalls = getattr(replay, "stalls", None) or []
-    symbols = sorted({k[1] for k in spool.seq if k[0] != "gaps"})
+def _add_stalls(spool: Spool, stalls: list, symbols: list, last) -> None:
+    """The silences (:attr:`Replay.stalls`) as ``gaps`` rows of every symbol of the source
+    (a stream of a recording is silent for all of its symbols)."""
     for st in stalls:
         for sym in symbols:
             row = stall_row(spool.next_seq("gaps", sym), st, last)
