@@ -316,10 +316,14 @@ def run(records, engine: Engine, on_progress=None, every: int = 4096) -> Summary
     return engine.finish()
 
 
-def run_rows(rows, signals, engine: Engine, on_progress=None, every: int = 1 << 16) -> Summary:
+def feed_rows(rows, signals, engine: Engine, on_progress=None, every: int = 1 << 16,
+              done: int = 0) -> None:
     """:func:`run` over catalog rows (:class:`daemons.catalog.read.Rows`, one symbol, merge
-    order) whose signals are already made (:func:`daemons.signal.columnar.signals`, with
-    ``engine.signals``): the same records and summary as feeding the rows' records one by one.
+    order) whose signals are already made with ``engine.signals``: the same records as feeding
+    the rows' records one by one. For consecutive pieces of the rows, each with the signals it
+    closes (:class:`daemons.signal.columnar.SignalStream`); the caller then feeds the last
+    signal and calls :meth:`Engine.finish`. ``done``: rows of the earlier pieces (for
+    ``on_progress``).
 
     While the engine is :attr:`~Engine.idle` a market record changes nothing but the clock and
     the executor's book and time, so the rows up to the next one that closes an interval are
@@ -333,7 +337,7 @@ def run_rows(rows, signals, engine: Engine, on_progress=None, every: int = 1 << 
     if not n:
         for sig in signals.records:
             engine.signal(sig)
-        return engine.finish()
+        return
     sym = rows.symbol
     kind, t = rows.kind, rows.t
     tr, bk = rows.trades, rows.book
@@ -387,11 +391,10 @@ def run_rows(rows, signals, engine: Engine, on_progress=None, every: int = 1 << 
             j += 1
         i += 1
         if on_progress is not None and i >= mark:
-            on_progress(i)
+            on_progress(done + i)
             mark = i + every
     while j < nsig:   # the intervals the end of the input closes
         engine.signal(sigs[j])
         j += 1
     if on_progress is not None:
-        on_progress(n)
-    return engine.finish()
+        on_progress(done + n)

@@ -25,7 +25,7 @@ from ..strategy import ids
 from ..strategy.core import StrategyCore
 from .engine import TOPICS, Engine, Settings, Summary
 from .engine import run as run_engine
-from .engine import run_rows
+from .engine import feed_rows
 
 SAMPLE_MESSAGES = 5000     # messages read per file to find its symbols and start time
 SUMMARY_FILE = "backtest.json"
@@ -200,21 +200,27 @@ def run_catalog(catalog, symbol: str, cfg: dict, home: str | os.PathLike,
     bus_settings = {k: v for k, v in cfg["bus"].items()
                     if k not in ("retention_bytes", "retention_hours")}  # keep every record
     t0 = time.perf_counter()
-    try:
-        engine = make_engine(cfg, symbol, None)
-        rows = read.read_symbol(catalog, symbol, start_ms, end_ms,
-                                levels=engine.signals.levels, sources=sources)
-    except read.CatalogError as exc:
-        raise BacktestError(str(exc)) from None
-    if not len(rows):
-        raise BacktestError(f"no {symbol} rows in the catalog {catalog} for that period")
-    if on_rows:
-        on_rows(len(rows))
-    sigs = columnar.signals(rows, engine.signals)
+    engine = make_engine(cfg, symbol, None)
+    if on_rows:   # the sources' rows (all of them: a period takes part of them)
+        on_rows(sum(m.get("kinds", {}).get(k, 0) for m in sources for k in read.KINDS))
+    stream = columnar.SignalStream(engine.signals, symbol)
     out = BusOutput(home, cfg["sink"], bus_settings)
+    done = 0
     try:
         engine.out = out
-        summary = run_rows(rows, sigs, engine, on_progress)
+        # a day of rows at a time: memory is that of a day, not of the period
+        for rows in read.iter_symbol(catalog, symbol, start_ms, end_ms,
+                                     levels=engine.signals.levels, sources=sources):
+            feed_rows(rows, stream.feed(rows), engine, on_progress, done=done)
+            done += len(rows)
+        if not done:
+            raise BacktestError(f"no {symbol} rows in the catalog {catalog} for that period")
+        last = stream.finish()
+        if last is not None:
+            engine.signal(last)
+        summary = engine.finish()
+    except read.CatalogError as exc:
+        raise BacktestError(str(exc)) from None
     finally:
         out.close()
     elapsed = time.perf_counter() - t0

@@ -154,53 +154,148 @@ def read_symbol(catalog, symbol: str, start_ms: int | None = None, end_ms: int |
                 levels: int = 5, full: bool = True, sources: list[dict] | None = None) -> Rows:
     """``symbol``'s rows with ``start_ms <= t < end_ms`` (either bound optional), merged as the
     raw path merges them: by ``(key, source, stream rank)``, each stream in ``seq`` order.
-    ``full=False`` reads only the columns the signals need; ``levels`` depth levels are read."""
+    ``full=False`` reads only the columns the signals need; ``levels`` depth levels are read.
+    The whole period at once: :func:`iter_symbol` holds one day at a time."""
+    sources, cols = _prepare(catalog, symbol, start_ms, end_ms, levels, full, sources)
+    parts = {}
+    for kind in KINDS:
+        streams = []
+        for si, m in enumerate(sources):
+            paths = source_files(catalog, m, kind, symbol, start_ms, end_ms)
+            if paths:
+                streams.append(_tagged(_read_stream(paths, cols[kind], _levels_of(kind, levels)),
+                                       si, len(sources)))
+        parts[kind] = _within(_concat(streams, _tag_columns(cols[kind], len(sources)),
+                                      _levels_of(kind, levels)), start_ms, end_ms)
+    return _merge(symbol, parts, len(sources), levels)
+
+
+def iter_symbol(catalog, symbol: str, start_ms: int | None = None, end_ms: int | None = None,
+                levels: int = 5, full: bool = True, sources: list[dict] | None = None):
+    """:func:`read_symbol` a UTC day of merge keys at a time: the same rows in the same order,
+    cut into consecutive :class:`Rows`, so that memory is that of a day, not of the period.
+
+    A row lies in the file of its time's date, and its key is at or after its time, so a day's
+    files hold every row keyed in that day; the few keyed later (late rows raised to their
+    stream's frontier) are carried into the next day's rows."""
     import numpy as np
 
+    from . import store
+
+    sources, cols = _prepare(catalog, symbol, start_ms, end_ms, levels, full, sources)
+    lo = store.date_of(start_ms) if start_ms is not None else ""
+    hi = store.date_of(end_ms - 1) if end_ms is not None else "9999"
+    dates = sorted({d for m in sources for d in m.get("dates", ()) if lo <= d <= hi})
+    n = len(sources)
+    carry: dict = {}
+    for d in dates:
+        bound = (_day_number(d) + 1) * store.DAY_MS   # the first key of the next day
+        now = {}
+        for kind in KINDS:
+            lv = _levels_of(kind, levels)
+            streams = [carry[kind]] if kind in carry else []
+            for si, m in enumerate(sources):
+                p = store.parquet_path(catalog, kind, symbol, d, m["source_id"])
+                if d in m.get("dates", ()) and m.get("kinds", {}).get(kind) and p.is_file():
+                    c = _read_stream([p], cols[kind] + ("seq",), lv)
+                    streams.append(_tagged(c, si, n))
+            c = _within(_concat(streams, _tag_columns(cols[kind] + ("seq",), n), lv),
+                        start_ms, end_ms)
+            if len(streams) > 1:   # carried rows first: each source's stream in seq order
+                o = np.lexsort((c["seq"], c["_src"])) if n > 1 else \
+                    np.argsort(c["seq"], kind="stable")
+                if (o[1:] < o[:-1]).any():
+                    c = {k: v[o] for k, v in c.items()}
+            later = c["key"] >= bound
+            if later.any():
+                carry[kind] = {k: v[later] for k, v in c.items()}
+                c = {k: v[~later] for k, v in c.items()}
+            else:
+                carry.pop(kind, None)
+            now[kind] = _without_seq(c)
+        if any(len(now[k]["t"]) for k in KINDS):
+            yield _merge(symbol, now, n, levels)
+    if carry:
+        last = {k: _without_seq(carry[k]) if k in carry
+                else _concat([], _tag_columns(cols[k], n), _levels_of(k, levels))
+                for k in KINDS}
+        carry.clear()
+        yield _merge(symbol, last, n, levels)
+
+
+def _prepare(catalog, symbol, start_ms, end_ms, levels, full, sources):
     if sources is None:
         sources = symbol_sources(catalog, symbol, start_ms, end_ms)
     have_levels = min(int(m.get("levels", levels)) for m in sources)
     if levels > have_levels:
         raise CatalogError(f"the catalog keeps {have_levels} depth levels; "
                            f"signal.levels is {levels}")
-    cols = _COLUMNS if full else _SIGNAL_COLUMNS
-    parts = {k: [] for k in KINDS}
-    for si, m in enumerate(sources):
-        for kind in KINDS:
-            paths = source_files(catalog, m, kind, symbol, start_ms, end_ms)
-            if paths:
-                c = _read_stream(paths, cols[kind], levels if kind == "depth" else 0)
-                if len(sources) > 1:
-                    c["_src"] = np.full(len(c["t"]), si, np.int64)
-                parts[kind].append(c)
-    data, srank, keys, ts = {}, [], [], []
+    return sources, _COLUMNS if full else _SIGNAL_COLUMNS
+
+
+def _levels_of(kind: str, levels: int) -> int:
+    return levels if kind == "depth" else 0
+
+
+def _day_number(date: str) -> int:
+    import datetime as dt
+
+    return (dt.date.fromisoformat(date) - dt.date(1970, 1, 1)).days
+
+
+def _tag_columns(columns: tuple, sources: int) -> tuple:
+    return columns + (("_src",) if sources > 1 else ())
+
+
+def _tagged(c: dict, si: int, sources: int) -> dict:
+    """A stream's columns with its source's index (``_src``) when there are several sources."""
+    import numpy as np
+
+    if sources > 1:
+        c["_src"] = np.full(len(c["t"]), si, np.int64)
+    return c
+
+
+def _without_seq(c: dict) -> dict:
+    return {k: v for k, v in c.items() if k != "seq"}
+
+
+def _within(c: dict, start_ms, end_ms) -> dict:
+    """The rows with ``start_ms <= t < end_ms``."""
+    import numpy as np
+
+    if start_ms is None and end_ms is None:
+        return c
+    keep = np.ones(len(c["t"]), bool)
+    if start_ms is not None:
+        keep &= c["t"] >= start_ms
+    if end_ms is not None:
+        keep &= c["t"] < end_ms
+    return c if keep.all() else {k: v[keep] for k, v in c.items()}
+
+
+def _merge(symbol: str, data: dict, sources: int, levels: int) -> Rows:
+    """Each kind's stream-ordered rows -> :class:`Rows` in merge order: a stable sort by
+    ``(key, source, stream rank)`` (docs/catalog.md)."""
+    import numpy as np
+
+    srank, keys, ts = [], [], []
     for r, kind in enumerate(KINDS):
-        c = _concat(parts[kind], cols[kind] + (("_src",) if len(sources) > 1 else ()),
-                    levels if kind == "depth" else 0)
-        if start_ms is not None or end_ms is not None:
-            keep = np.ones(len(c["t"]), bool)
-            if start_ms is not None:
-                keep &= c["t"] >= start_ms
-            if end_ms is not None:
-                keep &= c["t"] < end_ms
-            if not keep.all():
-                c = {k: v[keep] for k, v in c.items()}
-        srank.append(c.pop("_src") * 3 + r if len(sources) > 1 else r)
+        c = data[kind]
+        srank.append(c.pop("_src") * 3 + r if sources > 1 else r)
         keys.append(c["key"])
         ts.append(c["t"])
-        data[kind] = c
     kind_seq = np.concatenate([np.full(len(k), r, np.int8) for r, k in enumerate(keys)])
     key = np.concatenate(keys)
-    if len(sources) > 1:
-        rank = np.concatenate(srank)
+    if sources > 1:
+        rank = np.concatenate([np.broadcast_to(r, len(k)) for r, k in zip(srank, keys)])
     else:
         rank = kind_seq
-    # a stable sort of stream-ordered rows by (key, source, rank) is the merge (docs/catalog.md)
-    order = np.argsort(key * (3 * len(sources) + 1) + rank, kind="stable")
+    order = np.argsort(key * (3 * sources + 1) + rank, kind="stable")
     kind_seq = kind_seq[order]
     t = np.concatenate(ts)[order]
     key = key[order]
-    if len(sources) > 1:   # one source keeps each kind's rows in place; several interleave them
+    if sources > 1:   # one source keeps each kind's rows in place; several interleave them
         offsets = np.cumsum([0] + [len(k) for k in keys])
         for r, kind in enumerate(KINDS):
             idx = order[kind_seq == r] - offsets[r]

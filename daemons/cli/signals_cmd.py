@@ -90,7 +90,8 @@ def signals(inputs, more, catalog, start, end, symbol, interval_ms, out_path, wo
 
 
 def _from_catalog(catalog, symbol, start, end, interval_ms, out_path, config_path) -> None:
-    """The catalog path: rows read column-wise, signals by :mod:`daemons.signal.columnar`."""
+    """The catalog path: a day of rows at a time read column-wise, signals by
+    :class:`daemons.signal.columnar.SignalStream` (memory is that of a day)."""
     from ..catalog import read
     from ..signal.core import SignalCore
 
@@ -104,23 +105,33 @@ def _from_catalog(catalog, symbol, start, end, interval_ms, out_path, config_pat
         start_ms = read.parse_time(start) if start is not None else None
         end_ms = read.parse_time(end) if end is not None else None
         sources = read.symbol_sources(catalog, symbol, start_ms, end_ms)
-        rows = read.read_symbol(catalog, symbol, start_ms, end_ms, levels=core.levels,
-                                full=False, sources=sources)
+        pieces = read.iter_symbol(catalog, symbol, start_ms, end_ms, levels=core.levels,
+                                  full=False, sources=sources)
+        from ..signal import columnar
+
+        stream = columnar.SignalStream(core, symbol)
+        dumps = orjson.dumps
+        nl = orjson.OPT_APPEND_NEWLINE
+        out = open(out_path, "wb") if out_path else sys.stdout.buffer
+        rows = intervals = 0
+        try:
+            for piece in pieces:
+                recs = stream.feed(piece).records
+                out.write(b"".join([dumps(r, option=nl) for r in recs]))
+                rows += len(piece)
+                intervals += len(recs)
+            last = stream.finish()
+            if last is not None:
+                out.write(dumps(last, option=nl))
+                intervals += 1
+        finally:
+            if out_path:
+                out.close()
+            else:
+                out.flush()
     except read.CatalogError as exc:
         raise click.ClickException(str(exc)) from None
-    if not len(rows):
+    if not rows:
         raise click.ClickException(f"no {symbol} rows in the catalog {catalog} for that period")
-    from ..signal import columnar
-
-    sigs = columnar.signals(rows, core).records
-    dumps = orjson.dumps
-    nl = orjson.OPT_APPEND_NEWLINE
-    data = b"".join([dumps(s, option=nl) for s in sigs])
-    if out_path:
-        with open(out_path, "wb") as f:
-            f.write(data)
-    else:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
     if sys.stderr.isatty():
-        sys.stderr.write(f"{len(sigs)} intervals, {len(rows)} rows\n")
+        sys.stderr.write(f"{intervals} intervals, {rows} rows\n")

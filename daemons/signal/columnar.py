@@ -66,72 +66,142 @@ class Signals:
 def signals(rows: Rows, core: SignalCore) -> Signals:
     """Every interval's signal of ``rows`` (one symbol, merge order) through ``core``, which
     must not have seen the symbol yet; its z windows and cvd continue afterwards."""
-    sym = rows.symbol
-    if sym in core.symbols:
-        raise ValueError(f"the core has already seen {sym}")
-    kind = rows.kind
-    tr, bk, dp = rows.trades, rows.book, rows.depth
-    # events that count: everything but non-MARKET trades
-    if len(tr["t"]) and not tr["market"].all():
-        market = tr["market"]
-        keep = np.ones(len(kind), bool)
-        keep[kind == TRADE] = market
-        ev_idx = np.flatnonzero(keep)
-        ev_kind = kind[ev_idx]
-        ev_t = rows.t[ev_idx]
-        tr = {k: tr[k][market] for k in ("qty", "is_buy")}
-    else:
-        ev_idx = None
-        ev_kind = kind
-        ev_t = rows.t
-    if not len(ev_t):
-        return Signals([], np.zeros(0, np.int64))
-    interval = core.interval
-    bucket = np.maximum.accumulate(ev_t // interval)
-    b0, b1 = int(bucket[0]), int(bucket[-1])
-    bounds = np.arange(b0, b1 + 2, dtype=np.int64)   # interval j is [bounds[j], bounds[j+1])
+    stream = SignalStream(core, rows.symbol)
+    out = stream.feed(rows)
+    last = stream.finish()
+    if last:
+        out.records.append(last)
+        out.closed_at = np.append(out.closed_at, len(rows.kind))
+    return out
 
-    def per_interval(k: int, values):
-        """Per-interval sums of one kind's values (in merge order) and the row edges."""
-        edges = np.searchsorted(bucket[ev_kind == k], bounds, side="left")
-        if values is None:
-            return None, edges
-        cs = np.zeros(len(values) + 1, np.int64)
-        np.cumsum(values, out=cs[1:])
-        return cs[edges[1:]] - cs[edges[:-1]], edges
 
-    q = scaled(tr["qty"])
-    buy = np.where(tr["is_buy"], q, 0)
-    buys, tedges = per_interval(TRADE, buy)
-    sells, _ = per_interval(TRADE, q - buy)
-    ofi1, bedges = per_interval(BOOK, cks_terms(bk["bid"], bk["bid_qty"], bk["ask"],
-                                                bk["ask_qty"]))
-    ofi5, _ = per_interval(DEPTH, depth_terms(dp["type"], dp["bid_px"], dp["bid_qty"],
-                                              dp["ask_px"], dp["ask_qty"]))
-    ntrades = np.diff(tedges)
-    nbooks = np.diff(bedges)
-    last_book = bedges[1:] - 1            # the last book row at or before each interval's end
-    has_book = last_book >= 0
-    lb = np.maximum(last_book, 0)
-    pbs = bk["bid"][lb] if len(bk["bid"]) else np.zeros(len(lb))
-    pas = bk["ask"][lb] if len(bk["ask"]) else np.zeros(len(lb))
+class SignalStream:
+    """:func:`signals` a piece at a time: :meth:`feed` consecutive :class:`Rows` of one symbol
+    (as :func:`~daemons.catalog.read.iter_symbol` cuts them), then :meth:`finish`. The records
+    are those of the whole: the open interval's sums, the last book row (CKS term, mid) and the
+    last depth row (multi-level term) carry over from a piece to the next."""
 
-    st = core.symbols[sym] = _Symbol()
-    close = core.close_sums
-    records = []
-    append = records.append
-    for j, (o1, o5, by, sl, nt, nb, hb, pb, pa) in enumerate(zip(
-            ofi1.tolist(), ofi5.tolist(), buys.tolist(), sells.tolist(), ntrades.tolist(),
-            nbooks.tolist(), has_book.tolist(), pbs.tolist(), pas.tolist())):
-        if hb:
-            append(close(sym, st, b0 + j, o1, o5, by, sl, nt, nb, pb, pa))
+    def __init__(self, core: SignalCore, symbol: str):
+        if symbol in core.symbols:
+            raise ValueError(f"the core has already seen {symbol}")
+        self.core = core
+        self.sym = symbol
+        self.st = None
+        self.open = None    # the open interval: [bucket, ofi1, ofi5, buy, sell, trades, books]
+        self.book = None    # the last book row: bid, bid_qty, ask, ask_qty (1-element arrays)
+        self.depth = None   # the last depth row: type, bid_px, bid_qty, ask_px, ask_qty
+
+    def feed(self, rows: Rows) -> Signals:
+        """The intervals this piece closes (all but its last, which stays open); ``closed_at``
+        indexes ``rows``."""
+        kind = rows.kind
+        tr, bk, dp = rows.trades, rows.book, rows.depth
+        # events that count: everything but non-MARKET trades
+        if len(tr["t"]) and not tr["market"].all():
+            market = tr["market"]
+            keep = np.ones(len(kind), bool)
+            keep[kind == TRADE] = market
+            ev_idx = np.flatnonzero(keep)
+            ev_kind = kind[ev_idx]
+            ev_t = rows.t[ev_idx]
+            tr = {k: tr[k][market] for k in ("qty", "is_buy")}
         else:
-            append(close(sym, st, b0 + j, o1, o5, by, sl, nt, nb, None, None))
-    if has_book[-1]:
-        st.pb, st.pa = pbs[-1].item(), pas[-1].item()
-    # interval j closes at the first event of a later interval; the last at the end
-    closed = np.searchsorted(bucket, bounds[1:-1], side="left")
-    if ev_idx is not None:
-        closed = ev_idx[closed]
-    closed_at = np.append(closed, len(kind))
-    return Signals(records, closed_at)
+            ev_idx = None
+            ev_kind = kind
+            ev_t = rows.t
+        if not len(ev_t):
+            return Signals([], np.zeros(0, np.int64))
+        interval = self.core.interval
+        bucket = np.maximum.accumulate(ev_t // interval)
+        if self.open is not None:   # the running maximum goes on from the open interval
+            np.maximum(bucket, self.open[0], out=bucket)
+            b0 = self.open[0]
+        else:
+            b0 = int(bucket[0])
+        b1 = int(bucket[-1])
+        bounds = np.arange(b0, b1 + 2, dtype=np.int64)   # interval j is [bounds[j], bounds[j+1])
+
+        def per_interval(k: int, values):
+            """Per-interval sums of one kind's values (in merge order) and the row edges."""
+            edges = np.searchsorted(bucket[ev_kind == k], bounds, side="left")
+            cs = np.zeros(len(values) + 1, np.int64)
+            np.cumsum(values, out=cs[1:])
+            return cs[edges[1:]] - cs[edges[:-1]], edges
+
+        q = scaled(tr["qty"])
+        buy = np.where(tr["is_buy"], q, 0)
+        buys, tedges = per_interval(TRADE, buy)
+        sells, _ = per_interval(TRADE, q - buy)
+        book = (bk["bid"], bk["bid_qty"], bk["ask"], bk["ask_qty"])
+        ofi1, bedges = per_interval(BOOK, _continued(cks_terms, self.book, book))
+        depth = (dp["type"], dp["bid_px"], dp["bid_qty"], dp["ask_px"], dp["ask_qty"])
+        ofi5, _ = per_interval(DEPTH, _continued(depth_terms, self.depth, depth))
+        ntrades = np.diff(tedges)
+        nbooks = np.diff(bedges)
+        sums = [ofi1, ofi5, buys, sells, ntrades, nbooks]
+        if self.open is not None:   # interval 0 is the open one: add what it had
+            for arr, carried in zip(sums, self.open[1:]):
+                arr[0] += carried
+        # the last book row at or before each interval's end (this piece's, else the carried)
+        last_book = bedges[1:] - 1
+        n = len(bk["bid"])
+        if n:
+            lb = np.maximum(last_book, 0)
+            pbs, pas = bk["bid"][lb], bk["ask"][lb]
+        else:
+            pbs = pas = np.zeros(len(last_book))
+        if self.book is not None:
+            before = last_book < 0
+            pbs = np.where(before, self.book[0][0], pbs)
+            pas = np.where(before, self.book[2][0], pas)
+            has_book = np.ones(len(last_book), bool)
+        else:
+            has_book = last_book >= 0
+
+        if self.st is None:
+            self.st = self.core.symbols[self.sym] = _Symbol()
+        st, sym, close = self.st, self.sym, self.core.close_sums
+        records = []
+        append = records.append
+        last = len(bounds) - 2        # the last interval stays open
+        for j, (o1, o5, by, sl, nt, nb, hb, pb, pa) in enumerate(zip(
+                ofi1[:last].tolist(), ofi5[:last].tolist(), buys[:last].tolist(),
+                sells[:last].tolist(), ntrades[:last].tolist(), nbooks[:last].tolist(),
+                has_book[:last].tolist(), pbs[:last].tolist(), pas[:last].tolist())):
+            if hb:
+                append(close(sym, st, b0 + j, o1, o5, by, sl, nt, nb, pb, pa))
+            else:
+                append(close(sym, st, b0 + j, o1, o5, by, sl, nt, nb, None, None))
+        self.open = [b1] + [int(a[last]) for a in sums]
+        if n:
+            self.book = tuple(a[-1:] for a in book)
+        if len(dp["t"]):
+            self.depth = tuple(a[-1:] for a in depth)
+        # interval j closes at the first event of a later interval
+        closed = np.searchsorted(bucket, bounds[1:-1], side="left")
+        if ev_idx is not None:
+            closed = ev_idx[closed]
+        return Signals(records, closed)
+
+    def finish(self) -> dict | None:
+        """The end of the input closes the open interval: its record (None if nothing came)."""
+        if self.open is None:
+            return None
+        b, o1, o5, by, sl, nt, nb = self.open
+        self.open = None
+        st = self.st
+        if self.book is not None:
+            pb, pa = self.book[0][0].item(), self.book[2][0].item()
+            rec = self.core.close_sums(self.sym, st, b, o1, o5, by, sl, nt, nb, pb, pa)
+            st.pb, st.pa = pb, pa
+            return rec
+        return self.core.close_sums(self.sym, st, b, o1, o5, by, sl, nt, nb, None, None)
+
+
+def _continued(terms, prev, cur: tuple) -> np.ndarray:
+    """``terms`` of ``cur``'s rows, the first against ``prev`` (the last row of the piece
+    before, if any) instead of nothing."""
+    e = terms(*cur)
+    if prev is not None and len(e):
+        e[0] = terms(*(np.concatenate([p, c[:1]]) for p, c in zip(prev, cur)))[1]
+    return e
