@@ -22,6 +22,8 @@ from .errors import BadRecord
 
 TOPICS = (
     "trades", "book", "depth", "signals", "intents", "orders", "fills", "positions", "deadletter",
+    # the MCP gateway: orders proposed by assistants, the operator's decisions, every tool call
+    "proposals", "decisions", "audit",
 )
 RESERVED = ("seq", "ts")
 
