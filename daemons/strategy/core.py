@@ -40,12 +40,14 @@ import orjson
 
 from bus import BadRecord
 
+from ..gateway import proposals
 from . import ids, risk, rules
 from .state import ACTIVE, REDUCING, TradingState
 
 DAILY_LOSS_REASON = "daily loss limit"
 EPS = 1e-9
 SIGNS = {"BUY": 1.0, "SELL": -1.0}
+PROPOSALS_KEPT = 1000     # operator proposals remembered in the snapshot (ids of those acted on)
 
 
 class Step(NamedTuple):
@@ -142,12 +144,15 @@ class StrategyCore:
         self.last_price: dict[str, float] = {}   # newest of signal mid and broker mark
         self.counts = {"signals": 0, "intents": 0, "denied": 0, "skipped_replayed": 0,
                        "ignored_symbol": 0, "stale_signals": 0, "timer_exits": 0,
-                       "positions": 0, "position_corrections": 0, "positions_unconfirmed": 0}
+                       "positions": 0, "position_corrections": 0, "positions_unconfirmed": 0,
+                       "decisions": 0, "decisions_skipped": 0}
         self.denials: dict[str, int] = {}
         self._last_denial: dict[str, tuple] = {}
         self._stale_run: dict[str, int] = {}     # stale signals in a row, per symbol
         self._timer_second: dict[str, int] = {}  # wall second of the last timer decision
         self._lag: int | None = None             # wall - signal time (freshness off only)
+        # operator proposals already acted on (insertion-ordered; the newest are kept)
+        self.proposals_used: dict[str, None] = {}
 
     @classmethod
     def from_config(cls, cfg: dict) -> "StrategyCore":
@@ -274,7 +279,13 @@ class StrategyCore:
     def written(self, rec: dict) -> None:
         """An ``intents`` record the caller wrote (from our payload): its seq and ts."""
         self.last_intent_seq = int(rec["seq"])
+        self._proposal_used(rec)
         self._remember(rec)
+
+    def _proposal_used(self, rec: dict) -> None:
+        pid = rec.get("proposal_id")
+        if isinstance(pid, str):
+            self.proposals_used[pid] = None
 
     def forget_denials(self) -> None:
         """The trading state changed: the next denial of each symbol is news again."""
@@ -284,18 +295,7 @@ class StrategyCore:
                 coid: str, signal: dict | None) -> tuple[rules.View, dict | None]:
         """Risk-check ``d`` (caused by ``signal``, or by the timer when None): the view after it
         and its payload (None for a denial already reported)."""
-        while self.order_times and self.order_times[0] <= wall - risk.WINDOW_MS:
-            self.order_times.popleft()
-        ref_price = d.price or d.mid or view.last_mid or view.entry_mid or 0.0
-        order = risk.Order(d.symbol, d.side, d.qty, ref_price, d.reduce_only)
-        position = view.qty
-        if not d.reduce_only:
-            # new exposure is measured as if our exits the broker holds in flight failed (a ban,
-            # send retries, a resting LIMIT): counted as filled, they would let an entry take
-            # the position past the limit
-            position -= self._exits_in_flight(d.symbol)
-        verdict = risk.check(self.limits, trading.state, position, order, len(self.order_times),
-                             self.daily_pnl())
+        verdict = self._verdict(d, view, trading, wall)
         sig = signal or {}
         base = {
             "symbol": d.symbol, "side": d.side, "qty": d.qty, "order_type": d.order_type,
@@ -321,6 +321,85 @@ class StrategyCore:
         self._last_denial[d.symbol] = key
         return view, {"type": "risk_denied", **base, "code": verdict.code,
                       "detail": verdict.detail, "trading_state": trading.state}
+
+    def _verdict(self, d: rules.Decision, view: rules.View, trading: TradingState,
+                 wall: int) -> risk.Verdict:
+        """:func:`risk.check` of ``d`` against the view, the trading state, the orders of the
+        last minute and the day's PnL."""
+        while self.order_times and self.order_times[0] <= wall - risk.WINDOW_MS:
+            self.order_times.popleft()
+        ref_price = d.price or d.mid or view.last_mid or view.entry_mid or 0.0
+        order = risk.Order(d.symbol, d.side, d.qty, ref_price, d.reduce_only)
+        position = view.qty
+        if not d.reduce_only:
+            # new exposure is measured as if our exits the broker holds in flight failed (a ban,
+            # send retries, a resting LIMIT): counted as filled, they would let an entry take
+            # the position past the limit
+            position -= self._exits_in_flight(d.symbol)
+        return risk.check(self.limits, trading.state, position, order, len(self.order_times),
+                          self.daily_pnl())
+
+    # -- operator decisions ------------------------------------------------------------------
+    def on_decision(self, rec: dict, trading: TradingState, wall_ms: int,
+                    max_age_ms: int = 0) -> Step:
+        """An operator's decision on a proposal (``decisions`` topic, ``ofi approve``).
+
+        An approved submit becomes an ``intent`` (the proposal's client order id, ``origin:
+        "operator"``) after the same risk check as the strategy's own intents, against the same
+        view; a denial is a ``risk_denied`` payload (always returned, never folded into a run).
+        A decision older than ``max_age_ms`` when it arrives (the strategy was down) is denied
+        as ``expired``. An approved cancel becomes a ``cancel`` payload for the broker. Each
+        proposal is acted on once (its id is remembered, also from our own ``intents`` on a
+        restart); rejections and repeats give nothing. Raises :class:`bus.BadRecord` for a
+        malformed approved decision.
+        """
+        if rec.get("type") != "decision" or rec.get("decision") != "approved":
+            return Step([])
+        pid = rec.get("proposal_id")
+        if not isinstance(pid, str) or pid in self.proposals_used:
+            self.counts["decisions_skipped"] += 1
+            return Step([])
+        try:
+            order = proposals.parse_decided_order(rec)
+        except proposals.ProposalError as exc:
+            raise BadRecord(str(exc), orjson.dumps(rec).decode()) from None
+        self.proposals_used[pid] = None
+        self.counts["decisions"] += 1
+        if order["action"] == "cancel":
+            return Step([{"type": "cancel", "client_order_id": order["client_order_id"],
+                          "symbol": order.get("symbol"), "reason": f"operator cancel ({pid})",
+                          "origin": "operator", "proposal_id": pid, "decision_ms": wall_ms}])
+        sym = order["symbol"]
+        view = self.views.get(sym)
+        mid = self.last_price.get(sym) or (view.last_mid if view else None)
+        d = rules.Decision(sym, order["side"], order["qty"], order["reduce_only"], "manual",
+                           "manual", order["order_type"], order["price"],
+                           self.clock(wall_ms) or wall_ms, mid, None)
+        base = {
+            "symbol": sym, "side": d.side, "qty": d.qty, "order_type": d.order_type,
+            "price": d.price, "reduce_only": d.reduce_only,
+            "client_order_id": order["client_order_id"], "reason": "manual",
+            "trigger": "manual", "origin": "operator", "signal_seq": None, "bucket_ms": None,
+            "decision_ms": wall_ms, "decision_mid": mid, "fusion": None, "ofi_z": None,
+            "cvd_z": None, "proposal_id": pid,
+        }
+        age = wall_ms - int(rec.get("ts") or wall_ms)
+        if view is None:
+            verdict = risk.Verdict(False, "bad_order", f"symbol {sym} is not traded")
+        elif max_age_ms and age > max_age_ms:
+            verdict = risk.Verdict(False, "expired", f"approved {age / 1000:.1f}s before it "
+                                                     f"arrived (limit {max_age_ms / 1000:g}s)")
+        else:
+            verdict = self._verdict(d, view, trading, wall_ms)
+        if verdict.approved:
+            self.order_times.append(wall_ms)
+            self.counts["intents"] += 1
+            self.views[sym] = self._apply(view, d)
+            return Step([{"type": "intent", **base}])
+        self.counts["denied"] += 1
+        self.denials[verdict.code] = self.denials.get(verdict.code, 0) + 1
+        return Step([{"type": "risk_denied", **base, "code": verdict.code,
+                      "detail": verdict.detail, "trading_state": trading.state}])
 
     def _apply(self, view: rules.View, d: rules.Decision) -> rules.View:
         """The view after ``d`` was sent (assumed filled at its mid); remembers what an exit
@@ -430,6 +509,7 @@ class StrategyCore:
         sig = rec.get("signal_seq")
         if isinstance(sig, int):
             self.last_signal_seq = max(self.last_signal_seq, sig)
+        self._proposal_used(rec)
         if rec.get("type") != "intent":
             return
         sym = rec.get("symbol")
@@ -464,6 +544,7 @@ class StrategyCore:
             "exited": {s: list(e) for s, e in self.exited.items()},
             "last_price": dict(self.last_price),
             "last_signal_ms": self.last_signal_ms, "order_times": list(self.order_times),
+            "proposals_used": list(self.proposals_used)[-PROPOSALS_KEPT:],
         }
 
     def restore(self, snap: dict, same_signals: bool) -> None:
@@ -483,6 +564,8 @@ class StrategyCore:
         self.last_price = {k: float(v) for k, v in (snap.get("last_price") or {}).items()}
         self.last_signal_ms = {k: int(v) for k, v in (snap.get("last_signal_ms") or {}).items()}
         self.order_times.extend(int(t) for t in snap.get("order_times") or [])
+        for pid in snap.get("proposals_used") or []:
+            self.proposals_used[str(pid)] = None
 
     # -- health ------------------------------------------------------------------------------
     def risk_summary(self, trading: TradingState, wall_ms: int) -> dict:

@@ -55,7 +55,7 @@ class StrategyStage(Stage):
     """
 
     name = "strategy"
-    inputs = ("signals", "positions")
+    inputs = ("signals", "positions", "decisions")
     outputs = ("intents",)
 
     def __init__(self, ctx):
@@ -64,6 +64,9 @@ class StrategyStage(Stage):
         sec = cfg["strategy"]
         self.core = StrategyCore.from_config(cfg)
         self.denials_to_bus = bool(sec["denials_to_bus"])
+        # an approval that waited longer than this for the strategy (it was down) is refused
+        self.decision_max_age_ms = int(float(configmod.get(cfg, "mcp.decision_max_age_s", 60.0))
+                                       * 1000)
         self._trading = TradingState()
         self._trading_key: object = "unread"
         self._dirty = False
@@ -107,6 +110,8 @@ class StrategyStage(Stage):
             self.on_signal(record)
         elif topic == "positions":
             self.on_position(record)
+        elif topic == "decisions":
+            self.on_decision(record)
 
     def tick(self, now: float) -> None:
         if self.external is not None:
@@ -171,8 +176,24 @@ class StrategyStage(Stage):
         if corrected is not None or self.core.positions_seq != before:
             self._dirty = True
 
+    def on_decision(self, rec: dict) -> None:
+        """One ``decisions`` record (``ofi approve`` / ``ofi reject`` of an MCP proposal): an
+        approved order goes through the core's risk check like every intent (see the core)."""
+        step = self.core.on_decision(rec, self.trading_state(), now_ms(), self.decision_max_age_ms)
+        if step.payloads:
+            self._dirty = True
+        for payload in step.payloads:
+            self.ctx.log.info("operator_decision", proposal_id=rec.get("proposal_id"),
+                              action=rec.get("action"), client_order_id=rec.get("client_order_id"),
+                              by=rec.get("by"), result=payload["type"])
+            self._emit(payload)
+
     def _emit(self, p: dict) -> None:
-        """Write an intent (always) or a risk denial (logged; to the bus if configured)."""
+        """Write an intent or a cancel (always) or a risk denial (logged; to the bus if
+        configured, and always when it answers an operator's proposal)."""
+        if p["type"] == "cancel":
+            self.core.written(self.ctx.emit("intents", p))
+            return
         if p["type"] == "intent":
             out = self.ctx.emit("intents", p)
             self.core.written(out)
@@ -185,7 +206,7 @@ class StrategyStage(Stage):
                              symbol=p["symbol"], side=p["side"], qty=p["qty"], reason=p["reason"],
                              trigger=p["trigger"], client_order_id=p["client_order_id"],
                              signal_seq=p["signal_seq"], trading_state=p["trading_state"])
-        if self.denials_to_bus:
+        if self.denials_to_bus or p.get("proposal_id"):
             self.core.written(self.ctx.emit("intents", p))
 
     def _set_state(self, state: str, reason: str) -> None:
@@ -294,7 +315,7 @@ class StrategyStage(Stage):
 class ExternalSignalsStage(StrategyStage):
     """The strategy reading signals from ``--signals-dir`` / a pinned ``--signals-source``."""
 
-    inputs = ("positions",)
+    inputs = ("positions", "decisions")
 
 
 def stage_for(cfg: dict) -> type[StrategyStage]:
