@@ -62,15 +62,17 @@ class Dataset:
     unreadable: dict[str, int]              # topic -> undecodable lines skipped
 
 
-def load(home: str | os.PathLike, period: Period) -> Dataset:
-    """Read the period's records (missing home or topics: empty)."""
+def load(home: str | os.PathLike, period: Period, topics: tuple[str, ...] = SMALL_TOPICS,
+         feeds: bool = True) -> Dataset:
+    """Read the period's records (missing home or topics: empty); only ``topics`` of the small
+    ones, and the market-data feeds only with ``feeds`` (PnL alone needs fills and positions)."""
     ds = Dataset(period, {t: [] for t in SMALL_TOPICS}, {t: [] for t in JOIN_TOPICS}, {},
                  {t: Feed() for t in FEED_TOPICS}, {}, {})
     if not os.path.isdir(os.path.join(os.fspath(home), "bus")):
         return ds
     bus = open_bus(home)
     try:
-        for topic in SMALL_TOPICS + FEED_TOPICS:
+        for topic in tuple(topics) + (FEED_TOPICS if feeds else ()):
             if _exists(bus, topic):
                 ds.sinks[topic] = bus.sink_of(topic)
         for topic in SMALL_TOPICS:

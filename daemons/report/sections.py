@@ -138,6 +138,35 @@ def _totals(a: Analysis) -> dict:
             "turnover": sum(b.turnover for b in books), "fills": sum(b.fills for b in books)}
 
 
+def pnl(ds: Dataset) -> dict:
+    """The PnL figures of the report (Summary and "PnL, fees and turnover by symbol") from the
+    fills and positions of ``ds`` alone: ``{realized, fees, unrealized_start, unrealized_end,
+    net, turnover, fills, symbols: [{symbol, fills, buys, sells, volume, turnover, realized,
+    fees, unrealized, net}], other_fees: {asset: amount}}``."""
+    fills = m.unique_fills(ds.records["fills"])
+    books, _trips = m.ledger(fills, ds.start_positions)
+    end_positions = _end_positions(ds)
+    start_u = sum(m.unrealized(x) for x in ds.start_positions.values())
+    end_u = sum(m.unrealized(p) for p in end_positions.values())
+    realized = sum(b.realized for b in books.values())
+    fees = sum(b.fees for b in books.values())
+    symbols, other = [], {}
+    for sym, b in sorted(books.items()):
+        eu = m.unrealized(end_positions.get(sym))
+        su = m.unrealized(ds.start_positions.get(sym))
+        symbols.append({"symbol": sym, "fills": b.fills, "buys": b.buys, "sells": b.sells,
+                        "volume": b.volume, "turnover": b.turnover, "realized": b.realized,
+                        "fees": b.fees, "unrealized": eu,
+                        "net": b.realized - b.fees + eu - su})
+        for asset, v in b.other_fees.items():
+            other[asset] = other.get(asset, 0.0) + v
+    return {"realized": realized, "fees": fees, "unrealized_start": start_u,
+            "unrealized_end": end_u, "net": realized - fees + end_u - start_u,
+            "turnover": sum(b.turnover for b in books.values()),
+            "fills": sum(b.fills for b in books.values()), "symbols": symbols,
+            "other_fees": dict(sorted(other.items()))}
+
+
 def _summary(a: Analysis) -> list[tuple]:
     tot = _totals(a)
     closed = [tr for tr in a.trips if tr.closed_ms is not None]
