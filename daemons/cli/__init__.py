@@ -33,6 +33,10 @@ VERBS = {
     "start": ("daemons.cli.run_cmds", "start"),
     "stop": ("daemons.cli.run_cmds", "stop"),
     "health-listener": ("daemons.cli.run_cmds", "health_listener"),
+    "mcp": ("daemons.cli.mcp_cmds", "mcp"),
+    "proposals": ("daemons.cli.mcp_cmds", "proposals"),
+    "approve": ("daemons.cli.mcp_cmds", "approve"),
+    "reject": ("daemons.cli.mcp_cmds", "reject"),
 }
 
 
