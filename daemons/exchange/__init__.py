@@ -67,6 +67,9 @@ def build_parser(prog: str = "ofi exchange") -> argparse.ArgumentParser:
                    help="hold the replay until the first websocket subscription")
     p.add_argument("--api-key", help="API key accepted (default demo-key)")
     p.add_argument("--api-secret", help="its secret (default demo-secret)")
+    p.add_argument("--extra-key", action="append", metavar="KEY:SECRET", dest="extra_keys",
+                   help="one more account (API key and secret) the exchange accepts, e.g. a "
+                        "second trader whose orders move the simulated market; repeatable")
     p.add_argument("--faults", metavar="SPEC", help="fault spec (see below)")
     p.add_argument("--seed", type=int, help="seed of the simulated market and of the faults")
     p.add_argument("--state", metavar="DIR", help="keep accounts and orders in DIR across restarts")
@@ -87,6 +90,12 @@ def settings_from(args, cfg: dict) -> dict:
     secret = args.api_secret or ex["api_secret"]
     if bool(args.api_key) != bool(args.api_secret):
         raise ValueError("--api-key and --api-secret go together")
+    credentials = {key: secret}
+    for item in args.extra_keys or []:
+        k, sep, sec = item.partition(":")
+        if not sep or not k or not sec:
+            raise ValueError(f"--extra-key wants KEY:SECRET, not '{item}'")
+        credentials[k] = sec
     feed = args.feed or ex["feed"]
     inputs = args.inputs or ex["inputs"]
     if feed == "replay" and not inputs:
@@ -108,7 +117,7 @@ def settings_from(args, cfg: dict) -> dict:
         "feed": feed, "inputs": list(inputs),
         "speed": args.speed if args.speed is not None else ex["replay_speed"],
         "replay_wait": args.replay_wait if args.replay_wait is not None else ex["replay_wait"],
-        "credentials": {key: secret},
+        "credentials": credentials,
         "faults": faultsmod.parse(fault_text),
         "seed": seed,
         "state_dir": args.state or ex["state_dir"],

@@ -195,6 +195,12 @@ class Exchange:
             ("DELETE", "/fapi/v1/allOpenOrders"): (SIGNED, v.cancel_all),
             ("GET", "/fapi/v1/allOrders"): (SIGNED, lambda k, p, t: v.all_orders(k, p)),
             ("GET", "/fapi/v1/userTrades"): (SIGNED, lambda k, p, t: v.user_trades(k, p)),
+            ("POST", "/fapi/v1/algoOrder"): (SIGNED, v.new_algo_order),
+            ("GET", "/fapi/v1/algoOrder"): (SIGNED, lambda k, p, t: v.query_algo(k, p)),
+            ("DELETE", "/fapi/v1/algoOrder"): (SIGNED, v.cancel_algo),
+            ("GET", "/fapi/v1/openAlgoOrders"): (SIGNED, lambda k, p, t: v.open_algo_orders(k, p)),
+            ("GET", "/fapi/v1/allAlgoOrders"): (SIGNED, lambda k, p, t: v.all_algo_orders(k, p)),
+            ("DELETE", "/fapi/v1/algoOpenOrders"): (SIGNED, v.cancel_all_algos),
             ("POST", "/fapi/v1/leverage"): (SIGNED, lambda k, p, t: v.set_leverage(k, p)),
             ("GET", "/fapi/v1/leverageBracket"): (SIGNED, lambda k, p, t: v.leverage_bracket(k, p)),
             ("GET", "/fapi/v2/positionRisk"): (SIGNED, lambda k, p, t: v.position_risk(k, p, 2)),
@@ -311,6 +317,8 @@ class Exchange:
             security, fn = route
             if security != NONE:
                 key = self._authenticate(security, request, query, body, params, now)
+            if method == "POST" and path == "/fapi/v1/algoOrder":
+                self.limiter.order(key, now)
             if method == "POST" and path == "/fapi/v1/order":
                 self.limiter.order(key, now)
                 late = self.faults.late()
@@ -332,7 +340,7 @@ class Exchange:
             status, payload = exc.status, exc.body()
             headers.update(exc.headers)
         headers["X-MBX-USED-WEIGHT-1M"] = str(self.limiter.used(ip, now))
-        if is_order and key:
+        if (is_order or path == "/fapi/v1/algoOrder") and key:
             c10, c1 = self.limiter.order_counts(key, now)
             headers["X-MBX-ORDER-COUNT-10S"] = str(c10)
             headers["X-MBX-ORDER-COUNT-1M"] = str(c1)

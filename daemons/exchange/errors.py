@@ -207,3 +207,23 @@ def gtx_rejected() -> ApiError:
 
 def unknown_path() -> ApiError:
     return ApiError(-1000, "Unknown endpoint.", 404)
+
+
+def invalid_param(name: str) -> ApiError:
+    return ApiError(-1130, f"Data sent for parameter '{name}' is not valid.")
+
+
+def not_required(name: str) -> ApiError:
+    return ApiError(-1106, f"Parameter '{name}' sent when not required.")
+
+
+def quantity_with_close_position() -> ApiError:
+    return ApiError(-4137, "Quantity must be zero with closePosition equals true")
+
+
+def would_immediately_trigger() -> ApiError:
+    return ApiError(-2021, "Order would immediately trigger.")
+
+
+def max_stop_orders() -> ApiError:
+    return ApiError(-4045, "Reach max stop order limit.")

@@ -42,6 +42,11 @@ class Order:
     executed: int = 0
     cum_quote: Decimal = field(default_factory=Decimal)
     position_side: str = "BOTH"
+    # an order placed by a triggered algo order: its type there, trigger price, working type
+    orig_type: str = ""          # "" = same as type
+    stop_price: int = 0
+    working_type: str = "CONTRACT_PRICE"
+    close_position: bool = False
 
     @property
     def open(self) -> bool:

@@ -22,6 +22,10 @@ WEIGHTS = {
     ("POST", "/fapi/v1/listenKey"): 1, ("PUT", "/fapi/v1/listenKey"): 1,
     ("DELETE", "/fapi/v1/listenKey"): 1, ("GET", "/fapi/v1/positionSide/dual"): 30,
     ("POST", "/fapi/v1/marginType"): 1, ("GET", "/fapi/v1/rateLimit/order"): 1,
+    ("POST", "/fapi/v1/algoOrder"): 0, ("DELETE", "/fapi/v1/algoOrder"): 1,
+    ("GET", "/fapi/v1/algoOrder"): 1, ("DELETE", "/fapi/v1/algoOpenOrders"): 1,
+    ("GET", "/fapi/v1/allAlgoOrders"): 5, ("POST", "/fapi/v1/countdownCancelAll"): 10,
+    ("GET", "/fapi/v1/income"): 30, ("POST", "/fapi/v1/positionSide/dual"): 1,
 }
 
 
@@ -30,7 +34,7 @@ def weight(method: str, path: str, params: dict) -> int:
     if path == "/fapi/v1/depth":
         limit = int(params.get("limit") or 500) if str(params.get("limit") or "500").isdigit() else 500
         return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
-    if path == "/fapi/v1/openOrders":
+    if path in ("/fapi/v1/openOrders", "/fapi/v1/openAlgoOrders"):
         return 1 if params.get("symbol") else 40
     if path == "/fapi/v1/ticker/bookTicker" and not params.get("symbol"):
         return 5

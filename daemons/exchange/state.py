@@ -1,4 +1,5 @@
-"""Persistence of the venue's state (``--state DIR``): accounts, orders, trades, id counters.
+"""Persistence of the venue's state (``--state DIR``): accounts, orders, algo orders, trades,
+income records, id counters.
 
 One SQLite database (WAL) written through on every change, so that a restart - clean or not -
 finds the orders, positions and balances as they were. Without a directory nothing is kept.
@@ -14,6 +15,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, account TEXT NOT NULL, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS trades (id INTEGER PRIMARY KEY, account TEXT NOT NULL, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS algo_orders (id INTEGER PRIMARY KEY, account TEXT NOT NULL, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS income (id INTEGER PRIMARY KEY, account TEXT NOT NULL, v TEXT NOT NULL);
 """
 
 
@@ -34,15 +37,22 @@ class StateStore:
             self.db.execute("BEGIN")
 
     def load(self) -> dict:
-        """{"kv": {key: value}, "orders": [(account, order)], "trades": [(account, trade)]}."""
+        """{"kv": {key: value}, "orders" | "trades" | "algo_orders" | "income": [(account, row)]}."""
         if self.db is None:
-            return {"kv": {}, "orders": [], "trades": []}
+            return {"kv": {}, "orders": [], "trades": [], "algo_orders": [], "income": []}
         kv = {k: orjson.loads(v) for k, v in self.db.execute("SELECT k, v FROM kv")}
-        orders = [(a, orjson.loads(v)) for a, v in
-                  self.db.execute("SELECT account, v FROM orders ORDER BY id")]
-        trades = [(a, orjson.loads(v)) for a, v in
-                  self.db.execute("SELECT account, v FROM trades ORDER BY id")]
-        return {"kv": kv, "orders": orders, "trades": trades}
+        out = {"kv": kv}
+        for table in ("orders", "trades", "algo_orders", "income"):
+            out[table] = [(a, orjson.loads(v)) for a, v in
+                          self.db.execute(f"SELECT account, v FROM {table} ORDER BY id")]
+        return out
+
+    def put_row(self, table: str, account: str, row_id: int, value: dict) -> None:
+        """One row of ``algo_orders`` or ``income``."""
+        if self.db is not None:
+            self.db.execute(f"INSERT OR REPLACE INTO {table} (id, account, v) VALUES (?, ?, ?)",
+                            (row_id, account, orjson.dumps(value).decode()))
+            self._dirty = True
 
     def put(self, key: str, value) -> None:
         if self.db is not None:

@@ -20,14 +20,16 @@ import secrets
 import string
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 
-from . import errors, filters, wire
+from . import algo as algomod, errors, filters, wire
 from .accounts import Account, MAX_LEVERAGE
+from .algo import AlgoOrder
 from .filters import SymbolSpec
 from .matching import Order, apply_fill, fee, maker_queue, plan_new
 from .state import StateStore
 
 CLIENT_ID_RE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 CONDITIONAL = {"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"}
+MAX_ALGO_ORDERS = 200            # open conditional orders of an account, all symbols (Binance)
 TIFS = {"GTC", "IOC", "FOK", "GTX", "GTD"}
 _ALNUM = string.ascii_letters + string.digits
 
@@ -72,8 +74,14 @@ class Venue:
         self.resting: dict[str, dict[int, Order]] = {s: {} for s in specs}
         self.open_cids: dict[tuple[str, str, str], int] = {}
         self.trades: dict[str, list[dict]] = {}
+        self.algos: dict[int, tuple[str, AlgoOrder]] = {}
+        self.account_algos: dict[str, list[int]] = {}
+        self.open_algos: dict[str, dict[int, AlgoOrder]] = {s: {} for s in specs}
+        self.algo_of_order: dict[int, int] = {}      # order placed by a trigger -> its algo order
+        self.last_price: dict[str, int] = {}         # last trade print per symbol (CONTRACT_PRICE)
         self.next_order_id = 4_000_000_001
         self.next_trade_id = 700_000_001
+        self.next_algo_id = 3_000_001
         self.user_sink = lambda api_key, event: None
         self.public_sink = lambda events: None
         self._load()
@@ -87,6 +95,7 @@ class Venue:
         counters = kv.get("counters") or {}
         self.next_order_id = counters.get("next_order_id", self.next_order_id)
         self.next_trade_id = counters.get("next_trade_id", self.next_trade_id)
+        self.next_algo_id = counters.get("next_algo_id", self.next_algo_id)
         for k, v in kv.items():
             if k.startswith("account:"):
                 self.accounts[k[len("account:"):]] = Account.from_state(v)
@@ -100,12 +109,22 @@ class Venue:
                 self.open_cids.setdefault((key, o.symbol, o.client_order_id), o.order_id)
         for key, t in st["trades"]:
             self.trades.setdefault(key, []).append(t)
+        for key, ad in st.get("algo_orders", []):
+            a = AlgoOrder.from_state(ad)
+            if a.symbol not in self.specs:
+                continue
+            self.algos[a.algo_id] = (key, a)
+            self.account_algos.setdefault(key, []).append(a.algo_id)
+            if a.open:
+                self.open_algos[a.symbol][a.algo_id] = a
+            if a.actual_order_id:
+                self.algo_of_order[a.actual_order_id] = a.algo_id
 
     def _index(self, key: str, o: Order) -> None:
         self.orders[o.order_id] = (key, o)
         self.account_orders.setdefault(key, []).append(o.order_id)
 
-    def _persist(self, key: str, orders=(), trades=()) -> None:
+    def _persist(self, key: str, orders=(), trades=(), algos=()) -> None:
         st = self.store
         if st.db is None:
             return
@@ -113,8 +132,11 @@ class Venue:
             st.put_order(key, o.order_id, o.to_state())
         for t in trades:
             st.put_trade(key, t["id"], t)
+        for a in algos:
+            st.put_row("algo_orders", key, a.algo_id, a.to_state())
         st.put(f"account:{key}", self.accounts[key].to_state())
-        st.put("counters", {"next_order_id": self.next_order_id, "next_trade_id": self.next_trade_id})
+        st.put("counters", {"next_order_id": self.next_order_id, "next_trade_id": self.next_trade_id,
+                            "next_algo_id": self.next_algo_id})
         st.commit()
 
     def account(self, key: str) -> Account:
@@ -172,10 +194,10 @@ class Venue:
 
     # --- orders ------------------------------------------------------------------------------
     def new_order(self, key: str, p: dict, now: int, test: bool = False,
-                  unique_id: bool = True) -> dict:
+                  unique_id: bool = True, algo: AlgoOrder | None = None) -> dict:
         """POST /fapi/v1/order (and /order/test with ``test``). ``unique_id=False`` skips the
         check of ``newClientOrderId`` against the open orders (a late order landing: it was
-        checked when it arrived)."""
+        checked when it arrived). ``algo``: the algo order whose trigger places this order."""
         spec = self.spec(p)
         side = _required(p, "side").upper()
         if side not in ("BUY", "SELL"):
@@ -185,8 +207,7 @@ class Venue:
             raise errors.stop_order_switch_algo()
         if otype not in ("LIMIT", "MARKET"):
             raise errors.invalid_order_type()
-        if str(p.get("positionSide", "BOTH")).upper() != "BOTH":
-            raise errors.position_side_mismatch()
+        self._check_position_side(key, p)
         reduce_only = _bool(p, "reduceOnly")
         qty = spec.qty_units(_required(p, "quantity"), "quantity")
         if otype == "LIMIT":
@@ -233,6 +254,14 @@ class Venue:
                       reduce_only=reduce_only, time=now, update_time=now)
         self.next_order_id += 1
         self._index(key, order)
+        if algo is not None:
+            order.orig_type, order.stop_price = algo.order_type, algo.trigger
+            order.working_type, order.close_position = algo.working_type, algo.close_position
+            algo.actual_order_id = order.order_id
+            algo.status = "TRIGGERED"
+            algo.update_time = now
+            self.algo_of_order[order.order_id] = algo.algo_id
+            self.user_sink(key, algomod.algo_update(spec, algo, now, order))
         ack = wire.order_json(spec, order, with_time=False)
         self.user_sink(key, wire.order_update(spec, order, "NEW", now))
         fills = list(plan.fills)
@@ -253,12 +282,17 @@ class Venue:
                 order.update_time = now
                 er = "9" if otype == "MARKET" else "4" if reduce_only else "2"
                 self.user_sink(key, wire.order_update(spec, order, "EXPIRED", now, er=er))
-        self._persist(key, [order], new_trades)
+        self._persist(key, [order], new_trades, self._algo_done(key, order, now))
         if fills and public:
             self.on_market(public, now)
         if resp_type == "RESULT":
             return wire.order_json(spec, order, with_time=False)
         return ack
+
+    def _check_position_side(self, key: str, p: dict) -> None:
+        """One-way positions only: ``positionSide`` BOTH (or none); LONG/SHORT -4061."""
+        if str(p.get("positionSide") or "BOTH").upper() != "BOTH":
+            raise errors.position_side_mismatch()
 
     def _check_margin(self, key, acct, spec, side, qty, price, plan, mark) -> None:
         opening = acct.opening_qty(spec.symbol, side, qty)
@@ -304,14 +338,18 @@ class Venue:
 
     def on_market(self, events, now: int) -> None:
         """Fill resting limit orders by the prints that traded through them (see matching):
-        each print fills at most its own quantity per side, one fill per order and print."""
+        each print fills at most its own quantity per side, one fill per order and print.
+        Then the algo orders of the symbols these events touched: CONTRACT_PRICE ones against
+        each print in turn, MARK_PRICE ones against the mark after the batch."""
+        prints: dict[str, list[int]] = {}
+        touched = set()
         for kind, sym, payload in events:
+            touched.add(sym)
             if kind != "trade" and kind != "aggTrade":
                 continue
-            book = self.resting.get(sym)
-            if not book:
+            spec = self.specs.get(sym)
+            if spec is None:
                 continue
-            spec = self.specs[sym]
             try:
                 price = spec.price_units(payload["p"])
                 qty = _print_qty(spec, payload["q"])
@@ -319,12 +357,20 @@ class Venue:
                 continue                     # not a print this venue can read: it fills nothing
             if qty <= 0:
                 continue
+            self.last_price[sym] = price
+            prints.setdefault(sym, []).append(price)
+            book = self.resting.get(sym)
+            if not book:
+                continue
             for side in ("BUY", "SELL"):
                 left = qty
                 for order in maker_queue([o for o in book.values() if o.side == side], price):
                     if left <= 0:
                         break
                     left -= self._fill_resting(order, left, now)
+        for sym in sorted(touched):
+            if self.open_algos.get(sym):
+                self.check_algos(sym, now, prints.get(sym, ()))
 
     def _fill_resting(self, order: Order, most: int, now: int) -> int:
         """Fill a resting order as maker, at its price, by at most ``most``; returns the quantity
@@ -336,14 +382,14 @@ class Venue:
             qty = min(qty, self._reducible(key, order))
             if qty <= 0:
                 self._expire_reduce_only(key, order, now)
-                self._persist(key, [order])
+                self._persist(key, [order], algos=self._algo_done(key, order, now))
                 return 0
         trades = self._execute(key, order, [(order.price, qty)], maker=True, now=now)
         if not order.open:
             self._close_open(key, order)
         elif order.reduce_only and self._reducible(key, order) <= 0:
             self._expire_reduce_only(key, order, now)
-        self._persist(key, [order], trades)
+        self._persist(key, [order], trades, self._algo_done(key, order, now))
         return qty
 
     def _reducible(self, key: str, order: Order) -> int:
@@ -378,7 +424,7 @@ class Venue:
         if order is None or not order.open:
             raise errors.cancel_rejected()
         self._cancel(key, order, now)
-        self._persist(key, [order])
+        self._persist(key, [order], algos=self._algo_done(key, order, now))
         return wire.order_json(spec, order, with_time=False)
 
     def _cancel(self, key: str, order: Order, now: int) -> None:
@@ -390,11 +436,18 @@ class Venue:
     def cancel_all(self, key: str, p: dict, now: int) -> dict:
         """DELETE /fapi/v1/allOpenOrders."""
         spec = self.spec(p)
-        orders = self.open_orders_of(key, spec.symbol)
+        self.cancel_symbol_orders(key, spec.symbol, now)
+        return {"code": 200, "msg": "The operation of cancel all open order is done."}
+
+    def cancel_symbol_orders(self, key: str, symbol: str, now: int) -> int:
+        """Cancel every open (matching-engine) order of a key on a symbol, with the events."""
+        orders = self.open_orders_of(key, symbol)
+        done = []
         for o in orders:
             self._cancel(key, o, now)
-        self._persist(key, orders)
-        return {"code": 200, "msg": "The operation of cancel all open order is done."}
+            done.extend(self._algo_done(key, o, now))
+        self._persist(key, orders, algos=done)
+        return len(orders)
 
     def query_order(self, key: str, p: dict) -> dict:
         """GET /fapi/v1/order."""
@@ -566,6 +619,229 @@ class Venue:
                  "crossUnPnl": d(m["upnl"]), "availableBalance": d(m["available"]),
                  "maxWithdrawAmount": d(max(Decimal(0), min(m["available"], m["wallet"]))),
                  "marginAvailable": True, "updateTime": acct.update_time}]
+
+
+    # --- algo orders -------------------------------------------------------------------------
+    def contract_price(self, symbol: str) -> int:
+        """The last trade price (CONTRACT_PRICE), the mark before the first print."""
+        return self.last_price.get(symbol) or self.feed.mark(symbol)
+
+    def working_price(self, symbol: str, working_type: str) -> int:
+        return self.feed.mark(symbol) if working_type == "MARK_PRICE" else self.contract_price(symbol)
+
+    def new_algo_order(self, key: str, p: dict, now: int) -> dict:
+        """POST /fapi/v1/algoOrder (algoType CONDITIONAL)."""
+        algo_type = _required(p, "algoType").upper()
+        if algo_type != "CONDITIONAL":
+            raise errors.invalid_param("algoType")
+        spec = self.spec(p)
+        side = _required(p, "side").upper()
+        if side not in ("BUY", "SELL"):
+            raise errors.invalid_side()
+        otype = _required(p, "type").upper()
+        if otype not in algomod.ALGO_TYPES:
+            raise errors.invalid_order_type()    # TRAILING_STOP_MARKET: not simulated here
+        self._check_position_side(key, p)
+        close = _bool(p, "closePosition")
+        reduce_only = _bool(p, "reduceOnly")
+        price_protect = _bool(p, "priceProtect")
+        working = str(p.get("workingType") or "CONTRACT_PRICE").upper()
+        if working not in algomod.WORKING_TYPES:
+            raise errors.invalid_param("workingType")
+        trigger = spec.price_units(_required(p, "triggerPrice"), "triggerPrice")
+        filters.check_price(spec, trigger)
+        limit = otype in ("STOP", "TAKE_PROFIT")
+        if close:
+            if limit:
+                raise errors.not_required("closePosition")
+            if p.get("quantity") not in (None, ""):
+                raise errors.quantity_with_close_position()
+            if reduce_only:
+                raise errors.not_required("reduceOnly")
+            qty = 0
+        else:
+            qty = spec.qty_units(_required(p, "quantity"), "quantity")
+            filters.check_qty(spec, qty, market=not limit)
+        if limit:
+            tif = str(p.get("timeInForce") or "GTC").upper()
+            if tif not in TIFS:
+                raise errors.invalid_tif()
+            price = spec.price_units(_required(p, "price"), "price")
+            filters.check_price(spec, price)
+        else:
+            tif, price = "GTC", 0
+            if p.get("price") not in (None, ""):
+                raise errors.not_required("price")
+        if qty:
+            filters.check_notional(spec, price or trigger, qty, reduce_only)
+        cid = p.get("clientAlgoId") or ""
+        if cid and not CLIENT_ID_RE.match(cid):
+            raise errors.client_order_id_invalid()
+        if cid and any(a.client_algo_id == cid for a in self.open_algos_of(key, spec.symbol)):
+            raise errors.duplicate_client_order_id()
+        if len(self.open_algos_of(key)) >= MAX_ALGO_ORDERS:
+            raise errors.max_stop_orders()
+        a = AlgoOrder(algo_id=self.next_algo_id, client_algo_id=cid or _random_id(),
+                      symbol=spec.symbol, side=side, order_type=otype, tif=tif, qty=qty,
+                      price=price, trigger=trigger, working_type=working, close_position=close,
+                      reduce_only=reduce_only or close, price_protect=price_protect,
+                      create_time=now, update_time=now)
+        if a.triggered_by(self.working_price(spec.symbol, working)):
+            raise errors.would_immediately_trigger()
+        self.account(key)
+        self.next_algo_id += 1
+        self.algos[a.algo_id] = (key, a)
+        self.account_algos.setdefault(key, []).append(a.algo_id)
+        self.open_algos[spec.symbol][a.algo_id] = a
+        self.user_sink(key, algomod.algo_update(spec, a, now))
+        self._persist(key, algos=[a])
+        return algomod.algo_json(spec, a, query=False)
+
+    def open_algos_of(self, key: str, symbol: str | None = None) -> list[AlgoOrder]:
+        out = [a for sym, book in self.open_algos.items() if symbol in (None, sym)
+               for a in book.values() if self.algos[a.algo_id][0] == key]
+        out.sort(key=lambda a: a.algo_id)
+        return out
+
+    def _find_algo(self, key: str, p: dict) -> AlgoOrder | None:
+        aid = _int(p, "algoId")
+        cid = p.get("clientAlgoId")
+        if aid is None and not cid:
+            raise errors.ApiError(-1102, "Param 'clientAlgoId' or 'algoId' must be sent, "
+                                  "but both were empty/null!")
+        if aid is not None:
+            hit = self.algos.get(aid)
+            return hit[1] if hit and hit[0] == key else None
+        found = None
+        for algo_id in self.account_algos.get(key, []):
+            a = self.algos[algo_id][1]
+            if a.client_algo_id == cid and (found is None or a.open or not found.open):
+                found = a                # the open one, else the latest
+        return found
+
+    def _actual(self, a: AlgoOrder) -> Order | None:
+        hit = self.orders.get(a.actual_order_id) if a.actual_order_id else None
+        return hit[1] if hit else None
+
+    def query_algo(self, key: str, p: dict) -> dict:
+        """GET /fapi/v1/algoOrder."""
+        a = self._find_algo(key, p)
+        if a is None:
+            raise errors.no_such_order()
+        return algomod.algo_json(self.specs[a.symbol], a, self._actual(a))
+
+    def open_algo_orders(self, key: str, p: dict) -> list:
+        """GET /fapi/v1/openAlgoOrders: symbol, algoId, algoType (all optional)."""
+        spec = self.spec(p, required=False)
+        aid = _int(p, "algoId")
+        return [algomod.algo_json(self.specs[a.symbol], a)
+                for a in self.open_algos_of(key, spec.symbol if spec else None)
+                if aid is None or a.algo_id == aid]
+
+    def all_algo_orders(self, key: str, p: dict) -> list:
+        """GET /fapi/v1/allAlgoOrders: symbol*, algoId (>=), startTime, endTime, limit."""
+        spec = self.spec(p)
+        aid = _int(p, "algoId")
+        start, end = _int(p, "startTime"), _int(p, "endTime")
+        limit = min(max(_int(p, "limit", 500), 1), 1000)
+        out = [a for a in (self.algos[i][1] for i in self.account_algos.get(key, []))
+               if a.symbol == spec.symbol and (aid is None or a.algo_id >= aid)
+               and (start is None or a.create_time >= start) and (end is None or a.create_time <= end)]
+        out = out[:limit] if aid is not None else out[-limit:]
+        return [algomod.algo_json(spec, a, self._actual(a)) for a in out]
+
+    def cancel_algo(self, key: str, p: dict, now: int) -> dict:
+        """DELETE /fapi/v1/algoOrder: only an algo order not triggered yet can be canceled."""
+        a = self._find_algo(key, p)
+        if a is None or not a.open:
+            raise errors.cancel_rejected()
+        self._cancel_algo(key, a, now)
+        self._persist(key, algos=[a])
+        return {"algoId": a.algo_id, "clientAlgoId": a.client_algo_id, "code": "200",
+                "msg": "success"}
+
+    def _cancel_algo(self, key: str, a: AlgoOrder, now: int) -> None:
+        self.open_algos[a.symbol].pop(a.algo_id, None)
+        a.status = "CANCELED"
+        a.update_time = now
+        self.user_sink(key, algomod.algo_update(self.specs[a.symbol], a, now))
+
+    def cancel_all_algos(self, key: str, p: dict, now: int) -> dict:
+        """DELETE /fapi/v1/algoOpenOrders (symbol)."""
+        spec = self.spec(p)
+        algos = self.open_algos_of(key, spec.symbol)
+        for a in algos:
+            self._cancel_algo(key, a, now)
+        self._persist(key, algos=algos)
+        return {"code": 200, "msg": "The operation of cancel all open order is done."}
+
+    def check_algos(self, symbol: str, now: int, prints=()) -> None:
+        """Trigger the open algo orders of ``symbol`` whose condition is met: CONTRACT_PRICE
+        ones by ``prints`` (trade prices, in order) or else the last trade price, MARK_PRICE
+        ones by the mark. Oldest first; each places its order at once."""
+        book = self.open_algos.get(symbol)
+        if not book:
+            return
+        mark = self.feed.mark(symbol)
+        contract = list(prints) or [self.contract_price(symbol)]
+        for a in sorted(book.values(), key=lambda a: a.algo_id):
+            if not a.open:
+                continue
+            prices = [mark] if a.working_type == "MARK_PRICE" else contract
+            if any(a.triggered_by(px) for px in prices):
+                self._trigger(a, now)
+
+    def _trigger(self, a: AlgoOrder, now: int) -> None:
+        """The trigger: TRIGGERING, then the order in the matching engine (TRIGGERED, and
+        FINISHED once that order is done), or REJECTED when the engine refuses it."""
+        key = self.algos[a.algo_id][0]
+        spec = self.specs[a.symbol]
+        self.open_algos[a.symbol].pop(a.algo_id, None)
+        a.status = "TRIGGERING"
+        a.trigger_time = a.update_time = now
+        self.user_sink(key, algomod.algo_update(spec, a, now))
+        qty = a.qty
+        if a.close_position:
+            pos = self.account(key).position(a.symbol).qty
+            qty = abs(pos) if pos and (pos > 0) == (a.side == "SELL") else 0
+        if qty <= 0:
+            self._reject_algo(key, a, now, "Reduce Only reject")
+            return
+        params = {"symbol": a.symbol, "side": a.side, "quantity": spec.fmt_qty(qty),
+                  "reduceOnly": "true" if a.reduce_only else "false",
+                  "newClientOrderId": a.client_algo_id, "newOrderRespType": "RESULT"}
+        if a.order_type in algomod.MARKET_KINDS:
+            params["type"] = "MARKET"
+        else:
+            params.update(type="LIMIT", price=spec.fmt_price(a.price), timeInForce=a.tif)
+        try:
+            self.new_order(key, params, now, unique_id=False, algo=a)
+        except errors.ApiError as exc:
+            self._reject_algo(key, a, now, exc.msg)
+
+    def _reject_algo(self, key: str, a: AlgoOrder, now: int, reason: str) -> None:
+        a.status = "REJECTED"
+        a.reason = reason
+        a.update_time = now
+        self.user_sink(key, algomod.algo_update(self.specs[a.symbol], a, now))
+        self._persist(key, algos=[a])
+
+    def _algo_done(self, key: str, order: Order, now: int) -> list[AlgoOrder]:
+        """FINISHED for the algo order that placed ``order``, once that order is done."""
+        aid = self.algo_of_order.get(order.order_id)
+        if aid is None or order.open:
+            return []
+        a = self.algos[aid][1]
+        if a.status != "TRIGGERED":
+            return []
+        a.status = "FINISHED"
+        a.update_time = now
+        self.user_sink(key, algomod.algo_update(self.specs[a.symbol], a, now, order))
+        return [a]
+
+
+def _random_id() -> str:
+    return "".join(secrets.choice(_ALNUM) for _ in range(22))
 
 
 def _print_qty(spec: SymbolSpec, text: str) -> int:

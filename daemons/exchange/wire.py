@@ -31,9 +31,10 @@ def order_json(spec: SymbolSpec, o: Order, with_time: bool = True) -> dict:
         "origQty": spec.fmt_qty(o.qty), "executedQty": spec.fmt_qty(o.executed),
         "cumQty": spec.fmt_qty(o.executed), "cumQuote": dec(o.cum_quote, spec.pp + spec.qp),
         "timeInForce": o.tif, "type": o.type, "reduceOnly": o.reduce_only,
-        "closePosition": False, "side": o.side, "positionSide": o.position_side,
-        "stopPrice": spec.fmt_price(0), "workingType": "CONTRACT_PRICE", "priceProtect": False,
-        "origType": o.type, "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_MAKER",
+        "closePosition": o.close_position, "side": o.side, "positionSide": o.position_side,
+        "stopPrice": spec.fmt_price(o.stop_price), "workingType": o.working_type,
+        "priceProtect": False, "origType": o.orig_type or o.type, "priceMatch": "NONE",
+        "selfTradePreventionMode": "EXPIRE_MAKER",
         "goodTillDate": 0, "updateTime": o.update_time,
     }
     if with_time:
@@ -48,10 +49,11 @@ def order_update(spec: SymbolSpec, o: Order, x: str, now: int, last_qty: int = 0
     o_ = {
         "s": o.symbol, "c": o.client_order_id, "S": o.side, "o": o.type, "f": o.tif,
         "q": spec.fmt_qty(o.qty), "p": spec.fmt_price(o.price), "ap": avg_str(spec, o),
-        "sp": spec.fmt_price(0), "x": x, "X": o.status, "i": o.order_id,
+        "sp": spec.fmt_price(o.stop_price), "x": x, "X": o.status, "i": o.order_id,
         "l": spec.fmt_qty(last_qty), "z": spec.fmt_qty(o.executed), "L": spec.fmt_price(last_price),
         "T": now, "t": trade_id, "b": "0", "a": "0", "m": maker, "R": o.reduce_only,
-        "wt": "CONTRACT_PRICE", "ot": o.type, "ps": o.position_side, "cp": False,
+        "wt": o.working_type, "ot": o.orig_type or o.type, "ps": o.position_side,
+        "cp": o.close_position,
         "rp": dec(realized), "pP": False, "si": 0, "ss": 0, "V": "EXPIRE_MAKER", "pm": "NONE",
         "gtd": 0, "er": er,
     }
