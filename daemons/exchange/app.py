@@ -166,6 +166,14 @@ class Exchange:
                 self.hub.publish(lk, expired_event(lk, now))
                 self.log.info("listenkey-expired")
 
+    async def _countdown_loop(self) -> None:
+        """The dead-man switches: checked every 10 ms, as Binance says it does."""
+        while True:
+            await asyncio.sleep(0.01)
+            if self.venue.countdowns:
+                for key, sym, n in self.venue.expire_countdowns(now_ms()):
+                    self.log.info("countdown-cancel", symbol=sym, orders=n)
+
     def _user_event(self, api_key: str, event: dict) -> None:
         lk = self.listen_keys.active(api_key, now_ms())
         if lk is not None:
@@ -201,6 +209,7 @@ class Exchange:
             ("GET", "/fapi/v1/openAlgoOrders"): (SIGNED, lambda k, p, t: v.open_algo_orders(k, p)),
             ("GET", "/fapi/v1/allAlgoOrders"): (SIGNED, lambda k, p, t: v.all_algo_orders(k, p)),
             ("DELETE", "/fapi/v1/algoOpenOrders"): (SIGNED, v.cancel_all_algos),
+            ("POST", "/fapi/v1/countdownCancelAll"): (SIGNED, v.countdown_cancel_all),
             ("POST", "/fapi/v1/leverage"): (SIGNED, lambda k, p, t: v.set_leverage(k, p)),
             ("GET", "/fapi/v1/leverageBracket"): (SIGNED, lambda k, p, t: v.leverage_bracket(k, p)),
             ("GET", "/fapi/v2/positionRisk"): (SIGNED, lambda k, p, t: v.position_risk(k, p, 2)),
@@ -494,7 +503,8 @@ class Exchange:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._market_loop()),
                        loop.create_task(self._mark_loop()),
-                       loop.create_task(self._listen_key_loop())]
+                       loop.create_task(self._listen_key_loop()),
+                       loop.create_task(self._countdown_loop())]
         self._tasks += [loop.create_task(self._depth_loop(ms)) for ms in DEPTH_SPEEDS.values()]
 
     async def stop(self) -> None:

@@ -82,6 +82,7 @@ class Venue:
         self.next_order_id = 4_000_000_001
         self.next_trade_id = 700_000_001
         self.next_algo_id = 3_000_001
+        self.countdowns: dict[tuple[str, str], int] = {}   # (key, symbol) -> deadline ms
         self.user_sink = lambda api_key, event: None
         self.public_sink = lambda events: None
         self._load()
@@ -620,6 +621,31 @@ class Venue:
                  "maxWithdrawAmount": d(max(Decimal(0), min(m["available"], m["wallet"]))),
                  "marginAvailable": True, "updateTime": acct.update_time}]
 
+
+    # --- dead-man switch ---------------------------------------------------------------------
+    def countdown_cancel_all(self, key: str, p: dict, now: int) -> dict:
+        """POST /fapi/v1/countdownCancelAll: symbol, countdownTime (ms; 0 stops the timer). Each
+        call replaces the running countdown of the key's symbol."""
+        spec = self.spec(p)
+        _required(p, "countdownTime")
+        ms = _int(p, "countdownTime")
+        if ms < 0:
+            raise errors.illegal_chars("countdownTime", "^[0-9]{1,20}$")
+        if ms == 0:
+            self.countdowns.pop((key, spec.symbol), None)
+        else:
+            self.countdowns[(key, spec.symbol)] = now + ms
+        return {"symbol": spec.symbol, "countdownTime": str(ms)}
+
+    def expire_countdowns(self, now: int) -> list[tuple[str, str, int]]:
+        """Cancel every open order of the (key, symbol) whose countdown ran out (algo orders are
+        kept, as on Binance: see docs/exchange.md); returns (key, symbol, orders canceled)."""
+        out = []
+        for (key, sym), deadline in list(self.countdowns.items()):
+            if deadline <= now:
+                del self.countdowns[(key, sym)]
+                out.append((key, sym, self.cancel_symbol_orders(key, sym, now)))
+        return out
 
     # --- algo orders -------------------------------------------------------------------------
     def contract_price(self, symbol: str) -> int:
