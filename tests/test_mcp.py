@@ -342,6 +342,39 @@ def test_read_tools_say_what_the_spools_and_status_say(finished):
     assert report["period"] == pnl["date"] and "Net PnL" in report["summary"]
 
 
+def test_streamable_http_on_loopback(finished):
+    from mcp import Client
+
+    home, port = finished["home"], free_port()
+    proc = subprocess.Popen(OFI + ["mcp", "--config", finished["cfg_off"], "--home", str(home),
+                                   "--http", str(port)], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait(lambda: _listening(port), 20, "the HTTP server listening")
+
+        async def main():
+            async with Client(f"http://127.0.0.1:{port}/mcp", read_timeout_seconds=30) as c:
+                return await c.list_tools(), await c.call_tool("get_position", {})
+
+        tools, pos = anyio.run(main)
+        assert {t.name for t in tools.tools} == READ_TOOLS | WRITE_TOOLS
+        assert _ok(pos)["positions"][0]["symbol"] == "BTCUSDT"
+        assert _records(home, "audit")[-1]["transport"] == "http"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+
+
+def _listening(port) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.2).close()
+        return True
+    except OSError:
+        return False
+
+
 def test_every_call_is_audited_and_nothing_secret_leaks(finished):
     home = finished["home"]
     _session_calls(finished["cfg_on"], home, [("halt", {"reason": "end of the test"})])
@@ -356,3 +389,4 @@ def test_every_call_is_audited_and_nothing_secret_leaks(finished):
                     for r in _records(home, t)]
     for blob in blobs:
         assert KEY not in blob and SECRET not in blob
+
