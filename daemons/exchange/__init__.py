@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from decimal import Decimal, InvalidOperation
 
 from .. import config as configmod
 from ..log import Logger
@@ -74,6 +75,12 @@ def build_parser(prog: str = "ofi exchange") -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the simulated market and of the faults")
     p.add_argument("--state", metavar="DIR", help="keep accounts and orders in DIR across restarts")
     p.add_argument("--balance", type=float, help="starting USDT balance of an account")
+    p.add_argument("--funding-interval-s", type=float, metavar="S",
+                   help="seconds between funding times (default 28800 = 8 h, as on Binance; "
+                        "e.g. 10 to see several payments in a test)")
+    p.add_argument("--funding-rate", metavar="RATE",
+                   help="funding rate charged at every funding time (default 0.0001 = 0.01 %%; "
+                        "positive: longs pay shorts)")
     p.add_argument("--config", help="YAML file overriding etc/defaults.yaml")
     p.add_argument("--home", help="runtime directory for the heartbeat (default $OFI_HOME, else ./var)")
     p.add_argument("--sink", help=argparse.SUPPRESS)
@@ -108,6 +115,16 @@ def settings_from(args, cfg: dict) -> dict:
                 not (args.symbols and len(symbols) == 1):
             raise ValueError(f"{f}: CSV files carry no symbol and the name starts with none: "
                              "give one with --symbols SYM")
+    interval = float(args.funding_interval_s if args.funding_interval_s is not None
+                     else ex.get("funding_interval_s", 28800.0))
+    if interval < 0.5:
+        raise ValueError("--funding-interval-s must be at least 0.5")
+    rate = str(args.funding_rate if args.funding_rate is not None else ex.get("funding_rate", "0.0001"))
+    try:
+        if not abs(Decimal(rate)) < 1:
+            raise InvalidOperation
+    except InvalidOperation:
+        raise ValueError(f"--funding-rate wants a rate such as 0.0001, not '{rate}'") from None
     fault_text = args.faults if args.faults is not None else ex["faults"]
     seed = args.seed if args.seed is not None else ex["seed"]
     return {
@@ -122,6 +139,8 @@ def settings_from(args, cfg: dict) -> dict:
         "seed": seed,
         "state_dir": args.state or ex["state_dir"],
         "balance": args.balance if args.balance is not None else ex["balance_usdt"],
+        "funding_interval_s": interval,
+        "funding_rate": rate,
         "home": str(configmod.home_of(cfg)),
         "heartbeat_s": float(configmod.get(cfg, "daemon.heartbeat_s", 1.0)),
     }

@@ -38,6 +38,11 @@ class Account:
     positions: dict[str, Position] = field(default_factory=dict)
     leverage: dict[str, int] = field(default_factory=dict)
     update_time: int = 0
+    margin_type: dict[str, str] = field(default_factory=dict)   # symbol -> ISOLATED (CROSSED: absent)
+    dual_side: bool = False                                       # hedge mode flag (stored only)
+
+    def isolated(self, symbol: str) -> bool:
+        return self.margin_type.get(symbol) == "ISOLATED"
 
     def position(self, symbol: str) -> Position:
         pos = self.positions.get(symbol)
@@ -110,7 +115,8 @@ class Account:
 
     def to_state(self) -> dict:
         return {"balance": str(self.balance), "update_time": self.update_time,
-                "leverage": dict(self.leverage),
+                "leverage": dict(self.leverage), "margin_type": dict(self.margin_type),
+                "dual_side": self.dual_side,
                 "positions": {s: {"qty": p.qty, "entry": str(p.entry), "realized": str(p.realized),
                                   "update_time": p.update_time}
                               for s, p in self.positions.items()}}
@@ -118,7 +124,8 @@ class Account:
     @classmethod
     def from_state(cls, d: dict) -> "Account":
         acct = cls(balance=Decimal(d["balance"]), leverage=dict(d.get("leverage", {})),
-                   update_time=d.get("update_time", 0))
+                   update_time=d.get("update_time", 0),
+                   margin_type=dict(d.get("margin_type", {})), dual_side=d.get("dual_side", False))
         for s, p in d.get("positions", {}).items():
             acct.positions[s] = Position(qty=p["qty"], entry=Decimal(p["entry"]),
                                          realized=Decimal(p["realized"]),

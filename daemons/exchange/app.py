@@ -17,7 +17,7 @@ from decimal import Decimal
 import orjson
 from aiohttp import WSMsgType, web
 
-from . import errors, filters, signing
+from . import errors, filters, signing, wire
 from .faults import FaultPlan
 from .market import SimFeed
 from .ratelimit import RateLimiter, weight
@@ -61,7 +61,9 @@ class Exchange:
         self.store = StateStore(settings.get("state_dir"))
         self.credentials = dict(settings["credentials"])
         self.venue = Venue(specs, self.feed, self.credentials,
-                           Decimal(str(settings.get("balance", 10000))), self.store)
+                           Decimal(str(settings.get("balance", 10000))), self.store,
+                           funding_interval_s=settings.get("funding_interval_s", 28800.0),
+                           funding_rate=Decimal(str(settings.get("funding_rate", "0.0001"))))
         self.venue.user_sink = self._user_event
         self.venue.public_sink = self._route
         self.hub = Hub(self.faults)
@@ -140,8 +142,18 @@ class Exchange:
             await asyncio.sleep(ms / 1000 - (time.time() * 1000 % ms) / 1000)
             self._flush_depth(ms)
 
+    def mark_event(self, sym: str, now: int) -> dict:
+        """A markPriceUpdate: mark = index = estimated settle price = the book's mid (rounded
+        down to a tick), so the premium is 0 and the funding rate is the configured one."""
+        spec = self.specs[sym]
+        mark = wire.dec(self.venue.mark_dec(sym))
+        return {"e": "markPriceUpdate", "E": now, "s": sym, "p": mark, "ap": mark,
+                "i": mark, "P": mark, "r": wire.dec(self.venue.funding_rate),
+                "T": self.venue.next_funding_time(now)}
+
     async def _mark_loop(self) -> None:
-        """markPriceUpdate every second (sim; replays publish their recorded ones)."""
+        """markPriceUpdate every second (<s>@markPrice@1s) and every third (<s>@markPrice) with
+        the sim feed; replays publish their recorded ones."""
         tick = 0
         while True:
             await asyncio.sleep(1.0 - time.time() % 1.0)
@@ -149,14 +161,26 @@ class Exchange:
             if not self.feed.live:
                 continue
             now = now_ms()
-            nxt = (now // 28800000 + 1) * 28800000
-            for sym, spec in self.specs.items():
-                mark = spec.fmt_price(self.feed.mark(sym))
-                ev = {"e": "markPriceUpdate", "E": now, "s": sym, "p": mark, "ap": mark, "P": mark,
-                      "i": mark, "r": "0.00010000", "T": nxt}
-                self.hub.publish(f"{sym.lower()}@markPrice@1s", ev)
+            for sym in self.specs:
+                s = sym.lower()
+                if not (self.hub.has(f"{s}@markPrice@1s") or self.hub.has(f"{s}@markPrice")):
+                    continue
+                ev = self.mark_event(sym, now)
+                self.hub.publish(f"{s}@markPrice@1s", ev)
                 if tick % 3 == 0:
-                    self.hub.publish(f"{sym.lower()}@markPrice", ev)
+                    self.hub.publish(f"{s}@markPrice", ev)
+
+    async def _funding_loop(self) -> None:
+        """Funding at every funding time (--funding-interval-s; Binance: 8 h)."""
+        while True:
+            now = now_ms()
+            due = self.venue.next_funding_time(now)
+            await asyncio.sleep(max(0.0, (due - now) / 1000))
+            while now_ms() < due:
+                await asyncio.sleep(0.001)
+            rows = self.venue.charge_funding(due)
+            if rows:
+                self.log.info("funding", time=due, payments=len(rows))
 
     async def _listen_key_loop(self) -> None:
         while True:
@@ -210,6 +234,7 @@ class Exchange:
             ("GET", "/fapi/v1/allAlgoOrders"): (SIGNED, lambda k, p, t: v.all_algo_orders(k, p)),
             ("DELETE", "/fapi/v1/algoOpenOrders"): (SIGNED, v.cancel_all_algos),
             ("POST", "/fapi/v1/countdownCancelAll"): (SIGNED, v.countdown_cancel_all),
+            ("GET", "/fapi/v1/income"): (SIGNED, v.income_history),
             ("POST", "/fapi/v1/leverage"): (SIGNED, lambda k, p, t: v.set_leverage(k, p)),
             ("GET", "/fapi/v1/leverageBracket"): (SIGNED, lambda k, p, t: v.leverage_bracket(k, p)),
             ("GET", "/fapi/v2/positionRisk"): (SIGNED, lambda k, p, t: v.position_risk(k, p, 2)),
@@ -272,14 +297,14 @@ class Exchange:
         return rows[0] if spec else rows
 
     def premium_index(self, key, p, now):
+        """GET /fapi/v1/premiumIndex (one object with a symbol, else a list)."""
         spec = self.venue.spec(p, required=False)
-        nxt = (now // 28800000 + 1) * 28800000
-        rows = [{"symbol": s.symbol, "markPrice": s.fmt_price(self.feed.mark(s.symbol)),
-                 "indexPrice": s.fmt_price(self.feed.mark(s.symbol)),
-                 "estimatedSettlePrice": s.fmt_price(self.feed.mark(s.symbol)),
-                 "lastFundingRate": "0.00010000", "interestRate": "0.00010000",
-                 "nextFundingTime": nxt, "time": now}
-                for s in ([spec] if spec else [self.specs[x] for x in sorted(self.specs)])]
+        rows = []
+        for s in ([spec] if spec else [self.specs[x] for x in sorted(self.specs)]):
+            ev = self.mark_event(s.symbol, now)
+            rows.append({"symbol": s.symbol, "markPrice": ev["p"], "indexPrice": ev["i"],
+                         "estimatedSettlePrice": ev["P"], "lastFundingRate": ev["r"],
+                         "interestRate": "0.00010000", "nextFundingTime": ev["T"], "time": now})
         return rows[0] if spec else rows
 
     def _authenticate(self, security: str, request, query: str, body: str, params: dict,
@@ -504,7 +529,8 @@ class Exchange:
         self._tasks = [loop.create_task(self._market_loop()),
                        loop.create_task(self._mark_loop()),
                        loop.create_task(self._listen_key_loop()),
-                       loop.create_task(self._countdown_loop())]
+                       loop.create_task(self._countdown_loop()),
+                       loop.create_task(self._funding_loop())]
         self._tasks += [loop.create_task(self._depth_loop(ms)) for ms in DEPTH_SPEEDS.values()]
 
     async def stop(self) -> None:

@@ -62,8 +62,13 @@ class Venue:
     """Orders, fills, positions and balances of every API key."""
 
     def __init__(self, specs: dict[str, SymbolSpec], feed, credentials: dict[str, str],
-                 balance: Decimal = Decimal("10000"), store: StateStore | None = None):
+                 balance: Decimal = Decimal("10000"), store: StateStore | None = None,
+                 funding_interval_s: float = 28800.0, funding_rate: Decimal = Decimal("0.0001")):
         self.specs = specs
+        self.funding_interval_ms = max(1, int(round(funding_interval_s * 1000)))
+        self.funding_rate = Decimal(funding_rate)
+        self.income: dict[str, list[dict]] = {}
+        self.next_tran_id = 9_000_000_001
         self.feed = feed
         self.credentials = dict(credentials)
         self.start_balance = Decimal(balance)
@@ -83,6 +88,7 @@ class Venue:
         self.next_trade_id = 700_000_001
         self.next_algo_id = 3_000_001
         self.countdowns: dict[tuple[str, str], int] = {}   # (key, symbol) -> deadline ms
+        self._income_dirty: list[tuple[str, dict]] = []
         self.user_sink = lambda api_key, event: None
         self.public_sink = lambda events: None
         self._load()
@@ -97,6 +103,7 @@ class Venue:
         self.next_order_id = counters.get("next_order_id", self.next_order_id)
         self.next_trade_id = counters.get("next_trade_id", self.next_trade_id)
         self.next_algo_id = counters.get("next_algo_id", self.next_algo_id)
+        self.next_tran_id = counters.get("next_tran_id", self.next_tran_id)
         for k, v in kv.items():
             if k.startswith("account:"):
                 self.accounts[k[len("account:"):]] = Account.from_state(v)
@@ -110,6 +117,8 @@ class Venue:
                 self.open_cids.setdefault((key, o.symbol, o.client_order_id), o.order_id)
         for key, t in st["trades"]:
             self.trades.setdefault(key, []).append(t)
+        for key, row in st.get("income", []):
+            self.income.setdefault(key, []).append(row)
         for key, ad in st.get("algo_orders", []):
             a = AlgoOrder.from_state(ad)
             if a.symbol not in self.specs:
@@ -127,6 +136,7 @@ class Venue:
 
     def _persist(self, key: str, orders=(), trades=(), algos=()) -> None:
         st = self.store
+        income = self._flush_income(key)
         if st.db is None:
             return
         for o in orders:
@@ -135,9 +145,11 @@ class Venue:
             st.put_trade(key, t["id"], t)
         for a in algos:
             st.put_row("algo_orders", key, a.algo_id, a.to_state())
+        for row in income:
+            st.put_row("income", key, row["tranId"], row)
         st.put(f"account:{key}", self.accounts[key].to_state())
         st.put("counters", {"next_order_id": self.next_order_id, "next_trade_id": self.next_trade_id,
-                            "next_algo_id": self.next_algo_id})
+                            "next_algo_id": self.next_algo_id, "next_tran_id": self.next_tran_id})
         st.commit()
 
     def account(self, key: str) -> Account:
@@ -309,6 +321,22 @@ class Venue:
         if need > m["available"]:
             raise errors.margin_insufficient()
 
+    def _add_income(self, key: str, symbol: str, kind: str, amount: Decimal, now: int,
+                    trade_id: str = "") -> dict:
+        """An income record (REALIZED_PNL, COMMISSION, FUNDING_FEE), saved with the next
+        :meth:`_persist` of the key."""
+        row = wire.income_row(self.next_tran_id, symbol, kind, amount, now, trade_id)
+        self.next_tran_id += 1
+        self.income.setdefault(key, []).append(row)
+        self._income_dirty.append((key, row))
+        return row
+
+    def _flush_income(self, key: str) -> list[dict]:
+        rows = [r for k, r in self._income_dirty if k == key]
+        if rows:
+            self._income_dirty = [(k, r) for k, r in self._income_dirty if k != key]
+        return rows
+
     def _execute(self, key: str, order: Order, fills, maker: bool, now: int) -> list[dict]:
         """Book executions on the order and the account; emit the user events."""
         spec = self.specs[order.symbol]
@@ -329,6 +357,10 @@ class Venue:
                  "positionSide": "BOTH", "buyer": order.side == "BUY", "maker": maker}
             self.trades.setdefault(key, []).append(t)
             trades.append(t)
+            if realized:
+                self._add_income(key, spec.symbol, "REALIZED_PNL", realized, now, str(tid))
+            if commission:
+                self._add_income(key, spec.symbol, "COMMISSION", -commission, now, str(tid))
             self.user_sink(key, wire.order_update(spec, order, "TRADE", now, qty, price, commission,
                                                   tid, maker, realized))
         if trades:
@@ -621,6 +653,55 @@ class Venue:
                  "maxWithdrawAmount": d(max(Decimal(0), min(m["available"], m["wallet"]))),
                  "marginAvailable": True, "updateTime": acct.update_time}]
 
+
+    # --- mark price and funding ---------------------------------------------------------------
+    def next_funding_time(self, now: int) -> int:
+        """The next funding time after ``now``: the multiples of the interval since the epoch
+        (8 h: 00:00, 08:00 and 16:00 UTC, as on Binance)."""
+        return (now // self.funding_interval_ms + 1) * self.funding_interval_ms
+
+    def charge_funding(self, now: int) -> list[dict]:
+        """Funding at ``now``: every open position pays (or receives) its value at the mark
+        times the rate; longs pay a positive rate. Per payment: the wallet, a FUNDING_FEE income
+        row and an ACCOUNT_UPDATE (m FUNDING_FEE; the balance only for a cross position, the
+        position too for an isolated one). Returns the income rows."""
+        out = []
+        for key in sorted(self.accounts):
+            acct = self.accounts[key]
+            paid = False
+            for sym in sorted(acct.positions):
+                pos = acct.positions[sym]
+                if not pos.qty or sym not in self.specs:
+                    continue
+                spec = self.specs[sym]
+                mark = self.mark_dec(sym)
+                amount = -(spec.qty_dec(pos.qty) * mark * self.funding_rate).quantize(Decimal("1e-8"))
+                if not amount:
+                    continue
+                acct.balance += amount
+                acct.update_time = now
+                out.append(self._add_income(key, sym, "FUNDING_FEE", amount, now))
+                paid = True
+                shown = [(spec, pos, mark)] if acct.isolated(sym) else []
+                self.user_sink(key, wire.account_update(acct, shown, now, "FUNDING_FEE", bc=amount))
+            if paid:
+                self._persist(key)
+        return out
+
+    def income_history(self, key: str, p: dict, now: int) -> list:
+        """GET /fapi/v1/income: symbol, incomeType, startTime, endTime (inclusive; neither: the
+        last 7 days), page (from 1), limit (100, max 1000); oldest first."""
+        spec = self.spec(p, required=False)
+        kind = str(p.get("incomeType") or "").upper()
+        start, end = _int(p, "startTime"), _int(p, "endTime")
+        if start is None and end is None:
+            start = now - 7 * 86_400_000
+        limit = min(max(_int(p, "limit", 100), 1), 1000)
+        page = max(_int(p, "page", 1), 1)
+        rows = [r for r in self.income.get(key, [])
+                if (spec is None or r["symbol"] == spec.symbol) and (not kind or r["incomeType"] == kind)
+                and (start is None or r["time"] >= start) and (end is None or r["time"] <= end)]
+        return rows[(page - 1) * limit:page * limit]
 
     # --- dead-man switch ---------------------------------------------------------------------
     def countdown_cancel_all(self, key: str, p: dict, now: int) -> dict:

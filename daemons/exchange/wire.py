@@ -78,7 +78,8 @@ def position_v2(spec: SymbolSpec, pos: Position, acct: Account, mark: Decimal) -
         "markPrice": dec(mark), "unRealizedProfit": dec(pos.unrealized(spec, mark)),
         "liquidationPrice": dec(liquidation_estimate(spec, pos, acct.balance)),
         "leverage": str(acct.lev(spec.symbol)), "maxNotionalValue": _max_notional(acct.lev(spec.symbol)),
-        "marginType": "cross", "isolatedMargin": "0.00000000", "isAutoAddMargin": "false",
+        "marginType": "isolated" if acct.isolated(spec.symbol) else "cross",
+        "isolatedMargin": "0.00000000", "isAutoAddMargin": "false",
         "positionSide": "BOTH", "notional": dec(notional), "isolatedWallet": "0",
         "updateTime": pos.update_time,
     }
@@ -119,15 +120,18 @@ def _max_notional(lev: int) -> str:
 
 
 def account_update(acct: Account, positions: list[tuple[SymbolSpec, Position, Decimal]],
-                   now: int, reason: str = "ORDER") -> dict:
-    """An ACCOUNT_UPDATE user-stream event (changed positions only)."""
+                   now: int, reason: str = "ORDER", bc: Decimal = Decimal(0)) -> dict:
+    """An ACCOUNT_UPDATE user-stream event (changed positions only; ``bc``: the balance change
+    other than PnL and commission, e.g. a funding fee)."""
     return {"e": "ACCOUNT_UPDATE", "E": now, "T": now, "a": {
         "m": reason,
-        "B": [{"a": "USDT", "wb": dec(acct.balance), "cw": dec(acct.balance), "bc": "0"}],
+        "B": [{"a": "USDT", "wb": dec(acct.balance), "cw": dec(acct.balance),
+               "bc": dec(bc) if bc else "0"}],
         "P": [{"s": spec.symbol, "pa": spec.fmt_qty(pos.qty),
                "ep": dec(pos.entry, spec.pp + 5) if pos.qty else "0",
                "bep": dec(_break_even(pos), spec.pp + 5) if pos.qty else "0",
-               "cr": dec(pos.realized), "up": dec(pos.unrealized(spec, mark)), "mt": "cross",
+               "cr": dec(pos.realized), "up": dec(pos.unrealized(spec, mark)),
+               "mt": "isolated" if acct.isolated(spec.symbol) else "cross",
                "iw": "0", "ps": "BOTH"} for spec, pos, mark in positions],
     }}
 
@@ -148,3 +152,10 @@ def leverage_bracket(symbol: str) -> dict:
         {"bracket": b, "initialLeverage": lev, "notionalCap": cap, "notionalFloor": floor,
          "maintMarginRatio": float(mmr), "cum": float(cum)}
         for b, lev, cap, floor, mmr, cum in LEVERAGE_BRACKETS]}
+
+
+def income_row(tran_id: int, symbol: str, kind: str, amount: Decimal, now: int,
+               trade_id: str = "") -> dict:
+    """One GET /fapi/v1/income row."""
+    return {"symbol": symbol, "incomeType": kind, "income": dec(amount), "asset": "USDT",
+            "info": kind, "time": now, "tranId": tran_id, "tradeId": trade_id}
