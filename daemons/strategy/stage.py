@@ -8,6 +8,8 @@ Signals older than ``strategy.max_signal_age_ms`` (wall clock) are observed, not
 ``stale_signals`` log line per run of them). While a position is held, ``tick`` runs the core's
 timer about every 250 ms: stop and time exits fire even when no signal comes. The position is
 the broker's (its ``positions`` records) plus the orders it has not finished (see ``core.py``).
+An operator's approval of an order proposed through ``ofi mcp`` (``decisions`` topic) becomes an
+intent after the same risk check, or a ``cancel`` intent (``StrategyCore.on_decision``).
 
 Restart safety. The strategy's view (position per symbol, the broker's last record, our intents
 it had not handled, ...) is saved in ``<home>/state/strategy.json`` with the last signal,
