@@ -303,8 +303,10 @@ class Venue:
         return ack
 
     def _check_position_side(self, key: str, p: dict) -> None:
-        """One-way positions only: ``positionSide`` BOTH (or none); LONG/SHORT -4061."""
-        if str(p.get("positionSide") or "BOTH").upper() != "BOTH":
+        """One-way positions only: ``positionSide`` BOTH (or none); LONG/SHORT -4061. Hedge
+        positions are not simulated, so with the hedge-mode flag on (POST positionSide/dual)
+        every new order is -4061: BOTH does not match that setting, LONG/SHORT would need it."""
+        if str(p.get("positionSide") or "BOTH").upper() != "BOTH" or self.account(key).dual_side:
             raise errors.position_side_mismatch()
 
     def _check_margin(self, key, acct, spec, side, qty, price, plan, mark) -> None:
@@ -533,7 +535,7 @@ class Venue:
         return out[:limit] if from_id is not None else out[-limit:]
 
     # --- account -----------------------------------------------------------------------------
-    def set_leverage(self, key: str, p: dict) -> dict:
+    def set_leverage(self, key: str, p: dict, now: int = 0) -> dict:
         """POST /fapi/v1/leverage."""
         spec = self.spec(p)
         raw = _required(p, "leverage")
@@ -546,7 +548,61 @@ class Venue:
         acct = self.account(key)
         acct.leverage[spec.symbol] = lev
         self._persist(key)
+        self.user_sink(key, {"e": "ACCOUNT_CONFIG_UPDATE", "E": now, "T": now,
+                             "ac": {"s": spec.symbol, "l": lev}})
         return {"leverage": lev, "maxNotionalValue": wire._max_notional(lev), "symbol": spec.symbol}
+
+    def _has_open(self, key: str, symbol: str | None = None) -> bool:
+        return bool(self.open_orders_of(key, symbol) or self.open_algos_of(key, symbol))
+
+    def _has_position(self, key: str, symbol: str | None = None) -> bool:
+        return any(pos.qty for sym, pos in self.account(key).positions.items()
+                   if symbol in (None, sym))
+
+    def set_margin_type(self, key: str, p: dict, now: int) -> dict:
+        """POST /fapi/v1/marginType: ISOLATED | CROSSED per symbol. Stored and reported
+        (positionRisk marginType, account isolated, ACCOUNT_UPDATE mt); margin itself is still
+        computed as cross (no isolated wallet)."""
+        spec = self.spec(p)
+        mt = _required(p, "marginType").upper()
+        if mt == "CROSS":
+            mt = "CROSSED"
+        if mt not in ("ISOLATED", "CROSSED"):
+            raise errors.invalid_param("marginType")
+        acct = self.account(key)
+        if ("ISOLATED" if acct.isolated(spec.symbol) else "CROSSED") == mt:
+            raise errors.ApiError(-4046, "No need to change margin type.")
+        if self._has_open(key, spec.symbol):
+            raise errors.ApiError(-4047, "Margin type cannot be changed if there exists open orders.")
+        if self._has_position(key, spec.symbol):
+            raise errors.ApiError(-4048, "Margin type cannot be changed if there exists position.")
+        if mt == "ISOLATED":
+            acct.margin_type[spec.symbol] = mt
+        else:
+            acct.margin_type.pop(spec.symbol, None)
+        acct.update_time = now
+        self._persist(key)
+        return {"code": 200, "msg": "success"}
+
+    def position_mode(self, key: str) -> dict:
+        """GET /fapi/v1/positionSide/dual."""
+        return {"dualSidePosition": self.account(key).dual_side}
+
+    def set_position_mode(self, key: str, p: dict, now: int) -> dict:
+        """POST /fapi/v1/positionSide/dual: the hedge-mode flag of every symbol, stored (see
+        :meth:`_check_position_side` for what it does to new orders)."""
+        dual = _bool({"dualSidePosition": _required(p, "dualSidePosition")}, "dualSidePosition")
+        acct = self.account(key)
+        if acct.dual_side == dual:
+            raise errors.ApiError(-4059, "No need to change position side.")
+        if self._has_open(key):
+            raise errors.ApiError(-4067, "Position side cannot be changed if there exists open orders.")
+        if self._has_position(key):
+            raise errors.ApiError(-4068, "Position side cannot be changed if there exists position.")
+        acct.dual_side = dual
+        acct.update_time = now
+        self._persist(key)
+        return {"code": 200, "msg": "success"}
 
     def leverage_bracket(self, key: str, p: dict):
         """GET /fapi/v1/leverageBracket (a list; one object when a symbol is given)."""
@@ -627,7 +683,7 @@ class Venue:
                    "notional": d(notional), "isolatedWallet": "0", "initialMargin": d(pim + im),
                    "maintMargin": d(abs(notional) * Decimal("0.004")), "updateTime": pos.update_time}
             if version == 2:
-                row.update({"leverage": str(acct.lev(sym)), "isolated": False,
+                row.update({"leverage": str(acct.lev(sym)), "isolated": acct.isolated(sym),
                             "entryPrice": d(pos.entry, spec.pp + 5) if pos.qty else "0.0",
                             "breakEvenPrice": "0.0", "maxNotional": wire._max_notional(acct.lev(sym)),
                             "positionInitialMargin": d(pim), "openOrderInitialMargin": d(im),
