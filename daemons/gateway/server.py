@@ -258,6 +258,15 @@ class Gateway:
         self.cfg = cfg
         self.home = str(configmod.home_of(cfg))
         self.sec = cfg["mcp"]
+        for key in ("calls_per_minute", "proposal_ttl_s", "decision_max_age_s"):
+            if self.sec[key] < 0:
+                raise configmod.ConfigError(f"config: key 'mcp.{key}' must be >= 0 (0 = off)")
+        if self.sec["max_rows"] < 1:
+            raise configmod.ConfigError("config: key 'mcp.max_rows' must be >= 1")
+        if not P.CLIENT_ID_RE.match(f"{self.sec['client_id_prefix']}-x") \
+                or len(self.sec["client_id_prefix"]) > 8 or "-" in self.sec["client_id_prefix"]:
+            raise configmod.ConfigError("config: key 'mcp.client_id_prefix' must be 1-8 "
+                                        "characters of [.A-Z:/a-z0-9_]")
         self.symbols = tuple(cfg["symbols"])
         self.limits = risk.Limits.from_config(cfg["risk"])
         self.mode = cfg["broker"]["mode"]
@@ -497,7 +506,7 @@ class GatewayServer(MCPServer):
         t0 = time.monotonic()
         args = dict(arguments or {})
         result = None
-        if not self.gw.rate.allow(t0):
+        if name != "halt" and not self.gw.rate.allow(t0):   # stopping is never held back
             error, outcome = (f"rate limited: more than {self.gw.rate.per_minute} calls in a "
                               "minute (mcp.calls_per_minute); wait and call again", "rate_limited")
         else:
