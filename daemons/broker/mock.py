@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from decimal import Decimal
 
 import orjson
 
@@ -87,8 +88,10 @@ class MockGateway:
             self._next_order_id += 1
             self._next_trade_id += 1
             fee = order.qty * price * self.fee_bps / 10_000
+            realized = _realized(self.trades_by_symbol.get(order.symbol, []), order.side,
+                                 str(order.qty), str(price))
             trade = {"symbol": order.symbol, "id": tid, "orderId": oid, "side": order.side,
-                     "price": str(price), "qty": str(order.qty), "realizedPnl": "0",
+                     "price": str(price), "qty": str(order.qty), "realizedPnl": f"{realized:.8f}",
                      "quoteQty": str(order.qty * price), "commission": f"{fee:.8f}",
                      "commissionAsset": "USDT", "time": now, "buyer": order.side == "BUY",
                      "maker": False, "positionSide": "BOTH"}
@@ -148,3 +151,30 @@ class MockGateway:
             out.append({"type": "position", "symbol": s, "qty": round(qty, 12), "entry_price": None,
                         "realized_pnl": None, "unrealized_pnl": None, "mark_price": None})
         return out
+
+
+def _realized(trades, side: str, qty: str, price: str) -> Decimal:
+    """The realized PnL of a new fill against the one-way position that ``trades`` (oldest
+    first) built, as the venue computes it: the closed quantity times the move from the
+    position's average entry price (a flip opens the rest at the fill price)."""
+    pos, entry = Decimal(0), Decimal(0)
+    for t in trades:
+        q = Decimal(t["qty"]) * (1 if t["side"] == "BUY" else -1)
+        pos, entry, _ = _apply(pos, entry, q, Decimal(t["price"]))
+    q = Decimal(qty) * (1 if side == "BUY" else -1)
+    return _apply(pos, entry, q, Decimal(price))[2].quantize(Decimal("1e-8"))
+
+
+def _apply(pos: Decimal, entry: Decimal, q: Decimal, px: Decimal):
+    """(position, entry, realized) after a signed fill ``q`` at ``px``."""
+    if pos == 0 or (pos > 0) == (q > 0):
+        total = abs(pos) + abs(q)
+        return pos + q, (entry * abs(pos) + px * abs(q)) / total, Decimal(0)
+    closed = min(abs(q), abs(pos))
+    realized = closed * (px - entry) * (1 if pos > 0 else -1)
+    new = pos + q
+    if new == 0:
+        return new, Decimal(0), realized
+    if (new > 0) != (pos > 0):
+        return new, px, realized
+    return new, entry, realized
