@@ -27,7 +27,9 @@ DESCRIPTION = "Local Binance USD-M compatible exchange: REST and websocket on on
 EPILOG = """\
 REST (Binance's paths and JSON): /fapi/v1/{ping,time,exchangeInfo,depth,ticker/bookTicker,
 ticker/price,ticker/24hr,premiumIndex,order (POST/GET/DELETE),order/test,openOrder,openOrders,
-allOpenOrders (DELETE),allOrders,userTrades,leverage,leverageBracket,listenKey (POST/PUT/DELETE)},
+allOpenOrders (DELETE),allOrders,userTrades,algoOrder (POST/GET/DELETE),openAlgoOrders,
+allAlgoOrders,algoOpenOrders (DELETE),countdownCancelAll,income,leverage,marginType,
+positionSide/dual (GET/POST),leverageBracket,listenKey (POST/PUT/DELETE)},
 /fapi/v2|v3/{positionRisk,account,balance}. Parameters are read like Binance reads them: from
 the query string and, on POST/PUT/DELETE, from a form-urlencoded body (also one without a
 Content-Type), mixed as you like, the query string winning a clash; a parameter repeated within
@@ -38,11 +40,14 @@ Websocket on the same port: /ws/<stream>[/<stream>...], /stream?streams=a/b, the
 Streams: <s>@trade, <s>@aggTrade, <s>@bookTicker, !bookTicker, <s>@depth@0ms, <s>@depth@100ms,
 <s>@depth (250 ms), <s>@depth@500ms, <s>@depth5|10|20[@100ms|@500ms], <s>@markPrice[@1s], and the
 user data stream on a listenKey (/ws/<listenKey>, /private/ws?listenKey=...).
-Trading: MARKET and LIMIT (GTC, IOC, FOK, GTX), reduceOnly; one-way positions, cross margin,
-fees maker 0.02 % / taker 0.05 %. Market orders walk the book; a resting limit order fills as
-maker, at its price, by at most what the market trades through it (a print beyond its price),
-so it may fill in parts. A newClientOrderId is refused (-4116) only while an order with it is
-open. Balances start at --balance USDT per API key.
+Trading: MARKET and LIMIT (GTC, IOC, FOK, GTX), reduceOnly; algo orders STOP_MARKET,
+TAKE_PROFIT_MARKET, STOP, TAKE_PROFIT (closePosition, MARK_PRICE or CONTRACT_PRICE triggers,
+ALGO_UPDATE events); a dead-man switch; one-way positions (the hedge-mode flag is stored, orders
+are refused while it is on), cross margin (marginType stored), fees maker 0.02 % / taker 0.05 %,
+funding at every funding time (--funding-interval-s, --funding-rate) on the mark = the mid.
+Market orders walk the book; a resting limit order fills as maker, at its price, by at most what
+the market trades through it (a print beyond its price), so it may fill in parts. A newClientOrderId is refused (-4116) only while an order with it is
+open. Balances start at --balance USDT per API key. Details: docs/exchange.md.
 
 """ + faultsmod.HELP
 
