@@ -25,9 +25,6 @@ A line whose content does not fit its stream name (a depth message under a strea
 """
 from __future__ import annotations
 
-import multiprocessing
-import os
-import sys
 import zlib
 from itertools import chain
 
@@ -37,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..marketdata.book import APPLIED, BUFFERED, DROPPED, LocalBook, snapshot_top
+from ..marketdata.forked import DepthWorkerError, Worker, fork
 from ..marketdata.formats import FormatError, iter_line_chunks, stamp_divisor, symbol_from_path
 from ..signal import split
 from . import store
@@ -612,44 +610,23 @@ def _read_depth(paths, sink: Sink, symbol, stall, depth: DepthRows) -> dict:
 
 # -- the worker ---------------------------------------------------------------------------------
 
-class _Remote:
+class _Remote(Worker):
     """The main process's side of the depth worker."""
 
     def __init__(self, proc, conn):
-        self.proc = proc
-        self.conn = conn
+        super().__init__(proc, conn)
         self.end = None
 
     def poll(self) -> None:
         """Raise the worker's error as soon as it is there."""
         if self.end is None and self.conn.poll():
-            self._take(self._recv())
+            self._take(self.recv())
 
     def finish(self) -> dict:
         while self.end is None:
-            self._take(self._recv())
+            self._take(self.recv())
         self.proc.join(5)
         return self.end
-
-    def close(self) -> None:
-        proc = self.proc
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
-        else:
-            proc.join(5)
-        self.conn.close()
-
-    def _recv(self):
-        try:
-            return self.conn.recv()
-        except (EOFError, OSError):
-            self.proc.join(5)
-            raise split.DepthWorkerError("depth worker ended without its result "
-                                         f"(exit code {self.proc.exitcode})") from None
 
     def _take(self, msg) -> None:
         tag = msg[0]
@@ -662,72 +639,29 @@ class _Remote:
         elif tag == "fallback":
             raise Fallback(msg[1])
         else:
-            raise split.DepthWorkerError(msg[1])
+            raise DepthWorkerError(msg[1])
 
 
 def _start(paths, spool, levels, symbol, stall) -> _Remote | None:
     """Fork the depth worker (None when processes cannot be forked here)."""
     if not split.has_depth(paths[0]):
         return None
-    try:
-        ctx = multiprocessing.get_context("fork")
-    except ValueError:
-        return None
-    for stream in (sys.stdout, sys.stderr):  # a forked child must not inherit pending output
-        try:
-            stream.flush()
-        except (AttributeError, OSError, ValueError):
-            pass
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_work, args=(send, recv, list(paths), spool.dir, levels,
-                                           spool.flush_rows, symbol, stall),
-                       name="ofi-import-depth", daemon=True)
-    try:
-        proc.start()
-    except OSError:
-        recv.close()
-        send.close()
-        return None
-    send.close()
-    return _Remote(proc, recv)
+    w = fork(_work, (list(paths), spool.dir, levels, spool.flush_rows, symbol, stall),
+             "ofi-import-depth", errors={FormatError: "format", Fallback: "fallback",
+                                         (OSError, EOFError, zlib.error): "read"})
+    return None if w is None else _Remote(w.proc, w.conn)
 
 
-def _work(conn, other, paths, tmp_dir, levels, flush_rows, symbol, stall) -> None:
-    """The worker's body: writes the depth files, sends its totals; always ends the process
-    itself (no inherited atexit handlers or flushes)."""
+def _work(conn, paths, tmp_dir, levels, flush_rows, symbol, stall) -> None:
+    """The worker's body: writes the depth files, sends its totals."""
     from .importer import Spool
 
-    other.close()
-    try:
-        spool = Spool(tmp_dir, levels, flush_rows)
-        sink = Sink(spool, levels)
-        depth = DepthRows(sink, levels, stall)
-        tot = _read_depth(paths, sink, symbol, stall, depth)
-        rows = spool.close()
-        conn.send(("end", {
-            "rows": rows, "first": sink.first, "last": sink.last, "symbols": sink.symbols(),
-            "stalls": depth.stalls, "gap_rows": depth.gap_rows,
-            "end_stall": _end_stall("depth", depth.last, tot["newest"], stall)}))
-    except FormatError as exc:
-        _try_send(conn, ("format", str(exc)))
-    except Fallback as exc:
-        _try_send(conn, ("fallback", str(exc)))
-    except (OSError, EOFError, zlib.error) as exc:
-        _try_send(conn, ("read", " ".join(str(exc).split()) or type(exc).__name__))
-    except (KeyboardInterrupt, BrokenPipeError):
-        pass
-    except BaseException as exc:
-        text = " ".join(str(exc).split()) or "(no message)"
-        _try_send(conn, ("error", f"depth worker: {type(exc).__name__}: {text}"))
-    finally:
-        try:
-            conn.close()
-        finally:
-            os._exit(0)
-
-
-def _try_send(conn, msg) -> None:
-    try:
-        conn.send(msg)
-    except OSError:
-        pass
+    spool = Spool(tmp_dir, levels, flush_rows)
+    sink = Sink(spool, levels)
+    depth = DepthRows(sink, levels, stall)
+    tot = _read_depth(paths, sink, symbol, stall, depth)
+    rows = spool.close()
+    conn.send(("end", {
+        "rows": rows, "first": sink.first, "last": sink.last, "symbols": sink.symbols(),
+        "stalls": depth.stalls, "gap_rows": depth.gap_rows,
+        "end_stall": _end_stall("depth", depth.last, tot["newest"], stall)}))

@@ -11,12 +11,9 @@ so neither process needs the lines the other one owns.
 """
 from __future__ import annotations
 
-import multiprocessing
-import os
-import sys
-
 import orjson
 
+from ..marketdata.forked import DepthWorkerError, Worker, fork
 from ..marketdata.formats import FormatError, iter_line_chunks, open_binary, stamp_divisor
 from ..marketdata.merge import STALL_MS
 from .depth_terms import DepthTerms
@@ -32,10 +29,6 @@ NAME_AT = len(STREAM_TAG) + 1  # the stream name's start, counted from the stamp
 MAX_PENDING = 50_000
 
 
-class DepthWorkerError(RuntimeError):
-    """The depth worker failed or went away (the message is one line)."""
-
-
 def has_depth(path: str, peek: int = 1 << 16) -> bool:
     """Whether the start of ``path`` holds depth diffs or a depth snapshot."""
     try:
@@ -46,13 +39,12 @@ def has_depth(path: str, peek: int = 1 << 16) -> bool:
     return DEPTH_TAG in head or b'"lastUpdateId"' in head
 
 
-class RemoteDepth:
+class RemoteDepth(Worker):
     """The main process's side: the depth items received so far, as :class:`DepthTerms` has
     them (``items``, ``frontier``; ``gaps`` and ``prev`` once the worker is done)."""
 
     def __init__(self, proc, conn):
-        self.proc = proc
-        self.conn = conn
+        super().__init__(proc, conn)
         self.items: list = []
         self.frontier = float("-inf")
         self.gaps = 0
@@ -73,39 +65,18 @@ class RemoteDepth:
         (never blocks; a worker that runs ahead then waits on the full pipe)."""
         conn = self.conn
         while not self.done and len(self.items) < limit and conn.poll():
-            self._take(self._recv())
+            self._take(self.recv())
 
     def wait(self) -> None:
         """Take the next batch, waiting for it (the main process has run ahead)."""
         if not self.done:
-            self._take(self._recv())
+            self._take(self.recv())
 
     def finish(self) -> None:
         """Wait for the rest of the items and the worker's totals."""
         while not self.done:
-            self._take(self._recv())
+            self._take(self.recv())
         self.proc.join(5)
-
-    def close(self) -> None:
-        """Stop the worker if it still runs (an error or an interrupt in the main process)."""
-        proc = self.proc
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
-        else:
-            proc.join(5)
-        self.conn.close()
-
-    def _recv(self):
-        try:
-            return self.conn.recv()
-        except (EOFError, OSError):
-            self.proc.join(5)
-            raise DepthWorkerError("depth worker ended without its result "
-                                   f"(exit code {self.proc.exitcode})") from None
 
     def _take(self, msg) -> None:
         tag = msg[0]
@@ -124,53 +95,9 @@ class RemoteDepth:
 def start(paths: list[str], symbol: str, levels: int, prev,
           stall_ms: int = STALL_MS) -> RemoteDepth | None:
     """Fork the depth worker; None when processes cannot be forked here (run in one then)."""
-    try:
-        ctx = multiprocessing.get_context("fork")
-    except ValueError:
-        return None
-    for stream in (sys.stdout, sys.stderr):  # a forked child must not inherit pending output
-        try:
-            stream.flush()
-        except (AttributeError, OSError, ValueError):
-            pass
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_work, args=(send, recv, list(paths), symbol, levels, prev,
-                                           stall_ms),
-                       name="ofi-signals-depth", daemon=True)
-    try:
-        proc.start()
-    except OSError:
-        recv.close()
-        send.close()
-        return None
-    send.close()  # so that the worker's end (or death) reads as EOF here
-    return RemoteDepth(proc, recv)
-
-
-def _work(conn, other, paths, symbol, levels, prev, stall_ms) -> None:
-    """The worker's body: always ends the process itself (no inherited atexit or flushes)."""
-    other.close()  # the parent's end: a dead parent then breaks our pipe
-    try:
-        _send_depth(conn, paths, symbol, levels, prev, stall_ms)
-    except FormatError as exc:
-        _try_send(conn, ("format", str(exc)))
-    except (KeyboardInterrupt, BrokenPipeError):
-        pass
-    except BaseException as exc:  # anything else: one line for the user
-        text = " ".join(str(exc).split()) or "(no message)"
-        _try_send(conn, ("error", f"depth worker: {type(exc).__name__}: {text}"))
-    finally:
-        try:
-            conn.close()
-        finally:
-            os._exit(0)
-
-
-def _try_send(conn, msg) -> None:
-    try:
-        conn.send(msg)
-    except OSError:
-        pass
+    w = fork(_send_depth, (list(paths), symbol, levels, prev, stall_ms), "ofi-signals-depth",
+             errors={FormatError: "format"})
+    return None if w is None else RemoteDepth(w.proc, w.conn)
 
 
 def _send_depth(conn, paths, symbol, levels, prev, stall_ms) -> None:
