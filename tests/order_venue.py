@@ -15,8 +15,9 @@ import itertools
 from daemons.broker import orders as fsm
 from daemons.broker.binance.errors import Ambiguous, NotFound, NotSent, Rejected
 from daemons.broker.binance.schemas import VenueOrder
-from daemons.broker.manager import (Cancel, FetchOpenOrders, FetchOrders, FetchPositions,
-                                    FetchTrades, Halt, OrderManager, Query, Send, Settings)
+from daemons.broker.manager import (Cancel, Countdown, FetchOpenOrders, FetchOrders,
+                                    FetchPositions, FetchTrades, Halt, OrderManager, Query, Send,
+                                    Settings)
 from daemons.strategy import state as tstate
 
 SYMBOL = "BTCUSDT"
@@ -36,6 +37,7 @@ class ScriptedVenue:
         self.ids = itertools.count(1)
         self.tids = itertools.count(1)
         self.listeners = []          # callables(event) for ORDER_TRADE_UPDATE
+        self.countdowns: dict[str, float] = {}   # symbol -> when the dead-man switch fires
 
     # -- the matching engine -----------------------------------------------------------------
     def place(self, o: fsm.Order, now: float) -> VenueOrder:
@@ -260,6 +262,11 @@ class Harness:
         elif isinstance(a, FetchPositions):
             self._answer(a, lambda: [{"type": "position", "symbol": SYMBOL,
                                       "qty": v.position(), "mark_price": v.price}])
+        elif isinstance(a, Countdown):
+            def refresh():
+                v.countdowns[a.symbol] = self.now + a.countdown_ms / 1000.0
+                return {"symbol": a.symbol, "countdownTime": str(a.countdown_ms)}
+            self._answer(a, refresh)
         else:
             raise AssertionError(a)
 

@@ -356,3 +356,35 @@ def test_broker_start_honours_retry_after_with_a_live_heartbeat_and_stops_at_onc
     assert broker.proc.wait(10) == 0
     assert time.time() - t0 < 3.0
     assert '"fatal"' not in broker.log.read_text()
+
+
+@pytest.mark.timeout(60)
+def test_dead_man_switch_keeps_orders_while_the_broker_lives_and_cancels_them_when_it_dies(
+        procs, home, tmp_path):
+    venue = Venue(procs, tmp_path)
+    broker = Broker(procs, home, venue, extra="  deadman_ms: 2000\n")
+    broker.start()
+    mid = _mid(venue)
+    bus = open_bus(home)
+    w = bus.writer("intents")
+    w.append(_intent(0, "BUY", 0.002, "LIMIT", round(mid * 0.9, 1), cid="resting-0"))
+    _wait_for(lambda: len(venue.open_orders()) == 1, 10, "a resting order at the exchange")
+    # alive: refreshed every ~0.7 s, the 2 s countdown never runs out
+    time.sleep(3.0)
+    assert [o["clientOrderId"] for o in venue.open_orders()] == ["resting-0"]
+    beat = orjson.loads((home / "run" / "broker.json").read_bytes())
+    assert time.time() - beat["deadman_refreshed"][SYMBOL] < 2.0
+    # dead: nobody refreshes, the venue cancels the order on its own
+    broker.kill()
+    killed = time.time()
+    _wait_for(lambda: not venue.open_orders(), 10, "the venue canceled the order")
+    assert 1.0 < time.time() - killed < 5.0
+    canceled = [o for o in venue.all_orders() if o["clientOrderId"] == "resting-0"]
+    assert canceled[0]["status"] == "CANCELED"
+    # a new broker learns it at start
+    broker.start()
+    _wait_for(lambda: _last_status(home).get("resting-0", {}).get("status") == "CANCELED", 10,
+              "the journal has the cancel")
+    w.close()
+    bus.close()
+    broker.stop()

@@ -431,3 +431,29 @@ def test_a_cancel_refused_for_good_is_not_retried_forever():
     h.advance(30)
     cancels = [a for a in h.actions if type(a).__name__ == "Cancel"]
     assert len(cancels) == 1 and h.status("L1") == fsm.NEW
+
+
+def test_deadman_switch_is_refreshed_every_third_of_its_time_and_sooner_after_a_failure():
+    h = Harness(deadman_ms=30_000)
+    h.advance(0.1)
+    refreshes = [a for a in h.actions if a.kind == "countdown"]
+    assert [(a.symbol, a.countdown_ms) for a in refreshes] == [(SYMBOL, 30_000)]
+    assert h.venue.countdowns[SYMBOL] == pytest.approx(h.now + 30.0 - 0.1, abs=0.05)
+    h.advance(30.0)
+    # one refresh at start, then every 10 s: the venue's countdown never ran out
+    assert sum(1 for a in h.actions if a.kind == "countdown") == 4
+    assert h.venue.countdowns[SYMBOL] > h.now + 19.0
+    # a refused refresh is retried within a second, not at the next regular refresh
+    h.fail_next["countdown"] = 1
+    h.advance(10.0)
+    n = sum(1 for a in h.actions if a.kind == "countdown")
+    h.advance(1.5)
+    assert sum(1 for a in h.actions if a.kind == "countdown") == n + 1
+    assert h.core.health()["deadman_refreshed"][SYMBOL] == pytest.approx(h.now, abs=1.5)
+
+
+def test_deadman_switch_off_and_in_mock_mode_no_refresh():
+    for settings in ({"deadman_ms": 0}, {"deadman_ms": 30_000, "remote": False}):
+        h = Harness(**settings)
+        h.advance(30.0)
+        assert not [a for a in h.actions if a.kind == "countdown"]

@@ -84,6 +84,9 @@ class GatewayExecutor(Executor):
     def open_orders(self, symbol: str) -> list[VenueOrder]:
         return self.gateway.open_orders(symbol)
 
+    def countdown(self, symbol: str, countdown_ms: int) -> dict:
+        return self.gateway.countdown(symbol, countdown_ms)
+
     def all_orders(self, symbol: str) -> list[VenueOrder]:
         return self.gateway.all_orders(symbol)
 

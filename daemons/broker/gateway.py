@@ -141,6 +141,10 @@ class BinanceGateway:
         except NotFound:
             return None
 
+    def countdown(self, symbol: str, countdown_ms: int) -> dict:
+        """Refresh the venue's dead-man switch of ``symbol`` (countdownCancelAll)."""
+        return self.http.countdown_cancel_all(symbol, countdown_ms)
+
     def open_orders(self, symbol: str) -> list[VenueOrder]:
         return [parse_order(o) for o in self.http.open_orders(symbol)]
 

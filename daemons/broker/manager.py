@@ -11,8 +11,13 @@ Inputs (each call takes ``now``, epoch seconds; nothing here reads a clock or a 
 Outputs, collected by :meth:`OrderManager.take`: ``records`` (``(topic, payload)`` in the order
 they must be written: an ``orders`` record is always written before the action it allows) and
 ``actions`` (:class:`Send`, :class:`Query`, :class:`Cancel`, :class:`FetchTrades`,
-:class:`FetchOpenOrders`, :class:`FetchOrders`, :class:`FetchPositions`, :class:`Halt`) for the
-shell to carry out, concurrently if it likes: every answer comes back through ``on_result``.
+:class:`FetchOpenOrders`, :class:`FetchOrders`, :class:`FetchPositions`, :class:`Countdown`,
+:class:`Halt`) for the shell to carry out, concurrently if it likes: every answer comes back
+through ``on_result``.
+
+The dead-man switch: while it runs, the manager refreshes the venue's countdownCancelAll of every
+symbol every third of ``deadman_ms``, so the venue cancels our open orders if the broker dies or
+loses the venue for longer than that.
 
 One timer queue (a heap of ``(due, kind, key)``) holds everything that waits.
 
@@ -58,6 +63,7 @@ class Settings:
     order_timeout_s: float = 0.0
     poll_interval_s: float = 2.0
     position_check_s: float = 10.0
+    deadman_ms: int = 0          # the venue's countdownCancelAll, refreshed (0: off)
     halt_on_mismatch: bool = True
     late_watch_s: float = 3600.0  # ABANDONED orders are looked for in allOrders this long
     remote: bool = True          # False for mock: no polling, no venue checks
@@ -72,6 +78,7 @@ class Settings:
                    order_timeout_s=float(b["order_timeout_s"]),
                    poll_interval_s=float(b["poll_interval_s"]),
                    position_check_s=float(b["position_check_s"]),
+                   deadman_ms=int(b["deadman_ms"]),
                    halt_on_mismatch=bool(b["halt_on_mismatch"]), remote=b["mode"] != "mock")
 
 
@@ -156,13 +163,26 @@ class FetchPositions:
 
 
 @dataclass(frozen=True)
+class Countdown:
+    """Refresh the venue's dead-man switch of ``symbol`` (countdownCancelAll)."""
+
+    symbol: str
+    countdown_ms: int
+    kind = "countdown"
+
+    @property
+    def key(self):
+        return self.symbol
+
+
+@dataclass(frozen=True)
 class Halt:
     reason: str
     kind = "halt"
     key = "halt"
 
 
-LOOKUPS = ("query", "cancel", "trades", "open_orders", "all_orders", "positions")
+LOOKUPS = ("query", "cancel", "trades", "open_orders", "all_orders", "positions", "countdown")
 
 
 class OrderManager:
@@ -196,6 +216,8 @@ class OrderManager:
         self._halted_by_me: str | None = None
         self._decided: dict[str, int | None] = {}    # client id -> decision (signal) time, ms
         self._abandoned_at: dict[str, float] = {}     # watched for a late execution
+        self.deadman_at: dict[str, float] = {}        # last countdown refresh the venue took
+        self._deadman_failing: set[str] = set()
         # orders not terminal, or terminal with fills still to record (insertion-ordered set):
         # what every per-fill question asks about, without a walk over the whole journal
         self._live: dict[str, None] = {}
@@ -269,6 +291,8 @@ class OrderManager:
             self._at("poll", "all", now + self.s.poll_interval_s)
             if self.s.position_check_s > 0:
                 self._at("venue", "all", now + self.s.position_check_s)
+            if self.s.deadman_ms > 0:
+                self._at("deadman", "all", now)
         for o in self.journal.open_orders():
             self._schedule_expiry(o)
 
@@ -802,6 +826,26 @@ class OrderManager:
             if ("all_orders", symbol) not in self._busy:
                 self._act(FetchOrders(symbol))
 
+    def _fire_deadman(self, _key: str, now: float) -> None:
+        """Refresh every symbol's countdown (a third of it, so two refreshes may fail)."""
+        self._at("deadman", "all", now + self.s.deadman_ms / 3000.0)
+        for symbol in self.s.symbols:
+            if ("countdown", symbol) not in self._busy:
+                self._act(Countdown(symbol, self.s.deadman_ms))
+
+    def _after_countdown(self, a: Countdown, outcome, now: float) -> None:
+        if isinstance(outcome, GatewayError):
+            if a.symbol not in self._deadman_failing:
+                self.log.warning("deadman_refresh_failed", symbol=a.symbol, error=str(outcome),
+                                 alert="the venue may cancel our open orders")
+            self._deadman_failing.add(a.symbol)
+            self._at("deadman", "all", now + 1.0)   # sooner than the next regular refresh
+            return
+        if a.symbol in self._deadman_failing:
+            self._deadman_failing.discard(a.symbol)
+            self.log.info("deadman_refresh_ok", symbol=a.symbol)
+        self.deadman_at[a.symbol] = now
+
     def _after_positions(self, a: FetchPositions, outcome, now: float) -> None:
         if isinstance(outcome, GatewayError):
             return
@@ -922,7 +966,8 @@ class OrderManager:
         return {"orders_active": sum(1 for o in live if not o.is_terminal),
                 "unknown": sum(1 for o in live if o.status == fsm.UNKNOWN),
                 "in_flight_requests": len(self._busy), "sends_waiting": len(self._sends_waiting),
-                "counts": dict(self.counts)}
+                "counts": dict(self.counts),
+                "deadman_refreshed": {s: round(t, 3) for s, t in self.deadman_at.items()}}
 
 
 def order_from_intent(rec: dict) -> fsm.Order:

@@ -31,8 +31,8 @@ from .binance.errors import AuthError, Banned, GatewayError, RateLimited
 from .execlog import ExecLog
 from .executors import ExecutorError, make_executor
 from .keys import KeysError
-from .manager import (Cancel, FetchOpenOrders, FetchOrders, FetchPositions, FetchTrades, Halt,
-                      OrderManager, Query, Send, Settings)
+from .manager import (Cancel, Countdown, FetchOpenOrders, FetchOrders, FetchPositions,
+                      FetchTrades, Halt, OrderManager, Query, Send, Settings)
 from .ratelimit import RateLimiter
 
 #: set by ``main`` when --confirm-live is given on the command line
@@ -217,6 +217,8 @@ class BrokerStage(Stage):
             return ex.all_orders(a.symbol)
         if isinstance(a, FetchPositions):
             return ex.positions(list(a.symbols))
+        if isinstance(a, Countdown):
+            return ex.countdown(a.symbol, a.countdown_ms)
         raise TypeError(f"unknown action {a!r}")
 
     def _sync_trading(self, now: float) -> None:

@@ -154,6 +154,13 @@ class BinanceHttp:
                             signed=True, weight=1, action="cancel",
                             log={"symbol": symbol, "client_order_id": client_order_id})
 
+    def countdown_cancel_all(self, symbol: str, countdown_ms: int) -> dict:
+        """POST /fapi/v1/countdownCancelAll (TRADE, weight 10): the venue cancels every open
+        order of ``symbol`` unless this is called again within ``countdown_ms`` (0 stops it)."""
+        return self.request("POST", urls.COUNTDOWN_CANCEL_ALL,
+                            {"symbol": symbol, "countdownTime": int(countdown_ms)},
+                            signed=True, weight=10, action="countdown", log={"symbol": symbol})
+
     def open_orders(self, symbol: str | None = None) -> list:
         """GET /fapi/v1/openOrders (USER_DATA, weight 1 with a symbol, 40 without)."""
         return self.request("GET", urls.OPEN_ORDERS, {"symbol": symbol} if symbol else {},
