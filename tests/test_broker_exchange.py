@@ -388,3 +388,45 @@ def test_dead_man_switch_keeps_orders_while_the_broker_lives_and_cancels_them_wh
     w.close()
     bus.close()
     broker.stop()
+
+
+@pytest.mark.timeout(90)
+def test_ofi_flatten_cancels_everything_and_closes_the_position_at_the_venue(
+        procs, home, tmp_path):
+    venue = Venue(procs, tmp_path)
+    broker = Broker(procs, home, venue)
+    broker.start()
+    mid = _mid(venue)
+    bus = open_bus(home)
+    w = bus.writer("intents")
+    w.append(_intent(0, "BUY", 0.005, cid="long-0"))
+    w.append(_intent(1, "SELL", 0.002, "LIMIT", round(mid * 1.1, 1), cid="resting-1"))
+    _wait_for(lambda: venue.position() == pytest.approx(0.005) and len(venue.open_orders()) == 1,
+              15, "a long position and a resting order at the exchange")
+    # no strategy runs here: the broker alone flattens
+    p = subprocess.run(OFI + ["flatten", "--home", str(home), "--wait-s", "30"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "sent SELL 0.005 BTCUSDT reduce-only MARKET" in p.stdout
+    assert "flat: no position and no open order left" in p.stdout
+    assert venue.position() == pytest.approx(0.0) and venue.open_orders() == []
+    state = orjson.loads((home / "state" / "trading.json").read_bytes())
+    assert state["state"] == "HALTED" and state["flatten"] is True
+    # a second flatten with nothing left sends nothing and says so
+    p2 = subprocess.run(OFI + ["flatten", "--home", str(home), "--json"], capture_output=True,
+                        text=True, timeout=60)
+    assert p2.returncode == 0, p2.stderr
+    assert orjson.loads(p2.stdout)["flatten"]["sent"] == {}
+    w.close()
+    bus.close()
+    broker.stop()
+    _assert_books_agree(home, venue)
+
+
+def test_ofi_flatten_without_a_broker_says_so_in_one_line(tmp_path):
+    p = subprocess.run(OFI + ["flatten", "--home", str(tmp_path / "home"), "--wait-s", "0.5"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1
+    assert p.stderr.startswith("ofi: the broker did not report") and p.stderr.count("\n") == 1
+    state = orjson.loads((tmp_path / "home" / "state" / "trading.json").read_bytes())
+    assert state["state"] == "HALTED" and state["flatten"] is True

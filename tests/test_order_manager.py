@@ -457,3 +457,69 @@ def test_deadman_switch_off_and_in_mock_mode_no_refresh():
         h = Harness(**settings)
         h.advance(30.0)
         assert not [a for a in h.actions if a.kind == "countdown"]
+
+
+def _flatten_state(h, reason="flatten drill"):
+    return tstate.TradingState(tstate.HALTED, reason, h.now, "cli", flatten=True)
+
+
+def test_flatten_cancels_then_closes_the_venue_position_with_reduce_only_market_orders():
+    h = Harness()
+    h.intent("b1", "BUY", qty=0.005)
+    h.intent("r1", "BUY", qty=0.002, order_type="LIMIT", price=90.0)   # rests
+    h.advance(1.0)
+    assert h.venue.position() == pytest.approx(0.005)
+    h.core.set_trading(_flatten_state(h), h.now)
+    h.pump()
+    h.advance(3.0)
+    assert h.status("r1") == fsm.CANCELED
+    flat = [a.order for a in h.sends() if a.order.client_order_id.startswith("ofi-flat-")]
+    assert [(o.side, o.qty, o.order_type, o.reduce_only) for o in flat] == \
+        [("SELL", 0.005, "MARKET", True)]
+    assert h.venue.position() == pytest.approx(0.0)
+    assert h.status(flat[0].client_order_id) == fsm.FILLED
+    f = h.core.health()["flatten"]
+    assert f["state"] == "done" and f["rounds"] == 1 and f["left"] == {}
+    assert h.last_position()["qty"] == pytest.approx(0.0)
+    # still HALTED: nothing else goes out
+    h.intent("after", "BUY")
+    h.advance(1.0)
+    assert h.status("after") == fsm.REJECTED
+
+
+def test_flatten_with_no_position_sends_nothing_and_a_short_is_bought_back():
+    h = Harness()
+    h.core.set_trading(_flatten_state(h), h.now)
+    h.pump()
+    h.advance(2.0)
+    assert h.core.health()["flatten"]["state"] == "done" and not h.sends()
+    h2 = Harness()
+    h2.intent("s1", "SELL", qty=0.003)
+    h2.advance(1.0)
+    h2.core.set_trading(_flatten_state(h2), h2.now)
+    h2.pump()
+    h2.advance(2.0)
+    flat = [a.order for a in h2.sends() if a.order.client_order_id.startswith("ofi-flat-")]
+    assert [(o.side, o.qty) for o in flat] == [("BUY", 0.003)]
+    assert h2.venue.position() == pytest.approx(0.0)
+
+
+def test_flatten_waits_for_an_ambiguous_order_and_survives_a_restart():
+    h = Harness(resolution_window_s=60.0)
+    h.intent("b1", "BUY", qty=0.004)
+    h.advance(1.0)
+    h.script["b2"] = ["late:2"]            # -1007 now, executed 2 s later
+    h.intent("b2", "BUY", qty=0.001)
+    h.advance(0.5)
+    assert h.status("b2") == fsm.UNKNOWN
+    h.core.set_trading(_flatten_state(h), h.now)
+    h.pump()
+    h.advance(0.5)
+    assert not [a for a in h.sends() if a.order.client_order_id.startswith("ofi-flat-")]
+    # the broker restarts meanwhile; the kill-switch file still says flatten
+    h.restart(trading=_flatten_state(h))
+    h.advance(10.0)
+    assert h.venue.position() == pytest.approx(0.0)
+    assert h.core.health()["flatten"]["state"] == "done"
+    flat = [a.order for a in h.sends() if a.order.client_order_id.startswith("ofi-flat-")]
+    assert sum(o.qty for o in flat) == pytest.approx(0.005)

@@ -15,6 +15,11 @@ they must be written: an ``orders`` record is always written before the action i
 :class:`Halt`) for the shell to carry out, concurrently if it likes: every answer comes back
 through ``on_result``.
 
+Flatten (``ofi halt --flatten``: the kill switch with ``flatten``): HALTED's cancels first; once
+no order of ours is live, the venue's positions are read and each is closed by a reduce-only
+MARKET order (client ids ``ofi-flat-...``, the only orders sent while HALTED), then read again, up
+to :data:`FLATTEN_ROUNDS` times; ``health()["flatten"]`` says how it went.
+
 The dead-man switch: while it runs, the manager refreshes the venue's countdownCancelAll of every
 symbol every third of ``deadman_ms``, so the venue cancels our open orders if the broker dies or
 loses the venue for longer than that.
@@ -46,6 +51,8 @@ from .journal import EPS, Journal
 from .reconcile import QTY_TOLERANCE, reconcile
 
 CLIENT_ID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
+FLATTEN_PREFIX = "ofi-flat-"   # the orders that close positions while HALTED
+FLATTEN_ROUNDS = 3             # reads of the venue's positions, each closing what is left
 
 
 @dataclass(frozen=True)
@@ -155,11 +162,12 @@ class FetchOrders:
 @dataclass(frozen=True)
 class FetchPositions:
     symbols: tuple[str, ...]
+    purpose: str = "check"    # the periodic position check, or "flatten"
     kind = "positions"
 
     @property
     def key(self):
-        return "all"
+        return "all" if self.purpose == "check" else self.purpose
 
 
 @dataclass(frozen=True)
@@ -217,6 +225,7 @@ class OrderManager:
         self._decided: dict[str, int | None] = {}    # client id -> decision (signal) time, ms
         self._abandoned_at: dict[str, float] = {}     # watched for a late execution
         self.deadman_at: dict[str, float] = {}        # last countdown refresh the venue took
+        self.flatten: dict | None = None              # the flatten asked for, and how it went
         self._deadman_failing: set[str] = set()
         # orders not terminal, or terminal with fills still to record (insertion-ordered set):
         # what every per-fill question asks about, without a walk over the whole journal
@@ -378,7 +387,7 @@ class OrderManager:
             return f"symbol {o.symbol} is not traded (symbols: {', '.join(self.s.symbols)})"
         if self.stopping:
             return "broker stopping"
-        if self.trading.state == tstate.HALTED:
+        if self.trading.state == tstate.HALTED and not is_flatten(o.client_order_id):
             return f"trading HALTED: {self.trading.reason or 'kill switch'}"
         if self.trading.state == tstate.REDUCING and not self._reduces(o):
             return "trading REDUCING: only orders that reduce the position are sent"
@@ -512,7 +521,7 @@ class OrderManager:
                 return
             if cid in self._cancel_wanted:
                 self._reject(o, "canceled before it reached the venue", now)
-            elif self.stopping or self.trading.state == tstate.HALTED:
+            elif self.stopping or (self.trading.state == tstate.HALTED and not is_flatten(cid)):
                 self._reject(o, "broker stopping" if self.stopping else
                              f"trading HALTED: {self.trading.reason or 'kill switch'}", now)
             else:
@@ -742,6 +751,13 @@ class OrderManager:
                 self._cancel_wanted -= self._halt_cancels   # resumed: keep what was found open
                 self._halt_cancels.clear()
         self.trading = st
+        if st.flatten and (self.flatten is None or self.flatten["since"] != st.since):
+            self.log.warning("flatten", reason=st.reason, by=st.by)
+            self.flatten = {"since": st.since, "state": "running", "rounds": 0, "sent": {},
+                            "left": {}}
+            self._at("flatten", "all", now)
+        elif not st.flatten and self.flatten is not None and self.flatten["state"] == "running":
+            self.flatten["state"] = "stopped"   # resumed (or HALTED without flatten) meanwhile
         self._enforce_kill_switch(now)
 
     def _enforce_kill_switch(self, now: float) -> None:
@@ -749,7 +765,7 @@ class OrderManager:
             return
         for o in self.live_orders():
             cid = o.client_order_id
-            if o.is_terminal:
+            if o.is_terminal or is_flatten(cid):
                 continue
             if o.is_open and not o.cancel_requested:
                 self._request_cancel(o, "kill switch: trading HALTED", now)
@@ -826,6 +842,52 @@ class OrderManager:
             if ("all_orders", symbol) not in self._busy:
                 self._act(FetchOrders(symbol))
 
+    # -- flatten ---------------------------------------------------------------------------------
+    def _fire_flatten(self, _key: str, now: float) -> None:
+        """Once no order of ours is live (the kill switch cancels them), read the positions."""
+        f = self.flatten
+        if f is None or f["state"] != "running" or self.stopping:
+            return
+        if any(not o.is_terminal or self.journal.fill_deficit(o.client_order_id) > EPS
+               for o in self.live_orders()):
+            self._at("flatten", "all", now + 0.2)
+            return
+        if ("positions", "flatten") not in self._busy:
+            self._act(FetchPositions(tuple(self.s.symbols), purpose="flatten"))
+
+    def _after_flatten(self, outcome, now: float) -> None:
+        f = self.flatten
+        if f is None or f["state"] != "running":
+            return
+        if isinstance(outcome, GatewayError):
+            self._at("flatten", "all", now + 1.0)
+            return
+        left = {}
+        for p in outcome:
+            qty = float(p.get("qty") or 0.0)
+            if p.get("symbol") in self.s.symbols and abs(qty) > QTY_TOLERANCE:
+                left[p["symbol"]] = qty
+        f["left"] = left
+        if not left:
+            f["state"] = "done"
+            self.log.warning("flatten_done", sent=f["sent"], rounds=f["rounds"])
+            return
+        if f["rounds"] >= FLATTEN_ROUNDS:
+            f["state"] = "failed"
+            self.log.error("flatten_failed", left=left, sent=f["sent"],
+                           alert="positions still open after flattening")
+            return
+        f["rounds"] += 1
+        for symbol, qty in sorted(left.items()):
+            cid = f"{FLATTEN_PREFIX}{int(now * 1000) % 10**10}-{f['rounds']}-{symbol[:12]}"
+            order = fsm.Order(client_order_id=cid, symbol=symbol, side="SELL" if qty > 0 else "BUY",
+                              qty=abs(qty), order_type="MARKET", reduce_only=True,
+                              intent_ts=int(now * 1000))
+            self._transition(order, fsm.INTENT, now)
+            f["sent"][cid] = {"symbol": symbol, "side": order.side, "qty": order.qty}
+            self._queue_send(cid, now)
+        self._at("flatten", "all", now + 0.2)   # read again once they are done
+
     def _fire_deadman(self, _key: str, now: float) -> None:
         """Refresh every symbol's countdown (a third of it, so two refreshes may fail)."""
         self._at("deadman", "all", now + self.s.deadman_ms / 3000.0)
@@ -847,6 +909,9 @@ class OrderManager:
         self.deadman_at[a.symbol] = now
 
     def _after_positions(self, a: FetchPositions, outcome, now: float) -> None:
+        if a.purpose == "flatten":
+            self._after_flatten(outcome, now)
+            return
         if isinstance(outcome, GatewayError):
             return
         venue = {p["symbol"]: p for p in outcome}
@@ -967,7 +1032,13 @@ class OrderManager:
                 "unknown": sum(1 for o in live if o.status == fsm.UNKNOWN),
                 "in_flight_requests": len(self._busy), "sends_waiting": len(self._sends_waiting),
                 "counts": dict(self.counts),
-                "deadman_refreshed": {s: round(t, 3) for s, t in self.deadman_at.items()}}
+                "deadman_refreshed": {s: round(t, 3) for s, t in self.deadman_at.items()},
+                "flatten": self.flatten}
+
+
+def is_flatten(client_order_id: str) -> bool:
+    """Is this one of the orders that close positions while HALTED (``ofi flatten``)?"""
+    return client_order_id.startswith(FLATTEN_PREFIX)
 
 
 def order_from_intent(rec: dict) -> fsm.Order:

@@ -27,6 +27,7 @@ VERBS = {
     "exchange": ("daemons.cli.exchange_cmd", "exchange"),
     "halt": ("daemons.cli.trading_cmds", "halt"),
     "resume": ("daemons.cli.trading_cmds", "resume"),
+    "flatten": ("daemons.cli.trading_cmds", "flatten_cmd"),
     "report": ("daemons.cli.report_cmd", "report"),
     "run": ("daemons.cli.run_cmds", "run"),
     "status": ("daemons.cli.run_cmds", "status"),

@@ -4,13 +4,14 @@
     REDUCING  only reduce-only intents that do not flip the position pass
     HALTED    nothing passes; the broker cancels open orders and places nothing new
 
-``ofi halt`` / ``ofi resume`` write it; the strategy and the broker read it (the broker may also
+``ofi halt`` / ``ofi resume`` write it (``ofi halt --flatten`` / ``ofi flatten``: HALTED with
+``flatten``, the broker then also closes every position); the strategy and the broker read it (the broker may also
 set HALTED itself, e.g. on a reconciliation mismatch). Writes are atomic (temporary file, fsync,
 rename), so a reader never sees a half-written file. A missing file means ACTIVE.
 
 File format::
 
-    {"state": "HALTED", "reason": "manual", "since": 1718000000.123, "by": "cli"}
+    {"state": "HALTED", "reason": "manual", "since": 1718000000.123, "by": "cli", "flatten": false}
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ class TradingState:
     reason: str = ""
     since: float = 0.0
     by: str = ""
+    flatten: bool = False     # HALTED and every position closed (reduce-only MARKET orders)
 
     @property
     def halted(self) -> bool:
@@ -78,14 +80,17 @@ def load_state(home: str | os.PathLike) -> TradingState:
     if state not in STATES:
         raise StateError(f"{path}: unknown trading state {state!r}")
     return TradingState(state=state, reason=str(data.get("reason") or ""),
-                        since=float(data.get("since") or 0.0), by=str(data.get("by") or ""))
+                        since=float(data.get("since") or 0.0), by=str(data.get("by") or ""),
+                        flatten=state == HALTED and data.get("flatten") is True)
 
 
-def save_state(home: str | os.PathLike, state: str, reason: str = "", by: str = "") -> TradingState:
-    """Set the trading state atomically and return it."""
+def save_state(home: str | os.PathLike, state: str, reason: str = "", by: str = "",
+               flatten: bool = False) -> TradingState:
+    """Set the trading state atomically and return it (``flatten`` only with HALTED)."""
     if state not in STATES:
         raise StateError(f"unknown trading state {state!r}; one of {', '.join(STATES)}")
-    ts = TradingState(state=state, reason=reason, since=round(time.time(), 3), by=by)
+    ts = TradingState(state=state, reason=reason, since=round(time.time(), 3), by=by,
+                      flatten=flatten and state == HALTED)
     path = state_path(home)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
