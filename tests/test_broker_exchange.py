@@ -430,3 +430,23 @@ def test_ofi_flatten_without_a_broker_says_so_in_one_line(tmp_path):
     assert p.stderr.startswith("ofi: the broker did not report") and p.stderr.count("\n") == 1
     state = orjson.loads((tmp_path / "home" / "state" / "trading.json").read_bytes())
     assert state["state"] == "HALTED" and state["flatten"] is True
+
+
+@pytest.mark.timeout(60)
+def test_broker_sets_leverage_and_margin_type_and_refuses_a_hedge_mode_account(
+        procs, home, tmp_path):
+    venue = Venue(procs, tmp_path)
+    broker = Broker(procs, home, venue, extra="  leverage: 7\n  margin_type: ISOLATED\n")
+    broker.start()
+    row = venue.call(venue.http.position_risk, SYMBOL)[0]
+    assert (row["leverage"], row["marginType"].lower()) == ("7", "isolated")
+    broker.stop()
+    broker.start()   # the same settings again: "no need to change" is not an error
+    broker.stop()
+    # someone switches the account to hedge mode: the broker refuses to start, in one line
+    venue.call(lambda: venue.http.request("POST", "/fapi/v1/positionSide/dual",
+                                          {"dualSidePosition": "true"}, signed=True))
+    broker.start(wait_ready=False)
+    assert broker.proc.wait(30) == 2
+    log = broker.log.read_text()
+    assert "hedge mode" in log and '"fatal"' in log

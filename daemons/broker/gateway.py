@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 
 from .binance import urls
-from .binance.errors import GatewayError, InvalidListenKey, NotFound
+from .binance.errors import GatewayError, InvalidListenKey, NotFound, Rejected
 from .binance.filters import apply_filters
 from .binance.http import BinanceHttp
 from .binance.schemas import (VenueOrder, parse_exchange_info, parse_order, parse_position_risk,
@@ -33,6 +33,10 @@ from .binance.userstream import UserStream
 from .orders import Order
 
 LISTEN_KEY_KEEPALIVE_S = 30 * 60   # the key lives 60 min; Binance suggests a keepalive well before
+
+
+class AccountError(Exception):
+    """The account cannot be traded as configured (hedge mode, a refused setting); one line."""
 
 
 class BinanceGateway:
@@ -140,6 +144,28 @@ class BinanceGateway:
             return parse_order(self.http.query_order(symbol, client_order_id))
         except NotFound:
             return None
+
+    def account_settings(self, symbols, leverage: int, margin_type: str) -> None:
+        """Refuse a hedge-mode account (:class:`AccountError`); set each symbol's leverage and
+        margin type when asked (0 / "": leave them as the account has them)."""
+        if self.http.position_mode().get("dualSidePosition") is True:
+            raise AccountError("the account is in hedge mode (dualSidePosition); the broker "
+                               "keeps one-way positions only: switch the account to one-way "
+                               "mode (POST /fapi/v1/positionSide/dual dualSidePosition=false)")
+        for symbol in symbols:
+            if leverage:
+                try:
+                    self.http.set_leverage(symbol, leverage)
+                except Rejected as exc:
+                    raise AccountError(f"{symbol}: the venue refused leverage {leverage}: "
+                                       f"{exc}") from None
+            if margin_type:
+                try:
+                    self.http.set_margin_type(symbol, margin_type)
+                except Rejected as exc:
+                    if exc.code != -4046:   # "No need to change margin type."
+                        raise AccountError(f"{symbol}: the venue refused margin type "
+                                           f"{margin_type}: {exc}") from None
 
     def countdown(self, symbol: str, countdown_ms: int) -> dict:
         """Refresh the venue's dead-man switch of ``symbol`` (countdownCancelAll)."""

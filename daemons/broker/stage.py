@@ -30,6 +30,7 @@ from ..strategy import state as tstate
 from .binance.errors import AuthError, Banned, GatewayError, RateLimited
 from .execlog import ExecLog
 from .executors import ExecutorError, make_executor
+from .gateway import AccountError
 from .keys import KeysError
 from .manager import (Cancel, Countdown, FetchOpenOrders, FetchOrders, FetchPositions,
                       FetchTrades, Halt, OrderManager, Query, Send, Settings)
@@ -62,6 +63,12 @@ class BrokerStage(Stage):
     def start(self) -> None:
         cfg = self.ctx.config
         b = self.b = cfg["broker"]
+        if b["margin_type"] not in ("", "CROSSED", "ISOLATED"):
+            raise configmod.ConfigError("config: key 'broker.margin_type' must be one of "
+                                        f"CROSSED, ISOLATED or empty, not {b['margin_type']!r}")
+        if not 0 <= int(b["leverage"]) <= 125:
+            raise configmod.ConfigError("config: key 'broker.leverage' must be 0 (leave it) "
+                                        f"or 1..125, not {b['leverage']!r}")
         if b["user_stream_route"] not in ("private", "legacy"):
             raise configmod.ConfigError("config: key 'broker.user_stream_route' must be one of "
                                         f"private, legacy, not {b['user_stream_route']!r}")
@@ -81,6 +88,12 @@ class BrokerStage(Stage):
             for rec in self.ctx.bus.read_all(topic):
                 core.load(topic, rec)
         self._with_retry(self.executor.prepare, "connect")
+        if hasattr(self.gateway, "account_settings"):   # a venue account (not the mock)
+            try:
+                self._with_retry(lambda: self.gateway.account_settings(
+                    settings.symbols, int(b["leverage"]), b["margin_type"]), "account settings")
+            except AccountError as exc:
+                raise configmod.ConfigError(f"broker: {exc}") from None
         now = time.time()
         core.start(now)   # first: an order left PENDING may be at the venue (UNKNOWN, not rejected)
         core.set_trading(self._read_trading_state(force=True) or core.trading, now)

@@ -154,6 +154,24 @@ class BinanceHttp:
                             signed=True, weight=1, action="cancel",
                             log={"symbol": symbol, "client_order_id": client_order_id})
 
+    def position_mode(self) -> dict:
+        """GET /fapi/v1/positionSide/dual (USER_DATA, weight 30): ``{"dualSidePosition": bool}``
+        (true: hedge mode)."""
+        return self.request("GET", urls.POSITION_MODE, {}, signed=True, weight=30,
+                            action="position_mode")
+
+    def set_leverage(self, symbol: str, leverage: int) -> dict:
+        """POST /fapi/v1/leverage (TRADE, weight 1)."""
+        return self.request("POST", urls.LEVERAGE, {"symbol": symbol, "leverage": int(leverage)},
+                            signed=True, weight=1, action="leverage", log={"symbol": symbol})
+
+    def set_margin_type(self, symbol: str, margin_type: str) -> dict:
+        """POST /fapi/v1/marginType (TRADE, weight 1): ISOLATED or CROSSED; -4046 when it is
+        already that."""
+        return self.request("POST", urls.MARGIN_TYPE, {"symbol": symbol,
+                                                       "marginType": margin_type},
+                            signed=True, weight=1, action="margin_type", log={"symbol": symbol})
+
     def countdown_cancel_all(self, symbol: str, countdown_ms: int) -> dict:
         """POST /fapi/v1/countdownCancelAll (TRADE, weight 10): the venue cancels every open
         order of ``symbol`` unless this is called again within ``countdown_ms`` (0 stops it)."""
