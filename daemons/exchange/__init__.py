@@ -121,10 +121,10 @@ def settings_from(args, cfg: dict) -> dict:
             raise ValueError(f"{f}: CSV files carry no symbol and the name starts with none: "
                              "give one with --symbols SYM")
     interval = float(args.funding_interval_s if args.funding_interval_s is not None
-                     else ex.get("funding_interval_s", 28800.0))
+                     else ex["funding_interval_s"])
     if interval < 0.5:
         raise ValueError("--funding-interval-s must be at least 0.5")
-    rate = str(args.funding_rate if args.funding_rate is not None else ex.get("funding_rate", "0.0001"))
+    rate = str(args.funding_rate if args.funding_rate is not None else ex["funding_rate"])
     try:
         if not abs(Decimal(rate)) < 1:
             raise InvalidOperation
