@@ -22,6 +22,7 @@ from .errors import BadRecord
 
 TOPICS = (
     "trades", "book", "depth", "signals", "intents", "orders", "fills", "positions", "deadletter",
+    "funding",   # funding payments of the account, as the broker learns them from the venue
     # the MCP gateway: orders proposed by assistants, the operator's decisions, every tool call
     "proposals", "decisions", "audit",
 )

@@ -15,9 +15,9 @@ import itertools
 from daemons.broker import orders as fsm
 from daemons.broker.binance.errors import Ambiguous, NotFound, NotSent, Rejected
 from daemons.broker.binance.schemas import VenueOrder
-from daemons.broker.manager import (Cancel, Countdown, FetchOpenOrders, FetchOrders,
-                                    FetchPositions, FetchTrades, Halt, OrderManager, Query, Send,
-                                    Settings)
+from daemons.broker.manager import (Cancel, Countdown, FetchFunding, FetchOpenOrders,
+                                    FetchOrders, FetchPositions, FetchTrades, Halt, OrderManager,
+                                    Query, Send, Settings)
 from daemons.strategy import state as tstate
 
 SYMBOL = "BTCUSDT"
@@ -38,6 +38,7 @@ class ScriptedVenue:
         self.tids = itertools.count(1)
         self.listeners = []          # callables(event) for ORDER_TRADE_UPDATE
         self.countdowns: dict[str, float] = {}   # symbol -> when the dead-man switch fires
+        self.funding: list[dict] = []            # ``funding`` payloads, as /fapi/v1/income
 
     # -- the matching engine -----------------------------------------------------------------
     def place(self, o: fsm.Order, now: float) -> VenueOrder:
@@ -147,7 +148,7 @@ class Harness:
     def _new_core(self, records=None) -> OrderManager:
         core = OrderManager(self.settings)
         for topic, rec in records or []:
-            if topic in ("orders", "fills"):
+            if topic in ("orders", "fills", "funding"):
                 core.load(topic, rec)
         return core
 
@@ -262,6 +263,9 @@ class Harness:
         elif isinstance(a, FetchPositions):
             self._answer(a, lambda: [{"type": "position", "symbol": SYMBOL,
                                       "qty": v.position(), "mark_price": v.price}])
+        elif isinstance(a, FetchFunding):
+            self._answer(a, lambda: [dict(f) for f in v.funding
+                                     if a.since_ms is None or f["time_ms"] >= a.since_ms])
         elif isinstance(a, Countdown):
             def refresh():
                 v.countdowns[a.symbol] = self.now + a.countdown_ms / 1000.0

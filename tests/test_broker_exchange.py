@@ -50,7 +50,7 @@ def _count_ready(path: Path) -> int:
 class Venue:
     """A running ``ofi exchange`` plus a signed client for the test's own checks."""
 
-    def __init__(self, procs, tmp_path: Path, faults: str = ""):
+    def __init__(self, procs, tmp_path: Path, faults: str = "", extra: tuple = ()):
         self.port = free_port()
         self.dir = tmp_path / "exchange"
         self.dir.mkdir()
@@ -59,6 +59,7 @@ class Venue:
                       "--api-key", API_KEY, "--api-secret", API_SECRET, "--symbols", SYMBOL]
         if faults:
             args += ["--faults", faults]
+        args += list(extra)
         with open(self.log, "wb") as out:
             self.proc = procs(args, stdout=out, stderr=subprocess.STDOUT)
         _wait_for(lambda: _count_ready(self.log) >= 1 or self.proc.poll() is not None, 30,
@@ -450,3 +451,41 @@ def test_broker_sets_leverage_and_margin_type_and_refuses_a_hedge_mode_account(
     assert broker.proc.wait(30) == 2
     log = broker.log.read_text()
     assert "hedge mode" in log and '"fatal"' in log
+
+
+@pytest.mark.timeout(90)
+def test_funding_payments_are_recorded_once_each_across_a_broker_restart(procs, home, tmp_path):
+    venue = Venue(procs, tmp_path, extra=("--funding-interval-s", "1", "--funding-rate", "0.001"))
+    broker = Broker(procs, home, venue)
+    broker.start()
+    bus = open_bus(home)
+    w = bus.writer("intents")
+    w.append(_intent(0, "BUY", 0.01, cid="long-f"))
+    _wait_for(lambda: venue.position() == pytest.approx(0.01), 10, "a long position")
+
+    def venue_funding():
+        rows = venue.call(venue.http.income, "FUNDING_FEE")
+        return {int(r["tranId"]): (float(r["income"]), int(r["time"])) for r in rows
+                if r["symbol"] == SYMBOL}
+
+    def recorded():
+        return [(r["tran_id"], r["amount"]) for r in _records(home, "funding")]
+    _wait_for(lambda: len(recorded()) >= 2, 15, "funding payments recorded from the stream")
+    broker.kill()
+    paid = len(venue_funding())
+    _wait_for(lambda: len(venue_funding()) >= paid + 2, 10, "payments while the broker is down")
+    down = set(venue_funding())
+    broker.start()
+    w.close()
+    bus.close()
+    _wait_for(lambda: {t for t, _ in recorded()} >= down, 15, "the payments made while it was down")
+    stopping = time.time()
+    broker.stop()
+    got = recorded()
+    want = venue_funding()
+    assert len({t for t, _ in got}) == len(got), "a payment recorded twice"
+    assert all(want[t][0] == pytest.approx(a) for t, a in got)
+    # every payment up to the stop is recorded (one being paid at that instant may not be)
+    assert {t for t, (_, ms) in want.items() if ms < (stopping - 1.5) * 1000} <= \
+        {t for t, _ in got}
+    assert all(a < 0 for _, a in got)   # a long pays a positive rate

@@ -523,3 +523,30 @@ def test_flatten_waits_for_an_ambiguous_order_and_survives_a_restart():
     assert h.core.health()["flatten"]["state"] == "done"
     flat = [a.order for a in h.sends() if a.order.client_order_id.startswith("ofi-flat-")]
     assert sum(o.qty for o in flat) == pytest.approx(0.005)
+
+
+def _pay(h, tid, amount, symbol=SYMBOL):
+    h.venue.funding.append({"type": "funding", "symbol": symbol, "amount": amount,
+                            "asset": "USDT", "time_ms": int(h.now * 1000), "tran_id": tid})
+
+
+def test_funding_payments_recorded_once_from_the_stream_word_and_after_a_restart():
+    h = Harness()
+    _pay(h, 1, -0.25)                       # before the broker ever started: read at start
+    h.restart()
+    h.advance(1.0)
+    assert [r["tran_id"] for t, r in h.records if t == "funding"] == [1]
+    # the stream says a funding payment happened: read (not waiting for the periodic check)
+    h.advance(5.0)
+    _pay(h, 2, 0.5)
+    _pay(h, 3, -0.1, symbol="ETHUSDT")      # another symbol of the account: not ours
+    h.core.on_stream_event({"e": "ACCOUNT_UPDATE", "a": {"m": "FUNDING_FEE", "B": []}}, h.now)
+    h.advance(1.0)
+    assert [r["tran_id"] for t, r in h.records if t == "funding"] == [1, 2]
+    # paid while the broker was down; the rows already recorded are not recorded again
+    h.advance(1.0)
+    _pay(h, 4, -0.3)
+    h.restart()
+    h.advance(1.0)
+    got = [(r["tran_id"], r["amount"]) for t, r in h.records if t == "funding"]
+    assert got == [(1, -0.25), (2, 0.5), (4, -0.3)]

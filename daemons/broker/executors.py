@@ -87,6 +87,9 @@ class GatewayExecutor(Executor):
     def countdown(self, symbol: str, countdown_ms: int) -> dict:
         return self.gateway.countdown(symbol, countdown_ms)
 
+    def funding(self, since_ms: int | None) -> list[dict]:
+        return self.gateway.funding(since_ms)
+
     def all_orders(self, symbol: str) -> list[VenueOrder]:
         return self.gateway.all_orders(symbol)
 

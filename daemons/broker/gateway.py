@@ -27,11 +27,12 @@ from .binance import urls
 from .binance.errors import GatewayError, InvalidListenKey, NotFound, Rejected
 from .binance.filters import apply_filters
 from .binance.http import BinanceHttp
-from .binance.schemas import (VenueOrder, parse_exchange_info, parse_order, parse_position_risk,
-                              parse_trade)
+from .binance.schemas import (VenueOrder, parse_exchange_info, parse_funding, parse_order,
+                              parse_position_risk, parse_trade)
 from .binance.userstream import UserStream
 from .orders import Order
 
+INCOME_PAGE = 1000                 # rows per /fapi/v1/income call (the venue's maximum)
 LISTEN_KEY_KEEPALIVE_S = 30 * 60   # the key lives 60 min; Binance suggests a keepalive well before
 
 
@@ -166,6 +167,17 @@ class BinanceGateway:
                     if exc.code != -4046:   # "No need to change margin type."
                         raise AccountError(f"{symbol}: the venue refused margin type "
                                            f"{margin_type}: {exc}") from None
+
+    def funding(self, since_ms: int | None) -> list[dict]:
+        """The account's funding payments from ``since_ms`` on (inclusive), oldest first, as
+        ``funding`` payloads, every page of them."""
+        out, start = [], since_ms
+        while True:
+            rows = self.http.income("FUNDING_FEE", start, limit=INCOME_PAGE)
+            out += [parse_funding(r) for r in rows]
+            if len(rows) < INCOME_PAGE:
+                return out
+            start = int(rows[-1]["time"])   # the next page from the last time (ids dedupe)
 
     def countdown(self, symbol: str, countdown_ms: int) -> dict:
         """Refresh the venue's dead-man switch of ``symbol`` (countdownCancelAll)."""

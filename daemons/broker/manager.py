@@ -20,6 +20,11 @@ no order of ours is live, the venue's positions are read and each is closed by a
 MARKET order (client ids ``ofi-flat-...``, the only orders sent while HALTED), then read again, up
 to :data:`FLATTEN_ROUNDS` times; ``health()["flatten"]`` says how it went.
 
+Funding: the payments the venue made or charged (``/fapi/v1/income`` FUNDING_FEE) become
+``funding`` records, each once (by the venue's ``tranId``): read at start from the last one
+recorded, when the user stream says a funding payment happened, and every
+:data:`FUNDING_CHECK_S`.
+
 The dead-man switch: while it runs, the manager refreshes the venue's countdownCancelAll of every
 symbol every third of ``deadman_ms``, so the venue cancels our open orders if the broker dies or
 loses the venue for longer than that.
@@ -46,13 +51,14 @@ from bus import BadRecord
 from ..strategy import state as tstate
 from . import orders as fsm
 from .binance.errors import Ambiguous, GatewayError, NotFound, NotSent, Rejected
-from .binance.schemas import VenueOrder, parse_order_update
+from .binance.schemas import VenueOrder, is_funding_update, parse_order_update
 from .journal import EPS, Journal
 from .reconcile import QTY_TOLERANCE, reconcile
 
 CLIENT_ID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 FLATTEN_PREFIX = "ofi-flat-"   # the orders that close positions while HALTED
 FLATTEN_ROUNDS = 3             # reads of the venue's positions, each closing what is left
+FUNDING_CHECK_S = 600.0        # funding payments are read at least this often (and on the stream's word)
 
 
 @dataclass(frozen=True)
@@ -184,13 +190,23 @@ class Countdown:
 
 
 @dataclass(frozen=True)
+class FetchFunding:
+    """The account's funding payments from ``since_ms`` on (``/fapi/v1/income``)."""
+
+    since_ms: int | None
+    kind = "funding"
+    key = "all"
+
+
+@dataclass(frozen=True)
 class Halt:
     reason: str
     kind = "halt"
     key = "halt"
 
 
-LOOKUPS = ("query", "cancel", "trades", "open_orders", "all_orders", "positions", "countdown")
+LOOKUPS = ("query", "cancel", "trades", "open_orders", "all_orders", "positions", "countdown",
+           "funding")
 
 
 class OrderManager:
@@ -207,7 +223,7 @@ class OrderManager:
         self.stopping = False
         self.counts = {"intents": 0, "duplicates": 0, "ignored": 0, "sent": 0, "fills": 0,
                        "rejected": 0, "unknown": 0, "abandoned": 0, "late_reports": 0,
-                       "stale_events": 0, "invalid_events": 0, "halts": 0}
+                       "stale_events": 0, "invalid_events": 0, "halts": 0, "funding": 0}
         self._records: list[tuple[str, dict]] = []
         self._actions: list = []
         self._heap: list[tuple[float, str, str]] = []
@@ -226,6 +242,8 @@ class OrderManager:
         self._abandoned_at: dict[str, float] = {}     # watched for a late execution
         self.deadman_at: dict[str, float] = {}        # last countdown refresh the venue took
         self.flatten: dict | None = None              # the flatten asked for, and how it went
+        self._funding_ids: set[int] = set()           # tranIds recorded in ``funding``
+        self._funding_since: int | None = None        # the last recorded payment's time (ms)
         self._deadman_failing: set[str] = set()
         # orders not terminal, or terminal with fills still to record (insertion-ordered set):
         # what every per-fill question asks about, without a walk over the whole journal
@@ -276,6 +294,9 @@ class OrderManager:
     # -- start -----------------------------------------------------------------------------------
     def load(self, topic: str, rec: dict) -> None:
         """Fold one record of the journal (``orders`` or ``fills``) before :meth:`start`."""
+        if topic == "funding":
+            self._note_funding(rec)
+            return
         if topic == "orders":
             self.journal.load_order_record(rec)
             if isinstance(rec.get("intent_seq"), int):   # intents up to here were handled
@@ -302,6 +323,7 @@ class OrderManager:
                 self._at("venue", "all", now + self.s.position_check_s)
             if self.s.deadman_ms > 0:
                 self._at("deadman", "all", now)
+            self._at("funding", "all", now)
         for o in self.journal.open_orders():
             self._schedule_expiry(o)
 
@@ -888,6 +910,33 @@ class OrderManager:
             self._queue_send(cid, now)
         self._at("flatten", "all", now + 0.2)   # read again once they are done
 
+    # -- funding ---------------------------------------------------------------------------------
+    def _note_funding(self, rec: dict) -> None:
+        tid, t = rec.get("tran_id"), rec.get("time_ms")
+        if isinstance(tid, int):
+            self._funding_ids.add(tid)
+        if isinstance(t, int) and (self._funding_since is None or t > self._funding_since):
+            self._funding_since = t
+
+    def _fire_funding(self, _key: str, now: float) -> None:
+        self._at("funding", "all", now + FUNDING_CHECK_S)
+        if ("funding", "all") not in self._busy:
+            since = self._funding_since
+            if since is None and self.journal.first_ts:
+                since = self.journal.first_ts - 60_000   # the broker's own history
+            self._act(FetchFunding(since))
+
+    def _after_funding(self, a: FetchFunding, outcome, now: float) -> None:
+        if isinstance(outcome, GatewayError):
+            self._at("funding", "all", now + 5.0)
+            return
+        for rec in outcome:
+            if rec["tran_id"] in self._funding_ids or rec["symbol"] not in self.s.symbols:
+                continue
+            self._note_funding(rec)
+            self._records.append(("funding", rec))
+            self.counts["funding"] += 1
+
     def _fire_deadman(self, _key: str, now: float) -> None:
         """Refresh every symbol's countdown (a third of it, so two refreshes may fail)."""
         self._at("deadman", "all", now + self.s.deadman_ms / 3000.0)
@@ -978,6 +1027,9 @@ class OrderManager:
         self._start_waiting_sends(now)
 
     def on_stream_event(self, ev: dict, now: float) -> None:
+        if is_funding_update(ev) and self.s.remote:
+            self._at("funding", "all", now + 0.5)   # /fapi/v1/income says which symbol paid
+            return
         if ev.get("e") != "ORDER_TRADE_UPDATE":
             return
         try:

@@ -32,8 +32,8 @@ from .execlog import ExecLog
 from .executors import ExecutorError, make_executor
 from .gateway import AccountError
 from .keys import KeysError
-from .manager import (Cancel, Countdown, FetchOpenOrders, FetchOrders, FetchPositions,
-                      FetchTrades, Halt, OrderManager, Query, Send, Settings)
+from .manager import (Cancel, Countdown, FetchFunding, FetchOpenOrders, FetchOrders,
+                      FetchPositions, FetchTrades, Halt, OrderManager, Query, Send, Settings)
 from .ratelimit import RateLimiter
 
 #: set by ``main`` when --confirm-live is given on the command line
@@ -47,7 +47,7 @@ class BrokerStage(Stage):
 
     name = "broker"
     inputs = ("intents",)
-    outputs = ("orders", "fills", "positions")
+    outputs = ("orders", "fills", "positions", "funding")
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -84,7 +84,7 @@ class BrokerStage(Stage):
         self.gateway = self.executor.gateway
         settings = Settings.from_config(cfg)
         core = OrderManager(settings, log=self.log)
-        for topic in ("orders", "fills"):
+        for topic in ("orders", "fills", "funding"):
             for rec in self.ctx.bus.read_all(topic):
                 core.load(topic, rec)
         self._with_retry(self.executor.prepare, "connect")
@@ -232,6 +232,8 @@ class BrokerStage(Stage):
             return ex.positions(list(a.symbols))
         if isinstance(a, Countdown):
             return ex.countdown(a.symbol, a.countdown_ms)
+        if isinstance(a, FetchFunding):
+            return ex.funding(a.since_ms)
         raise TypeError(f"unknown action {a!r}")
 
     def _sync_trading(self, now: float) -> None:

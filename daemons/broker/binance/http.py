@@ -154,6 +154,14 @@ class BinanceHttp:
                             signed=True, weight=1, action="cancel",
                             log={"symbol": symbol, "client_order_id": client_order_id})
 
+    def income(self, income_type: str, start_ms: int | None = None, limit: int = 1000) -> list:
+        """GET /fapi/v1/income (USER_DATA, weight 30): oldest first from ``start_ms``
+        (inclusive; None: the venue's default, the last 7 days)."""
+        params = {"incomeType": income_type, "limit": limit}
+        if start_ms is not None:
+            params["startTime"] = int(start_ms)
+        return self.request("GET", urls.INCOME, params, signed=True, weight=30, action="income")
+
     def position_mode(self) -> dict:
         """GET /fapi/v1/positionSide/dual (USER_DATA, weight 30): ``{"dualSidePosition": bool}``
         (true: hedge mode)."""

@@ -87,14 +87,17 @@ def parse_position_risk(d: dict) -> dict:
     }
 
 
-def parse_account_update(event: dict) -> list[dict]:
-    """An ACCOUNT_UPDATE event -> ``positions`` payloads of the changed positions."""
-    out = []
-    for p in (event.get("a") or {}).get("P") or []:
-        out.append({"type": "position", "symbol": p.get("s"), "qty": _f(p.get("pa")),
-                    "entry_price": _f(p.get("ep")), "realized_pnl": None,
-                    "unrealized_pnl": _f(p.get("up")), "mark_price": None})
-    return out
+def is_funding_update(event: dict) -> bool:
+    """An ACCOUNT_UPDATE pushed for a funding payment (its reason ``a.m`` is FUNDING_FEE; a
+    cross-margin one carries the balance only, no symbol: ``/fapi/v1/income`` says which)."""
+    return event.get("e") == "ACCOUNT_UPDATE" and (event.get("a") or {}).get("m") == "FUNDING_FEE"
+
+
+def parse_funding(row: dict) -> dict:
+    """A ``/fapi/v1/income`` FUNDING_FEE row -> a ``funding`` payload (amount signed: < 0 paid)."""
+    return {"type": "funding", "symbol": row["symbol"], "amount": _f(row.get("income")),
+            "asset": row.get("asset") or "", "time_ms": int(row["time"]),
+            "tran_id": int(row["tranId"])}
 
 
 @dataclass(frozen=True)
