@@ -49,7 +49,7 @@ def write(home, sink: str) -> dict:
     """Write the spools under ``home``; return the expected figures."""
     bus = open_bus(home, sink=sink)
     w = {t: bus.writer(t) for t in ("signals", "intents", "orders", "fills", "positions",
-                                    "trades", "book")}
+                                    "trades", "book", "funding")}
     exp = {"lat": {k: [] for k in ("trades", "book", "signal", "strategy", "broker")},
            "fills": [], "ic": {}}
     pending = []    # (ts, topic, payload) for trading records, written in ts order per topic
@@ -160,6 +160,13 @@ def write(home, sink: str) -> dict:
         "type": "position", "symbol": "ETHUSDT", "qty": q, "entry_price": e, "realized_pnl": 0.0,
         "unrealized_pnl": last_unreal["ETHUSDT"], "mark_price": mark}))
 
+    # funding: one payment the day before (left out), two in the day, one of them recorded twice
+    for t, tid, amount in ((DAY0 - 1000, 1, -9.0), (DAY0 + 8 * 3_600_000, 2, -0.75),
+                           (DAY0 + 16 * 3_600_000, 3, 0.25), (DAY0 + 16 * 3_600_000 + 5, 3, 0.25)):
+        pending.append((t, "funding", {"type": "funding", "symbol": "ETHUSDT", "amount": amount,
+                                       "asset": "USDT", "time_ms": t, "tran_id": tid}))
+    exp["funding"] = -0.75 + 0.25
+
     for ts, topic, payload in sorted(pending, key=lambda p: (p[0], p[1])):
         w[topic].append(payload, ts=ts)
     for x in w.values():
@@ -172,7 +179,7 @@ def write(home, sink: str) -> dict:
     exp["fees"] = sum(x["fee"] for x in f)
     exp["turnover"] = sum(x["qty"] * x["price"] for x in f)
     exp["unreal_end"] = last_unreal["ETHUSDT"]
-    exp["net"] = exp["realized"] - exp["fees"] + exp["unreal_end"]
+    exp["net"] = exp["realized"] - exp["fees"] + exp["funding"] + exp["unreal_end"]
     closed = [n for n, t in enumerate(TRIPS) if t[2] is not None]
     nets = {n: sum(x["rp"] - x["fee"] for x in f if x["trip"] == n) for n in closed}
     exp["closed"] = len(closed)

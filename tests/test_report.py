@@ -70,6 +70,7 @@ def test_report_day_pnl_fees_turnover_match_hand_computation(built):
     assert close(summary["Realized PnL"][0], exp["realized"], 4)
     assert close(summary["Fees (quote asset)"][0], exp["fees"], 4)
     assert close(summary["Unrealized PnL at the end"][0], exp["unreal_end"], 4)
+    assert close(summary["Funding (quote asset; negative: paid)"][0], exp["funding"], 4)
     assert close(summary["Net PnL"][0], exp["net"], 4)
     assert close(summary["Turnover (quote)"][0], exp["turnover"], 4)
     assert summary["Fills"][0] == str(len(exp["fills"]))   # the previous day's are left out

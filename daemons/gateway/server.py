@@ -187,6 +187,7 @@ class SymbolPnl(TypedDict):
     turnover: float
     realized: float
     fees: float
+    funding: float
     unrealized: float
     net: float
 
@@ -195,6 +196,7 @@ class Pnl(TypedDict):
     date: str
     realized: float
     fees: float
+    funding: float
     unrealized_start: float
     unrealized_end: float
     net: float

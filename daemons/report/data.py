@@ -18,7 +18,7 @@ from bus import BadRecord, jsonl, open_bus
 
 from .period import Period
 
-SMALL_TOPICS = ("signals", "intents", "orders", "fills", "positions")
+SMALL_TOPICS = ("signals", "intents", "orders", "fills", "positions", "funding")
 FEED_TOPICS = ("trades", "book")
 JOIN_TOPICS = ("signals", "intents")
 #: look-back for joins across the period's start

@@ -4,7 +4,8 @@ Conventions (written in the report too):
 - a fill's time is its venue trade time ``T`` (else the record ``ts``);
 - fees count in PnL when paid in the symbol's quote asset (``BTCUSDT`` and ``USDT``); others are
   listed apart;
-- net PnL = realized − fees + (unrealized at the end − unrealized at the start);
+- funding: the payments of the period's ``funding`` records (negative: paid), quote asset;
+- net PnL = realized − fees + funding + (unrealized at the end − unrealized at the start);
 - a round trip runs from flat to flat per symbol; it wins when its realized PnL minus its fees is
   positive; win rate = wins / closed round trips;
 - slippage of a fill in bps = s·(price − decision_mid)/decision_mid·1e4, s = +1 for a buy and
@@ -406,4 +407,16 @@ def price_series(sig_rows: dict[str, list[dict]], book_px: dict[str, dict[int, f
             rows = sorted(px.items())
         if rows:
             out[sym] = rows
+    return out
+
+
+def funding_by_symbol(records) -> dict[str, float]:
+    """The funding payments of ``funding`` records summed per symbol (each ``tran_id`` once)."""
+    seen, out = set(), {}
+    for r in records:
+        tid, sym, amount = r.get("tran_id"), r.get("symbol"), r.get("amount")
+        if tid in seen or not isinstance(sym, str) or not isinstance(amount, (int, float)):
+            continue
+        seen.add(tid)
+        out[sym] = out.get(sym, 0.0) + float(amount)
     return out

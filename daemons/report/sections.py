@@ -133,8 +133,9 @@ def _totals(a: Analysis) -> dict:
     end_u = sum(m.unrealized(p) for p in a.end_positions.values())
     realized = sum(b.realized for b in books)
     fees = sum(b.fees for b in books)
-    return {"realized": realized, "fees": fees, "unreal_start": start_u, "unreal_end": end_u,
-            "net": realized - fees + end_u - start_u,
+    funding = sum(m.funding_by_symbol(a.ds.records["funding"]).values())
+    return {"realized": realized, "fees": fees, "funding": funding, "unreal_start": start_u,
+            "unreal_end": end_u, "net": realized - fees + funding + end_u - start_u,
             "turnover": sum(b.turnover for b in books), "fills": sum(b.fills for b in books)}
 
 
@@ -142,26 +143,29 @@ def pnl(ds: Dataset) -> dict:
     """The PnL figures of the report (Summary and "PnL, fees and turnover by symbol") from the
     fills and positions of ``ds`` alone: ``{realized, fees, unrealized_start, unrealized_end,
     net, turnover, fills, symbols: [{symbol, fills, buys, sells, volume, turnover, realized,
-    fees, unrealized, net}], other_fees: {asset: amount}}``."""
+    fees, funding, unrealized, net}], other_fees: {asset: amount}}`` (and ``funding``)."""
     fills = m.unique_fills(ds.records["fills"])
+    paid = m.funding_by_symbol(ds.records["funding"])
     books, _trips = m.ledger(fills, ds.start_positions)
     end_positions = _end_positions(ds)
     start_u = sum(m.unrealized(x) for x in ds.start_positions.values())
     end_u = sum(m.unrealized(p) for p in end_positions.values())
     realized = sum(b.realized for b in books.values())
     fees = sum(b.fees for b in books.values())
+    funding = sum(paid.values())
     symbols, other = [], {}
     for sym, b in sorted(books.items()):
         eu = m.unrealized(end_positions.get(sym))
         su = m.unrealized(ds.start_positions.get(sym))
+        fu = paid.get(sym, 0.0)
         symbols.append({"symbol": sym, "fills": b.fills, "buys": b.buys, "sells": b.sells,
                         "volume": b.volume, "turnover": b.turnover, "realized": b.realized,
-                        "fees": b.fees, "unrealized": eu,
-                        "net": b.realized - b.fees + eu - su})
+                        "fees": b.fees, "funding": fu, "unrealized": eu,
+                        "net": b.realized - b.fees + fu + eu - su})
         for asset, v in b.other_fees.items():
             other[asset] = other.get(asset, 0.0) + v
-    return {"realized": realized, "fees": fees, "unrealized_start": start_u,
-            "unrealized_end": end_u, "net": realized - fees + end_u - start_u,
+    return {"realized": realized, "fees": fees, "funding": funding, "unrealized_start": start_u,
+            "unrealized_end": end_u, "net": realized - fees + funding + end_u - start_u,
             "turnover": sum(b.turnover for b in books.values()),
             "fills": sum(b.fills for b in books.values()), "symbols": symbols,
             "other_fees": dict(sorted(other.items()))}
@@ -175,6 +179,7 @@ def _summary(a: Analysis) -> list[tuple]:
     rows = [
         ["Realized PnL", f(tot["realized"])],
         ["Fees (quote asset)", f(tot["fees"])],
+        ["Funding (quote asset; negative: paid)", f(tot["funding"])],
         ["Unrealized PnL at the end", f(tot["unreal_end"])],
         ["Unrealized PnL at the start", f(tot["unreal_start"])],
         ["Net PnL", f(tot["net"])],

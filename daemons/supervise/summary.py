@@ -9,6 +9,7 @@ import os
 from bus import open_bus
 
 from .. import config as configmod
+from ..report.metrics import funding_by_symbol
 from ..runtime import read_json
 
 
@@ -42,6 +43,7 @@ def summarize(cfg: dict, programs: list[str] | None = None) -> dict:
         orders = bus.read_all("orders")
         fills = bus.read_all("fills")
         positions = bus.read_all("positions")
+        funding = bus.read_all("funding")
     finally:
         bus.close()
     final = {}
@@ -57,6 +59,7 @@ def summarize(cfg: dict, programs: list[str] | None = None) -> dict:
     for p in positions:
         last_pos[p.get("symbol")] = p
     unrealized = sum(float(p.get("unrealized_pnl") or 0) for p in last_pos.values())
+    paid = sum(funding_by_symbol(funding).values())
     lat = order_latencies_ms(intents, orders)
     restarts = read_json(os.path.join(home, "run", "restarts.json")) or {}
     return {
@@ -66,8 +69,8 @@ def summarize(cfg: dict, programs: list[str] | None = None) -> dict:
         "orders_by_status": by_status,
         "fills": len(fills),
         "pnl": {"realized": round(realized, 6), "fees": round(fees, 6),
-                "unrealized": round(unrealized, 6),
-                "net": round(realized - fees + unrealized, 6)},
+                "funding": round(paid, 6), "unrealized": round(unrealized, 6),
+                "net": round(realized - fees + paid + unrealized, 6)},
         "positions": {s: p.get("qty") for s, p in last_pos.items()},
         "restarts": restarts,
         "latency_ms": {"intent_to_ack_p50": percentile(lat, 0.5),
