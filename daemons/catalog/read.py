@@ -11,10 +11,11 @@ take a good part of a short command's run time).
 """
 from __future__ import annotations
 
-import datetime as _dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..report.period import epoch_ms, iso_ms
 
 #: the merged sequence's kind codes, also the merge ranks of the streams
 TRADE, BOOK, DEPTH = 0, 1, 2
@@ -34,23 +35,11 @@ class CatalogError(Exception):
 
 def parse_time(text: str) -> int:
     """``--from`` / ``--to``: epoch ms (digits), or an ISO date / date-time (UTC unless it says)."""
-    s = text.strip()
-    if s.isdigit():
-        return int(s)
     try:
-        d = _dt.datetime.fromisoformat(s)
+        return epoch_ms(text)
     except ValueError:
         raise CatalogError(f"bad time {text!r}: give epoch ms or an ISO date/time "
                            "such as 2024-07-18 or 2024-07-18T12:30 (UTC)") from None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=_dt.timezone.utc)
-    return int(d.timestamp() * 1000)
-
-
-def iso_ms(ms: int) -> str:
-    """``2024-07-18T12:30:00.000Z``."""
-    d = _dt.datetime.fromtimestamp(ms / 1000, _dt.timezone.utc)
-    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 # -- manifests -----------------------------------------------------------------------------------

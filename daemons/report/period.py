@@ -59,20 +59,25 @@ def parse_date(text: str, now_ms: int) -> Period:
         raise PeriodError(f"invalid --date {text!r}: {exc}") from None
 
 
-def parse_since(text: str) -> Period:
-    """An ISO 8601 time (UTC when it has no offset) or epoch milliseconds; no end."""
+def epoch_ms(text: str) -> int:
+    """An ISO 8601 date or time (UTC when it has no offset) or epoch milliseconds, as epoch ms;
+    ValueError when it is neither."""
     value = text.strip()
     if re.fullmatch(r"\d{1,15}", value):
-        ms = int(value)
-    else:
-        try:
-            t = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise PeriodError(f"invalid --since {text!r}: expected an ISO time "
-                              "(e.g. 2024-03-05T12:00:00Z) or epoch milliseconds") from None
-        if t.tzinfo is None:
-            t = t.replace(tzinfo=UTC)
-        ms = round(t.timestamp() * 1000)
+        return int(value)
+    t = dt.datetime.fromisoformat(value)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return round(t.timestamp() * 1000)
+
+
+def parse_since(text: str) -> Period:
+    """An ISO 8601 time (UTC when it has no offset) or epoch milliseconds; no end."""
+    try:
+        ms = epoch_ms(text)
+    except ValueError:
+        raise PeriodError(f"invalid --since {text!r}: expected an ISO time "
+                          "(e.g. 2024-03-05T12:00:00Z) or epoch milliseconds") from None
     if ms < 0:
         raise PeriodError(f"invalid --since {text!r}: before 1970")
     stamp = iso_ms(ms).replace("-", "").replace(":", "")
