@@ -6,19 +6,11 @@ import sys
 import click
 
 from ..config import home_of
-from .common import config_option, load_config
+from .common import config_option, load_config, recorded_input_options
 
 
 @click.command("backtest")
-@click.option("--input", "inputs", multiple=True, metavar="FILE",
-              help="Recorded file (repeat, or list several after one --input); read in order.")
-@click.argument("more", nargs=-1, metavar="[FILE]...")
-@click.option("--catalog", "catalog", metavar="DIR", default=None,
-              help="Read a market-data catalog (ofi data import) instead of files.")
-@click.option("--from", "start", metavar="T", default=None,
-              help="With --catalog: from this time on (ISO date/time UTC, or epoch ms).")
-@click.option("--to", "end", metavar="T", default=None,
-              help="With --catalog: before this time (ISO date/time UTC, or epoch ms).")
+@recorded_input_options
 @click.option("--symbol", required=True, help="Symbol, e.g. BTCUSDT.")
 @click.option("--out", "out", metavar="DIR", type=click.Path(), default=None,
               help="Home to write the records and the report into; new or empty "

@@ -29,6 +29,26 @@ def json_option(f):
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(f)
 
 
+def recorded_input_options(f):
+    """The market data of ``ofi signals`` / ``ofi backtest``: --input FILE... (and FILE...
+    arguments), or --catalog DIR with --from / --to."""
+    for deco in reversed((
+            click.option("--input", "inputs", multiple=True, metavar="FILE",
+                         help="Recorded file (repeat, or list several after one --input); "
+                              "read in order."),
+            click.argument("more", nargs=-1, metavar="[FILE]..."),
+            click.option("--catalog", "catalog", metavar="DIR", default=None,
+                         help="Read a market-data catalog (ofi data import) instead of files."),
+            click.option("--from", "start", metavar="T", default=None,
+                         help="With --catalog: from this time on (ISO date/time UTC, or epoch "
+                              "ms)."),
+            click.option("--to", "end", metavar="T", default=None,
+                         help="With --catalog: before this time (ISO date/time UTC, or epoch "
+                              "ms)."))):
+        f = deco(f)
+    return f
+
+
 def runtime_options(f):
     """--config, --home and --sink together."""
     return config_option(home_option(sink_option(f)))
