@@ -62,6 +62,18 @@ def procs():
 
 OFI = [sys.executable, "-m", "daemons.cli"]
 
+
+def wait_for(pred, timeout: float, what: str, interval: float = 0.1):
+    """``pred()``'s first true value, asked every ``interval`` s; AssertionError after
+    ``timeout`` s naming ``what``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
 _BUFFERS: dict[int, bytearray] = {}
 
 

@@ -23,21 +23,11 @@ from daemons.broker.binance.errors import GatewayError
 from daemons.broker.binance.http import BinanceHttp
 from daemons.broker.orders import TERMINAL
 from daemons.broker.ratelimit import RateLimiter
-from tests.conftest import OFI, free_port
+from tests.conftest import OFI, free_port, wait_for
 
 API_KEY = "brokertestkey0123456789abcdefKEY9"
 API_SECRET = "brokertestsecret-9f8e7d6c5b4a-never-logged"
 SYMBOL = "BTCUSDT"
-
-
-def _wait_for(cond, timeout, what, interval=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _count_ready(path: Path) -> int:
@@ -62,7 +52,7 @@ class Venue:
         args += list(extra)
         with open(self.log, "wb") as out:
             self.proc = procs(args, stdout=out, stderr=subprocess.STDOUT)
-        _wait_for(lambda: _count_ready(self.log) >= 1 or self.proc.poll() is not None, 30,
+        wait_for(lambda: _count_ready(self.log) >= 1 or self.proc.poll() is not None, 30,
                   "the exchange's ofi-ready")
         assert self.proc.poll() is None, self.log.read_text()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -120,7 +110,7 @@ class Broker:
                                    stdout=out, stderr=subprocess.STDOUT, env=self.env)
         self.starts += 1
         if wait_ready:
-            _wait_for(lambda: _count_ready(self.log) >= self.starts or self.proc.poll() is not None,
+            wait_for(lambda: _count_ready(self.log) >= self.starts or self.proc.poll() is not None,
                       40, "the broker's ofi-ready")
             assert self.proc.poll() is None, self.log.read_text()[-3000:]
 
@@ -172,7 +162,7 @@ def _mid(venue: Venue) -> float:
         except requests.RequestException:
             return None
         return float(r.json()["markPrice"]) if r.status_code == 200 else None
-    return _wait_for(ask, 15, "the mark price")
+    return wait_for(ask, 15, "the mark price")
 
 
 def _assert_books_agree(home: Path, venue: Venue) -> None:
@@ -235,16 +225,16 @@ def test_broker_faults_and_sigkill_never_double_or_lose(procs, home, tmp_path):
     writer.close()
     bus.close()
     # every intent reaches a settled state (LIMIT orders may stay open: cancel them via halt)
-    _wait_for(lambda: all(c in _last_status(home) and _last_status(home)[c]["status"] not in
+    wait_for(lambda: all(c in _last_status(home) and _last_status(home)[c]["status"] not in
                           ("PENDING", "UNKNOWN") for c in sent), 60, "every intent settled",
               interval=0.3)
     subprocess.run(OFI + ["halt", "--home", str(home), "--reason", "test end"], check=True,
                    capture_output=True, timeout=30)
-    _wait_for(lambda: all(r["status"] in TERMINAL for r in _last_status(home).values()), 40,
+    wait_for(lambda: all(r["status"] in TERMINAL for r in _last_status(home).values()), 40,
               "every order terminal after the halt", interval=0.3)
-    _wait_for(lambda: not venue.open_orders(), 20, "no open order left at the exchange")
+    wait_for(lambda: not venue.open_orders(), 20, "no open order left at the exchange")
     # let late stream fills land, then stop cleanly
-    _wait_for(lambda: len(_records(home, "fills")) == len(venue.user_trades()), 20,
+    wait_for(lambda: len(_records(home, "fills")) == len(venue.user_trades()), 20,
               "fills caught up with userTrades", interval=0.3)
     broker.stop()
     # Assert
@@ -275,19 +265,19 @@ def test_broker_halt_cancels_open_orders_and_refuses_new_until_resumed(procs, ho
     # resting orders far from the market
     for i in range(3):
         w.append(_intent(i, "BUY", 0.002, "LIMIT", round(mid * 0.9, 1), cid=f"rest-{i}"))
-    _wait_for(lambda: len(venue.open_orders()) == 3, 10, "3 open orders at the exchange")
+    wait_for(lambda: len(venue.open_orders()) == 3, 10, "3 open orders at the exchange")
     subprocess.run(OFI + ["halt", "--home", str(home), "--reason", "drill"], check=True,
                    capture_output=True, timeout=30)
-    _wait_for(lambda: not venue.open_orders(), 10, "the kill switch canceled them")
+    wait_for(lambda: not venue.open_orders(), 10, "the kill switch canceled them")
     w.append(_intent(9, "BUY", 0.002, cid="while-halted"))
-    _wait_for(lambda: _last_status(home).get("while-halted", {}).get("status") == "REJECTED", 10,
+    wait_for(lambda: _last_status(home).get("while-halted", {}).get("status") == "REJECTED", 10,
               "the intent refused while HALTED")
     assert "HALTED" in _last_status(home)["while-halted"]["reason"]
     last = _last_status(home)
     assert all(last[f"rest-{i}"]["status"] == "CANCELED" for i in range(3))
     subprocess.run(OFI + ["resume", "--home", str(home)], check=True, capture_output=True, timeout=30)
     w.append(_intent(10, "BUY", 0.002, cid="after-resume"))
-    _wait_for(lambda: _last_status(home).get("after-resume", {}).get("status") == "FILLED", 10,
+    wait_for(lambda: _last_status(home).get("after-resume", {}).get("status") == "FILLED", 10,
               "an intent filled after resume")
     w.close()
     bus.close()
@@ -319,7 +309,7 @@ def test_broker_stays_under_order_rate_limit_without_429(procs, home, tmp_path):
     w = bus.writer("intents")
     for i in range(6):
         w.append(_intent(i, "BUY" if i % 2 else "SELL", 0.002, cid=f"rl-{i}"))
-    _wait_for(lambda: sum(r["status"] == "FILLED" for r in _last_status(home).values()) == 6, 25,
+    wait_for(lambda: sum(r["status"] == "FILLED" for r in _last_status(home).values()) == 6, 25,
               "all 6 filled across two windows", interval=0.2)
     w.close()
     bus.close()
@@ -351,7 +341,7 @@ def test_broker_start_honours_retry_after_with_a_live_heartbeat_and_stops_at_onc
         except (FileNotFoundError, orjson.JSONDecodeError):
             return None
         return beat if beat.get("waiting") else None
-    first = _wait_for(waiting, 20, "a heartbeat that says the broker waits")
+    first = wait_for(waiting, 20, "a heartbeat that says the broker waits")
     time.sleep(1.5)
     second = waiting()
     # Assert: not ready, waiting on the venue until its Retry-After, the heartbeat still beating
@@ -377,7 +367,7 @@ def test_dead_man_switch_keeps_orders_while_the_broker_lives_and_cancels_them_wh
     bus = open_bus(home)
     w = bus.writer("intents")
     w.append(_intent(0, "BUY", 0.002, "LIMIT", round(mid * 0.9, 1), cid="resting-0"))
-    _wait_for(lambda: len(venue.open_orders()) == 1, 10, "a resting order at the exchange")
+    wait_for(lambda: len(venue.open_orders()) == 1, 10, "a resting order at the exchange")
     # alive: refreshed every ~0.7 s, the 2 s countdown never runs out
     time.sleep(3.0)
     assert [o["clientOrderId"] for o in venue.open_orders()] == ["resting-0"]
@@ -386,13 +376,13 @@ def test_dead_man_switch_keeps_orders_while_the_broker_lives_and_cancels_them_wh
     # dead: nobody refreshes, the venue cancels the order on its own
     broker.kill()
     killed = time.time()
-    _wait_for(lambda: not venue.open_orders(), 10, "the venue canceled the order")
+    wait_for(lambda: not venue.open_orders(), 10, "the venue canceled the order")
     assert 1.0 < time.time() - killed < 5.0
     canceled = [o for o in venue.all_orders() if o["clientOrderId"] == "resting-0"]
     assert canceled[0]["status"] == "CANCELED"
     # a new broker learns it at start
     broker.start()
-    _wait_for(lambda: _last_status(home).get("resting-0", {}).get("status") == "CANCELED", 10,
+    wait_for(lambda: _last_status(home).get("resting-0", {}).get("status") == "CANCELED", 10,
               "the journal has the cancel")
     w.close()
     bus.close()
@@ -410,7 +400,7 @@ def test_ofi_flatten_cancels_everything_and_closes_the_position_at_the_venue(
     w = bus.writer("intents")
     w.append(_intent(0, "BUY", 0.005, cid="long-0"))
     w.append(_intent(1, "SELL", 0.002, "LIMIT", round(mid * 1.1, 1), cid="resting-1"))
-    _wait_for(lambda: venue.position() == pytest.approx(0.005) and len(venue.open_orders()) == 1,
+    wait_for(lambda: venue.position() == pytest.approx(0.005) and len(venue.open_orders()) == 1,
               15, "a long position and a resting order at the exchange")
     # no strategy runs here: the broker alone flattens
     p = subprocess.run(OFI + ["flatten", "--home", str(home), "--wait-s", "30"],
@@ -469,7 +459,7 @@ def test_funding_payments_are_recorded_once_each_across_a_broker_restart(procs, 
     bus = open_bus(home)
     w = bus.writer("intents")
     w.append(_intent(0, "BUY", 0.01, cid="long-f"))
-    _wait_for(lambda: venue.position() == pytest.approx(0.01), 10, "a long position")
+    wait_for(lambda: venue.position() == pytest.approx(0.01), 10, "a long position")
 
     def venue_funding():
         rows = venue.call(venue.http.income, "FUNDING_FEE")
@@ -478,15 +468,15 @@ def test_funding_payments_are_recorded_once_each_across_a_broker_restart(procs, 
 
     def recorded():
         return [(r["tran_id"], r["amount"]) for r in _records(home, "funding")]
-    _wait_for(lambda: len(recorded()) >= 2, 15, "funding payments recorded from the stream")
+    wait_for(lambda: len(recorded()) >= 2, 15, "funding payments recorded from the stream")
     broker.kill()
     paid = len(venue_funding())
-    _wait_for(lambda: len(venue_funding()) >= paid + 2, 10, "payments while the broker is down")
+    wait_for(lambda: len(venue_funding()) >= paid + 2, 10, "payments while the broker is down")
     down = set(venue_funding())
     broker.start()
     w.close()
     bus.close()
-    _wait_for(lambda: {t for t, _ in recorded()} >= down, 15, "the payments made while it was down")
+    wait_for(lambda: {t for t, _ in recorded()} >= down, 15, "the payments made while it was down")
     stopping = time.time()
     broker.stop()
     got = recorded()

@@ -22,7 +22,7 @@ import anyio
 import pytest
 
 from bus import BadRecord, open_bus
-from tests.conftest import OFI, ROOT, free_port
+from tests.conftest import OFI, ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -58,8 +58,8 @@ def run(tmp_path_factory):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        _wait(lambda: _ready(home), 90, "every program ready")
-        _wait(lambda: any(isinstance(r.get("mid"), float) for r in _records(home, "signals")),
+        wait_for(lambda: _ready(home), 90, "every program ready")
+        wait_for(lambda: any(isinstance(r.get("mid"), float) for r in _records(home, "signals")),
               30, "a signal with a mid")
         yield {"home": home, "port": port, "cfg_off": cfg_off, "cfg_on": cfg_on, "proc": proc}
     finally:
@@ -80,16 +80,6 @@ def finished(run):
 
 
 # -- helpers -------------------------------------------------------------------------------------
-def _wait(pred, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def _records(home, topic):
     bus = open_bus(home)
     try:
@@ -221,15 +211,19 @@ def test_proposal_reaches_the_venue_only_once_approved(run):
             if r["client_order_id"] == "mcp-ok-1"] == [p["id"]]
     listed = _ofi("proposals", "--home", str(home), "--json").stdout.splitlines()
     assert [json.loads(x)["state"] for x in listed] == ["pending"]
-    # nothing reaches the strategy or the venue without the operator
-    time.sleep(1.5)
-    assert "mcp-ok-1" not in _venue_orders(port)
+    # nothing reaches the strategy or the venue without the operator: the strategy goes on
+    # handling signals with the proposal there, and sends nothing of it
+    seen = _strategy_position(home, "signals")
+    wait_for(lambda: _strategy_position(home, "signals") > seen + 1, 20,
+             "the strategy handling more signals")
     assert not [r for r in _records(home, "intents") if r.get("client_order_id") == "mcp-ok-1"]
+    assert "mcp-ok-1" not in _venue_orders(port)
 
     out = _ofi("approve", p["id"], "--home", str(home), "--reason", "test")
     assert "approved" in out.stdout
-    _wait(lambda: "mcp-ok-1" in _venue_orders(port), 20, "the approved order at the venue")
-    time.sleep(1.0)
+    wait_for(lambda: "mcp-ok-1" in _venue_orders(port), 20, "the approved order at the venue")
+    wait_for(lambda: any(r.get("client_order_id") == "mcp-ok-1" and r.get("status") == "FILLED"
+                         for r in _records(home, "orders")), 20, "the broker's word on it")
     assert _venue_orders(port).count("mcp-ok-1") == 1
     intents = [r for r in _records(home, "intents") if r.get("proposal_id") == p["id"]]
     assert len(intents) == 1 and intents[0]["type"] == "intent"
@@ -251,10 +245,10 @@ def test_rejected_proposal_never_reaches_the_venue(run):
     _ofi("reject", pid, "--home", str(home), "--reason", "not now")
     seq = max(r["seq"] for r in _records(home, "decisions"))
     # the strategy read the rejection (its decisions consumer passed it) and did nothing
-    _wait(lambda: _strategy_position(home, "decisions") >= seq, 20, "the strategy past it")
-    time.sleep(1.0)
-    assert "mcp-no-1" not in _venue_orders(port)
+    wait_for(lambda: _strategy_position(home, "decisions") >= seq, 20, "the strategy past it")
+    # no intent of it, so nothing the broker could send
     assert not [r for r in _records(home, "intents") if r.get("proposal_id") == pid]
+    assert "mcp-no-1" not in _venue_orders(port)
     assert _ofi("approve", pid, "--home", str(home), check=False).returncode != 0
     assert "rejected" in _ofi("proposals", "--home", str(home)).stdout
 
@@ -350,7 +344,7 @@ def test_streamable_http_on_loopback(finished):
                                    "--http", str(port)], cwd=ROOT, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait(lambda: _listening(port), 20, "the HTTP server listening")
+        wait_for(lambda: _listening(port), 20, "the HTTP server listening")
 
         async def main():
             async with Client(f"http://127.0.0.1:{port}/mcp", read_timeout_seconds=30) as c:

@@ -20,7 +20,7 @@ import urllib.request
 import pytest
 
 from bus import BadRecord, open_bus
-from tests.conftest import OFI, free_port
+from tests.conftest import OFI, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -89,16 +89,6 @@ def _status(home):
     return json.loads(p.stdout)
 
 
-def _wait(pred, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def _assert_topics_whole(home):
     """Every topic: seq 1..n with no gap or repeat."""
     for topic in ("trades", "book", "depth", "signals", "intents", "orders", "fills", "positions"):
@@ -123,7 +113,7 @@ def _kill(home, progs, name):
     """SIGKILL one program; its new ``{name: program}`` once supervisord restarted it."""
     old = progs[name]["pid"]
     os.kill(old, signal.SIGKILL)
-    return _wait(lambda: (lambda p: p if p and p[name]["pid"] != old else None)(_all_ready(home)),
+    return wait_for(lambda: (lambda p: p if p and p[name]["pid"] != old else None)(_all_ready(home)),
                  60, f"{name} restarted after SIGKILL")
 
 
@@ -132,7 +122,7 @@ def _venue_agrees_with_spools(home, port, procs):
     the last ``positions`` record equals the venue's position. Returns (intents, venue ids)."""
     ex = procs(OFI + ["exchange", "--port", str(port), "--state", str(home / "exchange")],
                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait(lambda: "ofi-ready" in ex.stdout.readline(), 30, "exchange ready")
+    wait_for(lambda: "ofi-ready" in ex.stdout.readline(), 30, "exchange ready")
     intents = [r for r in _records(home, "intents") if r["type"] == "intent"]
     cids = [i["client_order_id"] for i in intents]
     assert cids and len(cids) == len(set(cids))
@@ -196,18 +186,18 @@ def test_pipeline_survives_sigkill_of_every_daemon_and_a_hang(tmp_path, procs):
     cfg = _config(tmp_path, port)
     run = procs(OFI + ["run", "--config", cfg, "--home", str(home), "--minutes", "1.6", "--json"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    progs = _wait(lambda: _all_ready(home), 90, "every program ready")
-    _wait(lambda: _last_seq(home, "fills") > 0, 60, "a first fill before the first kill")
+    progs = wait_for(lambda: _all_ready(home), 90, "every program ready")
+    wait_for(lambda: _last_seq(home, "fills") > 0, 60, "a first fill before the first kill")
     for name in ["signal", "strategy", "broker", "harvest", "exchange", "report"]:
         progs = _kill(home, progs, name)
         # the pipeline flows again before the next kill: new signals reach the bus
         mark = _last_seq(home, "signals")
-        _wait(lambda: _last_seq(home, "signals") > mark, 30, f"signals flowing after {name}")
+        wait_for(lambda: _last_seq(home, "signals") > mark, 30, f"signals flowing after {name}")
     # a hang: the heartbeat stops, the health listener restarts the program
     frozen = progs["strategy"]["pid"]
     os.kill(frozen, signal.SIGSTOP)
     try:
-        _wait(lambda: (lambda p: p if p and p["strategy"]["pid"] != frozen else None)(
+        wait_for(lambda: (lambda p: p if p and p["strategy"]["pid"] != frozen else None)(
               _all_ready(home)),
               60, "frozen strategy restarted by the health listener")
     finally:
@@ -240,12 +230,12 @@ def test_pipeline_late_venue_and_kills_never_double_an_order(tmp_path, procs):
                           "settle_on_stop_s": 8.0, "position_check_s": 2.0})
     run = procs(OFI + ["run", "--config", cfg, "--home", str(home), "--minutes", "1.2", "--json"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    progs = _wait(lambda: _all_ready(home), 90, "every program ready")
-    _wait(lambda: _last_seq(home, "fills") > 0, 60, "a first fill before the first kill")
+    progs = wait_for(lambda: _all_ready(home), 90, "every program ready")
+    wait_for(lambda: _last_seq(home, "fills") > 0, 60, "a first fill before the first kill")
     for name in ["broker", "strategy", "broker"]:
         # kill while orders are in flight: right after an intent
         mark = _last_seq(home, "intents")
-        _wait(lambda: _last_seq(home, "intents") > mark, 30, f"an intent before killing {name}")
+        wait_for(lambda: _last_seq(home, "intents") > mark, 30, f"an intent before killing {name}")
         progs = _kill(home, progs, name)
     out, err = run.communicate(timeout=240)
     assert run.returncode == 0, err[-2000:]
