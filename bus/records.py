@@ -25,6 +25,7 @@ TOPICS = (
     "funding",   # funding payments of the account, as the broker learns them from the venue
     # the MCP gateway: orders proposed by assistants, the operator's decisions, every tool call
     "proposals", "decisions", "audit",
+    "alerts",    # events that need an operator (daemons/alerts.py); any process appends
 )
 RESERVED = ("seq", "ts")
 

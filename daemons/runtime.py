@@ -41,6 +41,7 @@ READY = "ofi-ready"
 REFUSED = 2
 #: environment variable with the program's ``startsecs`` (set by the rendered supervisord.conf)
 STARTSECS_ENV = "OFI_STARTSECS"
+ALERTS_CLOSE_S = 3.0    # how long a stop waits for queued alert webhooks
 _T0 = time.monotonic()   # about when the process started (the module is imported at start)
 
 
@@ -94,6 +95,7 @@ class Context:
         self.stopping = False
         self.waiting: dict | None = None   # what a pause waits for (in the heartbeat file)
         self.beat = lambda now: None       # the runner's heartbeat, so a long pause keeps it
+        self.alerter = None                # daemons.alerts.Alerter, made by the first alert
 
     def pause(self, seconds: float, **why) -> bool:
         """Wait ``seconds`` (during start-up, say for a venue's Retry-After) with the heartbeat
@@ -110,6 +112,15 @@ class Context:
             return False
         finally:
             self.waiting = None
+
+    def alert(self, kind: str, message: str, subject: str = "", **fields) -> dict | None:
+        """Raise an alert (``alerts`` topic, log line, webhook; see ``daemons/alerts.py``);
+        None when the same kind and subject was raised less than ``alerts.repeat_s`` ago."""
+        if self.alerter is None:
+            from .alerts import Alerter
+
+            self.alerter = Alerter(self.config.get("alerts"), self.bus, self.name, self.log)
+        return self.alerter.alert(kind, message, subject, **fields)
 
     def emit(self, topic: str, payload: dict) -> dict:
         """Append a record to one of the stage's output topics."""
@@ -230,6 +241,8 @@ class Runner:
         finally:
             for w in self.ctx.writers.values():
                 w.close()
+            if self.ctx.alerter is not None:
+                self.ctx.alerter.close(ALERTS_CLOSE_S)
             self.ready = False
             self.heartbeat(time.time(), force=True)
             self.bus.close()

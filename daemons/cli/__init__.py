@@ -29,6 +29,7 @@ VERBS = {
     "resume": ("daemons.cli.trading_cmds", "resume"),
     "flatten": ("daemons.cli.trading_cmds", "flatten_cmd"),
     "report": ("daemons.cli.report_cmd", "report"),
+    "alerts": ("daemons.cli.alerts_cmd", "alerts"),
     "run": ("daemons.cli.run_cmds", "run"),
     "status": ("daemons.cli.run_cmds", "status"),
     "start": ("daemons.cli.run_cmds", "start"),

@@ -5,9 +5,10 @@ For each signal the pure :class:`~.core.StrategyCore` (also run by ``ofi backtes
 denies it (a structured log line, a counter in the heartbeat and, with
 ``strategy.denials_to_bus``, a ``risk_denied`` record in ``intents`` that the broker ignores).
 Signals older than ``strategy.max_signal_age_ms`` (wall clock) are observed, not acted on (one
-``stale_signals`` log line per run of them). While a position is held, ``tick`` runs the core's
-timer about every 250 ms: stop and time exits fire even when no signal comes. The position is
-the broker's (its ``positions`` records) plus the orders it has not finished (see ``core.py``).
+``stale_signals`` log line and one ``stale_feed`` alert per run of them, the alert at most once
+per ``alerts.repeat_s`` and symbol). While a position is held, ``tick`` runs the core's timer
+about every 250 ms: stop and time exits fire even when no signal comes. The position is the
+broker's (its ``positions`` records) plus the orders it has not finished (see ``core.py``).
 An operator's approval of an order proposed through ``ofi mcp`` (``decisions`` topic) becomes an
 intent after the same risk check, or a ``cancel`` intent (``StrategyCore.on_decision``).
 
@@ -162,6 +163,12 @@ class StrategyStage(Stage):
             self._dirty = True
         for event, fields in step.notes:
             self.ctx.log.warning(event, **fields)
+            if event == "stale_signals":   # the first of a run: the feed lags
+                self.ctx.alert(
+                    "stale_feed", f"{fields['symbol']}: signals {fields['age_ms']} ms old (more "
+                    f"than {fields['max_signal_age_ms']} ms); not acted on",
+                    subject=fields["symbol"], signal_seq=fields["signal_seq"],
+                    age_ms=fields["age_ms"], max_signal_age_ms=fields["max_signal_age_ms"])
         for payload in step.payloads:
             self._emit(payload)
         if step.state_change is not None:
