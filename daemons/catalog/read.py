@@ -182,15 +182,18 @@ def iter_symbol(catalog, symbol: str, start_ms: int | None = None, end_ms: int |
         now = {}
         for kind in KINDS:
             lv = _levels_of(kind, levels)
+            files = [(si, p) for si, m in enumerate(sources)
+                     if d in m.get("dates", ()) and m.get("kinds", {}).get(kind)
+                     and (p := store.parquet_path(catalog, kind, symbol, d,
+                                                  m["source_id"])).is_file()]
             streams = [carry[kind]] if kind in carry else []
-            for si, m in enumerate(sources):
-                p = store.parquet_path(catalog, kind, symbol, d, m["source_id"])
-                if d in m.get("dates", ()) and m.get("kinds", {}).get(kind) and p.is_file():
-                    c = _read_stream([p], cols[kind] + ("seq",), lv)
-                    streams.append(_tagged(c, si, n))
-            c = _within(_concat(streams, _tag_columns(cols[kind] + ("seq",), n), lv),
-                        start_ms, end_ms)
-            if len(streams) > 1:   # carried rows first: each source's stream in seq order
+            # seq only orders several streams (carried rows, other sources): else not read
+            several = len(streams) + len(files) > 1
+            columns = cols[kind] + ("seq",) if several or kind in carry else cols[kind]
+            for si, p in files:   # a lone stream with rows keyed in a later day: seq too
+                streams.append(_tagged(_read_stream([p], columns, lv, seq_from=bound), si, n))
+            c = _within(_concat(streams, _tag_columns(columns, n), lv), start_ms, end_ms)
+            if several:   # carried rows first: each source's stream in seq order
                 o = np.lexsort((c["seq"], c["_src"])) if n > 1 else \
                     np.argsort(c["seq"], kind="stable")
                 if (o[1:] < o[:-1]).any():
@@ -274,12 +277,25 @@ def _merge(symbol: str, data: dict, sources: int, levels: int) -> Rows:
         srank.append(c.pop("_src") * 3 + r if sources > 1 else r)
         keys.append(c["key"])
         ts.append(c["t"])
+    if sources == 1:
+        # key * 4 + rank sorted: a merge of three runs (each stream's keys never go down),
+        # and the sorted values give the key and the kind back
+        merged = np.empty(sum(len(k) for k in keys), np.int64)
+        at = 0
+        for r, k in enumerate(keys):
+            np.multiply(k, 4, out=merged[at:at + len(k)])
+            merged[at:at + len(k)] += r
+            at += len(k)
+        order = np.argsort(merged, kind="stable")
+        merged = merged[order]
+        kind_seq = (merged & 3).astype(np.int8)
+        key = merged >> 2
+        t = np.concatenate(ts)[order]
+        return Rows(symbol, kind_seq, t, key, data["trades"], data["book"], data["depth"],
+                    levels)
     kind_seq = np.concatenate([np.full(len(k), r, np.int8) for r, k in enumerate(keys)])
     key = np.concatenate(keys)
-    if sources > 1:
-        rank = np.concatenate([np.broadcast_to(r, len(k)) for r, k in zip(srank, keys)])
-    else:
-        rank = kind_seq
+    rank = np.concatenate([np.broadcast_to(r, len(k)) for r, k in zip(srank, keys)])
     order = np.argsort(key * (3 * sources + 1) + rank, kind="stable")
     kind_seq = kind_seq[order]
     t = np.concatenate(ts)[order]
@@ -292,10 +308,13 @@ def _merge(symbol: str, data: dict, sources: int, levels: int) -> Rows:
     return Rows(symbol, kind_seq, t, key, data["trades"], data["book"], data["depth"], levels)
 
 
-def _read_stream(paths: list[Path], columns: tuple, levels: int = 0) -> dict:
+def _read_stream(paths: list[Path], columns: tuple, levels: int = 0,
+                 seq_from: int | None = None) -> dict:
     """The columns of one source's files of a kind (one per date) as numpy arrays (``type`` as
     codes; E, T 0 where null), in ``seq`` order: a stream's late rows may sit in an earlier
-    date's file. ``levels`` > 0: also the depth levels as (rows, levels) arrays (:data:`_LEVELS`).
+    date's file. ``levels`` > 0: also the depth levels as (rows, levels) arrays (:data:`_LEVELS`),
+    each level contiguous (Fortran order). ``seq_from``: ``seq`` too when a row may have a
+    ``key`` at or after it (by the files' statistics), although ``columns`` do not name it.
 
     Each row group is decoded and copied into arrays of the stream's length, so that at most
     one row group is held twice. ``seq`` itself is read only when the files' statistics do not
@@ -308,14 +327,16 @@ def _read_stream(paths: list[Path], columns: tuple, levels: int = 0) -> dict:
              for p in paths]
     n = sum(f.metadata.num_rows for f in files)
     ordered = _in_seq_order(files)
+    keep_seq = "seq" in columns or (seq_from is not None and
+                                    _max_of(files, "key", seq_from) >= seq_from)
     # column in the files -> (output array, level index or None)
     dest: dict[str, tuple] = {}
     out: dict = {}
-    for c in columns + (() if ordered else ("seq",)):
+    for c in dict.fromkeys(columns + (("seq",) if keep_seq or not ordered else ())):
         out[c] = np.empty(n, _dtype(c, files))
         dest[c] = (out[c], None)
-    for name, fill in _LEVELS.items() if levels else ():
-        out[name] = np.empty((n, levels))
+    for name in _LEVELS if levels else ():
+        out[name] = np.empty((n, levels), order="F")
         side, x = name.split("_")
         for i in range(levels):
             dest[f"{side}_{x}_{i}"] = (out[name], i)
@@ -343,13 +364,35 @@ def _read_stream(paths: list[Path], columns: tuple, levels: int = 0) -> dict:
     if levels:   # a level the book does not have (null: NaN here)
         for name, fill in _LEVELS.items():
             a = out[name]
-            a[np.isnan(a)] = fill
+            nan = np.isnan(a)
+            if nan.any():
+                a[nan] = fill
     if not ordered:
-        seq = out.pop("seq")
+        seq = out["seq"] if keep_seq else out.pop("seq")
         if len(seq) > 1 and not (seq[1:] > seq[:-1]).all():
             o = np.argsort(seq, kind="stable")
             out = {k: v[o] for k, v in out.items()}
     return out
+
+
+def _max_of(files, column: str, default: int):
+    """The largest value of ``column`` in the files by their statistics; ``default`` when a
+    file has rows without them."""
+    top = None
+    for f in files:
+        md = f.metadata
+        if md.num_rows == 0:
+            continue
+        try:
+            i = f.schema_arrow.names.index(column)
+        except ValueError:
+            return default
+        for g in range(md.num_row_groups):
+            st = md.row_group(g).column(i).statistics
+            if st is None or not st.has_min_max:
+                return default
+            top = st.max if top is None else max(top, st.max)
+    return default if top is None else top
 
 
 def _in_seq_order(files) -> bool:
