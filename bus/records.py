@@ -23,6 +23,7 @@ from .errors import BadRecord
 TOPICS = (
     "trades", "book", "depth", "signals", "intents", "orders", "fills", "positions", "deadletter",
     "funding",   # funding payments of the account, as the broker learns them from the venue
+    "protection",  # the broker's protective stops at the venue: placed, canceled, triggered
     # the MCP gateway: orders proposed by assistants, the operator's decisions, every tool call
     "proposals", "decisions", "audit",
     "alerts",    # events that need an operator (daemons/alerts.py); any process appends

@@ -14,10 +14,11 @@ import itertools
 
 from daemons.broker import orders as fsm
 from daemons.broker.binance.errors import Ambiguous, NotFound, NotSent, Rejected
-from daemons.broker.binance.schemas import VenueOrder
+from daemons.broker.binance.schemas import VenueOrder, VenueStop
 from daemons.broker.manager import (Cancel, Countdown, FetchFunding, FetchOpenOrders,
                                     FetchOrders, FetchPositions, FetchTrades, Halt, OrderManager,
                                     Query, Send, Settings)
+from daemons.broker.protection import CancelStop, FetchStops, PlaceStop
 from daemons.strategy import state as tstate
 
 SYMBOL = "BTCUSDT"
@@ -39,6 +40,9 @@ class ScriptedVenue:
         self.listeners = []          # callables(event) for ORDER_TRADE_UPDATE
         self.countdowns: dict[str, float] = {}   # symbol -> when the dead-man switch fires
         self.funding: list[dict] = []            # ``funding`` payloads, as /fapi/v1/income
+        self.algos: dict[str, dict] = {}         # client algo id -> STOP_MARKET closePosition
+        self.algo_ids = itertools.count(9001)
+        self.triggered_cid = None                # a function(algo) -> the triggered order's cid
 
     # -- the matching engine -----------------------------------------------------------------
     def place(self, o: fsm.Order, now: float) -> VenueOrder:
@@ -91,6 +95,70 @@ class ScriptedVenue:
             o.update(l=str(trade["qty"]), L=str(trade["price"]), t=trade["trade_id"], n="0",
                      N="USDT", rp="0", m=False)
         ev = {"e": "ORDER_TRADE_UPDATE", "T": row["t"], "o": o}
+        for cb in self.listeners:
+            cb(ev)
+
+    # -- algo orders (protective stops) -------------------------------------------------------
+    def place_algo(self, side: str, trigger: float, cid: str, now: float,
+                   symbol: str = SYMBOL) -> VenueStop:
+        if any(a["cid"] == cid and a["status"] == "NEW" for a in self.algos.values()):
+            raise Rejected("Duplicate clientAlgoId", -4015, 400)
+        if self._hit(side, trigger):
+            raise Rejected("Order would immediately trigger.", -2021, 400)
+        a = {"cid": cid, "id": next(self.algo_ids), "symbol": symbol, "side": side,
+             "trigger": trigger, "status": "NEW", "order_id": None}
+        self.algos[cid] = a
+        self._algo_event(a, now)
+        return self.stop_report(a)
+
+    def cancel_algo(self, cid: str, now: float) -> None:
+        a = self.algos.get(cid)
+        if a is None or a["status"] != "NEW":
+            raise NotFound("Unknown order sent.", -2011, 400)
+        a["status"] = "CANCELED"
+        self._algo_event(a, now)
+
+    def open_algos(self) -> list[VenueStop]:
+        return [self.stop_report(a) for a in self.algos.values() if a["status"] == "NEW"]
+
+    def stop_report(self, a: dict) -> VenueStop:
+        return VenueStop(a["cid"], a["id"], a["symbol"], a["side"], a["status"], "STOP_MARKET",
+                         a["trigger"], True, a["order_id"])
+
+    def _hit(self, side: str, trigger: float) -> bool:
+        return self.price <= trigger if side == "SELL" else self.price >= trigger
+
+    def move(self, price: float, now: float) -> None:
+        """The mark moves to ``price``: stops it crosses trigger and close the position."""
+        self.price = price
+        for a in list(self.algos.values()):
+            if a["status"] == "NEW" and self._hit(a["side"], a["trigger"]):
+                a["status"] = "TRIGGERING"
+                self._algo_event(a, now)
+                pos = self.position(a["symbol"])
+                qty = abs(pos) if pos and (pos > 0) == (a["side"] == "SELL") else 0.0
+                if qty <= 0:
+                    a["status"] = "REJECTED"
+                    self._algo_event(a, now)
+                    continue
+                cid = self.triggered_cid(a) if self.triggered_cid else a["cid"]
+                oid = next(self.ids)
+                row = {"id": oid, "cid": cid, "symbol": a["symbol"], "side": a["side"],
+                       "qty": qty, "type": "MARKET", "price": None, "status": "NEW",
+                       "filled": 0.0, "t": int(now * 1000)}
+                self.orders[oid] = row
+                a["status"], a["order_id"] = "TRIGGERED", oid
+                self._algo_event(a, now)
+                self._event(row, None)
+                self.fill(oid, qty, now)
+                a["status"] = "FINISHED"
+                self._algo_event(a, now)
+
+    def _algo_event(self, a: dict, now: float) -> None:
+        o = {"caid": a["cid"], "aid": a["id"], "at": "CONDITIONAL", "o": "STOP_MARKET",
+             "s": a["symbol"], "S": a["side"], "X": a["status"], "tp": str(a["trigger"]),
+             "cp": True, "ai": str(a["order_id"]) if a["order_id"] else ""}
+        ev = {"e": "ALGO_UPDATE", "T": int(now * 1000), "o": o}
         for cb in self.listeners:
             cb(ev)
 
@@ -271,6 +339,13 @@ class Harness:
                 v.countdowns[a.symbol] = self.now + a.countdown_ms / 1000.0
                 return {"symbol": a.symbol, "countdownTime": str(a.countdown_ms)}
             self._answer(a, refresh)
+        elif isinstance(a, PlaceStop):
+            self._answer(a, lambda: v.place_algo(a.side, a.trigger_price, a.client_algo_id,
+                                                 self.now, a.symbol))
+        elif isinstance(a, CancelStop):
+            self._answer(a, lambda: v.cancel_algo(a.client_algo_id, self.now))
+        elif isinstance(a, FetchStops):
+            self._answer(a, lambda: v.open_algos())
         else:
             raise AssertionError(a)
 
@@ -297,7 +372,8 @@ class Harness:
                           if r["status"] in ("NEW", "PARTIALLY_FILLED")]}
         trades = {SYMBOL: [dict(t) for t in v.trades]}
         self.core.reconcile_start(opens, trades, {SYMBOL: v.position()}, self.now,
-                                  {SYMBOL: [v.report(oid) for oid in v.orders]})
+                                  {SYMBOL: [v.report(oid) for oid in v.orders]},
+                                  {SYMBOL: v.open_algos()})
         self.core.on_stream_state(self.stream_on, self.now)
         self.pump()
 

@@ -487,3 +487,66 @@ def test_funding_payments_are_recorded_once_each_across_a_broker_restart(procs, 
     assert {t for t, (_, ms) in want.items() if ms < (stopping - 1.5) * 1000} <= \
         {t for t, _ in got}
     assert all(a < 0 for _, a in got)   # a long pays a positive rate
+
+
+PUSHER = ("pusher-key-0123456789", "pusher-secret-0123456789")   # a second trader
+
+
+def _push_down(venue: Venue, below: float) -> None:
+    """The second trader sells until the mark price is under ``below``."""
+    import requests
+    http = BinanceHttp(venue.url, *PUSHER, limiter=RateLimiter(margin=0.0), timeout_s=5.0)
+    for _ in range(100):
+        if _mid(venue) < below:
+            return
+        book = requests.get(f"{venue.url}/fapi/v1/depth", params={"symbol": SYMBOL, "limit": 1000},
+                            timeout=5).json()
+        level = min(float(book["bids"][0][0]), below) - 2.0
+        qty = min(5.0, sum(float(q) for p, q in book["bids"] if float(p) >= level) + 0.01)
+        http.new_order({"symbol": SYMBOL, "side": "SELL", "type": "MARKET",
+                        "quantity": f"{qty:.3f}"})
+        time.sleep(0.05)
+    raise AssertionError("the market did not fall")
+
+
+@pytest.mark.timeout(120)
+def test_protective_stop_survives_a_killed_broker_and_the_venue_closes_the_position(
+        procs, home, tmp_path):
+    venue = Venue(procs, tmp_path, extra=("--balance", "100000000",
+                                          "--extra-key", f"{PUSHER[0]}:{PUSHER[1]}"))
+    broker = Broker(procs, home, venue, extra="risk:\n  protective_stop_bps: 3.0\n")
+    broker.start()
+    bus = open_bus(home)
+    w = bus.writer("intents")
+    w.append(_intent(0, "BUY", 0.01, cid="long-p"))
+    wait_for(lambda: venue.position() == pytest.approx(0.01), 10, "a long position")
+
+    def stops():
+        return venue.call(lambda: venue.http.request("GET", "/fapi/v1/openAlgoOrders",
+                                                     {"symbol": SYMBOL}, signed=True))
+    (stop,) = wait_for(lambda: stops() or None, 10, "the protective stop at the venue")
+    entry = float([o for o in venue.all_orders() if o["clientOrderId"] == "long-p"][0]["avgPrice"])
+    assert (stop["orderType"], stop["side"], stop["closePosition"]) == ("STOP_MARKET", "SELL", True)
+    assert stop["workingType"] == "MARK_PRICE" and stop["clientAlgoId"].startswith("ofi-stop-")
+    assert float(stop["triggerPrice"]) == pytest.approx(entry * 0.9997, abs=0.11)
+    # the broker dies (SIGKILL: nothing settles, nothing is canceled): the stop stays
+    broker.kill()
+    time.sleep(0.5)
+    assert [s["clientAlgoId"] for s in stops()] == [stop["clientAlgoId"]]
+    # the market falls through the trigger: the venue closes the position on its own
+    _push_down(venue, float(stop["triggerPrice"]) - 1.0)
+    wait_for(lambda: venue.position() == pytest.approx(0.0), 15, "the venue closed the position")
+    assert stops() == []
+    # the next broker adopts the stop's order: its fill is ours, the journal flat, no halt
+    broker.start()
+    wait_for(lambda: any(f["client_order_id"] == stop["clientAlgoId"]
+                         for f in _records(home, "fills")), 15, "the stop's fill in the journal")
+    wait_for(lambda: _records(home, "positions")[-1]["qty"] == pytest.approx(0.0), 10,
+             "the journal's position is flat")
+    assert not (home / "state" / "trading.json").exists() or orjson.loads(
+        (home / "state" / "trading.json").read_bytes())["state"] != "HALTED"
+    assert stops() == []                              # flat: no new stop
+    w.close()
+    bus.close()
+    broker.stop()
+    _assert_books_agree(home, venue)

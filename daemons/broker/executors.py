@@ -87,6 +87,15 @@ class GatewayExecutor(Executor):
     def countdown(self, symbol: str, countdown_ms: int) -> dict:
         return self.gateway.countdown(symbol, countdown_ms)
 
+    def place_stop(self, symbol: str, side: str, trigger_price: float, client_algo_id: str):
+        return self.gateway.place_stop(symbol, side, trigger_price, client_algo_id)
+
+    def cancel_stop(self, symbol: str, client_algo_id: str) -> None:
+        return self.gateway.cancel_stop(symbol, client_algo_id)
+
+    def open_stops(self, symbol: str) -> list:
+        return self.gateway.open_stops(symbol)
+
     def funding(self, since_ms: int | None) -> list[dict]:
         return self.gateway.funding(since_ms)
 

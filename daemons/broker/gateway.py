@@ -12,6 +12,9 @@ method                         contract
 ``all_orders(symbol)``         its recent orders, open or not (duplicates and late orders show)
 ``trades(symbol, ...)``        the account's fills (``fills`` payloads)
 ``positions(symbols)``         the venue's positions (``positions`` payloads)
+``place_stop(...)``            a STOP_MARKET closePosition algo order (a protective stop)
+``cancel_stop(symbol, id)``    cancel one by client algo id; NotFound (-2011) when not open
+``open_stops(symbol)``         the open algo orders of a symbol (``VenueStop``)
 ``start_stream(wake)``         start the user data stream (None if the gateway has none)
 ``keepalive(now)``             periodic upkeep (listenKey keepalive)
 ``close()``                    stop the stream, close the session
@@ -25,10 +28,10 @@ import time
 
 from .binance import urls
 from .binance.errors import GatewayError, InvalidListenKey, NotFound, Rejected
-from .binance.filters import apply_filters
+from .binance.filters import apply_filters, stop_price
 from .binance.http import BinanceHttp
-from .binance.schemas import (VenueOrder, parse_exchange_info, parse_funding, parse_order,
-                              parse_position_risk, parse_trade)
+from .binance.schemas import (VenueOrder, VenueStop, parse_algo_order, parse_exchange_info,
+                              parse_funding, parse_order, parse_position_risk, parse_trade)
 from .binance.userstream import UserStream
 from .orders import Order
 
@@ -145,6 +148,24 @@ class BinanceGateway:
             return parse_order(self.http.query_order(symbol, client_order_id))
         except NotFound:
             return None
+
+    def place_stop(self, symbol: str, side: str, trigger_price: float,
+                   client_algo_id: str) -> VenueStop:
+        """A protective stop: STOP_MARKET with closePosition on the mark price, through the Algo
+        Order API (conditional types on /fapi/v1/order get -4120). The trigger goes on the tick
+        grid away from the market (a SELL stop down, a BUY stop up)."""
+        params = {"symbol": symbol, "side": side, "type": "STOP_MARKET",
+                  "triggerPrice": stop_price(self.filters.get(symbol), side, trigger_price),
+                  "closePosition": "true", "workingType": "MARK_PRICE",
+                  "clientAlgoId": client_algo_id, "newOrderRespType": "ACK"}
+        return parse_algo_order(self.http.new_algo_order(
+            params, log={"symbol": symbol, "client_algo_id": client_algo_id}))
+
+    def cancel_stop(self, symbol: str, client_algo_id: str) -> None:
+        self.http.cancel_algo_order(symbol, client_algo_id)
+
+    def open_stops(self, symbol: str) -> list[VenueStop]:
+        return [parse_algo_order(a) for a in self.http.open_algo_orders(symbol)]
 
     def account_settings(self, symbols, leverage: int, margin_type: str) -> None:
         """Refuse a hedge-mode account (:class:`AccountError`); set each symbol's leverage and

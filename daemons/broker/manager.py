@@ -25,6 +25,15 @@ Funding: the payments the venue made or charged (``/fapi/v1/income`` FUNDING_FEE
 recorded, when the user stream says a funding payment happened, and every
 :data:`FUNDING_CHECK_S`.
 
+Protective stops (:mod:`.protection`): while a position is open the venue holds a
+``STOP_MARKET`` closePosition algo order ``risk.protective_stop_bps`` beyond its entry; placed
+when the position opens, moved when its entry moves, canceled when it is flat, read back at start
+and every ``reconcile_interval_s``. When one fires, the order it places is adopted (an ``orders``
+record under the stop's client algo id) so its fills are ours, and an alert is raised.
+
+Alerts: records of the pseudo-topic ``alerts`` (``kind``, ``message``, ``subject``, fields) that
+the shell raises through its alerter: HALTED, a stop triggered, a 418 ban, a late execution.
+
 The dead-man switch: while it runs, the manager refreshes the venue's countdownCancelAll of every
 symbol every third of ``deadman_ms``, so the venue cancels our open orders if the broker dies or
 loses the venue for longer than that.
@@ -50,9 +59,11 @@ from bus import BadRecord
 
 from ..strategy import state as tstate
 from . import orders as fsm
-from .binance.errors import Ambiguous, GatewayError, NotFound, NotSent, Rejected
-from .binance.schemas import VenueOrder, is_funding_update, parse_order_update
+from .binance.errors import Ambiguous, Banned, GatewayError, NotFound, NotSent, Rejected
+from .binance.schemas import (VenueOrder, VenueStop, is_funding_update, parse_algo_update,
+                              parse_order_update)
 from .journal import EPS, Journal
+from .protection import CancelStop, FetchStops, PlaceStop, Protection, is_stop_id
 from .reconcile import QTY_TOLERANCE, reconcile
 
 CLIENT_ID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
@@ -80,6 +91,8 @@ class Settings:
     halt_on_mismatch: bool = True
     late_watch_s: float = 3600.0  # ABANDONED orders are looked for in allOrders this long
     remote: bool = True          # False for mock: no polling, no venue checks
+    protective_stop_bps: float = 0.0   # risk.protective_stop_bps (0: no stops at the venue)
+    reconcile_interval_s: float = 0.0  # read open orders and stops back this often (0: at start)
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Settings":
@@ -92,7 +105,9 @@ class Settings:
                    poll_interval_s=float(b["poll_interval_s"]),
                    position_check_s=float(b["position_check_s"]),
                    deadman_ms=int(b["deadman_ms"]),
-                   halt_on_mismatch=bool(b["halt_on_mismatch"]), remote=b["mode"] != "mock")
+                   halt_on_mismatch=bool(b["halt_on_mismatch"]), remote=b["mode"] != "mock",
+                   protective_stop_bps=float(cfg["risk"]["protective_stop_bps"]),
+                   reconcile_interval_s=float(b["reconcile_interval_s"]))
 
 
 # -- actions ---------------------------------------------------------------------------------------
@@ -206,7 +221,7 @@ class Halt:
 
 
 LOOKUPS = ("query", "cancel", "trades", "open_orders", "all_orders", "positions", "countdown",
-           "funding")
+           "funding", "place_stop", "cancel_stop", "stops")
 
 
 class OrderManager:
@@ -245,6 +260,8 @@ class OrderManager:
         self._funding_ids: set[int] = set()           # tranIds recorded in ``funding``
         self._funding_since: int | None = None        # the last recorded payment's time (ms)
         self._deadman_failing: set[str] = set()
+        self.protection = Protection(settings.symbols,
+                                     settings.protective_stop_bps if settings.remote else 0.0)
         # orders not terminal, or terminal with fills still to record (insertion-ordered set):
         # what every per-fill question asks about, without a walk over the whole journal
         self._live: dict[str, None] = {}
@@ -290,6 +307,7 @@ class OrderManager:
             del self._due[(kind, key)]
             getattr(self, f"_fire_{kind}")(key, now)
         self._start_waiting_sends(now)
+        self._protect(now)
 
     # -- start -----------------------------------------------------------------------------------
     def load(self, topic: str, rec: dict) -> None:
@@ -324,14 +342,20 @@ class OrderManager:
             if self.s.deadman_ms > 0:
                 self._at("deadman", "all", now)
             self._at("funding", "all", now)
+            if self.s.reconcile_interval_s > 0:
+                self._at("reconcile", "all", now + self.s.reconcile_interval_s)
         for o in self.journal.open_orders():
             self._schedule_expiry(o)
 
     def reconcile_start(self, opens: dict, trades: dict, positions: dict, now: float,
-                        all_orders: dict | None = None) -> list[str]:
+                        all_orders: dict | None = None,
+                        stops: dict[str, list[VenueStop]] | None = None) -> list[str]:
         """Start-up reconciliation with what the venue reports; returns the problems."""
         dups = []
         for symbol, rows in (all_orders or {}).items():
+            for vo in rows:   # orders our stops placed while we were away: ours
+                if is_stop_id(vo.client_order_id) and vo.client_order_id not in self.journal.orders:
+                    self._adopt(vo.symbol, vo.client_order_id, vo.side, vo.qty, vo.order_id, now)
             dups += self._duplicates(symbol, rows)
             for vo in rows:   # order ids of sends never answered: their fills are ours
                 o = self.journal.orders.get(vo.client_order_id)
@@ -351,6 +375,9 @@ class OrderManager:
         for cid in r.to_query:
             self._query_soon(cid, now)
         problems = dups + [p for p in r.problems if p not in r.position_problems]
+        for symbol, rows in (stops or {}).items():
+            self.protection.venue_list(symbol, rows, now)
+            problems += self._foreign_stops(symbol)
         for symbol, problem in r.position_problems.items():
             if self.in_flight(symbol):
                 # the venue was read while orders moved (one read after the other): the
@@ -465,7 +492,9 @@ class OrderManager:
         self._transition(o, fsm.REJECTED_EV, now, reason=reason)
 
     def _emit_position(self, symbol: str, cause: str, **extra) -> None:
-        payload = self.journal.book.get(symbol).payload(self.marks.get(symbol))
+        p = self.journal.book.get(symbol)
+        self.protection.position(symbol, p.qty, p.entry_price, self.marks.get(symbol))
+        payload = p.payload(self.marks.get(symbol))
         payload.update(intent_seq=self.intent_seq, in_flight=self.in_flight(symbol),
                        cause=cause, **extra)
         self._records.append(("positions", payload))
@@ -648,6 +677,9 @@ class OrderManager:
         self.log.error("late_venue_report", client_order_id=o.client_order_id, status=o.status,
                        executed_qty=o.filled_qty,
                        alert="an order presumed never placed was executed by the venue")
+        self._alert("late_execution", f"order {o.client_order_id} presumed never placed was "
+                    f"executed by the venue ({o.status}, {o.filled_qty:g})", o.client_order_id,
+                    symbol=o.symbol)
 
     # -- lookups ---------------------------------------------------------------------------------
     def _query_soon(self, cid: str, now: float) -> None:
@@ -769,6 +801,9 @@ class OrderManager:
         """The kill switch file changed (or was read for the first time)."""
         if st.state != self.trading.state:
             self.log.warning("trading_state", state=st.state, reason=st.reason, by=st.by)
+            if st.state == tstate.HALTED and st.by != "broker":   # the broker's own: in _halt
+                self._alert("halted", f"trading HALTED by {st.by or '?'}: {st.reason or '-'}",
+                            st.reason[:80], reason=st.reason, by=st.by, flatten=st.flatten)
             if st.state != tstate.HALTED:
                 self._cancel_wanted -= self._halt_cancels   # resumed: keep what was found open
                 self._halt_cancels.clear()
@@ -787,7 +822,7 @@ class OrderManager:
             return
         for o in self.live_orders():
             cid = o.client_order_id
-            if o.is_terminal or is_flatten(cid):
+            if o.is_terminal or is_flatten(cid) or is_stop_id(cid):
                 continue
             if o.is_open and not o.cancel_requested:
                 self._request_cancel(o, "kill switch: trading HALTED", now)
@@ -808,6 +843,8 @@ class OrderManager:
             return
         self._halted_by_me = reason
         self.trading = tstate.TradingState(tstate.HALTED, reason[:900], now, "broker")
+        self._alert("halted", f"trading HALTED by the broker: {reason[:300]}", reason[:80],
+                    reason=reason[:900])
         self._actions.append(Halt(reason[:900]))
         self._enforce_kill_switch(now)
 
@@ -843,10 +880,19 @@ class OrderManager:
                 self._query_soon(o.client_order_id, now)   # closed while unseen
             elif vo.status != o.status or vo.executed_qty > o.filled_qty + EPS:
                 self._apply_report(vo, now)
+        foreign = []
         for cid, vo in venue.items():
             o = self.journal.orders.get(cid)
-            if o is not None and o.status in (fsm.UNKNOWN, fsm.ABANDONED):
+            if o is None and is_stop_id(cid):
+                self._adopt(vo.symbol, cid, vo.side, vo.qty, vo.order_id, now)
                 self._apply_report(vo, now)
+            elif o is None:
+                foreign.append(f"{a.symbol}: open order {cid} (id {vo.order_id}) at the venue "
+                               f"is not in the journal")
+            elif o.status in (fsm.UNKNOWN, fsm.ABANDONED):
+                self._apply_report(vo, now)
+        if foreign:
+            self._reconciliation_problem(a.symbol, "; ".join(foreign), now)
 
     def _fire_venue(self, _key: str, now: float) -> None:
         self._at("venue", "all", now + self.s.position_check_s)
@@ -1004,6 +1050,8 @@ class OrderManager:
             self._mismatch[a.symbol] = (suspect[0], "looked")
             self._at("venue", "all", now + 1.0)
         for vo in outcome:
+            if is_stop_id(vo.client_order_id) and vo.client_order_id not in self.journal.orders:
+                self._adopt(vo.symbol, vo.client_order_id, vo.side, vo.qty, vo.order_id, now)
             o = self.journal.orders.get(vo.client_order_id)
             if o is not None and (o.status in (fsm.UNKNOWN, fsm.ABANDONED)
                                   or vo.executed_qty > self.journal.filled.get(o.client_order_id, 0) + EPS):
@@ -1017,29 +1065,150 @@ class OrderManager:
         return [f"{symbol}: two venue orders for client order id {cid} (ids "
                 f"{', '.join(str(i) for i in sorted(v))})" for cid, v in ids.items() if len(v) > 1]
 
+    # -- protective stops ------------------------------------------------------------------------
+    def _protect(self, now: float) -> None:
+        """Hand out what the protection core wants done (nothing new while stopping)."""
+        p = self.protection
+        if not p.on or self.stopping:
+            return
+        for symbol in self.s.symbols:
+            for action in p.plan(symbol, now):
+                self._act(action)
+        due = p.retry_due()
+        if due is not None and due > now:
+            self._at("protect", "all", due)
+
+    def _fire_protect(self, _key: str, now: float) -> None:
+        self._protect(now)
+
+    def _after_place_stop(self, a: PlaceStop, outcome, now: float) -> None:
+        if a.symbol in self.marks:   # a refusal (market beyond the stop) retries from the mark
+            self.protection.symbols[a.symbol].mark = self.marks[a.symbol]
+        why = self.protection.after(a, outcome, now)
+        if why:
+            self.log.error("protective_stop_refused", symbol=a.symbol, side=a.side,
+                           trigger_price=a.trigger_price, error=why)
+        self._protection_records()
+
+    def _after_cancel_stop(self, a: CancelStop, outcome, now: float) -> None:
+        self.protection.after(a, outcome, now)
+        self._protection_records()
+
+    def _after_stops(self, a: FetchStops, outcome, now: float) -> None:
+        self.protection.after(a, outcome, now)
+        self._protection_records()
+        if not isinstance(outcome, GatewayError):
+            problems = self._foreign_stops(a.symbol)
+            if problems:
+                self._reconciliation_problem(a.symbol, "; ".join(problems), now)
+
+    def _foreign_stops(self, symbol: str) -> list[str]:
+        return [f"{symbol}: open algo order {v.client_algo_id} (id {v.algo_id}, {v.order_type} "
+                f"{v.side} at {v.trigger_price:g}) at the venue is not ours"
+                for v in self.protection.foreign.get(symbol, ())]
+
+    def _stops_fired(self, now: float) -> None:
+        """Adopt the orders of triggered stops (their fills are ours) and alert."""
+        for v in self.protection.take_triggered():
+            p = self.journal.book.get(v.symbol)
+            if v.client_algo_id not in self.journal.orders:
+                self._adopt(v.symbol, v.client_algo_id, v.side, abs(p.qty), v.order_id, now)
+            self._alert("stop_triggered", f"{v.symbol}: protective stop {v.client_algo_id} "
+                        f"triggered at {v.trigger_price:g}, closing the position of {p.qty:g}",
+                        v.client_algo_id, symbol=v.symbol, trigger_price=v.trigger_price,
+                        position_qty=p.qty, order_id=v.order_id)
+        self._protection_records()
+
+    def _protection_records(self) -> None:
+        for rec in self.protection.take_records():
+            self._records.append(("protection", rec))
+
+    def _adopt(self, symbol: str, cid: str, side: str, qty: float, order_id, now: float) -> None:
+        """An order the venue placed for one of our stops: journaled as ours (reduce-only
+        MARKET), so its reports and fills are applied like any other order's."""
+        if cid in self.journal.orders or symbol not in self.s.symbols:
+            return
+        o = fsm.Order(client_order_id=cid, symbol=symbol, side=side,
+                      qty=qty if qty > EPS else abs(self.journal.book.get(symbol).qty) or EPS,
+                      order_type="MARKET", reduce_only=True, intent_ts=int(now * 1000))
+        o = self._transition(o, fsm.INTENT, now)
+        if order_id is not None:
+            self.journal.put(replace(o, order_id=int(order_id)))
+        self.log.warning("stop_order_adopted", symbol=symbol, client_order_id=cid,
+                         order_id=order_id, qty=o.qty)
+
+    def _own_id(self, symbol: str, cid: str, order_id) -> str:
+        """Our client id of a venue order: its own, or the stop's whose trigger placed it."""
+        if cid in self.journal.orders or order_id is None:
+            return cid
+        return self.journal.client_id_of(symbol, order_id) or cid
+
+    # -- runtime reconciliation ------------------------------------------------------------------
+    def _fire_reconcile(self, _key: str, now: float) -> None:
+        """Read back every symbol's open orders and open algo orders (the stops)."""
+        self._at("reconcile", "all", now + self.s.reconcile_interval_s)
+        for symbol in self.s.symbols:
+            if ("open_orders", symbol) not in self._busy:
+                self._act(FetchOpenOrders(symbol))
+            if self.protection.on:
+                self.protection.symbols[symbol].unsure = True   # fetched at the next plan
+            elif ("stops", symbol) not in self._busy:
+                self._act(FetchStops(symbol))
+
+    def _reconciliation_problem(self, subject: str, problem: str, now: float) -> None:
+        self._alert("reconciliation", f"reconciliation: {problem}", subject, problem=problem)
+        self._halt(f"broker reconciliation: {problem}", now)
+
+    def _alert(self, kind: str, message: str, subject: str = "", **fields) -> None:
+        """An alert for the shell's alerter (which sends the same kind and subject at most
+        once per ``alerts.repeat_s``)."""
+        self._records.append(("alerts", {"kind": kind, "message": message, "subject": subject,
+                                         **fields}))
+
     # -- answers and the stream ------------------------------------------------------------------
     def on_result(self, action, outcome, now: float) -> None:
         """The answer to an action: a report / list / None, or the :class:`GatewayError`."""
         self._busy.discard((action.kind, action.key))
         if isinstance(outcome, Exception) and not isinstance(outcome, GatewayError):
             outcome = Ambiguous(f"{type(outcome).__name__}: {outcome}")
+        if isinstance(outcome, Banned):
+            self._alert("banned", f"the venue banned this IP (418) until "
+                        f"{outcome.retry_at:.0f}: {outcome}", "ip", retry_at=outcome.retry_at)
         getattr(self, f"_after_{action.kind}")(action, outcome, now)
         self._start_waiting_sends(now)
+        self._protect(now)
 
     def on_stream_event(self, ev: dict, now: float) -> None:
         if is_funding_update(ev) and self.s.remote:
             self._at("funding", "all", now + 0.5)   # /fapi/v1/income says which symbol paid
             return
-        if ev.get("e") != "ORDER_TRADE_UPDATE":
+        kind = ev.get("e")
+        if kind == "ALGO_UPDATE":
+            try:
+                v = parse_algo_update(ev)
+            except (KeyError, TypeError, ValueError):
+                return
+            self.protection.on_update(v, now)
+            self._stops_fired(now)
+            self._protect(now)
+            return
+        if kind != "ORDER_TRADE_UPDATE":
             return
         try:
             vo, fill = parse_order_update(ev)
         except (KeyError, TypeError, ValueError):
             return
+        cid = self._own_id(vo.symbol, vo.client_order_id, vo.order_id)
+        if cid != vo.client_order_id:
+            vo = replace(vo, client_order_id=cid)
+            fill = fill and {**fill, "client_order_id": cid}
+        elif cid not in self.journal.orders and is_stop_id(cid):
+            self._adopt(vo.symbol, cid, vo.side, vo.qty, vo.order_id, now)
         if fill is not None:
             self._record_fill(fill, now)
         if vo.client_order_id in self.journal.orders:
             self._apply_report(vo, now)
+        self._protect(now)
 
     def on_stream_state(self, up: bool, now: float) -> None:
         self.stream_up = up
@@ -1085,7 +1254,8 @@ class OrderManager:
                 "in_flight_requests": len(self._busy), "sends_waiting": len(self._sends_waiting),
                 "counts": dict(self.counts),
                 "deadman_refreshed": {s: round(t, 3) for s, t in self.deadman_at.items()},
-                "flatten": self.flatten}
+                "flatten": self.flatten,
+                "protection": self.protection.health() if self.protection.on else None}
 
 
 def is_flatten(client_order_id: str) -> bool:

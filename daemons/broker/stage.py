@@ -34,6 +34,7 @@ from .gateway import AccountError
 from .keys import KeysError
 from .manager import (Cancel, Countdown, FetchFunding, FetchOpenOrders, FetchOrders,
                       FetchPositions, FetchTrades, Halt, OrderManager, Query, Send, Settings)
+from .protection import CancelStop, FetchStops, PlaceStop
 from .ratelimit import RateLimiter
 
 #: set by ``main`` when --confirm-live is given on the command line
@@ -47,7 +48,7 @@ class BrokerStage(Stage):
 
     name = "broker"
     inputs = ("intents",)
-    outputs = ("orders", "fills", "positions", "funding")
+    outputs = ("orders", "fills", "positions", "funding", "protection")
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -144,9 +145,17 @@ class BrokerStage(Stage):
             trades[s] = self._with_retry(lambda s=s: ex.fetch_fills(s), "user trades")
             if self.mode != "mock":
                 everything[s] = self._with_retry(lambda s=s: ex.all_orders(s), "all orders")
-        positions = {p["symbol"]: p["qty"]
-                     for p in self._with_retry(lambda: ex.positions(list(symbols)), "positions")}
-        problems = self.core.reconcile_start(opens, trades, positions, time.time(), everything)
+        rows = self._with_retry(lambda: ex.positions(list(symbols)), "positions")
+        positions = {p["symbol"]: p["qty"] for p in rows}
+        for p in rows:   # the venue's marks, for the protective stops' first placement
+            if p.get("mark_price"):
+                self.core.marks[p["symbol"]] = float(p["mark_price"])
+        stops = {}
+        if self.mode != "mock":
+            for s in symbols:
+                stops[s] = self._with_retry(lambda s=s: ex.open_stops(s), "open algo orders")
+        problems = self.core.reconcile_start(opens, trades, positions, time.time(), everything,
+                                             stops)
         if problems:
             self.log.error("reconciliation_mismatch", problems=problems)
         else:
@@ -196,7 +205,10 @@ class BrokerStage(Stage):
         """Write the core's records, then start its actions."""
         records, actions = self.core.take()
         for topic, payload in records:
-            self.ctx.emit(topic, payload)
+            if topic == "alerts":
+                self._alert(payload)
+            else:
+                self.ctx.emit(topic, payload)
         for a in actions:
             if isinstance(a, Halt):
                 st = tstate.save_state(self.ctx.home, tstate.HALTED, a.reason, by="broker")
@@ -204,6 +216,15 @@ class BrokerStage(Stage):
                 self.core.set_trading(st, time.time())
             else:
                 (self.sends if isinstance(a, Send) else self.lookups).submit(self._call, a)
+
+    def _alert(self, a: dict) -> None:
+        a = dict(a)
+        kind, message, subject = a.pop("kind"), a.pop("message"), a.pop("subject", "")
+        alert = getattr(self.ctx, "alert", None)
+        if alert is not None:
+            alert(kind, message, subject=subject, **a)
+        else:
+            self.log.error("alert", kind=kind, subject=subject, message=message)
 
     def _call(self, action) -> None:
         """On a pool thread: one venue call; its answer (or error) goes back to the loop."""
@@ -234,6 +255,12 @@ class BrokerStage(Stage):
             return ex.countdown(a.symbol, a.countdown_ms)
         if isinstance(a, FetchFunding):
             return ex.funding(a.since_ms)
+        if isinstance(a, PlaceStop):
+            return ex.place_stop(a.symbol, a.side, a.trigger_price, a.client_algo_id)
+        if isinstance(a, CancelStop):
+            return ex.cancel_stop(a.symbol, a.client_algo_id)
+        if isinstance(a, FetchStops):
+            return ex.open_stops(a.symbol)
         raise TypeError(f"unknown action {a!r}")
 
     def _sync_trading(self, now: float) -> None:

@@ -77,3 +77,13 @@ def apply_filters(f: SymbolFilters | None, side: str, order_type: str, qty: floa
         raise FilterRejected(f"notional {_plain(q * notional_price)} is below the minimum "
                              f"{f.min_notional}")
     return _plain(q), None if p is None else _plain(p)
+
+
+def stop_price(f: SymbolFilters | None, side: str, price: float) -> str:
+    """A stop's trigger price on the tick grid, rounded away from the market: a SELL stop (below
+    a long) down, a BUY stop (above a short) up, so it never fires sooner than asked."""
+    p = _d(price)
+    if f is not None and _d(f.tick_size) > 0:
+        p = _to_grid(p, _d(f.min_price), _d(f.tick_size),
+                     ROUND_FLOOR if side == "SELL" else ROUND_CEILING)
+    return _plain(p)

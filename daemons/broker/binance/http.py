@@ -187,6 +187,24 @@ class BinanceHttp:
                             {"symbol": symbol, "countdownTime": int(countdown_ms)},
                             signed=True, weight=10, action="countdown", log={"symbol": symbol})
 
+    def new_algo_order(self, params: dict, log: dict | None = None) -> dict:
+        """POST /fapi/v1/algoOrder (TRADE; algoType CONDITIONAL: a stop or take-profit held by
+        the venue's Algo Service until it triggers; 1 order on the order counts)."""
+        return self.request("POST", urls.ALGO_ORDER, {"algoType": "CONDITIONAL", **params},
+                            signed=True, weight=0, orders=1, action="algo_place", log=log)
+
+    def cancel_algo_order(self, symbol: str, client_algo_id: str) -> dict:
+        """DELETE /fapi/v1/algoOrder (TRADE, weight 1); -2011 when not open (triggered or gone)."""
+        return self.request("DELETE", urls.ALGO_ORDER, {"symbol": symbol,
+                                                       "clientAlgoId": client_algo_id},
+                            signed=True, weight=1, action="algo_cancel",
+                            log={"symbol": symbol, "client_algo_id": client_algo_id})
+
+    def open_algo_orders(self, symbol: str) -> list:
+        """GET /fapi/v1/openAlgoOrders (USER_DATA, weight 1 with a symbol)."""
+        return self.request("GET", urls.OPEN_ALGO_ORDERS, {"symbol": symbol}, signed=True,
+                            weight=1, action="open_algo_orders", log={"symbol": symbol})
+
     def open_orders(self, symbol: str | None = None) -> list:
         """GET /fapi/v1/openOrders (USER_DATA, weight 1 with a symbol, 40 without)."""
         return self.request("GET", urls.OPEN_ORDERS, {"symbol": symbol} if symbol else {},

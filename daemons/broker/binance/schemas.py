@@ -78,6 +78,47 @@ def parse_order_update(event: dict) -> tuple[VenueOrder, dict | None]:
     return order, fill
 
 
+@dataclass(frozen=True)
+class VenueStop:
+    """One algo (conditional) order as the venue reports it: REST algo order object or
+    ALGO_UPDATE. ``status``: NEW (waiting), TRIGGERING, TRIGGERED (its order is in the engine:
+    ``order_id``), FINISHED, CANCELED, REJECTED, EXPIRED."""
+
+    client_algo_id: str
+    algo_id: int | None
+    symbol: str
+    side: str
+    status: str
+    order_type: str
+    trigger_price: float
+    close_position: bool
+    order_id: int | None = None
+    reason: str = ""
+
+
+def parse_algo_order(d: dict) -> VenueStop:
+    """A REST algo order object (POST / GET /fapi/v1/algoOrder, openAlgoOrders)."""
+    actual = d.get("actualOrderId")
+    return VenueStop(
+        client_algo_id=d.get("clientAlgoId", ""), algo_id=d.get("algoId"),
+        symbol=d.get("symbol", ""), side=d.get("side", ""), status=d.get("algoStatus", "NEW"),
+        order_type=d.get("orderType", ""), trigger_price=_f(d.get("triggerPrice")),
+        close_position=bool(d.get("closePosition", False)),
+        order_id=int(actual) if actual not in (None, "", 0, "0") else None)
+
+
+def parse_algo_update(event: dict) -> VenueStop:
+    """An ALGO_UPDATE user-stream event."""
+    o = event["o"]
+    actual = o.get("ai")
+    return VenueStop(
+        client_algo_id=o.get("caid", ""), algo_id=o.get("aid"), symbol=o.get("s", ""),
+        side=o.get("S", ""), status=o.get("X", "NEW"), order_type=o.get("o", ""),
+        trigger_price=_f(o.get("tp")), close_position=bool(o.get("cp", False)),
+        order_id=int(actual) if actual not in (None, "", 0, "0") else None,
+        reason=o.get("rm") or "")
+
+
 def parse_position_risk(d: dict) -> dict:
     """A ``positionRisk`` row -> a ``positions`` payload (one-way mode)."""
     return {
