@@ -258,3 +258,98 @@ def build_report(result: Result, symbol: str, charts: bool = True) -> Path:
     from ..report.build import build
 
     return build(result.home, report_period(result, symbol), charts=charts)
+
+
+class ReportProcess:
+    """:func:`build_report` in a process forked before the backtest starts, which imports the
+    report's modules (matplotlib: a good part of a second) while this one runs the backtest.
+
+        with ReportProcess() as reports:
+            result = run_catalog(...)
+            path = reports.build(result, symbol, charts)
+
+    The report is the one :func:`build_report` writes (the same function, from the records on
+    disk). Without ``os.fork``, or when the forked process fails, it is built in this process
+    (an error in it then surfaces here as it would have). Leaving the ``with`` block without
+    :meth:`build` ends the forked process.
+    """
+
+    def __init__(self):
+        self.pid = None
+        self._jobs = self._answers = None
+
+    def __enter__(self) -> "ReportProcess":
+        if not hasattr(os, "fork"):
+            return self
+        jobs_r, jobs_w = os.pipe()
+        answers_r, answers_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:   # the report's process: never returns
+            code = 1
+            try:
+                os.close(jobs_w)
+                os.close(answers_r)
+                code = _report_child(jobs_r, answers_w)
+            finally:
+                os._exit(code)
+        os.close(jobs_r)
+        os.close(answers_w)
+        self.pid, self._jobs, self._answers = pid, jobs_w, answers_r
+        return self
+
+    def build(self, result: Result, symbol: str, charts: bool = True) -> Path:
+        """:func:`build_report`, by the forked process when there is one."""
+        if self.pid is not None:
+            import pickle
+
+            job = pickle.dumps((str(result.home), report_period(result, symbol), charts))
+            try:
+                with open(self._jobs, "wb", closefd=True) as f:
+                    self._jobs = None
+                    f.write(job)
+                with open(self._answers, "rb", closefd=True) as f:
+                    self._answers = None
+                    answer = f.read()
+            except OSError:
+                answer = b""
+            self._reap()
+            if answer.startswith(b"ok "):
+                return Path(answer[3:].decode())
+        return build_report(result, symbol, charts)
+
+    def __exit__(self, *exc) -> None:
+        self._reap(kill=True)
+
+    def _reap(self, kill: bool = False) -> None:
+        for fd in (self._jobs, self._answers):   # EOF: the forked process exits
+            if fd is not None:
+                os.close(fd)
+        self._jobs = self._answers = None
+        if self.pid is not None:
+            pid, self.pid = self.pid, None
+            if kill:   # no report to build: not even the end of its imports is waited for
+                import signal
+
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def _report_child(jobs: int, answers: int) -> int:
+    """The forked process of :class:`ReportProcess`: import, wait for the job, build."""
+    import pickle
+
+    from ..report import charts  # noqa: F401  (the slow import, before the job comes)
+    from ..report.build import build
+
+    with open(jobs, "rb") as f:
+        job = f.read()
+    if not job:
+        return 0
+    home, period, with_charts = pickle.loads(job)
+    try:
+        path = build(home, period, charts=with_charts)
+    except BaseException:   # the caller builds it again itself, and shows the error
+        return 1
+    with open(answers, "wb") as f:
+        f.write(b"ok " + str(path).encode())
+    return 0

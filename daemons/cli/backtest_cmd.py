@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 
 import click
 
@@ -41,13 +42,21 @@ def backtest(inputs, more, catalog, start, end, symbol, out, no_report, charts, 
     if catalog is not None:
         if inputs or more:
             raise click.UsageError("give either --catalog or input files, not both")
-        return _from_catalog(runner, catalog, start, end, symbol, out, no_report, charts,
-                             progress, config_path)
-    if start is not None or end is not None:
-        raise click.UsageError("--from and --to go with --catalog")
-    paths = list(inputs) + list(more)
-    if not paths:
-        raise click.UsageError("give at least one --input FILE")
+    else:
+        if start is not None or end is not None:
+            raise click.UsageError("--from and --to go with --catalog")
+        if not (inputs or more):
+            raise click.UsageError("give at least one --input FILE")
+    # the charts' modules are imported by another process while this one runs the backtest
+    with runner.ReportProcess() if charts and not no_report else nullcontext() as reports:
+        if catalog is not None:
+            return _from_catalog(runner, catalog, start, end, symbol, out, no_report, charts,
+                                 progress, config_path, reports)
+        return _from_files(runner, list(inputs) + list(more), symbol, out, no_report, charts,
+                           progress, config_path, reports)
+
+
+def _from_files(runner, paths, symbol, out, no_report, charts, progress, config_path, reports):
     symbol = symbol.strip().upper()
     cfg = load_config(config_path)
     try:
@@ -62,12 +71,19 @@ def backtest(inputs, more, catalog, start, end, symbol, out, no_report, charts, 
             result = runner.run(paths, symbol, cfg, home)
     except runner.BacktestError as exc:
         raise click.ClickException(str(exc)) from None
-    report = None if no_report else runner.build_report(result, symbol, charts)
-    _print_summary(result, report)
+    _print_summary(result, _report(runner, result, symbol, no_report, charts, reports))
+
+
+def _report(runner, result, symbol, no_report, charts, reports):
+    if no_report:
+        return None
+    if reports is not None:
+        return reports.build(result, symbol, charts)
+    return runner.build_report(result, symbol, charts)
 
 
 def _from_catalog(runner, catalog, start, end, symbol, out, no_report, charts, progress,
-                  config_path):
+                  config_path, reports):
     from ..catalog import read
 
     symbol = symbol.strip().upper()
@@ -90,8 +106,7 @@ def _from_catalog(runner, catalog, start, end, symbol, out, no_report, charts, p
             result = runner.run_catalog(catalog, symbol, cfg, home, start_ms, end_ms)
     except runner.BacktestError as exc:
         raise click.ClickException(str(exc)) from None
-    report = None if no_report else runner.build_report(result, symbol, charts)
-    _print_summary(result, report)
+    _print_summary(result, _report(runner, result, symbol, no_report, charts, reports))
 
 
 def _catalog_with_bar(runner, catalog, symbol, cfg, home, start_ms, end_ms):
