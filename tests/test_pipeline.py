@@ -129,7 +129,8 @@ def _venue_agrees_with_spools(home, port, procs):
     at_venue = _signed_get(port, "/fapi/v1/allOrders", {"symbol": "BTCUSDT", "limit": 1000})
     venue_cids = [o["clientOrderId"] for o in at_venue]
     assert len(venue_cids) == len(set(venue_cids)), "a client order id reached the venue twice"
-    assert set(venue_cids) <= set(cids)
+    # the venue's orders are our intents', the flatten's and those our protective stops placed
+    assert {c for c in venue_cids if not c.startswith(("ofi-stop-", "ofi-flat-"))} <= set(cids)
     # every venue order is in the spools
     assert set(venue_cids) <= {r["client_order_id"] for r in _records(home, "orders")}
     fills = _records(home, "fills")
@@ -144,14 +145,27 @@ def _venue_agrees_with_spools(home, port, procs):
     return intents, venue_cids
 
 
-def test_pipeline_runs_in_order_and_round_trips_orders(tmp_path):
+def test_pipeline_runs_in_order_round_trips_orders_and_its_pnl_is_the_venues(tmp_path, procs):
+    """Start and stop order, orders round-tripped, and money: with funding charged every few
+    seconds, after ``ofi flatten`` the report's net PnL equals the change of the venue's wallet
+    balance plus its unrealized PnL, to the cent."""
     home = tmp_path / "home"
     port = free_port()
-    cfg = _config(tmp_path, port)
-    p = subprocess.run(OFI + ["run", "--config", cfg, "--home", str(home), "--minutes", "0.6",
-                              "--json"], capture_output=True, text=True, timeout=240)
-    assert p.returncode == 0, p.stderr[-2000:] + p.stdout[-2000:]
-    s = json.loads(p.stdout)
+    cfg = _config(tmp_path, port, exchange={"funding_interval_s": 3.0, "funding_rate": 0.0005})
+    run = procs(OFI + ["run", "--config", cfg, "--home", str(home), "--minutes", "0.7", "--json"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: _all_ready(home), 90, "every program ready")
+    wait_for(lambda: _last_seq(home, "fills") > 0 and _last_seq(home, "funding") > 0, 35,
+             "fills and a funding payment")
+    # the protective stop is at the venue while a position is open
+    placed = [r for r in _records(home, "protection") if r["event"] == "placed"]
+    assert placed and placed[0]["client_algo_id"].startswith("ofi-stop-")
+    fl = subprocess.run(OFI + ["flatten", "--home", str(home), "--wait-s", "20"],
+                        capture_output=True, text=True, timeout=60)
+    assert fl.returncode == 0, fl.stderr
+    out, err = run.communicate(timeout=240)
+    assert run.returncode == 0, err[-2000:] + out[-2000:]
+    s = json.loads(out)
     programs = ["exchange", "harvest", "signal", "strategy", "broker", "report"]
     assert s["programs"] == programs and s["all_ready"]
     assert s["stop_order"] == list(reversed(programs))
@@ -178,6 +192,20 @@ def test_pipeline_runs_in_order_and_round_trips_orders(tmp_path):
     fills = _records(home, "fills")
     assert {f["client_order_id"] for f in fills} <= {o["client_order_id"] for o in orders}
     _assert_topics_whole(home)
+    # money: the report's net PnL is the venue's (wallet change + unrealized), to the cent
+    rep = subprocess.run(OFI + ["report", "--home", str(home), "--config", cfg],
+                         capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0, rep.stderr
+    md = open(rep.stdout.strip()).read()
+    net = float(md.split("| Net PnL |")[1].split("|")[0])
+    funding = float(md.split("| Funding (quote asset; negative: paid) |")[1].split("|")[0])
+    _venue_agrees_with_spools(home, port, procs)     # the exchange again, on its saved state
+    acct = _signed_get(port, "/fapi/v2/account", {})
+    change = float(acct["totalWalletBalance"]) - 10000.0 + float(acct["totalUnrealizedProfit"])
+    print(f"report net PnL {net:.4f} USDT (funding {funding:.4f}); venue wallet change + "
+          f"unrealized {change:.4f} USDT")
+    assert funding != 0.0
+    assert abs(net - change) <= 0.01, (net, change)
 
 
 def test_pipeline_survives_sigkill_of_every_daemon_and_a_hang(tmp_path, procs):
