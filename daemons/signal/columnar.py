@@ -23,17 +23,27 @@ from .core import SCALE, SignalCore, _Symbol
 
 def scaled(qty) -> np.ndarray:
     """Quantities in 1e-8 units, as the core's ``round(qty * SCALE)`` (both round half even)."""
-    return np.rint(qty * SCALE).astype(np.int64)
+    x = np.multiply(qty, SCALE)
+    np.rint(x, out=x)
+    return x.astype(np.int64)
+
+
+def _cks(e, bid, qb, ask, qa) -> None:
+    """``e[1:]`` (zeros) += the CKS term of each row against the previous one, in place:
+    ``1{Pb>=Pb'}·Qb − 1{Pb<=Pb'}·Qb' − 1{Pa<=Pa'}·Qa + 1{Pa>=Pa'}·Qa'``."""
+    d = e[1:]
+    b, pb, a, pa = bid[1:], bid[:-1], ask[1:], ask[:-1]
+    np.copyto(d, qb[1:], where=b >= pb)
+    np.subtract(d, qb[:-1], out=d, where=b <= pb)
+    np.subtract(d, qa[1:], out=d, where=a <= pa)
+    np.add(d, qa[:-1], out=d, where=a >= pa)
 
 
 def cks_terms(bid, bid_qty, ask, ask_qty) -> np.ndarray:
     """The CKS term of each book row against the previous one (the first counts 0)."""
-    qb, qa = scaled(bid_qty), scaled(ask_qty)
     e = np.zeros(len(bid), np.int64)
     if len(bid) > 1:
-        b, pb, a, pa = bid[1:], bid[:-1], ask[1:], ask[:-1]
-        e[1:] = (np.where(b >= pb, qb[1:], 0) - np.where(b <= pb, qb[:-1], 0)
-                 - np.where(a <= pa, qa[1:], 0) + np.where(a >= pa, qa[:-1], 0))
+        _cks(e, bid, scaled(bid_qty), ask, scaled(ask_qty))
     return e
 
 
@@ -44,12 +54,10 @@ def depth_terms(typ, bid_px, bid_qty, ask_px, ask_qty) -> np.ndarray:
     e = np.zeros(n, np.int64)
     if n < 2:
         return e
-    qb, qa = scaled(bid_qty), scaled(ask_qty)
-    b, pb, a, pa = bid_px[1:], bid_px[:-1], ask_px[1:], ask_px[:-1]
-    per_level = (np.where(b >= pb, qb[1:], 0) - np.where(b <= pb, qb[:-1], 0)
-                 - np.where(a <= pa, qa[1:], 0) + np.where(a >= pa, qa[:-1], 0))
+    per_level = np.zeros(bid_px.shape, np.int64, order="F")
+    _cks(per_level, bid_px, scaled(bid_qty), ask_px, scaled(ask_qty))
     counts = (typ[1:] == DEPTH_ROW) & (typ[:-1] != GAP_ROW)
-    e[1:] = np.where(counts, per_level.sum(axis=1), 0)
+    np.copyto(e[1:], per_level[1:].sum(axis=1), where=counts)
     return e
 
 
@@ -121,21 +129,32 @@ class SignalStream:
         b1 = int(bucket[-1])
         bounds = np.arange(b0, b1 + 2, dtype=np.int64)   # interval j is [bounds[j], bounds[j+1])
 
-        def per_interval(k: int, values):
-            """Per-interval sums of one kind's values (in merge order) and the row edges."""
-            edges = np.searchsorted(bucket[ev_kind == k], bounds, side="left")
+        # rows of each kind per interval (bucket never goes down): where each interval's rows
+        # of a kind start among that kind's rows
+        per_kind = np.bincount((bucket - b0) * 3 + ev_kind, minlength=3 * (b1 - b0 + 1))
+        starts = np.zeros((b1 - b0 + 2, 3), np.int64)
+        np.cumsum(per_kind.reshape(-1, 3), axis=0, out=starts[1:])
+
+        def edges_of(k: int):
+            """Where each interval's rows of one kind start (rows in merge order)."""
+            return starts[:, k]
+
+        def per_interval(values, edges):
+            """Per-interval sums of one kind's values (in merge order)."""
             cs = np.zeros(len(values) + 1, np.int64)
             np.cumsum(values, out=cs[1:])
-            return cs[edges[1:]] - cs[edges[:-1]], edges
+            return cs[edges[1:]] - cs[edges[:-1]]
 
         q = scaled(tr["qty"])
         buy = np.where(tr["is_buy"], q, 0)
-        buys, tedges = per_interval(TRADE, buy)
-        sells, _ = per_interval(TRADE, q - buy)
+        tedges = edges_of(TRADE)
+        buys = per_interval(buy, tedges)
+        sells = per_interval(q - buy, tedges)
         book = (bk["bid"], bk["bid_qty"], bk["ask"], bk["ask_qty"])
-        ofi1, bedges = per_interval(BOOK, _continued(cks_terms, self.book, book))
+        bedges = edges_of(BOOK)
+        ofi1 = per_interval(_continued(cks_terms, self.book, book), bedges)
         depth = (dp["type"], dp["bid_px"], dp["bid_qty"], dp["ask_px"], dp["ask_qty"])
-        ofi5, _ = per_interval(DEPTH, _continued(depth_terms, self.depth, depth))
+        ofi5 = per_interval(_continued(depth_terms, self.depth, depth), edges_of(DEPTH))
         ntrades = np.diff(tedges)
         nbooks = np.diff(bedges)
         sums = [ofi1, ofi5, buys, sells, ntrades, nbooks]
