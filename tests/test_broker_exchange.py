@@ -469,6 +469,16 @@ def test_funding_payments_are_recorded_once_each_across_a_broker_restart(procs, 
     def recorded():
         return [(r["tran_id"], r["amount"]) for r in _records(home, "funding")]
     wait_for(lambda: len(recorded()) >= 2, 15, "funding payments recorded from the stream")
+    # unrealized PnL at the venue's mark (markPrice stream), not at the fill price
+    rec = wait_for(lambda: next((r for r in reversed(_records(home, "positions"))
+                                 if r["cause"] == "mark"), None), 10, "a position at the mark")
+    assert rec["unrealized_pnl"] == pytest.approx(0.01 * (rec["mark_price"] - rec["entry_price"]),
+                                                  abs=1e-6)
+    assert abs(rec["mark_price"] - _mid(venue)) < 0.002 * rec["mark_price"]
+    # and the positions records carry the funding paid so far (the strategy's real money)
+    last = [r for r in _records(home, "positions") if r["cause"] == "funding"][-1]
+    paid_then = sum(r["amount"] for r in _records(home, "funding") if r["ts"] <= last["ts"])
+    assert last["funding"] == pytest.approx(paid_then, abs=1e-9) and paid_then < 0
     broker.kill()
     paid = len(venue_funding())
     wait_for(lambda: len(venue_funding()) >= paid + 2, 10, "payments while the broker is down")

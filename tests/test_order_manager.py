@@ -550,3 +550,26 @@ def test_funding_payments_recorded_once_from_the_stream_word_and_after_a_restart
     h.advance(1.0)
     got = [(r["tran_id"], r["amount"]) for t, r in h.records if t == "funding"]
     assert got == [(1, -0.25), (2, 0.5), (4, -0.3)]
+    # the positions records carry the funding and the fees so far (the strategy's real money),
+    # the same after a restart (folded from the funding topic)
+    assert h.last_position()["funding"] == pytest.approx(-0.25 + 0.5 - 0.3)
+    assert h.last_position()["fees"] == pytest.approx(0.0)
+
+
+def test_mark_prices_give_positions_records_at_the_mark_while_a_position_is_open():
+    h = Harness()
+    h.core.on_mark(SYMBOL, 101.0, h.now)                 # flat: no record
+    assert not [r for t, r in h.records if t == "positions" and r["cause"] == "mark"]
+    h.intent("m1", "BUY", 0.5)                           # filled at the venue's 100.0
+    h.advance(0.5)
+    h.core.on_mark(SYMBOL, 102.0, h.now)
+    h.pump()
+    rec = h.last_position()
+    assert rec["cause"] == "mark" and rec["mark_price"] == 102.0
+    assert rec["unrealized_pnl"] == pytest.approx(0.5 * (102.0 - 100.0))
+    h.core.on_mark(SYMBOL, 103.0, h.now + 1.0)            # within MARK_RECORD_S: no record
+    h.pump()
+    assert h.last_position()["mark_price"] == 102.0
+    h.core.on_mark(SYMBOL, 104.0, h.now + 6.0)
+    h.pump()
+    assert h.last_position()["unrealized_pnl"] == pytest.approx(2.0)

@@ -134,3 +134,50 @@ def test_risk_exit_passes_size_and_loss_limits():
 def test_risk_zero_limit_turns_check_off():
     lim = risk.Limits(0.0, 0.0, 0, 0.0)
     assert risk.check(lim, ACTIVE, 0.0, risk.Order("B", "BUY", 100.0, 50_000.0), 999, -1e9).approved
+
+
+# -- the day's PnL in real money -------------------------------------------------------------
+DAY = 19_700
+
+
+def _rec(qty=0.0, entry=0.0, realized=0.0, fees=0.0, funding=0.0):
+    return {"type": "position", "symbol": "BTCUSDT", "qty": qty, "entry_price": entry,
+            "realized_pnl": realized, "fees": fees, "funding": funding}
+
+
+def test_day_ledger_counts_fees_funding_and_unrealized_at_the_latest_price():
+    led = risk.DayLedger()
+    assert not led.seen
+    # 400 round trips flat at the end: their 39 USDT of fees are a loss, not 0.0
+    assert led.update("BTCUSDT", _rec(fees=39.0), DAY, {})
+    assert led.pnl({}) == pytest.approx(-39.0)
+    led.update("BTCUSDT", _rec(qty=0.01, entry=50_000.0, realized=5.0, fees=40.0, funding=-1.5),
+               DAY, {})
+    # unrealized at the latest price: 0.01 x (49_000 - 50_000) = -10
+    assert led.pnl({"BTCUSDT": 49_000.0}) == pytest.approx(5.0 - 40.0 - 1.5 - 10.0)
+    assert not led.update("BTCUSDT", {"qty": 0.0, "realized_pnl": 1.0}, DAY, {})  # no money
+
+
+def test_day_ledger_starts_each_utc_day_from_the_equity_of_then_and_tracks_the_drawdown():
+    led = risk.DayLedger()
+    led.update("BTCUSDT", _rec(realized=-150.0, fees=10.0), DAY, {})
+    assert led.pnl({}) == pytest.approx(-160.0)
+    led.update("BTCUSDT", _rec(realized=-150.0, fees=12.0), DAY + 1, {})   # next day
+    assert led.pnl({}) == pytest.approx(-2.0)
+    led.update("BTCUSDT", _rec(realized=148.0, fees=12.0), DAY + 1, {})   # +298 today
+    assert led.pnl({}) == pytest.approx(296.0) and led.drawdown({}) == pytest.approx(0.0)
+    led.update("BTCUSDT", _rec(realized=-250.0, fees=14.0), DAY + 1, {})
+    assert led.pnl({}) == pytest.approx(-104.0)          # -264 now, -160 when the day began
+    assert led.drawdown({}) == pytest.approx(400.0)      # from the high of +296
+    again = risk.DayLedger.from_dict(led.to_dict())
+    assert again.pnl({}) == pytest.approx(-104.0) and again.drawdown({}) == pytest.approx(400.0)
+
+
+def test_drawdown_limit_denies_new_exposure_only():
+    lim = risk.Limits(0.0, 0.0, 0, 0.0, max_drawdown_usdt=300.0)
+    buy = risk.Order("BTCUSDT", "BUY", 0.01, 50_000.0)
+    assert risk.check(lim, ACTIVE, 0.0, buy, 0, 100.0, drawdown=299.0).approved
+    v = risk.check(lim, ACTIVE, 0.0, buy, 0, 100.0, drawdown=300.0)
+    assert not v.approved and v.code == "drawdown"
+    exit_ = risk.Order("BTCUSDT", "SELL", 0.01, 50_000.0, reduce_only=True)
+    assert risk.check(lim, ACTIVE, 0.01, exit_, 0, 100.0, drawdown=1000.0).approved

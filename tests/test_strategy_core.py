@@ -319,3 +319,34 @@ def test_core_restart_snapshot_and_intents_replay_rebuild_the_view():
     h3 = make_core(stop_loss_bps=50.0)
     h3.restore(h2.core.snapshot(), same_signals=True)
     assert h3.snapshot() == h2.core.snapshot()
+
+
+# -- real money --------------------------------------------------------------------------------
+def test_core_daily_loss_counts_the_brokers_fees_and_funding_and_sets_reducing():
+    h = Harness(make_core(limits={"daily_loss_limit_usdt": 30.0, "max_drawdown_usdt": 0.0}))
+    h.signal(0, 0.0)
+    # the broker: flat, but 25 USDT of fees and 6 of funding paid today
+    rec = {"seq": 1, "ts": T0, "type": "position", "symbol": SYM, "qty": 0.0,
+           "entry_price": 0.0, "realized_pnl": 0.0, "fees": 25.0, "funding": -6.0,
+           "unrealized_pnl": None, "mark_price": 50_000.0, "intent_seq": 0, "in_flight": []}
+    h.core.on_position(rec, T0)
+    assert h.core.daily_pnl() == pytest.approx(-31.0)
+    h.signal(1, 0.0)
+    assert h.last_step.state_change[0] == "REDUCING"
+    assert h.last_step.state_change[1].startswith("daily loss limit: PnL -31.00")
+    assert h.core.risk_summary(ACTIVE, T0)["pnl_source"] == "venue"
+
+
+def test_core_drawdown_from_the_days_high_sets_reducing():
+    h = Harness(make_core(limits={"daily_loss_limit_usdt": 0.0, "max_drawdown_usdt": 50.0}))
+    base = {"type": "position", "symbol": SYM, "fees": 0.0, "funding": 0.0,
+            "unrealized_pnl": None, "mark_price": None, "intent_seq": 0, "in_flight": []}
+    h.core.on_position({**base, "seq": 1, "ts": T0, "qty": 0.01, "entry_price": 50_000.0,
+                        "realized_pnl": 0.0}, T0)
+    h.signal(0, 0.0, mid=54_000.0)          # +40 unrealized: the high
+    assert h.last_step.state_change is None
+    h.signal(1, 0.0, mid=49_500.0)          # -5: 45 below the high
+    assert h.last_step.state_change is None
+    h.signal(2, 0.0, mid=48_900.0)          # -11: 51 below the high
+    state, reason = h.last_step.state_change
+    assert state == "REDUCING" and reason.startswith("drawdown limit")

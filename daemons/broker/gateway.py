@@ -16,6 +16,7 @@ method                         contract
 ``cancel_stop(symbol, id)``    cancel one by client algo id; NotFound (-2011) when not open
 ``open_stops(symbol)``         the open algo orders of a symbol (``VenueStop``)
 ``start_stream(wake)``         start the user data stream (None if the gateway has none)
+``start_marks(symbols, wake)`` start the mark-price stream (``markPriceUpdate`` events)
 ``keepalive(now)``             periodic upkeep (listenKey keepalive)
 ``close()``                    stop the stream, close the session
 =============================  =================================================================
@@ -82,6 +83,15 @@ class BinanceGateway:
             lambda: urls.user_stream_url(self.ws_url, self._listen_key, self.stream_route), wake)
         self.stream.start()
         return self.stream
+
+    def start_marks(self, symbols, wake) -> UserStream | None:
+        """The venue's mark prices (``<symbol>@markPrice@1s``), read like the user stream."""
+        if not self.ws_url:
+            return None
+        streams = [f"{s.lower()}@markPrice@1s" for s in symbols]
+        marks = UserStream(lambda: urls.market_stream_url(self.ws_url, streams), wake)
+        marks.start()
+        return marks
 
     def renew_listen_key(self) -> None:
         """After listenKeyExpired or -1125: a new key, and a fresh connection on it."""

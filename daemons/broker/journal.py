@@ -25,7 +25,8 @@ class Position:
     qty: float = 0.0
     entry_price: float = 0.0
     realized_pnl: float = 0.0
-    fees: float = 0.0
+    fees: float = 0.0             # commissions paid (quote asset), all fills so far
+    funding: float = 0.0          # funding received (< 0: paid), all payments so far
 
     def payload(self, mark_price: float | None = None) -> dict:
         upnl = None
@@ -34,7 +35,8 @@ class Position:
         return {"type": "position", "symbol": self.symbol, "qty": round(self.qty, 12),
                 "entry_price": round(self.entry_price, 10) if self.qty else 0.0,
                 "realized_pnl": round(self.realized_pnl, 8), "unrealized_pnl": upnl,
-                "mark_price": mark_price}
+                "mark_price": mark_price, "fees": round(self.fees, 8),
+                "funding": round(self.funding, 8)}
 
 
 class PositionBook:

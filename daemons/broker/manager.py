@@ -70,6 +70,7 @@ CLIENT_ID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 FLATTEN_PREFIX = "ofi-flat-"   # the orders that close positions while HALTED
 FLATTEN_ROUNDS = 3             # reads of the venue's positions, each closing what is left
 FUNDING_CHECK_S = 600.0        # funding payments are read at least this often (and on the stream's word)
+MARK_RECORD_S = 5.0            # a position open: a ``positions`` record at the new mark this often
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,7 @@ class OrderManager:
         self._funding_ids: set[int] = set()           # tranIds recorded in ``funding``
         self._funding_since: int | None = None        # the last recorded payment's time (ms)
         self._deadman_failing: set[str] = set()
+        self._mark_emitted: dict[str, float] = {}     # symbol -> last ``mark`` positions record
         self.protection = Protection(settings.symbols,
                                      settings.protective_stop_bps if settings.remote else 0.0)
         # orders not terminal, or terminal with fills still to record (insertion-ordered set):
@@ -493,6 +495,7 @@ class OrderManager:
 
     def _emit_position(self, symbol: str, cause: str, **extra) -> None:
         p = self.journal.book.get(symbol)
+
         self.protection.position(symbol, p.qty, p.entry_price, self.marks.get(symbol))
         payload = p.payload(self.marks.get(symbol))
         payload.update(intent_seq=self.intent_seq, in_flight=self.in_flight(symbol),
@@ -960,7 +963,12 @@ class OrderManager:
     def _note_funding(self, rec: dict) -> None:
         tid, t = rec.get("tran_id"), rec.get("time_ms")
         if isinstance(tid, int):
+            if tid in self._funding_ids:
+                return
             self._funding_ids.add(tid)
+        amount, symbol = rec.get("amount"), rec.get("symbol")
+        if isinstance(symbol, str) and isinstance(amount, (int, float)):
+            self.journal.book.get(symbol).funding += float(amount)
         if isinstance(t, int) and (self._funding_since is None or t > self._funding_since):
             self._funding_since = t
 
@@ -982,6 +990,7 @@ class OrderManager:
             self._note_funding(rec)
             self._records.append(("funding", rec))
             self.counts["funding"] += 1
+            self._emit_position(rec["symbol"], "funding")
 
     def _fire_deadman(self, _key: str, now: float) -> None:
         """Refresh every symbol's countdown (a third of it, so two refreshes may fail)."""
@@ -1064,6 +1073,20 @@ class OrderManager:
                 ids.setdefault(vo.client_order_id, set()).add(int(vo.order_id))
         return [f"{symbol}: two venue orders for client order id {cid} (ids "
                 f"{', '.join(str(i) for i in sorted(v))})" for cid, v in ids.items() if len(v) > 1]
+
+    # -- marks -----------------------------------------------------------------------------------
+    def on_mark(self, symbol: str, price: float, now: float) -> None:
+        """The venue's mark price (the ``markPrice`` stream): unrealized PnL is counted at it;
+        a ``positions`` record (cause ``mark``) at most every :data:`MARK_RECORD_S` while a
+        position is open, so the report and the strategy's loss limits see it move."""
+        if symbol not in self.s.symbols or not price > 0:
+            return
+        self.marks[symbol] = price
+        self.protection.symbols[symbol].mark = price
+        if abs(self.journal.book.get(symbol).qty) > EPS and \
+                now - self._mark_emitted.get(symbol, 0.0) >= MARK_RECORD_S:
+            self._mark_emitted[symbol] = now
+            self._emit_position(symbol, "mark")
 
     # -- protective stops ------------------------------------------------------------------------
     def _protect(self, now: float) -> None:

@@ -57,6 +57,7 @@ class BrokerStage(Stage):
         self.sends: ThreadPoolExecutor | None = None     # order sends only
         self.lookups: ThreadPoolExecutor | None = None   # queries, cancels, fetches
         self.stream = None
+        self.marks = None     # the venue's mark prices (markPrice stream)
         self.results: queue.SimpleQueue = queue.SimpleQueue()
         self._state_mtime = None
 
@@ -109,6 +110,7 @@ class BrokerStage(Stage):
                 self.stream = self.gateway.start_stream(self.ctx.wake)
             except GatewayError as exc:
                 self.log.warning("user_stream_unavailable", error=str(exc))
+            self.marks = self.gateway.start_marks(settings.symbols, self.ctx.wake)
         j = core.journal
         self.log.info("broker_started", mode=self.mode, venue=getattr(self.gateway, "rest_url", "mock"),
                       orders=len(j.orders), fills=len(j.fill_keys), active=len(j.active()),
@@ -200,6 +202,13 @@ class BrokerStage(Stage):
                     core.on_stream_state(kind == "_connected", now)
                 else:
                     core.on_stream_event(ev, now)
+        if self.marks is not None:
+            for ev in self.marks.drain():
+                if ev.get("e") == "markPriceUpdate":
+                    try:
+                        core.on_mark(ev["s"], float(ev["p"]), now)
+                    except (KeyError, TypeError, ValueError):
+                        pass
 
     def _flush(self) -> None:
         """Write the core's records, then start its actions."""
@@ -327,6 +336,8 @@ class BrokerStage(Stage):
             for pool in (self.sends, self.lookups):
                 if pool is not None:
                     pool.shutdown(wait=False, cancel_futures=True)
+            if self.marks is not None:
+                self.marks.stop()
             try:
                 self.executor.close()
             except Exception:

@@ -45,6 +45,7 @@ from . import ids, risk, rules
 from .state import ACTIVE, REDUCING, TradingState
 
 DAILY_LOSS_REASON = "daily loss limit"
+DRAWDOWN_REASON = "drawdown limit"
 EPS = 1e-9
 SIGNS = {"BUY": 1.0, "SELL": -1.0}
 PROPOSALS_KEPT = 1000     # operator proposals remembered in the snapshot (ids of those acted on)
@@ -142,6 +143,7 @@ class StrategyCore:
         # reports it still open (the exit was refused), it keeps its entry time
         self.exited: dict[str, tuple] = {}
         self.last_price: dict[str, float] = {}   # newest of signal mid and broker mark
+        self.ledger = risk.DayLedger()           # the day's real money, from ``positions``
         self.counts = {"signals": 0, "intents": 0, "denied": 0, "skipped_replayed": 0,
                        "ignored_symbol": 0, "stale_signals": 0, "timer_exits": 0,
                        "positions": 0, "position_corrections": 0, "positions_unconfirmed": 0,
@@ -337,7 +339,7 @@ class StrategyCore:
             # the position past the limit
             position -= self._exits_in_flight(d.symbol)
         return risk.check(self.limits, trading.state, position, order, len(self.order_times),
-                          self.daily_pnl())
+                          self.daily_pnl(), self.drawdown())
 
     # -- operator decisions ------------------------------------------------------------------
     def on_decision(self, rec: dict, trading: TradingState, wall_ms: int,
@@ -452,6 +454,8 @@ class StrategyCore:
         self.counts["positions"] += 1
         if mark is not None:
             self.last_price[symbol] = mark
+        t = rec.get("ts") if isinstance(rec.get("ts"), int) else wall_ms
+        self.ledger.update(symbol, rec, int(t // 86_400_000), self.last_price)
         mine = self.pending.get(symbol, [])
         if pos.intent_seq is None:
             if mine and abs(pos.qty + pos.flight_qty - view.qty) > EPS:
@@ -483,21 +487,35 @@ class StrategyCore:
 
     # -- daily loss --------------------------------------------------------------------------
     def daily_pnl(self) -> float:
-        """The day's paper PnL over all symbols (realized + unrealized, USDT)."""
+        """The day's PnL over all symbols (USDT): real money from the broker's records
+        (:class:`risk.DayLedger`); paper PnL at decision mids until a record with money came."""
+        if self.ledger.seen:
+            return self.ledger.pnl(self.last_price)
         return sum(v.realized + v.unrealized() for v in self.views.values())
 
+    def drawdown(self) -> float:
+        """How far the day's PnL is below its high of the day (USDT; real money only)."""
+        return self.ledger.drawdown(self.last_price) if self.ledger.seen else 0.0
+
     def _daily_loss_change(self, day: int, st: TradingState) -> tuple[str, str] | None:
-        """Daily loss limit hit: REDUCING; the next UTC day, back to ACTIVE if we set it."""
-        limit = self.limits.daily_loss_limit_usdt
-        if not limit:
+        """Daily loss or drawdown limit hit: REDUCING; the next UTC day, back to ACTIVE if we
+        set it."""
+        self.ledger.roll(day, self.last_price)
+        loss, dd_limit = self.limits.daily_loss_limit_usdt, self.limits.max_drawdown_usdt
+        if not loss and not dd_limit:
             return None
-        pnl = self.daily_pnl()
-        if pnl <= -limit and st.state == ACTIVE:
-            date = time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
-            return REDUCING, f"{DAILY_LOSS_REASON}: PnL {pnl:.2f} USDT on {date}"
-        if pnl > -limit and st.state == REDUCING and st.by == "strategy" \
-                and st.reason.startswith(DAILY_LOSS_REASON) and st.since \
-                and day > int(st.since // 86400):
+        pnl, dd = self.daily_pnl(), self.drawdown()
+        date = time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
+        if st.state == ACTIVE:
+            if loss and pnl <= -loss:
+                return REDUCING, f"{DAILY_LOSS_REASON}: PnL {pnl:.2f} USDT on {date}"
+            if dd_limit and dd >= dd_limit:
+                return REDUCING, (f"{DRAWDOWN_REASON}: PnL {pnl:.2f} USDT, {dd:.2f} below the "
+                                  f"day's high, on {date}")
+        if st.state == REDUCING and st.by == "strategy" \
+                and st.reason.startswith((DAILY_LOSS_REASON, DRAWDOWN_REASON)) and st.since \
+                and day > int(st.since // 86400) and not (loss and pnl <= -loss) \
+                and not (dd_limit and dd >= dd_limit):
             return ACTIVE, "new trading day"
         return None
 
@@ -545,6 +563,7 @@ class StrategyCore:
             "last_price": dict(self.last_price),
             "last_signal_ms": self.last_signal_ms, "order_times": list(self.order_times),
             "proposals_used": list(self.proposals_used)[-PROPOSALS_KEPT:],
+            "ledger": self.ledger.to_dict(),
         }
 
     def restore(self, snap: dict, same_signals: bool) -> None:
@@ -562,6 +581,8 @@ class StrategyCore:
                         for k, v in (snap.get("pending") or {}).items() if k in self.views}
         self.exited = {k: tuple(v) for k, v in (snap.get("exited") or {}).items()}
         self.last_price = {k: float(v) for k, v in (snap.get("last_price") or {}).items()}
+        if snap.get("ledger"):
+            self.ledger = risk.DayLedger.from_dict(snap["ledger"])
         self.last_signal_ms = {k: int(v) for k, v in (snap.get("last_signal_ms") or {}).items()}
         self.order_times.extend(int(t) for t in snap.get("order_times") or [])
         for pid in snap.get("proposals_used") or []:
@@ -588,5 +609,8 @@ class StrategyCore:
             "max_orders_per_minute": self.limits.max_orders_per_minute,
             "daily_pnl_usdt": round(self.daily_pnl(), 4),
             "daily_loss_limit_usdt": self.limits.daily_loss_limit_usdt,
+            "pnl_source": "venue" if self.ledger.seen else "paper",
+            "drawdown_usdt": round(self.drawdown(), 4),
+            "max_drawdown_usdt": self.limits.max_drawdown_usdt,
             "denied": self.counts["denied"], "denials": dict(self.denials),
         }

@@ -8,6 +8,7 @@ Checks, in order (the first that fails names the denial):
     reducing             trading state REDUCING: only reduce-only orders pass
     rate_limit           ``max_orders_per_minute`` orders were already sent in the last 60 s
     daily_loss           the day's PnL is at or below ``-daily_loss_limit_usdt`` (new exposure only)
+    drawdown             the day's PnL is ``max_drawdown_usdt`` or more below its high (new exposure only)
     max_order_notional   qty x price above ``max_order_usdt`` (new exposure only)
     max_position         |position after the order| x price above ``max_position_usdt``
                          (only when the order grows |position|)
@@ -15,11 +16,16 @@ Checks, in order (the first that fails names the denial):
 Reduce-only orders that pass the first checks are never held back by the size and loss limits: a
 limit must not keep a position open. A limit of 0 turns that check off. No I/O, no clock: the
 caller passes the trading state, the position, the recent order times and the day's PnL.
+
+The day's PnL is real money (:class:`DayLedger`): per symbol, the broker's realized PnL minus
+fees plus funding, all from the venue's fills and payments, plus the unrealized PnL of the
+broker's position at the latest price (the venue's mark from the broker, or a fresher signal
+mid), less the same at the start of the UTC day.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .state import HALTED, REDUCING
 
@@ -35,11 +41,13 @@ class Limits:
     max_order_usdt: float = 500.0
     max_orders_per_minute: int = 30
     daily_loss_limit_usdt: float = 200.0
+    max_drawdown_usdt: float = 0.0
 
     @classmethod
     def from_config(cls, section: dict) -> "Limits":
         lim = cls(float(section["max_position_usdt"]), float(section["max_order_usdt"]),
-                  int(section["max_orders_per_minute"]), float(section["daily_loss_limit_usdt"]))
+                  int(section["max_orders_per_minute"]), float(section["daily_loss_limit_usdt"]),
+                  float(section["max_drawdown_usdt"]))
         for key in cls.__dataclass_fields__:
             if getattr(lim, key) < 0:
                 raise ValueError(f"risk.{key} must be >= 0 (0 turns the check off)")
@@ -87,7 +95,7 @@ def orders_in_window(times_ms, now_ms: int) -> int:
 
 
 def check(limits: Limits, trading_state: str, position_qty: float, order: Order,
-          orders_last_minute: int, daily_pnl: float) -> Verdict:
+          orders_last_minute: int, daily_pnl: float, drawdown: float = 0.0) -> Verdict:
     """Approve or deny ``order`` given the symbol's signed ``position_qty`` (see module doc)."""
     if trading_state == HALTED:
         return _deny("halted", "trading is HALTED")
@@ -108,6 +116,9 @@ def check(limits: Limits, trading_state: str, position_qty: float, order: Order,
         return APPROVED
     if limits.daily_loss_limit_usdt and daily_pnl <= -limits.daily_loss_limit_usdt:
         return _deny("daily_loss", f"day PnL {daily_pnl:.2f} <= -{limits.daily_loss_limit_usdt:g}")
+    if limits.max_drawdown_usdt and drawdown >= limits.max_drawdown_usdt:
+        return _deny("drawdown", f"day PnL {drawdown:.2f} below its high "
+                                 f"(max {limits.max_drawdown_usdt:g})")
     if limits.max_order_usdt and order.notional > limits.max_order_usdt:
         return _deny("max_order_notional", f"order notional {order.notional:.2f} > "
                                            f"{limits.max_order_usdt:g}")
@@ -120,3 +131,79 @@ def check(limits: Limits, trading_state: str, position_qty: float, order: Order,
 
 def _positive(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+@dataclass
+class _Money:
+    """A symbol's money as the broker's last ``positions`` record has it (cumulative)."""
+
+    realized: float = 0.0
+    fees: float = 0.0
+    funding: float = 0.0
+    qty: float = 0.0
+    entry: float = 0.0
+
+    def equity(self, price: float | None) -> float:
+        unrealized = self.qty * (price - self.entry) if price and self.qty and self.entry else 0.0
+        return self.realized - self.fees + self.funding + unrealized
+
+
+@dataclass
+class DayLedger:
+    """The UTC day's PnL and drawdown in real money, from the broker's ``positions`` records.
+
+    A symbol's equity is ``realized - fees + funding + qty * (price - entry)``, the first three
+    as the broker recorded them from the venue (cumulative), the last at the latest price. The
+    day's PnL is the sum over symbols of equity now minus equity when the day began (a symbol
+    first seen counts from zero: its whole history, the cautious side); the drawdown is the
+    day's highest PnL minus the PnL now. :meth:`pnl` raises the high.
+    """
+
+    day: int | None = None
+    money: dict[str, _Money] = field(default_factory=dict)
+    base: dict[str, float] = field(default_factory=dict)
+    high: float = 0.0
+
+    @property
+    def seen(self) -> bool:
+        return bool(self.money)
+
+    def update(self, symbol: str, rec: dict, day: int, prices: dict) -> bool:
+        """Fold a ``positions`` record; False when it carries no money (fees, funding)."""
+        vals = [rec.get(k) for k in ("realized_pnl", "fees", "funding", "qty")]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                   for v in vals):
+            return False
+        self.roll(day, prices)
+        entry = rec.get("entry_price")
+        self.money[symbol] = _Money(*(float(v) for v in vals),
+                                    float(entry) if isinstance(entry, (int, float)) else 0.0)
+        self.base.setdefault(symbol, 0.0)
+        return True
+
+    def roll(self, day: int, prices: dict) -> None:
+        """A new UTC day: today's PnL counts from the equity of now."""
+        if self.day is None or day > self.day:
+            if self.day is not None:
+                self.base = {s: m.equity(prices.get(s)) for s, m in self.money.items()}
+                self.high = 0.0
+            self.day = day
+
+    def pnl(self, prices: dict) -> float:
+        """The day's PnL at ``prices`` (symbol -> latest price)."""
+        v = sum(m.equity(prices.get(s)) - self.base.get(s, 0.0) for s, m in self.money.items())
+        self.high = max(self.high, v)
+        return v
+
+    def drawdown(self, prices: dict) -> float:
+        return max(0.0, self.high - self.pnl(prices))
+
+    def to_dict(self) -> dict:
+        return {"day": self.day, "high": self.high, "base": dict(self.base),
+                "money": {s: [m.realized, m.fees, m.funding, m.qty, m.entry]
+                          for s, m in self.money.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DayLedger":
+        return cls(d.get("day"), {s: _Money(*map(float, v)) for s, v in (d.get("money") or {}).items()},
+                   {s: float(v) for s, v in (d.get("base") or {}).items()}, float(d.get("high") or 0.0))

@@ -32,3 +32,12 @@ def user_stream_url(ws_base: str, listen_key: str, route: str = "private") -> st
     if route == "private":
         return f"{base}/private/ws/{listen_key}"
     return f"{base}/ws/{listen_key}"
+
+
+def market_stream_url(ws_base: str, streams) -> str:
+    """A combined market stream on the routed ``/market`` path (``markPrice`` lives there)."""
+    base = ws_base.rstrip("/")
+    for suffix in ("/ws", "/stream", "/private", "/public", "/market"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+    return f"{base}/market/stream?streams={'/'.join(streams)}"
