@@ -27,6 +27,7 @@ ENVIRONMENT = {
     "OFI_API_KEY": ("venue.api_key", str),
     "OFI_API_SECRET": ("venue.api_secret", str),
     "OFI_LOG_LEVEL": ("log.level", str),
+    "OFI_ALERTS_WEBHOOK_URL": ("alerts.webhook_url", str),   # a secret: keep it out of YAML files
 }
 
 

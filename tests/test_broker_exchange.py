@@ -285,18 +285,56 @@ def test_broker_halt_cancels_open_orders_and_refuses_new_until_resumed(procs, ho
     _assert_books_agree(home, venue)
 
 
+class _Webhook:
+    """A Slack-style incoming webhook on loopback: the JSON documents POSTed to it."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        got = self.got = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                got.append(orjson.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *a):
+                pass
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/services/T0/B0/secret-token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.mark.timeout(60)
 def test_broker_unexplained_venue_position_sets_halted_with_reason(procs, home, tmp_path):
     venue = Venue(procs, tmp_path)
+    hook = _Webhook()
     # someone else trades on the account before the broker starts
     venue.call(venue.http.new_order, {"symbol": SYMBOL, "side": "BUY", "type": "MARKET",
                                       "quantity": "0.003", "newClientOrderId": "manual-1"})
     broker = Broker(procs, home, venue)
+    broker.env["OFI_ALERTS_WEBHOOK_URL"] = hook.url    # the secret URL from the environment
     broker.start()
     state = orjson.loads((home / "state" / "trading.json").read_text())
     assert state["state"] == "HALTED" and state["by"] == "broker"
     assert "venue position 0.003" in state["reason"]
+    # one alert on the bus and at the webhook, the URL in neither nor in the log
+    docs = wait_for(lambda: len(hook.got) >= 2 and hook.got, 10, "the alerts at the webhook")
+    assert [d["kind"] for d in docs] == ["reconciliation", "halted"]
+    assert docs[1]["text"].startswith("[ofi halted]") and docs[1]["source"] == "broker"
+    assert all("venue position 0.003" in d["text"] for d in docs)
+    alerts = _records(home, "alerts")
+    assert [a["kind"] for a in alerts] == ["reconciliation", "halted"]
     broker.stop()
+    hook.close()
+    for text in (broker.log.read_text(), orjson.dumps(alerts).decode()):
+        assert "secret-token" not in text
 
 
 @pytest.mark.timeout(60)

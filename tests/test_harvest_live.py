@@ -369,6 +369,10 @@ def test_harvest_faulty_venue_book_resyncs_and_records_every_gap(recording, home
     # the log tells the story: reconnects after the cut and after the stall
     downs = [ln for ln in log_lines(tmp_path) if ln["event"] == "disconnected"]
     assert any("stall" in ln["reason"] for ln in downs)
+    # the stall, and only it, is a stale_feed alert for the operator
+    alerts = read_topic(home, "alerts")
+    assert alerts and {a["kind"] for a in alerts} == {"stale_feed"}
+    assert all("stall" in a["message"] and a["source"] == "harvest" for a in alerts)
     assert sum(1 for ln in log_lines(tmp_path) if ln["event"] == "connected") >= 6
 
 

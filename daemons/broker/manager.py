@@ -389,7 +389,7 @@ class OrderManager:
             else:
                 problems.append(problem)
         if problems:
-            self._halt("broker reconciliation: " + "; ".join(problems), now)
+            self._reconciliation_problem("start", "; ".join(problems), now)
         for s in self.s.symbols:
             self._emit_position(s, "start")
         return problems

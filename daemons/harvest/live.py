@@ -7,6 +7,7 @@ returns :class:`Action` tuples:
 * ``("dead", reason, raw, source)``  a malformed message, for ``deadletter``
 * ``("snapshot", symbol)``           fetch a REST depth snapshot (the book needs a (re)sync)
 * ``("log", level, event, fields)``  something an operator should see
+* ``("alert", kind, message, fields)`` something an operator must act on (a stalled feed)
 
 Book handling is Binance's method, through :class:`daemons.marketdata.book.DepthFeed`: diffs
 are buffered from the first one on, a snapshot is asked for once a diff has arrived (so the
@@ -188,8 +189,12 @@ class LiveBooks:
 
     def on_down(self, group: str, reason: str, retry_in) -> list[Action]:
         self.up[group] = False
-        return [Action("log", "warning", "disconnected",
-                       {"group": group, "reason": reason, "retry_in_s": retry_in})]
+        out = [Action("log", "warning", "disconnected",
+                      {"group": group, "reason": reason, "retry_in_s": retry_in})]
+        if reason.startswith("stall"):   # connected, yet the exchange said nothing
+            out.append(Action("alert", "stale_feed", f"market data feed {group}: {reason}; "
+                              "reconnecting", {"subject": group, "group": group}))
+        return out
 
     def on_message(self, group: str, recv_ts: int, raw) -> list[Action]:
         self.messages += 1

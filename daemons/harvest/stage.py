@@ -159,6 +159,8 @@ class HarvestStage(Stage):
                     self.feed.request_snapshot(act.a)
                 elif kind == "log":
                     ctx.log.log(act.a, act.b, **act.c)
+                elif kind == "alert":
+                    ctx.alert(act.a, act.b, **act.c)
         for topic, payloads in batches.items():
             ctx.emit_many(topic, payloads)
         if not q.empty():
