@@ -16,8 +16,8 @@ from daemons.broker import orders as fsm
 from daemons.broker.binance.errors import Ambiguous, NotFound, NotSent, Rejected
 from daemons.broker.binance.schemas import VenueOrder, VenueStop
 from daemons.broker.manager import (Cancel, Countdown, FetchFunding, FetchOpenOrders,
-                                    FetchOrders, FetchPositions, FetchTrades, Halt, OrderManager,
-                                    Query, Send, Settings)
+                                    FetchOrders, FetchPositions, FetchTrades, FetchWallet, Halt,
+                                    OrderManager, Query, Send, Settings)
 from daemons.broker.protection import CancelStop, FetchStops, PlaceStop
 from daemons.strategy import state as tstate
 
@@ -43,6 +43,8 @@ class ScriptedVenue:
         self.algos: dict[str, dict] = {}         # client algo id -> STOP_MARKET closePosition
         self.algo_ids = itertools.count(9001)
         self.triggered_cid = None                # a function(algo) -> the triggered order's cid
+        self.wallet = 1000.0                     # USDT wallet balance (fills here: no fee, no PnL)
+        self.income: list[dict] = []             # /fapi/v1/income rows that are not fills
 
     # -- the matching engine -----------------------------------------------------------------
     def place(self, o: fsm.Order, now: float) -> VenueOrder:
@@ -339,6 +341,9 @@ class Harness:
                 v.countdowns[a.symbol] = self.now + a.countdown_ms / 1000.0
                 return {"symbol": a.symbol, "countdownTime": str(a.countdown_ms)}
             self._answer(a, refresh)
+        elif isinstance(a, FetchWallet):
+            self._answer(a, lambda: (v.wallet, [dict(r) for r in v.income
+                                                if r["time"] >= a.since_ms]))
         elif isinstance(a, PlaceStop):
             self._answer(a, lambda: v.place_algo(a.side, a.trigger_price, a.client_algo_id,
                                                  self.now, a.symbol))
@@ -373,7 +378,7 @@ class Harness:
         trades = {SYMBOL: [dict(t) for t in v.trades]}
         self.core.reconcile_start(opens, trades, {SYMBOL: v.position()}, self.now,
                                   {SYMBOL: [v.report(oid) for oid in v.orders]},
-                                  {SYMBOL: v.open_algos()})
+                                  {SYMBOL: v.open_algos()}, (v.wallet, list(v.income)))
         self.core.on_stream_state(self.stream_on, self.now)
         self.pump()
 

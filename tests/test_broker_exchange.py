@@ -492,7 +492,8 @@ def test_broker_sets_leverage_and_margin_type_and_refuses_a_hedge_mode_account(
 @pytest.mark.timeout(90)
 def test_funding_payments_are_recorded_once_each_across_a_broker_restart(procs, home, tmp_path):
     venue = Venue(procs, tmp_path, extra=("--funding-interval-s", "1", "--funding-rate", "0.001"))
-    broker = Broker(procs, home, venue)
+    # the wallet check every second: the payments are explained, never a halt
+    broker = Broker(procs, home, venue, extra="  reconcile_interval_s: 1.0\n")
     broker.start()
     bus = open_bus(home)
     w = bus.writer("intents")
@@ -507,6 +508,8 @@ def test_funding_payments_are_recorded_once_each_across_a_broker_restart(procs, 
     def recorded():
         return [(r["tran_id"], r["amount"]) for r in _records(home, "funding")]
     wait_for(lambda: len(recorded()) >= 2, 15, "funding payments recorded from the stream")
+    wait_for(lambda: orjson.loads((home / "run" / "broker.json").read_bytes())["counts"]
+             ["wallet_checks"] >= 3, 10, "wallet checks that the journal explained")
     # unrealized PnL at the venue's mark (markPrice stream), not at the fill price
     rec = wait_for(lambda: next((r for r in reversed(_records(home, "positions"))
                                  if r["cause"] == "mark"), None), 10, "a position at the mark")
@@ -535,6 +538,9 @@ def test_funding_payments_are_recorded_once_each_across_a_broker_restart(procs, 
     assert {t for t, (_, ms) in want.items() if ms < (stopping - 1.5) * 1000} <= \
         {t for t, _ in got}
     assert all(a < 0 for _, a in got)   # a long pays a positive rate
+    assert _records(home, "alerts") == []
+    log = broker.log.read_text()
+    assert '"wallet_differs"' not in log or '"halt"' not in log
 
 
 PUSHER = ("pusher-key-0123456789", "pusher-secret-0123456789")   # a second trader

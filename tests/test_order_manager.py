@@ -573,3 +573,41 @@ def test_mark_prices_give_positions_records_at_the_mark_while_a_position_is_open
     h.core.on_mark(SYMBOL, 104.0, h.now + 6.0)
     h.pump()
     assert h.last_position()["unrealized_pnl"] == pytest.approx(2.0)
+
+
+def _income(h, tid, kind, amount, symbol=SYMBOL):
+    """A wallet change at the venue and its income row (funding also as a payment)."""
+    h.venue.wallet += amount
+    h.venue.income.append({"symbol": symbol, "incomeType": kind, "income": str(amount),
+                           "asset": "USDT", "time": int(h.now * 1000), "tranId": tid})
+    if kind == "FUNDING_FEE":
+        _pay(h, tid, amount, symbol)
+
+
+def test_wallet_check_explains_funding_and_transfers_and_halts_on_the_unexplained():
+    h = Harness(reconcile_interval_s=5.0)
+    h.intent("w1", "BUY", 0.01)
+    h.advance(1.0)
+    _income(h, 501, "FUNDING_FEE", -0.75)            # paid: the journal records it
+    _income(h, 502, "TRANSFER", 250.0, symbol="")    # a deposit: explained by the venue's rows
+    _income(h, 503, "REALIZED_PNL", 3.0, symbol="ETHUSDT")   # another symbol of the account
+    h.core.on_stream_event({"e": "ACCOUNT_UPDATE", "a": {"m": "FUNDING_FEE", "B": []}}, h.now)
+    h.advance(12.0)
+    assert h.core.trading.state == tstate.ACTIVE, h.core.trading.reason
+    assert [r["tran_id"] for t, r in h.records if t == "funding"] == [501]
+    # money leaves the wallet with no row to say why: halted, with the amount
+    h.venue.wallet -= 5.0
+    h.advance(12.0)
+    assert h.core.trading.state == tstate.HALTED
+    assert "-5.00000000 unexplained" in h.core.trading.reason
+    kinds = [r["kind"] for t, r in h.records if t == "alerts"]
+    assert kinds == ["reconciliation", "halted"]
+
+
+def test_wallet_check_waits_for_a_funding_payment_the_journal_has_not_read_yet():
+    h = Harness(reconcile_interval_s=5.0, stream=False)   # no stream word: the check must look
+    h.advance(1.0)
+    _income(h, 601, "FUNDING_FEE", -0.4)
+    h.advance(20.0)
+    assert h.core.trading.state == tstate.ACTIVE, h.core.trading.reason
+    assert [r["tran_id"] for t, r in h.records if t == "funding"] == [601]

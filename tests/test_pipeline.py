@@ -151,7 +151,8 @@ def test_pipeline_runs_in_order_round_trips_orders_and_its_pnl_is_the_venues(tmp
     balance plus its unrealized PnL, to the cent."""
     home = tmp_path / "home"
     port = free_port()
-    cfg = _config(tmp_path, port, exchange={"funding_interval_s": 3.0, "funding_rate": 0.0005})
+    cfg = _config(tmp_path, port, exchange={"funding_interval_s": 3.0, "funding_rate": 0.0005},
+                  broker={"reconcile_interval_s": 3.0})
     run = procs(OFI + ["run", "--config", cfg, "--home", str(home), "--minutes", "0.7", "--json"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: _all_ready(home), 90, "every program ready")
@@ -206,6 +207,8 @@ def test_pipeline_runs_in_order_round_trips_orders_and_its_pnl_is_the_venues(tmp
           f"unrealized {change:.4f} USDT")
     assert funding != 0.0
     assert abs(net - change) <= 0.01, (net, change)
+    # the broker's wallet check (every 3 s) explained every change: no reconciliation alert
+    assert [a for a in _records(home, "alerts") if a["kind"] == "reconciliation"] == []
 
 
 def test_pipeline_survives_sigkill_of_every_daemon_and_a_hang(tmp_path, procs):

@@ -99,6 +99,9 @@ class GatewayExecutor(Executor):
     def funding(self, since_ms: int | None) -> list[dict]:
         return self.gateway.funding(since_ms)
 
+    def wallet(self, since_ms: int) -> tuple[float, list[dict]]:
+        return self.gateway.wallet(since_ms)
+
     def all_orders(self, symbol: str) -> list[VenueOrder]:
         return self.gateway.all_orders(symbol)
 

@@ -202,10 +202,23 @@ class BinanceGateway:
     def funding(self, since_ms: int | None) -> list[dict]:
         """The account's funding payments from ``since_ms`` on (inclusive), oldest first, as
         ``funding`` payloads, every page of them."""
-        out, start = [], since_ms
+        return [parse_funding(r) for r in self._income("FUNDING_FEE", since_ms)]
+
+    def wallet(self, since_ms: int) -> tuple[float, list[dict]]:
+        """The USDT wallet balance, then every income row (all types) from ``since_ms`` on:
+        what the runtime reconciliation explains the balance's changes with."""
+        rows = self.http.balance()
+        usdt = [r for r in rows if r.get("asset") == "USDT"]
+        balance = float(usdt[0]["balance"]) if usdt else 0.0
+        return balance, self._income("", since_ms)
+
+    def _income(self, kind: str, since_ms: int | None) -> list[dict]:
+        """Every page of ``/fapi/v1/income`` rows of ``kind`` ("" = all) from ``since_ms``."""
+        out, seen, start = [], set(), since_ms
         while True:
-            rows = self.http.income("FUNDING_FEE", start, limit=INCOME_PAGE)
-            out += [parse_funding(r) for r in rows]
+            rows = self.http.income(kind, start, limit=INCOME_PAGE)
+            out += [r for r in rows if r.get("tranId") not in seen]
+            seen.update(r.get("tranId") for r in rows)
             if len(rows) < INCOME_PAGE:
                 return out
             start = int(rows[-1]["time"])   # the next page from the last time (ids dedupe)

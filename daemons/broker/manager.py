@@ -71,6 +71,11 @@ FLATTEN_PREFIX = "ofi-flat-"   # the orders that close positions while HALTED
 FLATTEN_ROUNDS = 3             # reads of the venue's positions, each closing what is left
 FUNDING_CHECK_S = 600.0        # funding payments are read at least this often (and on the stream's word)
 MARK_RECORD_S = 5.0            # a position open: a ``positions`` record at the new mark this often
+WALLET_TOLERANCE = 0.01        # USDT: a wallet balance change the journal does not explain
+#: income the journal explains (fills and funding of the broker's symbols); any other (transfers,
+#: other symbols) explains wallet changes by itself
+JOURNAL_INCOME = ("REALIZED_PNL", "COMMISSION", "FUNDING_FEE")
+INCOME_OVERLAP_MS = 60_000     # income rows are read again this far back (ids dedupe)
 
 
 @dataclass(frozen=True)
@@ -215,6 +220,15 @@ class FetchFunding:
 
 
 @dataclass(frozen=True)
+class FetchWallet:
+    """The USDT wallet balance and the income rows from ``since_ms`` (the wallet check)."""
+
+    since_ms: int
+    kind = "wallet"
+    key = "all"
+
+
+@dataclass(frozen=True)
 class Halt:
     reason: str
     kind = "halt"
@@ -222,7 +236,7 @@ class Halt:
 
 
 LOOKUPS = ("query", "cancel", "trades", "open_orders", "all_orders", "positions", "countdown",
-           "funding", "place_stop", "cancel_stop", "stops")
+           "funding", "place_stop", "cancel_stop", "stops", "wallet")
 
 
 class OrderManager:
@@ -239,7 +253,8 @@ class OrderManager:
         self.stopping = False
         self.counts = {"intents": 0, "duplicates": 0, "ignored": 0, "sent": 0, "fills": 0,
                        "rejected": 0, "unknown": 0, "abandoned": 0, "late_reports": 0,
-                       "stale_events": 0, "invalid_events": 0, "halts": 0, "funding": 0}
+                       "stale_events": 0, "invalid_events": 0, "halts": 0, "funding": 0,
+                       "wallet_checks": 0}
         self._records: list[tuple[str, dict]] = []
         self._actions: list = []
         self._heap: list[tuple[float, str, str]] = []
@@ -262,6 +277,9 @@ class OrderManager:
         self._funding_since: int | None = None        # the last recorded payment's time (ms)
         self._deadman_failing: set[str] = set()
         self._mark_emitted: dict[str, float] = {}     # symbol -> last ``mark`` positions record
+        # the wallet check's reference: balance, journal money, since when (ms), income ids
+        self._wallet_ref: tuple[float, float, int, frozenset] | None = None
+        self._wallet_suspect: float | None = None      # an unexplained difference seen once
         self.protection = Protection(settings.symbols,
                                      settings.protective_stop_bps if settings.remote else 0.0)
         # orders not terminal, or terminal with fills still to record (insertion-ordered set):
@@ -351,8 +369,11 @@ class OrderManager:
 
     def reconcile_start(self, opens: dict, trades: dict, positions: dict, now: float,
                         all_orders: dict | None = None,
-                        stops: dict[str, list[VenueStop]] | None = None) -> list[str]:
-        """Start-up reconciliation with what the venue reports; returns the problems."""
+                        stops: dict[str, list[VenueStop]] | None = None,
+                        wallet: tuple[float, list] | None = None) -> list[str]:
+        """Start-up reconciliation with what the venue reports; returns the problems.
+        ``wallet``: the USDT wallet balance now and the recent income rows (which it already
+        holds): the reference of the runtime wallet check."""
         dups = []
         for symbol, rows in (all_orders or {}).items():
             for vo in rows:   # orders our stops placed while we were away: ours
@@ -392,6 +413,10 @@ class OrderManager:
             self._reconciliation_problem("start", "; ".join(problems), now)
         for s in self.s.symbols:
             self._emit_position(s, "start")
+        if wallet is not None:
+            balance, rows = wallet
+            self._wallet_ref = (balance, self.journal_money(), int(now * 1000),
+                                frozenset(r.get("tranId") for r in rows))
         return problems
 
     # -- intents ---------------------------------------------------------------------------------
@@ -1168,8 +1193,10 @@ class OrderManager:
 
     # -- runtime reconciliation ------------------------------------------------------------------
     def _fire_reconcile(self, _key: str, now: float) -> None:
-        """Read back every symbol's open orders and open algo orders (the stops)."""
+        """Read back every symbol's open orders and open algo orders (the stops), and the
+        wallet balance."""
         self._at("reconcile", "all", now + self.s.reconcile_interval_s)
+        self._fire_wallet("all", now)
         for symbol in self.s.symbols:
             if ("open_orders", symbol) not in self._busy:
                 self._act(FetchOpenOrders(symbol))
@@ -1177,6 +1204,63 @@ class OrderManager:
                 self.protection.symbols[symbol].unsure = True   # fetched at the next plan
             elif ("stops", symbol) not in self._busy:
                 self._act(FetchStops(symbol))
+
+    def journal_money(self) -> float:
+        """What the journal says the wallet gained: realized - fees + funding, every symbol."""
+        return sum(p.realized_pnl - p.fees + p.funding
+                   for p in self.journal.book.positions.values())
+
+    def _fire_wallet(self, _key: str, now: float) -> None:
+        ref = self._wallet_ref
+        if ref is not None and ("wallet", "all") not in self._busy:
+            self._act(FetchWallet(ref[2] - INCOME_OVERLAP_MS))
+
+    def _after_wallet(self, a: FetchWallet, outcome, now: float) -> None:
+        """The wallet's change since the reference must be the journal's (fills, fees,
+        funding of our symbols) plus the other income the venue lists (transfers, other
+        symbols). A difference seen twice, the same, with nothing of ours in flight halts."""
+        ref = self._wallet_ref
+        if isinstance(outcome, GatewayError) or ref is None:
+            return
+        balance, rows = outcome
+        w0, j0, t0, seen = ref
+        other = 0.0
+        for r in rows:
+            tid = r.get("tranId")
+            if tid in seen or int(r.get("time") or 0) < t0 - INCOME_OVERLAP_MS:
+                continue
+            if r.get("symbol") in self.s.symbols and r.get("incomeType") in JOURNAL_INCOME:
+                continue                      # the journal has it (or will: see the busy test)
+            if r.get("asset", "USDT") == "USDT":
+                other += float(r.get("income") or 0.0)
+        journal = self.journal_money()
+        diff = (balance - w0) - (journal - j0) - other
+        recent = frozenset(r.get("tranId") for r in rows
+                           if int(r.get("time") or 0) >= int(now * 1000) - INCOME_OVERLAP_MS)
+        if abs(diff) <= WALLET_TOLERANCE:
+            self.counts["wallet_checks"] += 1
+            self._wallet_ref = (balance, journal, int(now * 1000), recent)
+            self._wallet_suspect = None
+            return
+        busy = any(now - t < 2.0 for t in self._last_fill_at.values()) or any(
+            o.status in fsm.UNRESOLVED or self.journal.fill_deficit(o.client_order_id) > EPS
+            for o in self.live_orders()) or ("funding", "all") in self._busy
+        suspect = self._wallet_suspect
+        if not busy and suspect is not None and abs(suspect - diff) <= 1e-6:
+            self._reconciliation_problem(
+                "wallet", f"USDT wallet balance {balance:.8f} changed by {balance - w0:+.8f} "
+                f"since the reference; the journal explains {journal - j0:+.8f} and other "
+                f"income {other:+.8f}: {diff:+.8f} unexplained", now)
+            # reported once: the check goes on from the wallet as it is now
+            self._wallet_ref = (balance, journal, int(now * 1000), recent)
+            self._wallet_suspect = None
+            return
+        # maybe a fill or a funding payment not recorded yet: look, then judge again
+        self.log.warning("wallet_differs", balance=balance, unexplained=round(diff, 8))
+        self._wallet_suspect = None if busy else diff
+        if self.s.remote:
+            self._fire_funding("check", now)
+        self._at("wallet", "all", now + 2.0)
 
     def _reconciliation_problem(self, subject: str, problem: str, now: float) -> None:
         self._alert("reconciliation", f"reconciliation: {problem}", subject, problem=problem)

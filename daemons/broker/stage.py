@@ -33,7 +33,8 @@ from .executors import ExecutorError, make_executor
 from .gateway import AccountError
 from .keys import KeysError
 from .manager import (Cancel, Countdown, FetchFunding, FetchOpenOrders, FetchOrders,
-                      FetchPositions, FetchTrades, Halt, OrderManager, Query, Send, Settings)
+                      FetchPositions, FetchTrades, FetchWallet, Halt, INCOME_OVERLAP_MS,
+                      OrderManager, Query, Send, Settings)
 from .protection import CancelStop, FetchStops, PlaceStop
 from .ratelimit import RateLimiter
 
@@ -152,12 +153,14 @@ class BrokerStage(Stage):
         for p in rows:   # the venue's marks, for the protective stops' first placement
             if p.get("mark_price"):
                 self.core.marks[p["symbol"]] = float(p["mark_price"])
-        stops = {}
+        stops, wallet = {}, None
         if self.mode != "mock":
             for s in symbols:
                 stops[s] = self._with_retry(lambda s=s: ex.open_stops(s), "open algo orders")
+            wallet = self._with_retry(lambda: ex.wallet(int(time.time() * 1000)
+                                                        - INCOME_OVERLAP_MS), "balance")
         problems = self.core.reconcile_start(opens, trades, positions, time.time(), everything,
-                                             stops)
+                                             stops, wallet)
         if problems:
             self.log.error("reconciliation_mismatch", problems=problems)
         else:
@@ -264,6 +267,8 @@ class BrokerStage(Stage):
             return ex.countdown(a.symbol, a.countdown_ms)
         if isinstance(a, FetchFunding):
             return ex.funding(a.since_ms)
+        if isinstance(a, FetchWallet):
+            return ex.wallet(a.since_ms)
         if isinstance(a, PlaceStop):
             return ex.place_stop(a.symbol, a.side, a.trigger_price, a.client_algo_id)
         if isinstance(a, CancelStop):

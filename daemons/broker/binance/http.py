@@ -154,10 +154,16 @@ class BinanceHttp:
                             signed=True, weight=1, action="cancel",
                             log={"symbol": symbol, "client_order_id": client_order_id})
 
+    def balance(self) -> list:
+        """GET /fapi/v2/balance (USER_DATA, weight 5): the wallet balance of every asset."""
+        return self.request("GET", urls.BALANCE, {}, signed=True, weight=5, action="balance")
+
     def income(self, income_type: str, start_ms: int | None = None, limit: int = 1000) -> list:
         """GET /fapi/v1/income (USER_DATA, weight 30): oldest first from ``start_ms``
-        (inclusive; None: the venue's default, the last 7 days)."""
-        params = {"incomeType": income_type, "limit": limit}
+        (inclusive; None: the venue's default, the last 7 days); every type with ``""``."""
+        params = {"limit": limit}
+        if income_type:
+            params["incomeType"] = income_type
         if start_ms is not None:
             params["startTime"] = int(start_ms)
         return self.request("GET", urls.INCOME, params, signed=True, weight=30, action="income")

@@ -19,6 +19,7 @@ LEVERAGE = "/fapi/v1/leverage"
 MARGIN_TYPE = "/fapi/v1/marginType"
 USER_TRADES = "/fapi/v1/userTrades"
 POSITION_RISK = "/fapi/v2/positionRisk"
+BALANCE = "/fapi/v2/balance"
 LISTEN_KEY = "/fapi/v1/listenKey"
 PREMIUM_INDEX = "/fapi/v1/premiumIndex"
 
