@@ -1,9 +1,11 @@
 """The whole pipeline under real supervisord, against the local exchange on a free port.
 
 One run trades and checks the start order (each program only once the one before is ready),
-the reverse stop order and the round trip of orders. A second run SIGKILLs every daemon and
-freezes one (SIGSTOP): supervisord restarts the killed ones, the health listener restarts the
-frozen one, and at the end no record or order is lost or doubled.
+the reverse stop order, the round trip of orders and the money (the report's net PnL equals the
+venue's wallet change, funding included). A second run SIGKILLs every daemon and freezes one
+(SIGSTOP): supervisord restarts the killed ones, the health listener restarts the frozen one, and
+at the end no record or order is lost or doubled. A third under a venue that executes orders late.
+A fourth stops everything with a position open: the venue's protective stop closes it.
 """
 from __future__ import annotations
 
@@ -284,3 +286,81 @@ def test_pipeline_late_venue_and_kills_never_double_an_order(tmp_path, procs):
     exec_log = [json.loads(x) for x in (home / "log" / "exec_log.jsonl").read_text().splitlines()]
     assert any(e.get("outcome") == "ambiguous" for e in exec_log)
     assert s["orders_by_status"].get("FILLED", 0) > 0
+
+
+PUSHER = "pusher-key-0123456789:pusher-secret-0123456789"   # a second trader at the venue
+
+
+def _push_through(port, side: str, beyond: float):
+    """The second trader takes the book with MARKET orders until the mark is ``beyond`` (below
+    it when selling, above it when buying)."""
+    key, secret = PUSHER.split(":")
+    past = (lambda m: m < beyond) if side == "SELL" else (lambda m: m > beyond)
+    for _ in range(100):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/fapi/v1/premiumIndex?symbol=BTCUSDT",
+                                    timeout=5) as r:
+            if past(float(json.loads(r.read())["markPrice"])):
+                return
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/fapi/v1/depth?symbol=BTCUSDT"
+                                    "&limit=1000", timeout=5) as r:
+            book = json.loads(r.read())
+        levels = book["bids"] if side == "SELL" else book["asks"]
+        reach = (lambda p: p >= beyond - 2.0) if side == "SELL" else (lambda p: p <= beyond + 2.0)
+        qty = min(50.0, sum(float(q) for p, q in levels if reach(float(p))) + 0.01)
+        q = urllib.parse.urlencode({"symbol": "BTCUSDT", "side": side, "type": "MARKET",
+                                    "quantity": f"{qty:.3f}", "timestamp": int(time.time() * 1000)})
+        sig = hmac.new(secret.encode(), q.encode(), hashlib.sha256).hexdigest()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/fapi/v1/order?{q}&signature={sig}",
+                                     method="POST", headers={"X-MBX-APIKEY": key})
+        urllib.request.urlopen(req, timeout=10).read()
+        time.sleep(0.05)
+    raise AssertionError(f"the market did not move through the stop at {beyond}")
+
+
+def test_pipeline_down_the_venue_still_closes_the_position_at_the_protective_stop(tmp_path, procs):
+    """A position open, the broker SIGKILLed and supervisord stopped: the protective stop stays
+    at the venue, and when the market goes through it the venue closes the position."""
+    home = tmp_path / "home"
+    port = free_port()
+    cfg = _config(tmp_path, port, risk={"protective_stop_bps": 10.0},
+                  strategy={"max_hold_s": 120.0, "exit_threshold": -0.29, "entry_threshold": 0.3})
+    run = procs(OFI + ["run", "--config", cfg, "--home", str(home), "--minutes", "3", "--json"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progs = wait_for(lambda: _all_ready(home), 90, "every program ready")
+
+    def open_stop():
+        pos = [r for r in _records(home, "positions") if r["symbol"] == "BTCUSDT"]
+        if not pos or abs(pos[-1]["qty"]) < 1e-9:
+            return None
+        try:
+            beat = json.loads((home / "run" / "broker.json").read_text())
+        except (OSError, ValueError):
+            return None
+        stops = (beat.get("protection") or {}).get("BTCUSDT", {})
+        return (pos[-1], stops.get("stops")) if stops.get("stops") else None
+    pos, stops = wait_for(open_stop, 60, "a position with its protective stop")
+    # HALTED: nothing closes the position from here but the venue (no exit is sent)
+    subprocess.run(OFI + ["halt", "--home", str(home), "--reason", "test"], check=True,
+                   capture_output=True, timeout=30)
+    os.kill(progs["broker"]["pid"], signal.SIGKILL)
+    run.send_signal(signal.SIGTERM)                    # supervisord stops everything
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err[-2000:]
+    # the venue, back on its saved state: the position and the stop are there
+    ex = procs(OFI + ["exchange", "--port", str(port), "--state", str(home / "exchange"),
+                      "--extra-key", PUSHER, "--balance", "100000000"],
+               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: "ofi-ready" in ex.stdout.readline(), 30, "exchange ready")
+    risk = _signed_get(port, "/fapi/v2/positionRisk", {"symbol": "BTCUSDT"})
+    qty = sum(float(r["positionAmt"]) for r in risk)
+    assert qty != 0.0
+    (algo,) = _signed_get(port, "/fapi/v1/openAlgoOrders", {"symbol": "BTCUSDT"})
+    assert algo["clientAlgoId"].startswith("ofi-stop-") and algo["closePosition"] is True
+    assert algo["side"] == ("SELL" if qty > 0 else "BUY")
+    trigger = float(algo["triggerPrice"])
+    _push_through(port, algo["side"], trigger - 1.0 if algo["side"] == "SELL" else trigger + 1.0)
+    wait_for(lambda: sum(float(r["positionAmt"]) for r in _signed_get(
+        port, "/fapi/v2/positionRisk", {"symbol": "BTCUSDT"})) == 0.0, 15,
+        "the venue closed the position at the stop")
+    done = _signed_get(port, "/fapi/v1/algoOrder", {"clientAlgoId": algo["clientAlgoId"]})
+    assert done["algoStatus"] == "FINISHED"
