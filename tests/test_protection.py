@@ -169,3 +169,14 @@ def test_protection_off_places_nothing():
     h.intent("a1", "BUY", 0.010)
     h.advance(1.0)
     assert h.venue.open_algos() == [] and not Protection((SYMBOL,), 0.0).on
+
+
+def test_a_418_ban_is_one_banned_alert():
+    from daemons.broker.binance.errors import Banned
+    from daemons.broker.manager import Query
+    h = _harness()
+    ban = Banned("IP banned until 1700000000000", -1003, 418, retry_at=h.now + 60)
+    h.core.on_result(Query(SYMBOL, "nope"), ban, h.now)
+    h.pump()
+    (alert,) = _alerts(h, "banned")
+    assert alert["subject"] == "ip" and alert["retry_at"] == h.now + 60

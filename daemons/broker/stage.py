@@ -130,6 +130,10 @@ class BrokerStage(Stage):
                 if isinstance(exc, (RateLimited, Banned)) and exc.retry_at > now:
                     # a 429 Retry-After or a 418 ban is honoured, not counted as unreachable
                     deadline = max(deadline, exc.retry_at + 5.0)
+                if isinstance(exc, Banned):
+                    self._alert({"kind": "banned", "subject": "ip", "retry_at": exc.retry_at,
+                                 "message": f"the venue banned this IP (418) until "
+                                            f"{exc.retry_at:.0f}: {exc} (while: {what})"})
                 if now > deadline or self.ctx.stopping:
                     raise configmod.ConfigError(
                         f"venue {getattr(self.gateway, 'rest_url', '')} unavailable ({what}): "
