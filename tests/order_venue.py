@@ -343,7 +343,7 @@ class Harness:
             self._answer(a, refresh)
         elif isinstance(a, FetchWallet):
             self._answer(a, lambda: (v.wallet, [dict(r) for r in v.income
-                                                if r["time"] >= a.since_ms]))
+                                                if r["time"] >= a.since_ms], 0))
         elif isinstance(a, PlaceStop):
             self._answer(a, lambda: v.place_algo(a.side, a.trigger_price, a.client_algo_id,
                                                  self.now, a.symbol))
@@ -378,7 +378,7 @@ class Harness:
         trades = {SYMBOL: [dict(t) for t in v.trades]}
         self.core.reconcile_start(opens, trades, {SYMBOL: v.position()}, self.now,
                                   {SYMBOL: [v.report(oid) for oid in v.orders]},
-                                  {SYMBOL: v.open_algos()}, (v.wallet, list(v.income)))
+                                  {SYMBOL: v.open_algos()}, (v.wallet, list(v.income), 0))
         self.core.on_stream_state(self.stream_on, self.now)
         self.pump()
 

@@ -611,3 +611,35 @@ def test_wallet_check_waits_for_a_funding_payment_the_journal_has_not_read_yet()
     h.advance(20.0)
     assert h.core.trading.state == tstate.ACTIVE, h.core.trading.reason
     assert [r["tran_id"] for t, r in h.records if t == "funding"] == [601]
+
+
+def test_wallet_check_never_halts_on_equal_payments_every_second_read_late():
+    h = Harness(reconcile_interval_s=1.0, stream=False)
+    h.intent("w2", "BUY", 0.01)
+    h.advance(1.0)
+    for i in range(40):                          # the same amount every second, read late
+        _income(h, 700 + i, "FUNDING_FEE", -0.65)
+        h.advance(1.0)
+    assert h.core.trading.state == tstate.ACTIVE, h.core.trading.reason
+    assert h.core.counts["wallet_checks"] > 0
+    # paid while the broker is down, then a restart: explained once recorded
+    h.stream_on = False
+    _income(h, 800, "FUNDING_FEE", -0.65)
+    _income(h, 801, "FUNDING_FEE", -0.65)
+    h.restart()
+    h.advance(10.0)
+    assert h.core.trading.state == tstate.ACTIVE, h.core.trading.reason
+
+
+def test_wallet_check_halts_on_venue_income_the_journal_never_gets():
+    h = Harness(reconcile_interval_s=2.0)
+    h.advance(1.0)
+    h.venue.wallet -= 1.25                       # a funding payment /fapi/v1/income lists ...
+    h.venue.income.append({"symbol": SYMBOL, "incomeType": "FUNDING_FEE", "income": "-1.25",
+                           "asset": "USDT", "time": int(h.now * 1000), "tranId": 900})
+    h.advance(30.0)                              # ... but the funding reads never return
+    assert h.core.trading.state == tstate.ACTIVE   # pending: not yet a difference
+    h.advance(40.0)
+    assert h.core.trading.state == tstate.HALTED
+    assert "venue income not in the journal" in h.core.trading.reason
+    assert "tranId 900" in h.core.trading.reason

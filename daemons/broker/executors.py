@@ -99,7 +99,7 @@ class GatewayExecutor(Executor):
     def funding(self, since_ms: int | None) -> list[dict]:
         return self.gateway.funding(since_ms)
 
-    def wallet(self, since_ms: int) -> tuple[float, list[dict]]:
+    def wallet(self, since_ms: int) -> tuple[float, list[dict], int]:
         return self.gateway.wallet(since_ms)
 
     def all_orders(self, symbol: str) -> list[VenueOrder]:

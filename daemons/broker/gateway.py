@@ -204,13 +204,15 @@ class BinanceGateway:
         ``funding`` payloads, every page of them."""
         return [parse_funding(r) for r in self._income("FUNDING_FEE", since_ms)]
 
-    def wallet(self, since_ms: int) -> tuple[float, list[dict]]:
-        """The USDT wallet balance, then every income row (all types) from ``since_ms`` on:
-        what the runtime reconciliation explains the balance's changes with."""
+    def wallet(self, since_ms: int) -> tuple[float, list[dict], int]:
+        """The USDT wallet balance, then every income row (all types) from ``since_ms`` on
+        (what the runtime reconciliation explains the balance's changes with), and the
+        balance's ``updateTime`` (ms; 0 unknown): rows after it are not in the balance yet."""
         rows = self.http.balance()
         usdt = [r for r in rows if r.get("asset") == "USDT"]
         balance = float(usdt[0]["balance"]) if usdt else 0.0
-        return balance, self._income("", since_ms)
+        updated = int(usdt[0].get("updateTime") or 0) if usdt else 0
+        return balance, self._income("", since_ms), updated
 
     def _income(self, kind: str, since_ms: int | None) -> list[dict]:
         """Every page of ``/fapi/v1/income`` rows of ``kind`` ("" = all) from ``since_ms``."""

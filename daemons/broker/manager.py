@@ -76,6 +76,7 @@ WALLET_TOLERANCE = 0.01        # USDT: a wallet balance change the journal does 
 #: other symbols) explains wallet changes by itself
 JOURNAL_INCOME = ("REALIZED_PNL", "COMMISSION", "FUNDING_FEE")
 INCOME_OVERLAP_MS = 60_000     # income rows are read again this far back (ids dedupe)
+INCOME_PENDING_S = 60.0        # a venue income row of ours the journal still lacks after this halts
 
 
 @dataclass(frozen=True)
@@ -280,6 +281,7 @@ class OrderManager:
         # the wallet check's reference: balance, journal money, since when (ms), income ids
         self._wallet_ref: tuple[float, float, int, frozenset] | None = None
         self._wallet_suspect: float | None = None      # an unexplained difference seen once
+        self._income_pending: dict = {}                # tranId -> first seen, not in the journal
         self.protection = Protection(settings.symbols,
                                      settings.protective_stop_bps if settings.remote else 0.0)
         # orders not terminal, or terminal with fills still to record (insertion-ordered set):
@@ -370,7 +372,7 @@ class OrderManager:
     def reconcile_start(self, opens: dict, trades: dict, positions: dict, now: float,
                         all_orders: dict | None = None,
                         stops: dict[str, list[VenueStop]] | None = None,
-                        wallet: tuple[float, list] | None = None) -> list[str]:
+                        wallet: tuple[float, list, int] | None = None) -> list[str]:
         """Start-up reconciliation with what the venue reports; returns the problems.
         ``wallet``: the USDT wallet balance now and the recent income rows (which it already
         holds): the reference of the runtime wallet check."""
@@ -414,9 +416,15 @@ class OrderManager:
         for s in self.s.symbols:
             self._emit_position(s, "start")
         if wallet is not None:
-            balance, rows = wallet
-            self._wallet_ref = (balance, self.journal_money(), int(now * 1000),
-                                frozenset(r.get("tranId") for r in rows))
+            # the reference: what the journal holds; rows of ours it lacks (paid while the
+            # broker was down, not read yet) count when it records them
+            balance, rows, _updated = wallet
+            lacking = [r for r in rows if r.get("symbol") in self.s.symbols
+                       and r.get("incomeType") in JOURNAL_INCOME and not self._journal_has(r)]
+            missing = sum(float(r.get("income") or 0.0) for r in lacking)
+            ids = {r.get("tranId") for r in lacking}
+            self._wallet_ref = (balance - missing, self.journal_money(), int(now * 1000),
+                                frozenset(r.get("tranId") for r in rows) - ids)
         return problems
 
     # -- intents ---------------------------------------------------------------------------------
@@ -1217,50 +1225,79 @@ class OrderManager:
 
     def _after_wallet(self, a: FetchWallet, outcome, now: float) -> None:
         """The wallet's change since the reference must be the journal's (fills, fees,
-        funding of our symbols) plus the other income the venue lists (transfers, other
-        symbols). A difference seen twice, the same, with nothing of ours in flight halts."""
+        funding of our symbols), plus the venue's rows of ours the journal has not recorded yet
+        (pending: a payment or fill on its way), plus the other income the venue lists
+        (transfers, other symbols). A row pending for :data:`INCOME_PENDING_S`, or a difference
+        seen twice the same with nothing of ours in flight, halts."""
         ref = self._wallet_ref
         if isinstance(outcome, GatewayError) or ref is None:
             return
-        balance, rows = outcome
+        balance, rows, updated_ms = outcome
         w0, j0, t0, seen = ref
-        other = 0.0
+        other = pending = 0.0
+        late = []
+        waiting = {}
         for r in rows:
             tid = r.get("tranId")
-            if tid in seen or int(r.get("time") or 0) < t0 - INCOME_OVERLAP_MS:
-                continue
-            if r.get("symbol") in self.s.symbols and r.get("incomeType") in JOURNAL_INCOME:
-                continue                      # the journal has it (or will: see the busy test)
-            if r.get("asset", "USDT") == "USDT":
-                other += float(r.get("income") or 0.0)
+            t = int(r.get("time") or 0)
+            if tid in seen or t < t0 - INCOME_OVERLAP_MS or (updated_ms and t > updated_ms):
+                continue      # in the reference, too old, or newer than the balance read
+            amount = float(r.get("income") or 0.0) if r.get("asset", "USDT") == "USDT" else 0.0
+            kind = r.get("incomeType")
+            if r.get("symbol") not in self.s.symbols or kind not in JOURNAL_INCOME:
+                other += amount
+            elif not self._journal_has(r):
+                pending += amount
+                since = waiting[tid] = self._income_pending.get(tid, now)
+                if now - since > INCOME_PENDING_S:
+                    late.append(f"{kind} {amount:+.8f} (tranId {tid}, {r.get('symbol')})")
+        self._income_pending = waiting
+        if any(r.get("incomeType") == "FUNDING_FEE" and r.get("tranId") in waiting for r in rows):
+            self._fire_funding("check", now)    # a payment the journal has not read yet
         journal = self.journal_money()
-        diff = (balance - w0) - (journal - j0) - other
+        diff = (balance - w0) - (journal - j0) - other - pending
         recent = frozenset(r.get("tranId") for r in rows
-                           if int(r.get("time") or 0) >= int(now * 1000) - INCOME_OVERLAP_MS)
+                           if int(r.get("time") or 0) >= int(now * 1000) - INCOME_OVERLAP_MS
+                           and r.get("tranId") not in waiting)
+        if late:
+            self._reconciliation_problem(
+                "wallet", "venue income not in the journal for over "
+                f"{INCOME_PENDING_S:g} s: " + "; ".join(late[:5]), now)
+            # reported once: the check goes on from the wallet as it is, those rows included
+            self._income_pending = {}
+            self._wallet_ref = (balance, journal, int(now * 1000), recent | set(waiting))
+            return
         if abs(diff) <= WALLET_TOLERANCE:
             self.counts["wallet_checks"] += 1
-            self._wallet_ref = (balance, journal, int(now * 1000), recent)
+            if not waiting:   # the reference moves only when the journal holds everything
+                self._wallet_ref = (balance, journal, int(now * 1000), recent)
             self._wallet_suspect = None
             return
-        busy = any(now - t < 2.0 for t in self._last_fill_at.values()) or any(
-            o.status in fsm.UNRESOLVED or self.journal.fill_deficit(o.client_order_id) > EPS
-            for o in self.live_orders()) or ("funding", "all") in self._busy
         suspect = self._wallet_suspect
-        if not busy and suspect is not None and abs(suspect - diff) <= 1e-6:
+        if suspect is not None and abs(suspect - diff) <= 1e-6:
             self._reconciliation_problem(
                 "wallet", f"USDT wallet balance {balance:.8f} changed by {balance - w0:+.8f} "
-                f"since the reference; the journal explains {journal - j0:+.8f} and other "
-                f"income {other:+.8f}: {diff:+.8f} unexplained", now)
+                f"since the reference; the journal explains {journal - j0:+.8f}, its pending "
+                f"venue income {pending:+.8f} and other income {other:+.8f}: {diff:+.8f} "
+                "unexplained", now)
             # reported once: the check goes on from the wallet as it is now
-            self._wallet_ref = (balance, journal, int(now * 1000), recent)
+            self._wallet_ref = (balance - pending, journal, int(now * 1000), recent)
             self._wallet_suspect = None
             return
-        # maybe a fill or a funding payment not recorded yet: look, then judge again
+        # a row may have landed between the balance and the income reads: look again
         self.log.warning("wallet_differs", balance=balance, unexplained=round(diff, 8))
-        self._wallet_suspect = None if busy else diff
-        if self.s.remote:
-            self._fire_funding("check", now)
+        self._wallet_suspect = diff
         self._at("wallet", "all", now + 2.0)
+
+    def _journal_has(self, row: dict) -> bool:
+        """Does the journal hold this income row of one of our symbols (a funding payment by
+        its tranId, a fill's realized PnL or commission by its trade id)?"""
+        if row.get("incomeType") == "FUNDING_FEE":
+            return row.get("tranId") in self._funding_ids
+        try:
+            return self.journal.has_fill(row["symbol"], int(row.get("tradeId")))
+        except (KeyError, TypeError, ValueError):
+            return False
 
     def _reconciliation_problem(self, subject: str, problem: str, now: float) -> None:
         self._alert("reconciliation", f"reconciliation: {problem}", subject, problem=problem)
