@@ -65,3 +65,34 @@ def wait_for(cond, timeout=10.0, step=0.05):
             return v
         time.sleep(step)
     raise AssertionError("condition not met in time")
+
+
+PUSHER = ("pusher-key-0123456789", "pusher-secret-0123456789")   # a second trader's account
+
+
+def push_market(url: str, side: str, beyond: float, key: str = PUSHER[0],
+                secret: str = PUSHER[1], tries: int = 100) -> None:
+    """A second trader (``ofi exchange --extra-key KEY:SECRET``, a large ``--balance``) takes
+    the book with MARKET orders until the mark price is ``beyond``: below it when selling,
+    above it when buying."""
+    import requests
+
+    from daemons.exchange import signing
+    past = (lambda m: m < beyond) if side == "SELL" else (lambda m: m > beyond)
+    reach = (lambda p: p >= beyond - 2.0) if side == "SELL" else (lambda p: p <= beyond + 2.0)
+    for _ in range(tries):
+        mark = requests.get(f"{url}/fapi/v1/premiumIndex", params={"symbol": "BTCUSDT"},
+                            timeout=5).json()["markPrice"]
+        if past(float(mark)):
+            return
+        book = requests.get(f"{url}/fapi/v1/depth", params={"symbol": "BTCUSDT", "limit": 1000},
+                            timeout=5).json()
+        levels = book["bids"] if side == "SELL" else book["asks"]
+        qty = min(50.0, sum(float(q) for p, q in levels if reach(float(p))) + 0.01)
+        q = (f"symbol=BTCUSDT&side={side}&type=MARKET&quantity={qty:.3f}"
+             f"&timestamp={int(time.time() * 1000)}")
+        r = requests.post(f"{url}/fapi/v1/order?{q}&signature={signing.sign(secret, q)}",
+                          headers={"X-MBX-APIKEY": key}, timeout=10)
+        assert r.status_code == 200, r.text
+        time.sleep(0.05)
+    raise AssertionError(f"the market did not move through {beyond}")

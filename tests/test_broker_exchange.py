@@ -24,6 +24,7 @@ from daemons.broker.binance.http import BinanceHttp
 from daemons.broker.orders import TERMINAL
 from daemons.broker.ratelimit import RateLimiter
 from tests.conftest import OFI, free_port, wait_for
+from tests.exchange_harness import PUSHER, push_market
 
 API_KEY = "brokertestkey0123456789abcdefKEY9"
 API_SECRET = "brokertestsecret-9f8e7d6c5b4a-never-logged"
@@ -543,26 +544,6 @@ def test_funding_payments_are_recorded_once_each_across_a_broker_restart(procs, 
     assert '"wallet_differs"' not in log or '"halt"' not in log
 
 
-PUSHER = ("pusher-key-0123456789", "pusher-secret-0123456789")   # a second trader
-
-
-def _push_down(venue: Venue, below: float) -> None:
-    """The second trader sells until the mark price is under ``below``."""
-    import requests
-    http = BinanceHttp(venue.url, *PUSHER, limiter=RateLimiter(margin=0.0), timeout_s=5.0)
-    for _ in range(100):
-        if _mid(venue) < below:
-            return
-        book = requests.get(f"{venue.url}/fapi/v1/depth", params={"symbol": SYMBOL, "limit": 1000},
-                            timeout=5).json()
-        level = min(float(book["bids"][0][0]), below) - 2.0
-        qty = min(5.0, sum(float(q) for p, q in book["bids"] if float(p) >= level) + 0.01)
-        http.new_order({"symbol": SYMBOL, "side": "SELL", "type": "MARKET",
-                        "quantity": f"{qty:.3f}"})
-        time.sleep(0.05)
-    raise AssertionError("the market did not fall")
-
-
 @pytest.mark.timeout(120)
 def test_protective_stop_survives_a_killed_broker_and_the_venue_closes_the_position(
         procs, home, tmp_path):
@@ -588,7 +569,7 @@ def test_protective_stop_survives_a_killed_broker_and_the_venue_closes_the_posit
     time.sleep(0.5)
     assert [s["clientAlgoId"] for s in stops()] == [stop["clientAlgoId"]]
     # the market falls through the trigger: the venue closes the position on its own
-    _push_down(venue, float(stop["triggerPrice"]) - 1.0)
+    push_market(venue.url, "SELL", float(stop["triggerPrice"]) - 1.0)
     wait_for(lambda: venue.position() == pytest.approx(0.0), 15, "the venue closed the position")
     assert stops() == []
     # the next broker adopts the stop's order: its fill is ours, the journal flat, no halt

@@ -23,6 +23,7 @@ import pytest
 
 from bus import BadRecord, open_bus
 from tests.conftest import OFI, free_port, wait_for
+from tests.exchange_harness import PUSHER, push_market
 
 pytestmark = pytest.mark.slow
 
@@ -288,35 +289,6 @@ def test_pipeline_late_venue_and_kills_never_double_an_order(tmp_path, procs):
     assert s["orders_by_status"].get("FILLED", 0) > 0
 
 
-PUSHER = "pusher-key-0123456789:pusher-secret-0123456789"   # a second trader at the venue
-
-
-def _push_through(port, side: str, beyond: float):
-    """The second trader takes the book with MARKET orders until the mark is ``beyond`` (below
-    it when selling, above it when buying)."""
-    key, secret = PUSHER.split(":")
-    past = (lambda m: m < beyond) if side == "SELL" else (lambda m: m > beyond)
-    for _ in range(100):
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/fapi/v1/premiumIndex?symbol=BTCUSDT",
-                                    timeout=5) as r:
-            if past(float(json.loads(r.read())["markPrice"])):
-                return
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/fapi/v1/depth?symbol=BTCUSDT"
-                                    "&limit=1000", timeout=5) as r:
-            book = json.loads(r.read())
-        levels = book["bids"] if side == "SELL" else book["asks"]
-        reach = (lambda p: p >= beyond - 2.0) if side == "SELL" else (lambda p: p <= beyond + 2.0)
-        qty = min(50.0, sum(float(q) for p, q in levels if reach(float(p))) + 0.01)
-        q = urllib.parse.urlencode({"symbol": "BTCUSDT", "side": side, "type": "MARKET",
-                                    "quantity": f"{qty:.3f}", "timestamp": int(time.time() * 1000)})
-        sig = hmac.new(secret.encode(), q.encode(), hashlib.sha256).hexdigest()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/fapi/v1/order?{q}&signature={sig}",
-                                     method="POST", headers={"X-MBX-APIKEY": key})
-        urllib.request.urlopen(req, timeout=10).read()
-        time.sleep(0.05)
-    raise AssertionError(f"the market did not move through the stop at {beyond}")
-
-
 def test_pipeline_down_the_venue_still_closes_the_position_at_the_protective_stop(tmp_path, procs):
     """A position open, the broker SIGKILLed and supervisord stopped: the protective stop stays
     at the venue, and when the market goes through it the venue closes the position."""
@@ -348,7 +320,7 @@ def test_pipeline_down_the_venue_still_closes_the_position_at_the_protective_sto
     assert run.returncode == 0, err[-2000:]
     # the venue, back on its saved state: the position and the stop are there
     ex = procs(OFI + ["exchange", "--port", str(port), "--state", str(home / "exchange"),
-                      "--extra-key", PUSHER, "--balance", "100000000"],
+                      "--extra-key", ":".join(PUSHER), "--balance", "100000000"],
                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_for(lambda: "ofi-ready" in ex.stdout.readline(), 30, "exchange ready")
     risk = _signed_get(port, "/fapi/v2/positionRisk", {"symbol": "BTCUSDT"})
@@ -358,7 +330,8 @@ def test_pipeline_down_the_venue_still_closes_the_position_at_the_protective_sto
     assert algo["clientAlgoId"].startswith("ofi-stop-") and algo["closePosition"] is True
     assert algo["side"] == ("SELL" if qty > 0 else "BUY")
     trigger = float(algo["triggerPrice"])
-    _push_through(port, algo["side"], trigger - 1.0 if algo["side"] == "SELL" else trigger + 1.0)
+    push_market(f"http://127.0.0.1:{port}", algo["side"],
+                trigger - 1.0 if algo["side"] == "SELL" else trigger + 1.0)
     wait_for(lambda: sum(float(r["positionAmt"]) for r in _signed_get(
         port, "/fapi/v2/positionRisk", {"symbol": "BTCUSDT"})) == 0.0, 15,
         "the venue closed the position at the stop")
