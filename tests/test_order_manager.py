@@ -621,7 +621,7 @@ def test_wallet_check_never_halts_on_equal_payments_every_second_read_late():
         _income(h, 700 + i, "FUNDING_FEE", -0.65)
         h.advance(1.0)
     assert h.core.trading.state == tstate.ACTIVE, h.core.trading.reason
-    assert h.core.counts["wallet_checks"] > 0
+    assert h.core.wallet.checks > 0
     # paid while the broker is down, then a restart: explained once recorded
     h.stream_on = False
     _income(h, 800, "FUNDING_FEE", -0.65)

@@ -64,6 +64,7 @@ from .binance.schemas import (VenueOrder, VenueStop, is_funding_update, parse_al
                               parse_order_update)
 from .journal import EPS, Journal
 from .protection import CancelStop, FetchStops, PlaceStop, Protection, is_stop_id
+from .wallet import RECHECK_S, WalletCheck
 from .reconcile import QTY_TOLERANCE, reconcile
 
 CLIENT_ID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
@@ -71,12 +72,6 @@ FLATTEN_PREFIX = "ofi-flat-"   # the orders that close positions while HALTED
 FLATTEN_ROUNDS = 3             # reads of the venue's positions, each closing what is left
 FUNDING_CHECK_S = 600.0        # funding payments are read at least this often (and on the stream's word)
 MARK_RECORD_S = 5.0            # a position open: a ``positions`` record at the new mark this often
-WALLET_TOLERANCE = 0.01        # USDT: a wallet balance change the journal does not explain
-#: income the journal explains (fills and funding of the broker's symbols); any other (transfers,
-#: other symbols) explains wallet changes by itself
-JOURNAL_INCOME = ("REALIZED_PNL", "COMMISSION", "FUNDING_FEE")
-INCOME_OVERLAP_MS = 60_000     # income rows are read again this far back (ids dedupe)
-INCOME_PENDING_S = 60.0        # a venue income row of ours the journal still lacks after this halts
 
 
 @dataclass(frozen=True)
@@ -254,8 +249,7 @@ class OrderManager:
         self.stopping = False
         self.counts = {"intents": 0, "duplicates": 0, "ignored": 0, "sent": 0, "fills": 0,
                        "rejected": 0, "unknown": 0, "abandoned": 0, "late_reports": 0,
-                       "stale_events": 0, "invalid_events": 0, "halts": 0, "funding": 0,
-                       "wallet_checks": 0}
+                       "stale_events": 0, "invalid_events": 0, "halts": 0, "funding": 0}
         self._records: list[tuple[str, dict]] = []
         self._actions: list = []
         self._heap: list[tuple[float, str, str]] = []
@@ -278,10 +272,7 @@ class OrderManager:
         self._funding_since: int | None = None        # the last recorded payment's time (ms)
         self._deadman_failing: set[str] = set()
         self._mark_emitted: dict[str, float] = {}     # symbol -> last ``mark`` positions record
-        # the wallet check's reference: balance, journal money, since when (ms), income ids
-        self._wallet_ref: tuple[float, float, int, frozenset] | None = None
-        self._wallet_suspect: float | None = None      # an unexplained difference seen once
-        self._income_pending: dict = {}                # tranId -> first seen, not in the journal
+        self.wallet = WalletCheck(settings.symbols)
         self.protection = Protection(settings.symbols,
                                      settings.protective_stop_bps if settings.remote else 0.0)
         # orders not terminal, or terminal with fills still to record (insertion-ordered set):
@@ -416,15 +407,8 @@ class OrderManager:
         for s in self.s.symbols:
             self._emit_position(s, "start")
         if wallet is not None:
-            # the reference: what the journal holds; rows of ours it lacks (paid while the
-            # broker was down, not read yet) count when it records them
             balance, rows, _updated = wallet
-            lacking = [r for r in rows if r.get("symbol") in self.s.symbols
-                       and r.get("incomeType") in JOURNAL_INCOME and not self._journal_has(r)]
-            missing = sum(float(r.get("income") or 0.0) for r in lacking)
-            ids = {r.get("tranId") for r in lacking}
-            self._wallet_ref = (balance - missing, self.journal_money(), int(now * 1000),
-                                frozenset(r.get("tranId") for r in rows) - ids)
+            self.wallet.start(balance, rows, self.journal_money(), self._journal_has, now)
         return problems
 
     # -- intents ---------------------------------------------------------------------------------
@@ -1219,75 +1203,23 @@ class OrderManager:
                    for p in self.journal.book.positions.values())
 
     def _fire_wallet(self, _key: str, now: float) -> None:
-        ref = self._wallet_ref
-        if ref is not None and ("wallet", "all") not in self._busy:
-            self._act(FetchWallet(ref[2] - INCOME_OVERLAP_MS))
+        if self.wallet.started and ("wallet", "all") not in self._busy:
+            self._act(FetchWallet(self.wallet.read_from_ms()))
 
     def _after_wallet(self, a: FetchWallet, outcome, now: float) -> None:
-        """The wallet's change since the reference must be the journal's (fills, fees,
-        funding of our symbols), plus the venue's rows of ours the journal has not recorded yet
-        (pending: a payment or fill on its way), plus the other income the venue lists
-        (transfers, other symbols). A row pending for :data:`INCOME_PENDING_S`, or a difference
-        seen twice the same with nothing of ours in flight, halts."""
-        ref = self._wallet_ref
-        if isinstance(outcome, GatewayError) or ref is None:
+        """The wallet check (:mod:`.wallet`): a problem halts trading with the reason."""
+        if isinstance(outcome, GatewayError) or not self.wallet.started:
             return
         balance, rows, updated_ms = outcome
-        w0, j0, t0, seen = ref
-        other = pending = 0.0
-        late = []
-        waiting = {}
-        for r in rows:
-            tid = r.get("tranId")
-            t = int(r.get("time") or 0)
-            if tid in seen or t < t0 - INCOME_OVERLAP_MS or (updated_ms and t > updated_ms):
-                continue      # in the reference, too old, or newer than the balance read
-            amount = float(r.get("income") or 0.0) if r.get("asset", "USDT") == "USDT" else 0.0
-            kind = r.get("incomeType")
-            if r.get("symbol") not in self.s.symbols or kind not in JOURNAL_INCOME:
-                other += amount
-            elif not self._journal_has(r):
-                pending += amount
-                since = waiting[tid] = self._income_pending.get(tid, now)
-                if now - since > INCOME_PENDING_S:
-                    late.append(f"{kind} {amount:+.8f} (tranId {tid}, {r.get('symbol')})")
-        self._income_pending = waiting
-        if any(r.get("incomeType") == "FUNDING_FEE" and r.get("tranId") in waiting for r in rows):
+        v = self.wallet.judge(balance, rows, updated_ms, self.journal_money(),
+                              self._journal_has, now)
+        if v.pending_funding and self.s.remote:
             self._fire_funding("check", now)    # a payment the journal has not read yet
-        journal = self.journal_money()
-        diff = (balance - w0) - (journal - j0) - other - pending
-        recent = frozenset(r.get("tranId") for r in rows
-                           if int(r.get("time") or 0) >= int(now * 1000) - INCOME_OVERLAP_MS
-                           and r.get("tranId") not in waiting)
-        if late:
-            self._reconciliation_problem(
-                "wallet", "venue income not in the journal for over "
-                f"{INCOME_PENDING_S:g} s: " + "; ".join(late[:5]), now)
-            # reported once: the check goes on from the wallet as it is, those rows included
-            self._income_pending = {}
-            self._wallet_ref = (balance, journal, int(now * 1000), recent | set(waiting))
-            return
-        if abs(diff) <= WALLET_TOLERANCE:
-            self.counts["wallet_checks"] += 1
-            if not waiting:   # the reference moves only when the journal holds everything
-                self._wallet_ref = (balance, journal, int(now * 1000), recent)
-            self._wallet_suspect = None
-            return
-        suspect = self._wallet_suspect
-        if suspect is not None and abs(suspect - diff) <= 1e-6:
-            self._reconciliation_problem(
-                "wallet", f"USDT wallet balance {balance:.8f} changed by {balance - w0:+.8f} "
-                f"since the reference; the journal explains {journal - j0:+.8f}, its pending "
-                f"venue income {pending:+.8f} and other income {other:+.8f}: {diff:+.8f} "
-                "unexplained", now)
-            # reported once: the check goes on from the wallet as it is now
-            self._wallet_ref = (balance - pending, journal, int(now * 1000), recent)
-            self._wallet_suspect = None
-            return
-        # a row may have landed between the balance and the income reads: look again
-        self.log.warning("wallet_differs", balance=balance, unexplained=round(diff, 8))
-        self._wallet_suspect = diff
-        self._at("wallet", "all", now + 2.0)
+        if v.problem:
+            self._reconciliation_problem("wallet", v.problem, now)
+        elif v.recheck:
+            self.log.warning("wallet_differs", balance=balance, unexplained=round(v.unexplained, 8))
+            self._at("wallet", "all", now + RECHECK_S)
 
     def _journal_has(self, row: dict) -> bool:
         """Does the journal hold this income row of one of our symbols (a funding payment by
@@ -1396,7 +1328,7 @@ class OrderManager:
         return {"orders_active": sum(1 for o in live if not o.is_terminal),
                 "unknown": sum(1 for o in live if o.status == fsm.UNKNOWN),
                 "in_flight_requests": len(self._busy), "sends_waiting": len(self._sends_waiting),
-                "counts": dict(self.counts),
+                "counts": {**self.counts, "wallet_checks": self.wallet.checks},
                 "deadman_refreshed": {s: round(t, 3) for s, t in self.deadman_at.items()},
                 "flatten": self.flatten,
                 "protection": self.protection.health() if self.protection.on else None}

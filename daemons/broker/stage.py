@@ -33,8 +33,9 @@ from .executors import ExecutorError, make_executor
 from .gateway import AccountError
 from .keys import KeysError
 from .manager import (Cancel, Countdown, FetchFunding, FetchOpenOrders, FetchOrders,
-                      FetchPositions, FetchTrades, FetchWallet, Halt, INCOME_OVERLAP_MS,
-                      OrderManager, Query, Send, Settings)
+                      FetchPositions, FetchTrades, FetchWallet, Halt, OrderManager, Query, Send,
+                      Settings)
+from . import wallet as wallet_check
 from .protection import CancelStop, FetchStops, PlaceStop
 from .ratelimit import RateLimiter
 
@@ -162,7 +163,7 @@ class BrokerStage(Stage):
             for s in symbols:
                 stops[s] = self._with_retry(lambda s=s: ex.open_stops(s), "open algo orders")
             wallet = self._with_retry(lambda: ex.wallet(int(time.time() * 1000)
-                                                        - INCOME_OVERLAP_MS), "balance")
+                                                        - wallet_check.OVERLAP_MS), "balance")
         problems = self.core.reconcile_start(opens, trades, positions, time.time(), everything,
                                              stops, wallet)
         if problems:
