@@ -111,8 +111,8 @@ class SignalStage(Stage):
     def start(self) -> None:
         cfg = self.ctx.config
         section = cfg.get("signal", {})
-        self.save_every_s = float(section.get("save_every_s", 1.0))
-        self.batch = int(configmod.get(cfg, "daemon.batch", 2000))
+        self.save_every_s = float(section["save_every_s"])
+        self.batch = int(cfg["daemon"]["batch"])
         self.path = os.path.join(self.ctx.state_dir, STATE_FILE)
         bus = self.ctx.bus
         saved = self._load()
@@ -120,7 +120,7 @@ class SignalStage(Stage):
             self.core = SignalCore.from_state(saved["core"])
         else:
             self.core = SignalCore.from_config(section)
-        self.merger = Merger(INPUTS, grace_ms=float(section.get("merge_grace_ms", 2000)))
+        self.merger = Merger(INPUTS, grace_ms=float(section["merge_grace_ms"]))
         if saved is not None:
             self.merger.load(saved["merger"])
         positions = saved["positions"] if saved else {}

@@ -160,7 +160,7 @@ class StrategyCore:
     def from_config(cls, cfg: dict) -> "StrategyCore":
         """From the ``strategy``, ``risk`` and ``symbols`` settings; raises ValueError."""
         sec = cfg["strategy"]
-        age = int(sec.get("max_signal_age_ms", 2000))
+        age = int(sec["max_signal_age_ms"])
         if age < 0:
             raise ValueError("strategy.max_signal_age_ms must be >= 0 (0 turns the check off)")
         return cls(rules.Params.from_config(sec), risk.Limits.from_config(cfg["risk"]),
