@@ -31,6 +31,8 @@ class VenueOrder:
     reduce_only: bool = False
     update_time: int | None = None
     fills: tuple = field(default=(), compare=False)   # fills known with the report (mock, stream)
+    orig_type: str = ""            # the type it was placed as (STOP_MARKET: a triggered stop's)
+    close_position: bool = False   # placed by a closePosition stop
 
 
 def parse_order(d: dict) -> VenueOrder:
@@ -43,7 +45,8 @@ def parse_order(d: dict) -> VenueOrder:
         qty=_f(d.get("origQty")), price=price or None, executed_qty=_f(d.get("executedQty")),
         avg_price=avg or None, order_type=d.get("type") or d.get("origType") or "MARKET",
         reduce_only=bool(d.get("reduceOnly", False)),
-        update_time=d.get("updateTime") or d.get("time"))
+        update_time=d.get("updateTime") or d.get("time"), orig_type=d.get("origType") or "",
+        close_position=bool(d.get("closePosition", False)))
 
 
 def parse_trade(d: dict, client_order_id: str | None = None) -> dict:
@@ -65,7 +68,8 @@ def parse_order_update(event: dict) -> tuple[VenueOrder, dict | None]:
         side=o.get("S", ""), status=o.get("X", "NEW"), qty=_f(o.get("q")),
         price=_f(o.get("p")) or None, executed_qty=_f(o.get("z")),
         avg_price=_f(o.get("ap")) or None, order_type=o.get("o") or "MARKET",
-        reduce_only=bool(o.get("R", False)), update_time=o.get("T") or event.get("T"))
+        reduce_only=bool(o.get("R", False)), update_time=o.get("T") or event.get("T"),
+        orig_type=o.get("ot") or "", close_position=bool(o.get("cp", False)))
     fill = None
     if o.get("x") == "TRADE" and _f(o.get("l")) > 0:
         fill = {
