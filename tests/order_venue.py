@@ -43,6 +43,8 @@ class ScriptedVenue:
         self.algos: dict[str, dict] = {}         # client algo id -> STOP_MARKET closePosition
         self.algo_ids = itertools.count(9001)
         self.triggered_cid = None                # a function(algo) -> the triggered order's cid
+        self.algo_events_last = False            # the order's events before the ALGO_UPDATEs
+        self.stuck = False                       # a trigger stays TRIGGERING, no order placed
         self.wallet = 1000.0                     # USDT wallet balance (fills here: no fee, no PnL)
         self.income: list[dict] = []             # /fapi/v1/income rows that are not fills
 
@@ -92,7 +94,8 @@ class ScriptedVenue:
         o = {"s": row["symbol"], "c": row["cid"], "S": row["side"], "o": row["type"],
              "q": str(row["qty"]), "p": str(row["price"] or 0), "X": row["status"],
              "i": row["id"], "z": str(row["filled"]), "ap": str(self.price), "T": row["t"],
-             "x": "TRADE" if trade else row["status"]}
+             "x": "TRADE" if trade else row["status"], "ot": row.get("ot", row["type"]),
+             "cp": row.get("cp", False)}
         if trade:
             o.update(l=str(trade["qty"]), L=str(trade["price"]), t=trade["trade_id"], n="0",
                      N="USDT", rp="0", m=False)
@@ -137,6 +140,8 @@ class ScriptedVenue:
             if a["status"] == "NEW" and self._hit(a["side"], a["trigger"]):
                 a["status"] = "TRIGGERING"
                 self._algo_event(a, now)
+                if self.stuck:
+                    continue
                 pos = self.position(a["symbol"])
                 qty = abs(pos) if pos and (pos > 0) == (a["side"] == "SELL") else 0.0
                 if qty <= 0:
@@ -147,12 +152,15 @@ class ScriptedVenue:
                 oid = next(self.ids)
                 row = {"id": oid, "cid": cid, "symbol": a["symbol"], "side": a["side"],
                        "qty": qty, "type": "MARKET", "price": None, "status": "NEW",
-                       "filled": 0.0, "t": int(now * 1000)}
+                       "filled": 0.0, "t": int(now * 1000), "ot": "STOP_MARKET", "cp": True}
                 self.orders[oid] = row
                 a["status"], a["order_id"] = "TRIGGERED", oid
-                self._algo_event(a, now)
+                if not self.algo_events_last:
+                    self._algo_event(a, now)
                 self._event(row, None)
                 self.fill(oid, qty, now)
+                if self.algo_events_last:
+                    self._algo_event(a, now)
                 a["status"] = "FINISHED"
                 self._algo_event(a, now)
 

@@ -180,3 +180,35 @@ def test_a_418_ban_is_one_banned_alert():
     h.pump()
     (alert,) = _alerts(h, "banned")
     assert alert["subject"] == "ip" and alert["retry_at"] == h.now + 60
+
+
+def test_the_stops_order_reported_before_its_algo_update_under_a_venue_made_id_is_ours():
+    h = _harness()
+    h.venue.triggered_cid = lambda a: "x7Hq2venueMade"     # not our stop's id
+    h.venue.algo_events_last = True                        # ... and its fills come first
+    h.intent("a1", "BUY", 0.010)
+    h.advance(0.5)
+    h.venue.move(98.5, h.now)
+    h.advance(1.0)
+    assert h.core.trading.state == tstate.ACTIVE, h.core.trading.reason
+    assert h.last_position()["qty"] == pytest.approx(0.0)
+    assert h.status("x7Hq2venueMade") == "FILLED"       # adopted by its fields (STOP_MARKET, cp)
+    assert len(_alerts(h, "stop_triggered")) == 1
+
+
+def test_a_stop_stuck_in_triggering_leaves_no_naked_position():
+    h = _harness()
+    h.venue.stuck = True                                   # TRIGGERING, and no order ever
+    h.intent("a1", "BUY", 0.010)
+    h.advance(0.5)
+    h.venue.move(98.0, h.now)
+    h.core.marks[SYMBOL] = 98.0
+    h.advance(5.0)
+    assert _open_stops(h) == []                            # waiting for the stop's order
+    h.advance(10.0)
+    # still long: a new stop, from the mark (the market is beyond the first one), and an alert
+    assert h.venue.position() == pytest.approx(0.01)
+    assert _open_stops(h) == [("SELL", pytest.approx(98.0 * 0.99))]
+    stuck = [a for a in _alerts(h, "stop_triggered") if a["subject"].endswith("-stuck")]
+    assert len(stuck) == 1 and "still open" in stuck[0]["message"]
+    assert [r["event"] for t, r in h.records if t == "protection"][-2:] == ["stuck", "placed"]

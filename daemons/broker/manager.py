@@ -370,7 +370,7 @@ class OrderManager:
         dups = []
         for symbol, rows in (all_orders or {}).items():
             for vo in rows:   # orders our stops placed while we were away: ours
-                if is_stop_id(vo.client_order_id) and vo.client_order_id not in self.journal.orders:
+                if self._from_stop(vo):
                     self._adopt(vo.symbol, vo.client_order_id, vo.side, vo.qty, vo.order_id, now)
             dups += self._duplicates(symbol, rows)
             for vo in rows:   # order ids of sends never answered: their fills are ours
@@ -903,7 +903,7 @@ class OrderManager:
         foreign = []
         for cid, vo in venue.items():
             o = self.journal.orders.get(cid)
-            if o is None and is_stop_id(cid):
+            if self._from_stop(vo):
                 self._adopt(vo.symbol, cid, vo.side, vo.qty, vo.order_id, now)
                 self._apply_report(vo, now)
             elif o is None:
@@ -1076,7 +1076,7 @@ class OrderManager:
             self._mismatch[a.symbol] = (suspect[0], "looked")
             self._at("venue", "all", now + 1.0)
         for vo in outcome:
-            if is_stop_id(vo.client_order_id) and vo.client_order_id not in self.journal.orders:
+            if self._from_stop(vo):
                 self._adopt(vo.symbol, vo.client_order_id, vo.side, vo.qty, vo.order_id, now)
             o = self.journal.orders.get(vo.client_order_id)
             if o is not None and (o.status in (fsm.UNKNOWN, fsm.ABANDONED)
@@ -1114,6 +1114,7 @@ class OrderManager:
         for symbol in self.s.symbols:
             for action in p.plan(symbol, now):
                 self._act(action)
+        self._protection_records()
         due = p.retry_due()
         if due is not None and due > now:
             self._at("protect", "all", due)
@@ -1162,6 +1163,11 @@ class OrderManager:
     def _protection_records(self) -> None:
         for rec in self.protection.take_records():
             self._records.append(("protection", rec))
+            if rec["event"] == "stuck":
+                self._alert("stop_triggered", f"{rec['symbol']}: protective stop "
+                            f"{rec['client_algo_id']} fired but the position of "
+                            f"{rec['position_qty']:g} is still open; placing a new stop",
+                            f"{rec['client_algo_id']}-stuck", symbol=rec["symbol"])
 
     def _adopt(self, symbol: str, cid: str, side: str, qty: float, order_id, now: float) -> None:
         """An order the venue placed for one of our stops: journaled as ours (reduce-only
@@ -1176,6 +1182,15 @@ class OrderManager:
             self.journal.put(replace(o, order_id=int(order_id)))
         self.log.warning("stop_order_adopted", symbol=symbol, client_order_id=cid,
                          order_id=order_id, qty=o.qty)
+
+    def _from_stop(self, vo: VenueOrder) -> bool:
+        """Is this venue order, unknown to the journal, one a protective stop of ours placed?
+        By its client order id (our stops' prefix: the venue names the order after the stop) or
+        by its fields (placed as a closePosition STOP_MARKET) when the venue names it itself."""
+        if vo.client_order_id in self.journal.orders or vo.symbol not in self.s.symbols:
+            return False
+        return is_stop_id(vo.client_order_id) or (
+            self.protection.on and vo.close_position and vo.orig_type == "STOP_MARKET")
 
     def _own_id(self, symbol: str, cid: str, order_id) -> str:
         """Our client id of a venue order: its own, or the stop's whose trigger placed it."""
@@ -1278,7 +1293,7 @@ class OrderManager:
         if cid != vo.client_order_id:
             vo = replace(vo, client_order_id=cid)
             fill = fill and {**fill, "client_order_id": cid}
-        elif cid not in self.journal.orders and is_stop_id(cid):
+        elif self._from_stop(vo):
             self._adopt(vo.symbol, cid, vo.side, vo.qty, vo.order_id, now)
         if fill is not None:
             self._record_fill(fill, now)

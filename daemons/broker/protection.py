@@ -37,6 +37,9 @@ from .binance.schemas import VenueStop
 STOP_PREFIX = "ofi-stop-"
 MOVE_BPS = 1.0          # a stop is moved when the wanted trigger is more than this far away
 RETRY_S = 2.0           # a refused placement is tried again after this long (with a fresh mark)
+#: a fired stop whose position is still the same after this long is taken as stuck (the venue
+#: left it TRIGGERING, or its order was refused): the position gets a new stop
+CLOSING_WAIT_S = 10.0
 QTY_EPS = 1e-12
 #: algo statuses in which the stop still waits at the venue
 WAITING = ("NEW",)
@@ -109,6 +112,8 @@ class _Symbol:
     fallback: tuple[float, float, float] | None = None
     #: a stop fired and its order is closing this position (qty, entry): no new stop for it
     closing: tuple[float, float] | None = None
+    fired: VenueStop | None = None     # that stop
+    fired_at: float = 0.0
 
 
 class Protection:
@@ -160,6 +165,8 @@ class Protection:
             return
         had = st.stops.pop(v.client_algo_id, None)
         if v.status in ("TRIGGERING", "TRIGGERED"):
+            if st.closing is None:
+                st.fired, st.fired_at = v, now
             st.closing = (st.qty, st.entry)
         elif v.status in ("REJECTED", "EXPIRED"):
             st.closing = None
@@ -199,7 +206,13 @@ class Protection:
                     keep = cid
                     break
             if keep is None:
-                if now < st.retry_at or st.closing == (st.qty, st.entry):
+                if st.closing == (st.qty, st.entry):
+                    if now - st.fired_at < CLOSING_WAIT_S:
+                        return []     # its order is closing the position
+                    # the position outlived its fired stop: protect it again
+                    st.closing = None
+                    self._record(now, symbol, "stuck", st.fired)
+                if now < st.retry_at:
                     return []
                 st.busy = True
                 cid = self._new_id(symbol, now)
@@ -223,8 +236,10 @@ class Protection:
         return want
 
     def retry_due(self) -> float | None:
-        """When a refused placement may be tried again (for the caller's timer)."""
+        """When a refused placement may be tried again, or a fired stop is judged stuck (for
+        the caller's timer)."""
         dues = [st.retry_at for st in self.symbols.values() if st.retry_at]
+        dues += [st.fired_at + CLOSING_WAIT_S for st in self.symbols.values() if st.closing]
         return min(dues) if dues else None
 
     def _new_id(self, symbol: str, now: float) -> str:
