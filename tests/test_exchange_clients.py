@@ -266,3 +266,13 @@ def test_exchange_cli_bad_fault_spec_one_line_exit_2(home):
     r = subprocess.run(OFI + ["exchange", "--help"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and "unknown503=P" in r.stdout and "ws_drop" in r.stdout
     assert "late=P" in r.stdout and "late_mode=M" in r.stdout and "late_max_ms=MS" in r.stdout
+
+
+def test_exchange_cli_symbols_and_input_take_several_values():
+    from daemons.exchange import _spread
+    greedy = ("--symbols", "--input")
+    assert _spread(["--symbols", "a", "b", "--port", "1", "--input=x", "y", "--replay-wait"],
+                   greedy) == ["--symbols", "a", "--symbols", "b", "--input", "x", "--input", "y",
+                               "--port", "1", "--replay-wait"]
+    # a later occurrence replaces an earlier one, as before
+    assert _spread(["--symbols", "a", "--symbols", "c"], greedy) == ["--symbols", "c"]

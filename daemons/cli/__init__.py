@@ -42,10 +42,6 @@ VERBS = {
 }
 
 
-class UserError(click.ClickException):
-    """An expected failure: printed as one line, exit code 1."""
-
-
 class LazyGroup(click.Group):
     """A group whose verbs are imported when first asked for (see :data:`VERBS`)."""
 
@@ -71,20 +67,27 @@ def cli():
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
+    return run_command(cli, argv, "ofi")
+
+
+def run_command(command: click.Command, argv: list[str] | None = None, prog: str = "ofi") -> int:
+    """Run a click command (the ``ofi`` group, or one of its commands on its own, as in
+    ``python -m daemons.broker``) and return its exit code; expected failures are one line on
+    stderr prefixed with ``prog``."""
     try:
-        rv = cli.main(args=argv, prog_name="ofi", standalone_mode=False)
+        rv = command.main(args=argv, prog_name=prog, standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except click.exceptions.Abort:
-        print("ofi: aborted", file=sys.stderr)
+        print(f"{prog}: aborted", file=sys.stderr)
         return 130
     except click.UsageError as exc:
-        print(f"ofi: {exc.format_message()}", file=sys.stderr)
+        print(f"{prog}: {exc.format_message()}", file=sys.stderr)
         return 2
     except click.ClickException as exc:
-        print(f"ofi: {exc.format_message()}", file=sys.stderr)
+        print(f"{prog}: {exc.format_message()}", file=sys.stderr)
         return exc.exit_code
     except ConfigError as exc:
-        print(f"ofi: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -96,12 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         from bus import BusError   # (imported here: most verbs never need the bus)
 
         if isinstance(exc, BusError):
-            print(f"ofi: {exc}", file=sys.stderr)
+            print(f"{prog}: {exc}", file=sys.stderr)
             return 1
         if os.environ.get("OFI_DEBUG"):
             raise
-        print(f"ofi: internal error: {type(exc).__name__}: {exc} (OFI_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+        print(f"{prog}: internal error: {type(exc).__name__}: {exc} (OFI_DEBUG=1 shows the "
+              "traceback)", file=sys.stderr)
         return 1
 
 

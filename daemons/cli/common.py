@@ -54,6 +54,44 @@ def runtime_options(f):
     return config_option(home_option(sink_option(f)))
 
 
+#: context settings of a command run on its own (``python -m daemons.<stage>``), as under ``ofi``
+STANDALONE = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+MODES = ("mock", "sim", "testnet", "live")
+
+
+def _symbol_list(ctx, param, value):
+    """'btcusdt, ETHUSDT' -> ['BTCUSDT', 'ETHUSDT']; None when not given (or empty)."""
+    if not value:
+        return None
+    return [s.strip().upper() for s in value.split(",") if s.strip()] or None
+
+
+def symbols_option(f=None, *, help="Comma-separated symbols (default: the configured ones)."):
+    """--symbols SYM[,SYM...], given to the command as an upper-case list (or None)."""
+    def deco(f):
+        return click.option("--symbols", metavar="SYM[,SYM...]", default=None,
+                            callback=_symbol_list, help=help)(f)
+    return deco if f is None else deco(f)
+
+
+def mode_option(f=None, *, help="Execution mode (default: the configured broker.mode)."):
+    """--mode mock|sim|testnet|live."""
+    def deco(f):
+        return click.option("--mode", type=click.Choice(MODES), default=None, help=help)(f)
+    return deco if f is None else deco(f)
+
+
+def daemon_options(f):
+    """What every stage daemon takes: --config, --home, --sink, --symbols, --mode."""
+    return runtime_options(symbols_option(mode_option(f)))
+
+
+def daemon_overrides(home=None, sink=None, symbols=None, mode=None) -> dict:
+    """The dotted config overrides of :func:`daemon_options`' values."""
+    return {"home": home, "sink": sink, "broker.mode": mode, "symbols": symbols}
+
+
 def load_config(config_path=None, **overrides) -> dict:
     """Config from defaults, file, environment and the given dotted overrides."""
     return configmod.load(config_path, overrides)

@@ -8,15 +8,18 @@ on SIGTERM or SIGINT.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import signal
 import sys
 import time
 from decimal import Decimal, InvalidOperation
+from types import SimpleNamespace
+
+import click
 
 from .. import config as configmod
+from ..cli.common import STANDALONE
 from ..log import Logger
 from ..runtime import READY, write_json_atomic
 from ..marketdata import formats
@@ -52,45 +55,90 @@ open. Balances start at --balance USDT per API key. Details: docs/exchange.md.
 """ + faultsmod.HELP
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):   # one line, no usage block
-        self.exit(2, f"{self.prog}: {message}\n")
+class _Command(click.Command):
+    """The exchange's command: --symbols and --input take one or more values (``--input a b``,
+    as ``--input a --input b``; a later --input replaces an earlier one), and the epilog (the
+    REST, websocket and fault-spec reference) is printed as written."""
+
+    GREEDY = ("--symbols", "--input")
+
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, _spread(args, self.GREEDY))
+
+    def format_epilog(self, ctx, formatter):
+        if self.epilog:
+            formatter.write("\n" + self.epilog)
 
 
-def build_parser(prog: str = "ofi exchange") -> argparse.ArgumentParser:
-    p = _Parser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default 8765; 0 picks a free one)")
-    p.add_argument("--symbols", nargs="+", metavar="SYM",
-                   help="symbols to list (sim default: the configured symbols; replay: the files')")
-    p.add_argument("--feed", choices=("sim", "replay"), help="market data: sim (default) or replay")
-    p.add_argument("--input", nargs="+", metavar="FILE", dest="inputs",
-                   help="recorded files for --feed replay (hftbacktest, websocket JSON lines, or "
-                        "data.binance.vision aggTrades/trades/bookTicker CSV; gzip or not)")
-    p.add_argument("--speed", type=float, help="replay speed factor (default 1; 0 = no pacing)")
-    p.add_argument("--replay-wait", action="store_true", default=None,
-                   help="hold the replay until the first websocket subscription")
-    p.add_argument("--api-key", help="API key accepted (default demo-key)")
-    p.add_argument("--api-secret", help="its secret (default demo-secret)")
-    p.add_argument("--extra-key", action="append", metavar="KEY:SECRET", dest="extra_keys",
-                   help="one more account (API key and secret) the exchange accepts, e.g. a "
-                        "second trader whose orders move the simulated market; repeatable")
-    p.add_argument("--faults", metavar="SPEC", help="fault spec (see below)")
-    p.add_argument("--seed", type=int, help="seed of the simulated market and of the faults")
-    p.add_argument("--state", metavar="DIR", help="keep accounts and orders in DIR across restarts")
-    p.add_argument("--balance", type=float, help="starting USDT balance of an account")
-    p.add_argument("--funding-interval-s", type=float, metavar="S",
-                   help="seconds between funding times (default 28800 = 8 h, as on Binance; "
-                        "e.g. 10 to see several payments in a test)")
-    p.add_argument("--funding-rate", metavar="RATE",
-                   help="funding rate charged at every funding time (default 0.0001 = 0.01 %%; "
-                        "positive: longs pay shorts)")
-    p.add_argument("--config", help="YAML file overriding etc/defaults.yaml")
-    p.add_argument("--home", help="runtime directory for the heartbeat (default $OFI_HOME, else ./var)")
-    p.add_argument("--sink", help=argparse.SUPPRESS)
-    p.add_argument("--mode", help=argparse.SUPPRESS)
-    return p
+def _spread(args: list[str], greedy) -> list[str]:
+    """``--opt a b --x`` -> ``--opt a --opt b --x`` for each option in ``greedy`` (moved to the
+    front); of an option given twice, the last occurrence is kept."""
+    last: dict[str, list[str]] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        name, eq, value = arg.partition("=")
+        i += 1
+        if name not in greedy:
+            rest.append(arg)
+            continue
+        values = [value] if eq else []
+        while i < len(args) and not args[i].startswith("-"):
+            values.append(args[i])
+            i += 1
+        last[name] = values
+    front = [x for name, values in last.items()
+             for x in ([y for v in values for y in (name, v)] or [name])]
+    return front + rest
+
+
+@click.command(cls=_Command, name="exchange", help=DESCRIPTION, epilog=EPILOG,
+               context_settings=STANDALONE)
+@click.option("--host", metavar="HOST", default=None, help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, metavar="PORT", default=None, help="Port (default 8765; 0 picks a free one).")
+@click.option("--symbols", multiple=True, metavar="SYM...",
+              help="Symbols to list (sim default: the configured symbols; replay: the files').")
+@click.option("--feed", type=click.Choice(["sim", "replay"]), default=None,
+              help="Market data: sim (default) or replay.")
+@click.option("--input", "inputs", multiple=True, metavar="FILE...",
+              help="Recorded files for --feed replay (hftbacktest, websocket JSON lines, or "
+                   "data.binance.vision aggTrades/trades/bookTicker CSV; gzip or not).")
+@click.option("--speed", type=float, metavar="X", default=None,
+              help="Replay speed factor (default 1; 0 = no pacing).")
+@click.option("--replay-wait", is_flag=True, default=False,
+              help="Hold the replay until the first websocket subscription.")
+@click.option("--api-key", metavar="KEY", default=None, help="API key accepted (default demo-key).")
+@click.option("--api-secret", metavar="SECRET", default=None, help="Its secret (default demo-secret).")
+@click.option("--extra-key", "extra_keys", multiple=True, metavar="KEY:SECRET",
+              help="One more account (API key and secret) the exchange accepts, e.g. a second "
+                   "trader whose orders move the simulated market; repeatable.")
+@click.option("--faults", metavar="SPEC", default=None, help="Fault spec (see below).")
+@click.option("--seed", type=int, metavar="N", default=None,
+              help="Seed of the simulated market and of the faults.")
+@click.option("--state", metavar="DIR", default=None,
+              help="Keep accounts and orders in DIR across restarts.")
+@click.option("--balance", type=float, metavar="USDT", default=None, help="Starting USDT balance of an account.")
+@click.option("--funding-interval-s", type=float, metavar="S", default=None,
+              help="Seconds between funding times (default 28800 = 8 h, as on Binance; e.g. 10 "
+                   "to see several payments in a test).")
+@click.option("--funding-rate", metavar="RATE", default=None,
+              help="Funding rate charged at every funding time (default 0.0001 = 0.01 %; "
+                   "positive: longs pay shorts).")
+@click.option("--config", metavar="FILE", default=None,
+              help="YAML file overriding etc/defaults.yaml.")
+@click.option("--home", metavar="DIR", default=None,
+              help="Runtime directory for the heartbeat (default $OFI_HOME, else ./var).")
+@click.option("--sink", default=None, hidden=True)    # given to every daemon: not used here
+@click.option("--mode", default=None, hidden=True)
+@click.pass_context
+def command(ctx, **flags) -> int:
+    """Parse flags, load config, serve. Expected failures: one line, exit 2."""
+    flags["replay_wait"] = flags["replay_wait"] or None   # not given: the configured value
+    return main_with(SimpleNamespace(**flags), ctx.command_path)
 
 
 def settings_from(args, cfg: dict) -> dict:
@@ -208,8 +256,14 @@ async def serve(settings: dict, log: Logger) -> int:
 
 
 def main(argv: list[str] | None = None, prog: str = "ofi exchange") -> int:
-    """Entry point: parse flags, load config, serve. Expected failures: one line, exit 2."""
-    args = build_parser(prog).parse_args(argv)
+    """``ofi exchange`` run on its own (as ``prog``), with ``ofi``'s error handling."""
+    from ..cli import run_command
+
+    return run_command(command, sys.argv[1:] if argv is None else list(argv), prog)
+
+
+def main_with(args, prog: str) -> int:
+    """Load config, check the flags (``args``: :func:`command`'s values), serve."""
     try:
         cfg = configmod.load(args.config, {"home": args.home})
         settings = settings_from(args, cfg)
