@@ -328,25 +328,13 @@ def hold_until_started(stopping=lambda: False) -> None:
 
 
 def main(stage_cls, argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m daemons.<stage>``: parse the common flags and run."""
-    import argparse
+    """Run ``stage_cls`` as a daemon with the flags of ``ofi daemon <stage>`` (--config, --home,
+    --sink, --symbols, --mode; see ``daemons/cli/daemon_cmd.py``) parsed from ``argv``."""
+    from .cli import run_command
+    from .cli.daemon_cmd import stage_command
 
-    p = argparse.ArgumentParser(prog=f"ofi daemon {stage_cls.name}",
-                                description=(stage_cls.__doc__ or "").strip().splitlines()[0]
-                                if stage_cls.__doc__ else None)
-    p.add_argument("--config", help="YAML file overriding etc/defaults.yaml")
-    p.add_argument("--home", help="runtime directory (default $OFI_HOME, else ./var)")
-    p.add_argument("--sink", choices=("jsonl", "sqlite"))
-    p.add_argument("--symbols", help="comma-separated symbols")
-    p.add_argument("--mode", choices=("mock", "sim", "testnet", "live"))
-    args = p.parse_args(argv)
-    try:
-        cfg = configmod.load(args.config, {
-            "home": args.home, "sink": args.sink, "broker.mode": args.mode,
-            "symbols": [s.strip().upper() for s in args.symbols.split(",")] if args.symbols else None,
-        })
-    except configmod.ConfigError as exc:
-        print(f"ofi daemon {stage_cls.name}: {exc}", file=sys.stderr)
-        hold_until_started()   # SIGTERM's default action still ends it at once
-        return REFUSED
-    return run(stage_cls, cfg)
+    cmd = stage_command(stage_cls.name, stage_cls,
+                        (stage_cls.__doc__ or "").strip().splitlines()[0]
+                        if stage_cls.__doc__ else None)
+    return run_command(cmd, sys.argv[1:] if argv is None else list(argv),
+                       f"ofi daemon {stage_cls.name}")

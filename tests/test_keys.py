@@ -6,6 +6,7 @@ import stat
 import subprocess
 
 import orjson
+import pytest
 
 from tests.conftest import OFI
 
@@ -68,3 +69,19 @@ def test_broker_live_mode_refuses_without_confirmation_in_one_line(home):
     assert "confirm" in (r.stdout + r.stderr)
     assert SECRET not in r.stdout + r.stderr and KEY not in r.stdout + r.stderr
     assert "Traceback" not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("flag,confirmed", [(["--confirm-live"], True), ([], False)])
+def test_confirm_live_flag_reaches_the_broker_through_its_config(monkeypatch, home, flag,
+                                                                 confirmed):
+    from click.testing import CliRunner
+
+    from daemons import runtime
+    from daemons.cli import cli
+
+    seen = {}
+    monkeypatch.setattr(runtime, "run", lambda cls, cfg: seen.update(cls=cls, cfg=cfg) or 0)
+    r = CliRunner().invoke(cli, ["daemon", "broker", "--home", str(home), "--mode", "live", *flag])
+    assert r.exit_code == 0, r.output
+    assert seen["cls"].__name__ == "BrokerStage"
+    assert seen["cfg"]["broker"]["confirm_live"] is confirmed

@@ -244,7 +244,7 @@ def test_strategy_daemon_signals_dir_auto_via_ofi_daemon(procs, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--signals-source", "jsonl"], "holds SQLite signals"),
     (["--output", "/tmp/a-different-home"], "differ"),
-    (["--mode", "paper"], "invalid choice"),
+    (["--mode", "paper"], "is not one of"),
 ])
 def test_strategy_daemon_bad_flags_one_line_exit_2(tmp_path, args, message):
     home = tmp_path / "h"

@@ -24,16 +24,9 @@ from __future__ import annotations
 def main(argv: list[str] | None = None) -> int:
     """Run the broker daemon (``ofi daemon broker`` / ``python -m daemons.broker``).
 
-    Flags: --config, --home, --sink, --symbols, --mode (see ``runtime.main``), plus
-    --confirm-live (the same as ``broker.confirm_live: true``).
+    Flags: --config, --home, --sink, --symbols, --mode, and --confirm-live (the same as
+    ``broker.confirm_live: true``); see ``daemons/cli/daemon_cmd.py``.
     """
-    import sys
+    from ..cli.daemon_cmd import main as daemon_main
 
-    from .. import runtime
-    from . import stage
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--confirm-live" in argv:
-        argv.remove("--confirm-live")
-        stage.CONFIRM_LIVE_FLAG = True
-    return runtime.main(stage.BrokerStage, argv)
+    return daemon_main("broker", argv)

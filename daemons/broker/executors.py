@@ -14,8 +14,8 @@ method             contract (all executors)
 =================  =============================================================================
 
 The live executor refuses to start without keys and an explicit confirmation
-(``broker.confirm_live: true`` or ``--confirm-live``) and keeps at most ``max_parallel_orders``
-submissions in flight. The backtest executor is a pure class fed with book and trade records
+(``broker.confirm_live: true``, which ``ofi daemon broker --confirm-live`` sets) and keeps at
+most ``max_parallel_orders`` submissions in flight. The backtest executor is a pure class fed with book and trade records
 (no clock, no sockets): it fills against the recorded book with latency and fees.
 """
 from __future__ import annotations
@@ -331,7 +331,7 @@ def resolve_keys(cfg: dict, home: str, venue: dict) -> tuple[str | None, str | N
     return key, secret
 
 
-def make_executor(cfg: dict, home: str, exec_log=None, limiter=None, confirm_live: bool = False):
+def make_executor(cfg: dict, home: str, exec_log=None, limiter=None):
     """The executor for ``broker.mode``: mock, sim / testnet (TestnetExecutor) or live.
 
     Raises ``venue.ProductionHostError`` (a ``ConfigError``) for a production Binance host in any
@@ -363,6 +363,6 @@ def make_executor(cfg: dict, home: str, exec_log=None, limiter=None, confirm_liv
                         stream_route=b["user_stream_route"])
     if mode == "live":
         return LiveExecutor(gw, has_keys=bool(key and secret),
-                            confirmed=bool(b["confirm_live"] or confirm_live),
+                            confirmed=bool(b["confirm_live"]),
                             max_parallel_orders=b["max_parallel_orders"])
     return TestnetExecutor(gw)

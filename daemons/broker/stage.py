@@ -39,8 +39,6 @@ from . import wallet as wallet_check
 from .protection import CancelStop, FetchStops, PlaceStop
 from .ratelimit import RateLimiter
 
-#: set by ``main`` when --confirm-live is given on the command line
-CONFIRM_LIVE_FLAG = False
 START_DEADLINE_S = 30.0
 LOOKUP_THREADS = 4
 
@@ -81,8 +79,7 @@ class BrokerStage(Stage):
         self.exec_log = ExecLog(self.ctx.home, self.mode)
         self.limiter = RateLimiter(margin=b["weight_margin"])
         try:
-            self.executor = make_executor(cfg, self.ctx.home, self.exec_log, self.limiter,
-                                          confirm_live=CONFIRM_LIVE_FLAG)
+            self.executor = make_executor(cfg, self.ctx.home, self.exec_log, self.limiter)
         except (ExecutorError, KeysError) as exc:
             raise configmod.ConfigError(str(exc)) from None
         self.gateway = self.executor.gateway

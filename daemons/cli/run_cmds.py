@@ -68,10 +68,9 @@ def status(as_json, cfg):
 @click.option("--config", "config_path", default=None)
 def health_listener(home, config_path):
     """supervisord event listener (readiness and health); started by supervisord."""
-    from ..supervise.listener import main as listener_main
+    from ..supervise.listener import serve
 
-    args = ["--home", home] + (["--config", config_path] if config_path else [])
-    raise SystemExit(listener_main(args))
+    return serve(home, config_path)
 
 
 def _programs_by_priority(home: str) -> list[str]:

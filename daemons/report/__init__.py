@@ -9,6 +9,6 @@ from __future__ import annotations
 
 def main(argv: list[str] | None = None) -> int:
     """Run the report daemon (``ofi daemon report`` / ``python -m daemons.report``)."""
-    from .stage import main as stage_main  # lazy: matplotlib is slow to import
+    from ..cli.daemon_cmd import main as daemon_main  # lazy: importing the package stays cheap
 
-    return stage_main(argv)
+    return daemon_main("report", argv)

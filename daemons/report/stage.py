@@ -81,7 +81,3 @@ class ReportStage(runtime.Stage):
         if self.worker is not None:
             self.worker.join()
         self.rebuild()
-
-
-def main(argv: list[str] | None = None) -> int:
-    return runtime.main(ReportStage, argv)

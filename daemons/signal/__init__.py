@@ -9,7 +9,6 @@ from __future__ import annotations
 
 def main(argv: list[str] | None = None) -> int:
     """Run the signal daemon (``ofi daemon signal`` / ``python -m daemons.signal``)."""
-    from .. import runtime
-    from .stage import SignalStage  # lazy: importing the package must stay cheap
+    from ..cli.daemon_cmd import main as daemon_main  # lazy: importing the package stays cheap
 
-    return runtime.main(SignalStage, argv)
+    return daemon_main("signal", argv)

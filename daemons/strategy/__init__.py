@@ -8,6 +8,6 @@ from __future__ import annotations
 
 def main(argv: list[str] | None = None) -> int:
     """Run the strategy daemon (``ofi daemon strategy`` / ``python -m daemons.strategy``)."""
-    from .stage import main as stage_main  # lazy: importing the package must stay cheap
+    from ..cli.daemon_cmd import main as daemon_main  # lazy: importing the package stays cheap
 
-    return stage_main(argv)
+    return daemon_main("strategy", argv)

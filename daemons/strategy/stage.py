@@ -28,7 +28,6 @@ where intents go, an alias of ``--home``), ``--sink``, ``--mode`` (also ``EXECUT
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -364,48 +363,27 @@ def check_config(cfg: dict) -> None:
             raise configmod.ConfigError(str(exc)) from None
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="ofi daemon strategy",
-        description="Turn signals into risk-checked order intents (default OFI/CVD strategy).")
-    p.add_argument("--config", help="YAML file overriding etc/defaults.yaml")
-    p.add_argument("--home", help="runtime directory (default $OFI_HOME, else ./var)")
-    p.add_argument("--output", metavar="DIR",
-                   help="home whose bus receives the intents (same as --home)")
-    p.add_argument("--sink", choices=("jsonl", "sqlite"), help="sink of the intents written")
-    p.add_argument("--symbols", help="comma-separated symbols to trade")
-    p.add_argument("--mode", choices=("mock", "sim", "testnet", "live"),
-                   help="execution mode (also EXECUTOR_MODE); the broker acts on it")
-    p.add_argument("--signals-dir", metavar="DIR",
-                   help="home, bus dir or signals topic dir to read signals from (default: --home)")
-    p.add_argument("--signals-source", choices=source.SOURCES,
-                   help="sink the signals are read from (auto: detect)")
-    return p.parse_args(argv)
-
-
-def load_config(args: argparse.Namespace) -> dict:
-    home = args.home
-    if args.output:
-        if home and os.path.abspath(home) != os.path.abspath(args.output):
-            raise configmod.ConfigError(f"--output {args.output} and --home {home} differ; "
+def load_config(config_path=None, home=None, output=None, sink=None, symbols=None, mode=None,
+                signals_dir=None, signals_source=None) -> dict:
+    """The config of ``ofi daemon strategy``'s flags (``symbols``: a list), checked."""
+    if output:
+        if home and os.path.abspath(home) != os.path.abspath(output):
+            raise configmod.ConfigError(f"--output {output} and --home {home} differ; "
                                         "give one (intents go to the home's bus)")
-        home = args.output
-    cfg = configmod.load(args.config, {
-        "home": home, "sink": args.sink, "broker.mode": args.mode,
-        "symbols": [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
-        if args.symbols else None,
-        "strategy.signals_dir": os.path.abspath(args.signals_dir) if args.signals_dir else None,
-        "strategy.signals_source": args.signals_source,
+        home = output
+    cfg = configmod.load(config_path, {
+        "home": home, "sink": sink, "broker.mode": mode, "symbols": symbols or None,
+        "strategy.signals_dir": os.path.abspath(signals_dir) if signals_dir else None,
+        "strategy.signals_source": signals_source,
     })
     check_config(cfg)
     return cfg
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``ofi daemon strategy`` / ``python -m daemons.strategy``."""
-    args = parse_args(argv)
+def main(**flags) -> int:
+    """``ofi daemon strategy`` / ``python -m daemons.strategy`` (flags: :func:`load_config`)."""
     try:
-        cfg = load_config(args)
+        cfg = load_config(**flags)
     except configmod.ConfigError as exc:
         print(f"ofi daemon strategy: {exc}", file=sys.stderr)
         return 2

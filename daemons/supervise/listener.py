@@ -205,18 +205,12 @@ class Listener:
             self.stdout.flush()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m daemons.supervise.listener --home DIR [--config F]``."""
-    import argparse
-
+def serve(home: str, config_path: str | None = None) -> int:
+    """Run the listener of ``home`` (``ofi health-listener --home DIR [--config F]``)."""
     from supervisor import childutils
 
-    p = argparse.ArgumentParser(prog="ofi-health-listener")
-    p.add_argument("--home", required=True)
-    p.add_argument("--config")
-    args = p.parse_args(argv)
     try:
-        cfg = configmod.load(args.config, {"home": args.home})
+        cfg = configmod.load(config_path, {"home": home})
     except configmod.ConfigError as exc:
         print(f"ofi-health-listener: {exc}", file=sys.stderr)
         return 2
@@ -225,6 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     rpc = childutils.getRPCInterface(os.environ) if "SUPERVISOR_SERVER_URL" in os.environ else None
     Listener(str(configmod.home_of(cfg)), judge, rpc=rpc).serve()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m daemons.supervise.listener --home DIR [--config F]``: the command of
+    ``ofi health-listener``."""
+    from ..cli import run_command
+    from ..cli.run_cmds import health_listener
+
+    return run_command(health_listener, sys.argv[1:] if argv is None else list(argv),
+                       "ofi-health-listener")
 
 
 if __name__ == "__main__":
