@@ -35,6 +35,7 @@ from bus import BadRecord, BusError, open_bus
 
 from . import config as configmod
 from .log import LEVELS, Logger
+from .log import install as install_logging
 
 READY = "ofi-ready"
 #: exit code of a refusal to start; listed in supervisord's ``exitcodes``: never restarted
@@ -252,6 +253,7 @@ def run(stage_cls, cfg: dict) -> int:
     """Run a stage until SIGTERM/SIGINT; returns the process exit code."""
     runner = Runner(stage_cls, cfg)
     log = runner.log
+    install_logging(runner.name, configmod.get(cfg, "log.level", "info"))
 
     def _stop(signum, _frame):
         runner.ctx.stopping = True

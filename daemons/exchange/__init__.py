@@ -21,6 +21,7 @@ import click
 from .. import config as configmod
 from ..cli.common import STANDALONE
 from ..log import Logger
+from ..log import install as install_logging
 from ..runtime import READY, write_json_atomic
 from ..marketdata import formats
 from . import faults as faultsmod
@@ -271,6 +272,7 @@ def main_with(args, prog: str) -> int:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     log = Logger("exchange", configmod.get(cfg, "log.level", "info"))
+    install_logging("exchange", configmod.get(cfg, "log.level", "info"))
     try:
         return asyncio.run(serve(settings, log))
     except KeyboardInterrupt:
