@@ -1,6 +1,8 @@
-"""Shared fixtures: a fresh home per test, the recorded data, free ports, process cleanup."""
+"""Shared fixtures: a fresh home per test, the recorded data, free ports, process cleanup;
+the ``slow`` marker on every test that starts a process."""
 from __future__ import annotations
 
+import ast
 import os
 import select
 import signal
@@ -8,12 +10,72 @@ import socket
 import subprocess
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("OFI_DATA_DIR", ROOT.parent / "shared" / "data"))
+TESTS = Path(__file__).resolve().parent
+
+# A test starts a process when its function, a fixture it uses or a helper either of them
+# calls (a function of the same module, or one imported from another module of tests/)
+# names one of these; ``bin/test --fast`` leaves such tests out (``-m "not slow"``). Code under
+# test that forks by itself (the depth worker of daemons/marketdata/forked.py) is not seen
+# here: a test that runs it is marked ``@pytest.mark.slow`` in its module.
+STARTS_PROCESS = frozenset({"subprocess", "Popen", "multiprocessing", "fork", "posix_spawn",
+                            "procs"})
+
+
+@lru_cache(maxsize=None)
+def _module_index(path: str) -> tuple[dict[str, frozenset[str]], dict[str, tuple[str, str]]]:
+    """The names each top-level function or class of a tests/ module refers to, and the names
+    it imports from other tests/ modules (name -> that module's path, the name there)."""
+    tree = ast.parse(Path(path).read_text(), path)
+    defs: dict[str, frozenset[str]] = {}
+    imports: dict[str, tuple[str, str]] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defs[node.name] = frozenset(
+                n.id if isinstance(n, ast.Name) else n.attr
+                for n in ast.walk(node) if isinstance(n, (ast.Name, ast.Attribute)))
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            local = TESTS / (node.module.removeprefix("tests.").replace(".", "/") + ".py")
+            if local.is_file():
+                for alias in node.names:
+                    imports[alias.asname or alias.name] = (str(local), alias.name)
+    return defs, imports
+
+
+def _starts_process(path: str, name: str, seen: set) -> bool:
+    """Whether the function or class ``name`` of module ``path`` (or what it calls) names a
+    way of starting a process."""
+    if (path, name) in seen:
+        return False
+    seen.add((path, name))
+    defs, imports = _module_index(path)
+    if name not in defs:
+        return name in imports and _starts_process(*imports[name], seen)
+    refs = defs[name]
+    return bool(refs & STARTS_PROCESS) or any(
+        _starts_process(path, ref, seen) for ref in refs if ref in defs or ref in imports)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``slow`` every test that starts a process: one using the ``procs`` fixture, or
+    whose function, fixtures or helpers name a way of starting one (see ``STARTS_PROCESS``)."""
+    for item in items:
+        if item.get_closest_marker("slow") or not isinstance(item, pytest.Function):
+            continue
+        path = str(item.path)
+        fixtures = getattr(item, "fixturenames", ())
+        names = [item.originalname, *fixtures]
+        if item.cls is not None:   # a method: what its class names
+            names.append(item.cls.__name__)
+        seen: set = set()
+        if "procs" in fixtures or any(_starts_process(path, name, seen) for name in names):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

@@ -201,6 +201,7 @@ def test_silences_and_chain_breaks_land_in_gaps(data_dir, tmp_path):
     assert ("depth", "stream silent") in reasons and ("depth", "pu != previous u") in reasons
 
 
+@pytest.mark.slow   # forks the depth worker (daemons/marketdata/forked.py)
 @pytest.mark.parametrize("case", ["usdm", "spot", "twice"])
 def test_one_pass_import_writes_the_general_paths_rows(case, data_dir, tmp_path):
     """hftbacktest recordings are read in one pass (the depth stream in a worker process, or

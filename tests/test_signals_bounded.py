@@ -66,6 +66,7 @@ def _all_paths(path, **kw):
     return out
 
 
+@pytest.mark.slow   # forks the depth worker (daemons/marketdata/forked.py)
 @pytest.mark.parametrize("fault", ["chain_breaks_for_good", "trades_stop"])
 def test_raw_path_holds_a_bounded_amount_whatever_the_input_holds(data_dir, tmp_path, fault):
     lines = _lines(data_dir)

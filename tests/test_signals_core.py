@@ -30,6 +30,7 @@ def _symbol(path: str) -> str:
     return path.rsplit("/", 1)[1].split("_")[0].upper()
 
 
+@pytest.mark.slow   # forks the depth worker (daemons/marketdata/forked.py)
 @pytest.mark.parametrize("rel", sorted(REFERENCE))
 def test_signals_reference_file_cvd_and_ofi_match_readme(data_dir, rel):
     trades, cvd, books, ofi = REFERENCE[rel]
@@ -51,6 +52,7 @@ def test_signals_aggtrades_csv_cvd_matches_readme(data_dir):
     assert all(s["mid"] is None and s["book_updates"] == 0 for s in sigs)
 
 
+@pytest.mark.slow   # forks the depth worker (daemons/marketdata/forked.py)
 @pytest.mark.parametrize("files,symbol", [
     (["hftbacktest/usdm/btcusdt_20240718.gz"], "BTCUSDT"),
     (["hftbacktest/usdm/btcusdt_20230404.dat.gz", "hftbacktest/usdm/btcusdt_20230405.dat.gz"],
@@ -119,6 +121,7 @@ def test_signals_zero_deviation_gives_null_z():
     assert all(s["cvd_z"] is None and s["fusion"] is None for s in out)
 
 
+@pytest.mark.slow   # forks the depth worker (daemons/marketdata/forked.py)
 @pytest.mark.parametrize("files,symbol,params", [
     (["usdm/btcusdt_20240718.gz", "usdm/btcusdt_20240719.gz"], "BTCUSDT", {}),
     (["spot/ethusdt_20240808.gz", "spot/ethusdt_20240809.gz"], "ETHUSDT",
@@ -140,6 +143,7 @@ def test_signals_fast_offline_path_equals_replay_of_topic_records(data_dir, file
     assert (fast.messages, fast.gaps) == (replay.messages, replay.gaps)
 
 
+@pytest.mark.slow   # forks the depth worker (daemons/marketdata/forked.py)
 def test_signals_fast_offline_path_equals_replay_across_a_depth_gap(data_dir, tmp_path):
     import gzip
 

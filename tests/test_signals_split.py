@@ -27,6 +27,7 @@ def _run(paths, symbol, workers, **params):
     return run, out
 
 
+@pytest.mark.slow   # forks the depth worker (daemons/marketdata/forked.py)
 @pytest.mark.parametrize("pair", sorted(PAIRS))
 def test_signals_split_two_workers_equal_one_process_on_real_data(data_dir, pair):
     files, symbol, params = PAIRS[pair]
@@ -40,6 +41,7 @@ def test_signals_split_two_workers_equal_one_process_on_real_data(data_dir, pair
     assert not two._depth.proc.is_alive()
 
 
+@pytest.mark.slow   # forks the depth worker (daemons/marketdata/forked.py)
 def test_signals_split_depth_gap_equals_one_process(data_dir, tmp_path):
     lines = gzip.decompress((data_dir / "hftbacktest/usdm/btcusdt_20240718.gz").read_bytes())
     lines = lines.split(b"\n")
@@ -58,6 +60,7 @@ def test_signals_split_csv_input_runs_in_one_process(data_dir):
     assert OfflineRun([str(path)], "BTCUSDT").workers == 1
 
 
+@pytest.mark.slow   # forks the depth worker (daemons/marketdata/forked.py)
 def test_signals_split_worker_failure_raises_one_line_error(data_dir, monkeypatch):
     def boom(self, d, recv):
         raise RuntimeError("book\nbroken")
@@ -71,6 +74,7 @@ def test_signals_split_worker_failure_raises_one_line_error(data_dir, monkeypatc
     assert not run._depth.proc.is_alive()
 
 
+@pytest.mark.slow   # forks the depth worker (daemons/marketdata/forked.py)
 def test_signals_split_stopped_early_stops_the_worker(data_dir):
     paths = [str(data_dir / "hftbacktest/usdm/btcusdt_20240719.gz")]
     run = OfflineRun(paths, "BTCUSDT")
