@@ -19,7 +19,7 @@ from daemons.broker.manager import (Cancel, Countdown, FetchFunding, FetchOpenOr
                                     FetchOrders, FetchPositions, FetchTrades, FetchWallet, Halt,
                                     OrderManager, Query, Send, Settings)
 from daemons.broker.protection import CancelStop, FetchStops, PlaceStop
-from daemons.strategy import state as tstate
+from daemons import trading as tstate
 
 SYMBOL = "BTCUSDT"
 

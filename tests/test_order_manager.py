@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from daemons.broker import orders as fsm
 from daemons.broker.manager import FetchOrders, Halt, OrderManager, Settings
-from daemons.strategy import state as tstate
+from daemons import trading as tstate
 
 from order_venue import SYMBOL, Harness
 

@@ -7,7 +7,7 @@ from bus import BadRecord
 from daemons.gateway import proposals as P
 from daemons.strategy import risk, rules
 from daemons.strategy.core import StrategyCore
-from daemons.strategy.state import ACTIVE, HALTED, TradingState
+from daemons.trading import ACTIVE, HALTED, TradingState
 
 SYMS = ("BTCUSDT", "ETHUSDT")
 

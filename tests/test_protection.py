@@ -6,7 +6,7 @@ import pytest
 
 from daemons.broker.binance.errors import Ambiguous
 from daemons.broker.protection import STOP_PREFIX, Protection, wanted_stop
-from daemons.strategy import state as tstate
+from daemons import trading as tstate
 from order_venue import SYMBOL, Harness, ScriptedVenue
 
 BPS = 100.0

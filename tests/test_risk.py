@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemons.strategy import risk
-from daemons.strategy.state import ACTIVE, HALTED, REDUCING
+from daemons.trading import ACTIVE, HALTED, REDUCING
 
 LIMITS = risk.Limits(max_position_usdt=1000.0, max_order_usdt=500.0, max_orders_per_minute=5,
                      daily_loss_limit_usdt=200.0)

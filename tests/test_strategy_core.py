@@ -8,7 +8,7 @@ from bus import BadRecord
 from daemons import config as configmod
 from daemons.strategy import ids, risk
 from daemons.strategy.core import StrategyCore
-from daemons.strategy.state import TradingState
+from daemons.trading import TradingState
 
 SYM = "BTCUSDT"
 T0 = 1_700_000_000_000

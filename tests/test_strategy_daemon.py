@@ -15,7 +15,7 @@ import pytest
 from bus import BadRecord, open_bus
 from daemons import config as configmod
 from daemons.strategy import ids, rules
-from daemons.strategy.state import ACTIVE, HALTED, REDUCING, load_state, status
+from daemons.trading import ACTIVE, HALTED, REDUCING, load_state, status
 
 from conftest import OFI
 

@@ -35,7 +35,7 @@ from ..broker.executors import BacktestExecutor
 from ..marketdata.merge import event_time
 from ..signal.core import SignalCore
 from ..strategy.core import StrategyCore
-from ..strategy.state import TradingState
+from ..trading import TradingState
 
 TOPICS = ("signals", "intents", "orders", "fills", "positions")
 

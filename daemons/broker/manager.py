@@ -57,7 +57,7 @@ from dataclasses import dataclass, replace
 
 from bus import BadRecord
 
-from ..strategy import state as tstate
+from .. import trading as tstate
 from . import orders as fsm
 from .binance.errors import Ambiguous, Banned, GatewayError, NotFound, NotSent, Rejected
 from .binance.schemas import (VenueOrder, VenueStop, is_funding_update, parse_algo_update,

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .. import config as configmod
 from ..runtime import Stage
-from ..strategy import state as tstate
+from .. import trading as tstate
 from .binance.errors import AuthError, Banned, GatewayError, RateLimited
 from .execlog import ExecLog
 from .executors import ExecutorError, make_executor

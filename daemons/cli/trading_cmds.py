@@ -14,7 +14,7 @@ import orjson
 
 from .. import config as configmod
 from ..runtime import read_json
-from ..strategy.state import ACTIVE, HALTED, StateError, save_state
+from ..trading import ACTIVE, HALTED, StateError, save_state
 from .common import home_option, json_option
 
 

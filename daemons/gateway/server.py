@@ -34,8 +34,8 @@ from bus import BusError, now_ms
 
 from .. import config as configmod
 from ..strategy import risk
-from ..strategy.state import HALTED, StateError, load_state, save_state
-from ..strategy.state import status as trading_status
+from ..trading import HALTED, StateError, load_state, save_state
+from ..trading import status as trading_status
 from . import proposals as P
 from . import store
 

@@ -42,7 +42,7 @@ from bus import BadRecord
 
 from ..gateway import proposals
 from . import ids, risk, rules
-from .state import ACTIVE, REDUCING, TradingState
+from ..trading import ACTIVE, REDUCING, TradingState
 
 DAILY_LOSS_REASON = "daily loss limit"
 DRAWDOWN_REASON = "drawdown limit"

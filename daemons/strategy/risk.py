@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .state import HALTED, REDUCING
+from ..trading import HALTED, REDUCING
 
 WINDOW_MS = 60_000
 SIDES = {"BUY": 1, "SELL": -1}

@@ -41,7 +41,7 @@ from .. import runtime
 from ..runtime import Stage, write_json_atomic
 from . import ids, risk, rules, source
 from .core import StrategyCore
-from .state import HALTED, StateError, TradingState, load_state, save_state
+from ..trading import HALTED, StateError, TradingState, load_state, save_state
 
 SNAPSHOT = "strategy.json"
 SIGNALS_POSITION = "strategy-signals.json"

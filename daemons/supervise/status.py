@@ -26,7 +26,7 @@ def run_config(cfg: dict) -> dict:
 def trading_status(home: str) -> dict:
     """The kill-switch state (ACTIVE when never set)."""
     try:
-        from ..strategy import state as trading
+        from .. import trading
     except ImportError:
         return {"state": "ACTIVE", "reason": None}
     return trading.status(home)

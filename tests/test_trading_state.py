@@ -7,7 +7,7 @@ import time
 import orjson
 import pytest
 
-from daemons.strategy import state
+from daemons import trading as state
 
 
 def test_state_missing_file_reads_active(home):
