@@ -125,11 +125,24 @@ def load(path: str | os.PathLike | None = None, overrides: dict | None = None,
     return cfg
 
 
+#: the allowed values of every enumerated key: the one place they are checked (at load)
 CHOICES = {
     "sink": ("jsonl", "sqlite"),
     "broker.mode": ("mock", "sim", "testnet", "live"),
+    "broker.margin_type": ("", "CROSSED", "ISOLATED"),
+    "broker.user_stream_route": ("private", "legacy"),
     "bus.fsync": ("none", "record", "batch", "interval"),
     "log.level": ("debug", "info", "warning", "error"),
+    "harvest.source": ("live", "replay"),
+    "harvest.route": ("routed", "market", "public", "legacy"),
+    "strategy.order_type": ("MARKET", "LIMIT"),
+    "strategy.exit_order_type": ("MARKET", "LIMIT"),
+    "strategy.signals_source": ("auto", "jsonl", "sqlite"),
+}
+#: inclusive bounds of numeric keys (None: no bound)
+RANGES = {
+    "broker.leverage": (0, 125),          # 0: leave the account's
+    "harvest.depth_levels": (1, None),
 }
 
 
@@ -150,6 +163,13 @@ def validate(cfg: dict) -> None:
         if value is not None and value not in choices:
             raise ConfigError(f"config: key '{dotted}' must be one of {', '.join(choices)}, "
                               f"not {value!r}")
+    for dotted, (lo, hi) in RANGES.items():
+        value = get(cfg, dotted)
+        if value is None:
+            continue
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            span = f"{lo}..{hi}" if hi is not None else f"at least {lo}"
+            raise ConfigError(f"config: key '{dotted}' must be {span}, not {value!r}")
     if not cfg.get("symbols"):
         raise ConfigError("config: key 'symbols' must list at least one symbol")
 

@@ -74,3 +74,21 @@ def test_cli_missing_config_file_exits_2(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "no such config file" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("broker.margin_type", "CROSS", "must be one of , CROSSED, ISOLATED"),
+    ("broker.user_stream_route", "ws", "must be one of private, legacy"),
+    ("harvest.source", "files", "must be one of live, replay"),
+    ("strategy.order_type", "STOP", "must be one of MARKET, LIMIT"),
+    ("broker.leverage", 200, "must be 0..125, not 200"),
+    ("harvest.depth_levels", 0, "must be at least 1, not 0"),
+])
+def test_allowed_values_are_checked_at_load_in_one_place(tmp_path, key, value, says):
+    section, name = key.split(".")
+    path = tmp_path / "c.yaml"
+    path.write_text(f"{section}:\n  {name}: {value!r}\n" if isinstance(value, str)
+                    else f"{section}:\n  {name}: {value}\n")
+    with pytest.raises(config.ConfigError) as exc:
+        config.load(str(path))
+    assert f"config: key '{key}' {says}" in str(exc.value)

@@ -64,16 +64,7 @@ class BrokerStage(Stage):
     # -- start -----------------------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.ctx.config
-        b = self.b = cfg["broker"]
-        if b["margin_type"] not in ("", "CROSSED", "ISOLATED"):
-            raise configmod.ConfigError("config: key 'broker.margin_type' must be one of "
-                                        f"CROSSED, ISOLATED or empty, not {b['margin_type']!r}")
-        if not 0 <= int(b["leverage"]) <= 125:
-            raise configmod.ConfigError("config: key 'broker.leverage' must be 0 (leave it) "
-                                        f"or 1..125, not {b['leverage']!r}")
-        if b["user_stream_route"] not in ("private", "legacy"):
-            raise configmod.ConfigError("config: key 'broker.user_stream_route' must be one of "
-                                        f"private, legacy, not {b['user_stream_route']!r}")
+        b = self.b = cfg["broker"]   # allowed values checked at load (config.CHOICES, RANGES)
         self.log = self.ctx.log
         self.mode = b["mode"]
         self.exec_log = ExecLog(self.ctx.home, self.mode)

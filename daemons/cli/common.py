@@ -57,7 +57,7 @@ def runtime_options(f):
 #: context settings of a command run on its own (``python -m daemons.<stage>``), as under ``ofi``
 STANDALONE = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
-MODES = ("mock", "sim", "testnet", "live")
+MODES = configmod.CHOICES["broker.mode"]
 
 
 def _symbol_list(ctx, param, value):

@@ -8,14 +8,14 @@ from ..supervise import conf, control
 from ..supervise.run import run as run_pipeline
 from ..supervise.status import format_status, status as get_status
 from ..supervise.summary import format_summary
-from .common import json_option, load_config, pass_config, runtime_options
+from .common import MODES, json_option, load_config, pass_config, runtime_options
 
 
 @click.command()
 @runtime_options
 @click.option("--enable", default=",".join(conf.STAGES), show_default=True,
               help="Comma-separated stages to run.")
-@click.option("--mode", type=click.Choice(["mock", "sim", "testnet", "live"]), default=None,
+@click.option("--mode", type=click.Choice(MODES), default=None,
               help="Broker venue (default: config / EXECUTOR_MODE).")
 @click.option("--symbols", default=None, help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT.")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,

@@ -34,7 +34,7 @@ from .live import LiveBooks
 from .replay import Pacer, open_replay, topic_of
 from .wsclient import LiveFeed
 
-SOURCES = ("live", "replay")
+
 OUTPUTS = ("trades", "book", "depth")
 
 
@@ -59,12 +59,7 @@ class HarvestStage(Stage):
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        if self.source not in SOURCES:
-            raise configmod.ConfigError(f"config: key 'harvest.source' must be one of "
-                                        f"{', '.join(SOURCES)}, not {self.source!r}")
-        if self.h["depth_levels"] < 1:
-            raise configmod.ConfigError("config: key 'harvest.depth_levels' must be at least 1")
-        if self.source == "replay":
+        if self.source == "replay":   # allowed values checked at load (config.CHOICES)
             self._start_replay()
         else:
             self._start_live()
