@@ -1,5 +1,6 @@
 """Shared fixtures: a fresh home per test, the recorded data, free ports, process cleanup;
-the ``slow`` marker on every test that starts a process."""
+the ``slow`` marker on every test that starts a process; no test may leave a thread or a child
+process running."""
 from __future__ import annotations
 
 import ast
@@ -9,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -78,6 +80,85 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+LEAK_GRACE_S = 2.0   # how long a test's threads and processes get to end after it
+
+
+def _processes() -> dict[tuple[int, bytes], int]:
+    """The processes running now, zombies left out: (pid, start time) -> parent pid (the
+    start time tells a pid used again apart). Empty where /proc is not there."""
+    out = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:   # gone meanwhile
+            continue
+        # after "pid (comm)": state, ppid, ...; starttime (field 22 of stat) is the 20th
+        if fields[0] != b"Z":
+            out[(int(name), fields[19])] = int(fields[1])
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _left_running(before, temp: str) -> dict[int, str]:
+    """The processes started since ``before`` that still run and are the test's: children of
+    this process, or any process whose command line names a path under ``temp`` (a program
+    that outlived its parent: supervisord and its programs after ``ofi run`` was killed)."""
+    me, out = os.getpid(), {}
+    for (pid, start), ppid in _processes().items():
+        if (pid, start) in before or pid == me:
+            continue
+        cmd = _cmdline(pid)
+        if ppid == me or temp in cmd:
+            out[pid] = cmd
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request, tmp_path_factory):
+    """Fail a test that leaves a non-daemon thread (after LEAK_GRACE_S to end) or a process
+    running: a child of this process, or a process started on a path of this session's
+    temporary directory. Threads and processes that were there before the test (a module's
+    fixtures) do not count. The processes it left are killed, so that the tests after it
+    start clean."""
+    threads = set(threading.enumerate())
+    before = _processes()
+    temp = f"{tmp_path_factory.getbasetemp()}{os.sep}"
+    yield
+    deadline = time.monotonic() + LEAK_GRACE_S
+    for t in threading.enumerate():
+        if t not in threads and not t.daemon:
+            t.join(max(0.0, deadline - time.monotonic()))
+    left = [t for t in threading.enumerate() if t not in threads and not t.daemon and t.is_alive()]
+    procs = _left_running(before, temp)
+    while procs and time.monotonic() < deadline:
+        time.sleep(0.05)
+        procs = _left_running(before, temp)
+    if left or procs:
+        what = [f"thread {t.name!r} still running" for t in left]
+        what += [f"process {pid} ({cmd[:200]}) still running (now killed)"
+                 for pid, cmd in procs.items()]
+        for pid in procs:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        pytest.fail(f"{request.node.nodeid} left behind: " + "; ".join(what), pytrace=False)
+
+
 @pytest.fixture
 def home(tmp_path):
     """A fresh runtime directory."""
@@ -101,9 +182,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+STOP_GRACE_S = 15.0   # how long a process still running at the end of its test gets to stop
+
+
 @pytest.fixture
 def procs():
-    """Start processes that are killed (with their groups) when the test ends."""
+    """Start processes that are stopped (with their groups) when the test ends: SIGTERM, so
+    that ``ofi run`` stops the supervisord it started (supervisord is in a session of its
+    own), then SIGKILL what still runs after STOP_GRACE_S."""
     started: list[subprocess.Popen] = []
 
     def start(args, **kw):
@@ -113,13 +199,23 @@ def procs():
         return p
 
     yield start
-    for p in started:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait(10)
+    running = [p for p in started if p.poll() is None]
+    for p in running:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + STOP_GRACE_S
+    for p in running:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(p.pid, signal.SIGKILL)   # its group: what it started and left
+        except ProcessLookupError:
+            pass
+        p.wait(10)
 
 
 OFI = [sys.executable, "-m", "daemons.cli"]
