@@ -113,10 +113,6 @@ def no_such_order() -> ApiError:
     return ApiError(-2013, "Order does not exist.")
 
 
-def bad_api_key_format() -> ApiError:
-    return ApiError(-2014, "API-key format invalid.", 401)
-
-
 def rejected_key() -> ApiError:
     return ApiError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
 
@@ -203,10 +199,6 @@ def fok_rejected() -> ApiError:
 def gtx_rejected() -> ApiError:
     return ApiError(-5022, "Due to the order could not be executed as maker, the Post Only order will "
                     "be rejected. The order will not be recorded in the order history")
-
-
-def unknown_path() -> ApiError:
-    return ApiError(-1000, "Unknown endpoint.", 404)
 
 
 def invalid_param(name: str) -> ApiError:

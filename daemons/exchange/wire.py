@@ -63,11 +63,6 @@ def order_update(spec: SymbolSpec, o: Order, x: str, now: int, last_qty: int = 0
     return {"e": "ORDER_TRADE_UPDATE", "E": now, "T": now, "o": o_}
 
 
-def trade_json(t: dict) -> dict:
-    """GET /fapi/v1/userTrades item (the venue stores trades in this shape already)."""
-    return t
-
-
 def position_v2(spec: SymbolSpec, pos: Position, acct: Account, mark: Decimal) -> dict:
     q = spec.qty_dec(pos.qty)
     notional = q * mark
