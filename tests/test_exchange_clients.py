@@ -6,7 +6,7 @@ import requests
 
 from daemons.exchange import signing
 from exchange_harness import (KEY, SECRET, ccxt_client, start_exchange, stop_exchange,
-                              um_client, wait_for)
+                              um_client)
 
 pytestmark = pytest.mark.timeout(60)
 

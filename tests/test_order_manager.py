@@ -453,8 +453,8 @@ def test_deadman_switch_is_refreshed_every_third_of_its_time_and_sooner_after_a_
 
 
 def test_deadman_switch_off_and_in_mock_mode_no_refresh():
-    for settings in ({"deadman_ms": 0}, {"deadman_ms": 30_000, "remote": False}):
-        h = Harness(**settings)
+    for kw in ({"deadman_ms": 0}, {"deadman_ms": 30_000, "remote": False}):
+        h = Harness(**kw)
         h.advance(30.0)
         assert not [a for a in h.actions if a.kind == "countdown"]
 

@@ -145,7 +145,6 @@ class Exchange:
     def mark_event(self, sym: str, now: int) -> dict:
         """A markPriceUpdate: mark = index = estimated settle price = the book's mid (rounded
         down to a tick), so the premium is 0 and the funding rate is the configured one."""
-        spec = self.specs[sym]
         mark = wire.dec(self.venue.mark_dec(sym))
         return {"e": "markPriceUpdate", "E": now, "s": sym, "p": mark, "ap": mark,
                 "i": mark, "P": mark, "r": wire.dec(self.venue.funding_rate),
