@@ -513,7 +513,7 @@ class OrderManager:
     def _emit_position(self, symbol: str, cause: str, **extra) -> None:
         p = self.journal.book.get(symbol)
 
-        self.protection.position(symbol, p.qty, p.entry_price, self.marks.get(symbol))
+        self.protection.position(symbol, p.qty, p.entry_price)
         payload = p.payload(self.marks.get(symbol))
         payload.update(intent_seq=self.intent_seq, in_flight=self.in_flight(symbol),
                        cause=cause, **extra)
@@ -1099,7 +1099,6 @@ class OrderManager:
         if symbol not in self.s.symbols or not price > 0:
             return
         self.marks[symbol] = price
-        self.protection.symbols[symbol].mark = price
         if abs(self.journal.book.get(symbol).qty) > EPS and \
                 now - self._mark_emitted.get(symbol, 0.0) >= MARK_RECORD_S:
             self._mark_emitted[symbol] = now
@@ -1123,9 +1122,7 @@ class OrderManager:
         self._protect(now)
 
     def _after_place_stop(self, a: PlaceStop, outcome, now: float) -> None:
-        if a.symbol in self.marks:   # a refusal (market beyond the stop) retries from the mark
-            self.protection.symbols[a.symbol].mark = self.marks[a.symbol]
-        why = self.protection.after(a, outcome, now)
+        why = self.protection.after(a, outcome, now, self.marks.get(a.symbol))
         if why:
             self.log.error("protective_stop_refused", symbol=a.symbol, side=a.side,
                            trigger_price=a.trigger_price, error=why)

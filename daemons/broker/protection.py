@@ -101,7 +101,6 @@ def wanted_stop(qty: float, ref: float, bps: float) -> tuple[str, float] | None:
 class _Symbol:
     qty: float = 0.0
     entry: float = 0.0
-    mark: float | None = None
     stops: dict[str, VenueStop] = field(default_factory=dict)   # ours, waiting at the venue
     busy: bool = False            # an action is out
     unsure: bool = True           # what the venue holds is not known (start, ambiguity)
@@ -133,14 +132,12 @@ class Protection:
         return self.bps > 0
 
     # -- what the broker tells it ----------------------------------------------------------------
-    def position(self, symbol: str, qty: float, entry: float, mark: float | None) -> None:
+    def position(self, symbol: str, qty: float, entry: float) -> None:
         st = self.symbols.get(symbol)
         if st is not None:
             st.qty, st.entry = qty, entry
             if st.closing is not None and st.closing != (qty, entry):
                 st.closing = None
-            if mark:
-                st.mark = mark
 
     def venue_list(self, symbol: str, rows: list[VenueStop], now: float) -> None:
         """What ``openAlgoOrders`` says the venue holds now (the truth for this symbol)."""
@@ -248,8 +245,10 @@ class Protection:
         return f"{STOP_PREFIX}{symbol[:12]}-{ms}"
 
     # -- answers ---------------------------------------------------------------------------------
-    def after(self, action, outcome, now: float) -> str | None:
-        """The venue's answer to one of our actions; a one-line refusal to log, if any."""
+    def after(self, action, outcome, now: float, mark: float | None = None) -> str | None:
+        """The venue's answer to one of our actions; a one-line refusal to log, if any.
+        ``mark``: the latest mark price (a placement refused because the market is already
+        beyond the stop is tried again ``bps`` beyond it)."""
         st = self.symbols[action.symbol]
         st.busy = False
         if isinstance(action, FetchStops):
@@ -264,7 +263,7 @@ class Protection:
             if isinstance(outcome, Rejected):
                 # e.g. -2021 would immediately trigger: the mark is already beyond the stop, so
                 # the next try is ``bps`` beyond the mark of then
-                want = wanted_stop(st.qty, st.mark or 0.0, self.bps)
+                want = wanted_stop(st.qty, mark or 0.0, self.bps)
                 if want is not None and outcome.code == -2021:
                     st.fallback = (st.qty, st.entry, want[1])
                     st.retry_at = now + RETRY_S / 4
