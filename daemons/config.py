@@ -131,6 +131,7 @@ CHOICES = {
     "broker.mode": ("mock", "sim", "testnet", "live"),
     "broker.margin_type": ("", "CROSSED", "ISOLATED"),
     "broker.user_stream_route": ("private", "legacy"),
+    "broker.order_transport": ("ws", "rest"),
     "bus.fsync": ("none", "record", "batch", "interval"),
     "log.level": ("debug", "info", "warning", "error"),
     "harvest.source": ("live", "replay"),
