@@ -315,6 +315,16 @@ class Consumer:
         """Note that everything up to ``position`` has been processed."""
         self._marked = position
 
+    def seek(self, position: dict | None) -> None:
+        """Read from ``position`` (None: the beginning) on, whatever was saved: for a stage
+        whose state, saved with the positions it reflects, is the truth (``daemons/runtime``).
+        The next ``commit`` saves it."""
+        self.reader.close()
+        self.reader = self.bus.reader(self.topic, position, "beginning")
+        self._marked = dict(position) if position else self.reader.position
+        self._saved = None
+        self._last = None
+
     def commit(self) -> None:
         """Save the marked position (atomically) if it moved.
 

@@ -3,14 +3,26 @@
 A stage is a :class:`Stage` subclass that names its ``inputs`` and ``outputs`` and implements
 ``handle(topic, record)``; :func:`run` does the rest::
 
-    read config -> open bus, writers, consumers -> stage.start() -> print ofi-ready
+    read config -> open bus, writers, consumers -> [restore state] -> stage.start() -> ofi-ready
     loop: for each input, take a batch; handle each record; mark its position; commit
-          stage.tick(); heartbeat; sleep on inotify (or the slow poll) when idle
-    SIGTERM/SIGINT: finish the record in hand, commit, stage.stop(), exit 0
+          stage.tick(); [save state]; heartbeat; sleep on inotify (or the slow poll) when idle
+    SIGTERM/SIGINT: finish the record in hand, commit, [save state], stage.stop(), exit 0
 
 ``handle`` may raise :class:`bus.BadRecord`: the record goes to ``deadletter`` with the reason
 and the loop goes on. Any other exception is unrecoverable: logged, then exit code 1 (supervisord
 restarts the program and the consumer resumes from its last committed position).
+
+A *stateful* stage (``stateful = True``: signal, strategy) keeps what it has learnt from its
+inputs in memory. The runtime saves ``stage.snapshot()`` every ``save_every_s`` and at stop, in
+one file written atomically (``<home>/state/<name>.json``) together with the input positions it
+reflects; on start it hands the state back to ``stage.restore`` and rewinds every input to its
+saved position, so a SIGKILL at any instant loses nothing and applies nothing twice. The
+consumer files under ``bus/.consumers`` then only report progress (lag). Inputs that are not
+topics of this home's bus (a signals directory elsewhere) come from ``stage.sources()`` and are
+read, marked and saved the same way.
+
+Time comes from the injected clock (``ctx.clock``; ``ctx.now_ms()``), the wall clock by
+default, so a stage's timers run under a test's clock too.
 
 A refusal to start (a ``ConfigError``: bad config, missing or rejected keys, no confirmation, a
 production host outside live mode, an unreachable venue) is not a crash: it is logged once as
@@ -43,6 +55,7 @@ REFUSED = 2
 #: environment variable with the program's ``startsecs`` (set by the rendered supervisord.conf)
 STARTSECS_ENV = "OFI_STARTSECS"
 ALERTS_CLOSE_S = 3.0    # how long a stop waits for queued alert webhooks
+STATE_FORMAT = 1        # of the state file the runtime writes for a stateful stage
 _T0 = time.monotonic()   # about when the process started (the module is imported at start)
 
 
@@ -54,15 +67,37 @@ class Stage:
     outputs: tuple[str, ...] = ()
     #: where a consumer without a saved position starts: "beginning" or "end"
     default_start = "beginning"
+    #: the runtime saves ``snapshot()`` with the input positions (see the module docstring)
+    stateful = False
+    #: seconds between two saves of a stateful stage's state (a stage may set it from config)
+    save_every_s = 1.0
 
     def __init__(self, ctx: "Context"):
         self.ctx = ctx
+
+    def restore(self, state: dict) -> None:
+        """Take back the state of the last ``snapshot`` (called before ``start``, and only
+        when one was saved)."""
+
+    def snapshot(self) -> dict:
+        """The state to save with the current input positions (JSON-serialisable)."""
+        return {}
+
+    def sources(self) -> dict:
+        """Inputs that are not topics of this home's bus: ``{topic: source}``, each with the
+        consumer's ``poll``/``mark``/``seek``/``commit``/``position``/``lag``/``close`` (its
+        records reach ``handle`` under ``topic``; an optional ``key`` names its saved
+        position). Called after ``restore``."""
+        return {}
 
     def start(self) -> None:
         """Open connections; called before the ready line."""
 
     def handle(self, topic: str, record: dict) -> None:
         """Process one input record (raise ``BadRecord`` to dead-letter it)."""
+
+    def drained(self, topic: str, caught_up: bool) -> None:
+        """After each read of an input: whether it is caught up (nothing more to read now)."""
 
     def tick(self, now: float) -> None:
         """Called on every loop turn, records or not (timers, external sources)."""
@@ -82,8 +117,9 @@ class Stage:
 class Context:
     """What a stage gets: config, bus, its writers, a logger, its directories."""
 
-    def __init__(self, name: str, cfg: dict, bus, log: Logger):
+    def __init__(self, name: str, cfg: dict, bus, log: Logger, clock=time.time):
         self.name = name
+        self.clock = clock                  # seconds since the epoch (injected in tests)
         self.config = cfg
         self.bus = bus
         self.log = log
@@ -97,6 +133,16 @@ class Context:
         self.waiting: dict | None = None   # what a pause waits for (in the heartbeat file)
         self.beat = lambda now: None       # the runner's heartbeat, so a long pause keeps it
         self.alerter = None                # daemons.alerts.Alerter, made by the first alert
+        self.unsaved = False               # a stateful stage changed since its last save
+
+    def now_ms(self) -> int:
+        """The clock in integer milliseconds (the bus's time unit)."""
+        return int(self.clock() * 1000)
+
+    def changed(self) -> None:
+        """Note that a stateful stage's state changed without an input record (a timer):
+        the next save is due."""
+        self.unsaved = True
 
     def pause(self, seconds: float, **why) -> bool:
         """Wait ``seconds`` (during start-up, say for a venue's Retry-After) with the heartbeat
@@ -156,42 +202,96 @@ def read_json(path: str) -> dict | None:
 class Runner:
     """Drives one stage; see the module docstring."""
 
-    def __init__(self, stage_cls, cfg: dict, log: Logger | None = None):
+    def __init__(self, stage_cls, cfg: dict, log: Logger | None = None, clock=time.time):
         self.cfg = cfg
         self.name = stage_cls.name
         self.log = log or Logger(self.name, configmod.get(cfg, "log.level", "info"))
         home = configmod.home_of(cfg)
         self.bus = open_bus(home, sink=cfg["sink"], **cfg["bus"])
-        self.ctx = Context(self.name, cfg, self.bus, self.log)
+        self.ctx = Context(self.name, cfg, self.bus, self.log, clock)
+        self.clock = clock
         self.stage = stage_cls(self.ctx)
         self.consumers = {}
+        self.keys = {}            # input topic -> the name of its position in the state file
         self.processed = 0
-        self.started = time.time()
-        self.heartbeat_s = float(configmod.get(cfg, "daemon.heartbeat_s", 1.0))
-        self.batch = int(configmod.get(cfg, "daemon.batch", 2000))
+        self.deadlettered = 0
+        self.started = clock()
+        self.heartbeat_s = float(cfg["daemon"]["heartbeat_s"])
+        self.batch = int(cfg["daemon"]["batch"])
+        self.state_path = os.path.join(self.ctx.state_dir, f"{self.name}.json")
         self._next_beat = 0.0
+        self._saved_at = time.monotonic()
         self.ready = False
         self.ctx.beat = self.heartbeat
 
     def open(self) -> None:
-        for topic in self.stage.outputs:
+        stage = self.stage
+        for topic in stage.outputs:
             self.ctx.writers[topic] = self.bus.writer(topic)
-        for topic in self.stage.inputs:
+        saved = self.load_state() if stage.stateful else None
+        for topic in stage.inputs:
             self.consumers[topic] = self.bus.consumer(
-                topic, self.name, default_start=self.stage.default_start)
+                topic, self.name, default_start=stage.default_start)
+            self.keys[topic] = topic
             self.bus.watch(topic)
-        if not self.stage.inputs:
+        if saved is not None:
+            stage.restore(saved["state"])
+        for topic, source in stage.sources().items():
+            self.consumers[topic] = source
+            self.keys[topic] = getattr(source, "key", topic)
+        if stage.stateful:
+            positions = saved.get("positions") if saved is not None else {}
+            if positions is not None:   # None: a state file of before the runtime kept them
+                for topic, consumer in self.consumers.items():
+                    consumer.seek(positions.get(self.keys[topic]))
+        if not stage.inputs:
             self.bus.wait(0)  # create the waker so that other threads can kick the loop
 
+    # -- state of a stateful stage ---------------------------------------------------------
+    def load_state(self) -> dict | None:
+        """The saved state (``{"state", "positions"}``), or None when there is none."""
+        try:
+            with open(self.state_path, "rb") as f:
+                data = orjson.loads(f.read())
+        except FileNotFoundError:
+            return None
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise configmod.ConfigError(f"{self.name} state {self.state_path} is unreadable: "
+                                        f"{exc}") from None
+        if not isinstance(data, dict):
+            raise configmod.ConfigError(f"{self.name} state {self.state_path} is not an object")
+        if "runtime" not in data:
+            # written by the stage itself before the runtime saved it: the positions, if it
+            # kept them, sit beside the state
+            return {"state": data, "positions": data.get("positions")}
+        if data["runtime"] != STATE_FORMAT:
+            raise configmod.ConfigError(f"{self.name} state {self.state_path}: unknown format "
+                                        f"{data['runtime']!r}")
+        return data
+
+    def save_state(self) -> None:
+        """Write the stage's state and the positions it reflects (one atomic file), then
+        commit the consumers (their files only report progress)."""
+        state = self.stage.snapshot()
+        write_json_atomic(self.state_path, {
+            "runtime": STATE_FORMAT, "stage": self.name, "saved": self.clock(),
+            "positions": {self.keys[t]: c.position for t, c in self.consumers.items()},
+            "state": state})
+        for consumer in self.consumers.values():
+            consumer.commit()
+        self.ctx.unsaved = False
+        self._saved_at = time.monotonic()
+
+    # -- loop ------------------------------------------------------------------------------
     def heartbeat(self, now: float, force: bool = False) -> None:
         if not force and now < self._next_beat:
             return
         self._next_beat = now + self.heartbeat_s
         beat = {
             "name": self.name, "pid": os.getpid(), "ts": time.time(), "started": self.started,
-            "ready": self.ready, "processed": self.processed,
+            "ready": self.ready, "processed": self.processed, "deadlettered": self.deadlettered,
             "lag": {t: c.lag() for t, c in self.consumers.items()},
-            "positions": {t: c.position.get("seq", 0) for t, c in self.consumers.items()},
+            "positions": {t: (c.position or {}).get("seq", 0) for t, c in self.consumers.items()},
             "emitted": {t: w.seq for t, w in self.ctx.writers.items()},
         }
         if self.ctx.waiting:
@@ -202,42 +302,60 @@ class Runner:
     def step(self) -> int:
         """One pass over the inputs; returns how many records were handled."""
         handled = 0
+        stage = self.stage
+        handle = stage.handle
         for topic, consumer in self.consumers.items():
             batch = consumer.poll(self.batch)
+            stage.drained(topic, len(batch) < self.batch)
             for rec, pos in batch:
                 try:
-                    self.stage.handle(topic, rec)
+                    handle(topic, rec)
                 except BadRecord as bad:
                     self.bus.deadletter(bad.reason, bad.raw or orjson.dumps(rec).decode(),
                                         source=topic, position=pos, stage=self.name)
+                    self.deadlettered += 1
                 consumer.mark(pos)
                 handled += 1
                 if self.ctx.stopping:
                     break
-            consumer.commit()
+            if not stage.stateful:
+                consumer.commit()
             if self.ctx.stopping:
                 break
         self.processed += handled
+        if handled:
+            self.ctx.unsaved = True
         return handled
 
     def loop(self) -> None:
         poll = float(self.bus.settings["poll_interval_s"])
+        stateful = self.stage.stateful
         while not self.ctx.stopping:
             handled = self.step()
-            now = time.time()
+            now = self.clock()
             self.stage.tick(now)
+            if (stateful and self.ctx.unsaved
+                    and time.monotonic() - self._saved_at >= self.stage.save_every_s):
+                self.save_state()
             self.heartbeat(now)
             if handled or self.ctx.stopping:
                 continue
             timeout = self.stage.idle_timeout()
             timeout = poll if timeout is None else max(0.0, min(poll, timeout))
             timeout = min(timeout, max(0.0, self._next_beat - now))
+            if stateful and self.ctx.unsaved:
+                timeout = min(timeout, max(0.0, self._saved_at + self.stage.save_every_s
+                                           - time.monotonic()))
             self.bus.wait(timeout)
 
-    def close(self) -> None:
-        for consumer in self.consumers.values():
-            consumer.close()
+    def close(self, save: bool = True) -> None:
+        """Stop: save a stateful stage's state (not after a crash: the record in hand may be
+        half applied, and the last save is the truth), close the inputs, ``stage.stop()``."""
         try:
+            if save and self.stage.stateful and self.ready:
+                self.save_state()
+            for consumer in self.consumers.values():
+                consumer.close()
             self.stage.stop()
         finally:
             for w in self.ctx.writers.values():
@@ -297,7 +415,7 @@ def run(stage_cls, cfg: dict) -> int:
 
 def _safe_close(runner: Runner) -> None:
     try:
-        runner.close()
+        runner.close(save=False)
     except Exception:
         pass
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import threading
 import time
 
-from bus import now_ms
-
 from .. import runtime
 from .build import build
 from .period import parse_date
@@ -37,7 +35,7 @@ class ReportStage(runtime.Stage):
         self.last_error: str | None = None
 
     def start(self) -> None:
-        self.next_due = time.time()      # the first build right after ready
+        self.next_due = self.ctx.clock()      # the first build right after ready
 
     def tick(self, now: float) -> None:
         if now < self.next_due or (self.worker is not None and self.worker.is_alive()):
@@ -47,12 +45,12 @@ class ReportStage(runtime.Stage):
         self.worker.start()
 
     def idle_timeout(self) -> float | None:
-        return max(0.0, self.next_due - time.time())
+        return max(0.0, self.next_due - self.ctx.clock())
 
     def rebuild(self) -> None:
         """Build today's report (and, at a day change, the previous day's one last time)."""
         with self.lock:
-            today = parse_date("today", now_ms())
+            today = parse_date("today", self.ctx.now_ms())
             days = [today]
             if self.built_day is not None and self.built_day.label != today.label:
                 days.insert(0, self.built_day)
@@ -75,7 +73,7 @@ class ReportStage(runtime.Stage):
     def health(self) -> dict:
         return {"builds": self.builds, "last_report": self.last_path,
                 "last_build_s": self.last_seconds, "last_error": self.last_error,
-                "next_build_in_s": round(max(0.0, self.next_due - time.time()), 1)}
+                "next_build_in_s": round(max(0.0, self.next_due - self.ctx.clock()), 1)}
 
     def stop(self) -> None:
         if self.worker is not None:

@@ -9,11 +9,12 @@ an uninterrupted run) rests on three things:
    is a function of the topics' contents, not of how reads were batched. An input that is
    caught up (nothing more to read now) holds the others back for at most
    ``signal.merge_grace_ms`` of exchange time, so a silent stream does not stall the signals.
-2. **State and input positions saved together.** The stage reads its inputs itself (it declares
-   no runtime inputs) and every ``signal.save_every_s`` writes ``<home>/state/signal.json``
-   atomically: core state, the merge queues, the position of the last record read from each
-   topic, and where the ``signals`` topic ended. On start it rewinds its consumers to those
-   positions, so every record is read again after the snapshot, none twice before it.
+2. **State and input positions saved together.** The stage is stateful on the runtime
+   (``daemons/runtime.py``): every ``signal.save_every_s`` the runtime writes
+   ``<home>/state/signal.json`` atomically with the core state, the merge queues, where the
+   ``signals`` topic ended, and the position of the last record read from each input; on
+   start it rewinds the inputs to those positions, so every record is read again after the
+   snapshot, none twice before it.
 3. **No duplicate output.** Signals written after the snapshot are read back from the
    ``signals`` topic on start; the replayed core regenerates them and they are skipped
    (per symbol, every ``bucket_ms`` up to the last one already present).
@@ -24,8 +25,6 @@ carries on.
 from __future__ import annotations
 
 import math
-import os
-import time
 
 import orjson
 
@@ -33,11 +32,10 @@ from bus import BadRecord
 
 from .. import config as configmod
 from ..marketdata.merge import Merger, event_time
-from ..runtime import Stage, write_json_atomic
+from ..runtime import Stage
 from .core import SignalCore
 
 INPUTS = ("trades", "book", "depth")
-STATE_FILE = "signal.json"
 STATE_VERSION = 1
 
 
@@ -105,93 +103,65 @@ class SignalStage(Stage):
     """Signal daemon: OFI/CVD signals from trades, book and depth."""
 
     name = "signal"
-    inputs = ()            # read by the stage itself (see the module docstring)
+    inputs = INPUTS
     outputs = ("signals",)
+    stateful = True
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        section = ctx.config["signal"]
+        self.save_every_s = float(section["save_every_s"])
+        self.core = SignalCore.from_config(section)
+        self.merger = Merger(INPUTS, grace_ms=float(section["merge_grace_ms"]))
+        self.signals_pos: dict | None = None    # where ``signals`` ended at the restored save
+        self.resumed = False
+        self.skip: dict = {}
+        self.emitted = self.skipped = 0
+
+    def restore(self, state: dict) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise configmod.ConfigError(f"signal state: unknown version {state.get('version')!r}")
+        self.core = SignalCore.from_state(state["core"])
+        self.merger.load(state["merger"])
+        self.signals_pos = state["signals_pos"]
+        self.resumed = True
+
+    def snapshot(self) -> dict:
+        end = self.ctx.bus.reader("signals", start="end")
+        signals_pos = end.position
+        end.close()
+        return {"version": STATE_VERSION, "core": self.core.state(),
+                "merger": self.merger.state(), "signals_pos": signals_pos}
 
     def start(self) -> None:
-        cfg = self.ctx.config
-        section = cfg.get("signal", {})
-        self.save_every_s = float(section["save_every_s"])
-        self.batch = int(cfg["daemon"]["batch"])
-        self.path = os.path.join(self.ctx.state_dir, STATE_FILE)
-        bus = self.ctx.bus
-        saved = self._load()
-        if saved is not None:
-            self.core = SignalCore.from_state(saved["core"])
-        else:
-            self.core = SignalCore.from_config(section)
-        self.merger = Merger(INPUTS, grace_ms=float(section["merge_grace_ms"]))
-        if saved is not None:
-            self.merger.load(saved["merger"])
-        positions = saved["positions"] if saved else {}
-        self.consumers = {}
-        for topic in INPUTS:
-            self._rewind(topic, positions.get(topic))
-            self.consumers[topic] = bus.consumer(topic, self.name)
-            bus.watch(topic)
-        self.positions = {t: c.position for t, c in self.consumers.items()}
-        self.skip = self._already_written(saved["signals_pos"] if saved else None)
-        self.backlog = False
-        self.emitted = self.skipped = self.bad = self.records = 0
-        self._last_save = time.monotonic()
-        self.ctx.log.info("signal state", resumed=saved is not None,
+        self.skip = self._already_written(self.signals_pos if self.resumed else None)
+        self.ctx.log.info("signal state", resumed=self.resumed,
                           symbols=sorted(self.core.symbols), skip=self.skip)
 
     # -- loop ------------------------------------------------------------------------------
+    def drained(self, topic: str, caught_up: bool) -> None:
+        if caught_up:
+            self.merger.idle.add(topic)
+        else:
+            self.merger.idle.discard(topic)
+
+    def handle(self, topic: str, rec: dict) -> None:
+        validate(topic, rec)
+        self.merger.push(topic, event_time(rec), rec)
+
     def tick(self, now: float) -> None:
-        bus = self.ctx.bus
-        m = self.merger
-        push = m.push
-        backlog = False
-        for topic, consumer in self.consumers.items():
-            batch = consumer.poll(self.batch)
-            if len(batch) >= self.batch:
-                backlog = True
-                m.idle.discard(topic)
-            else:
-                m.idle.add(topic)
-            for rec, pos in batch:
-                try:
-                    validate(topic, rec)
-                except BadRecord as bad:
-                    bus.deadletter(bad.reason, bad.raw, source=topic, position=pos,
-                                   stage=self.name)
-                    self.bad += 1
-                else:
-                    push(topic, event_time(rec), rec)
-                self.positions[topic] = pos
-                consumer.mark(pos)
-            self.records += len(batch)
-            if self.ctx.stopping:
-                break
-        self.backlog = backlog
         out = []
         process = self.core.process
-        for _, rec in m.pop():
+        for _, rec in self.merger.pop():
             sigs = process(rec)
             if sigs:
                 out.extend(sigs)
         if out:
             self._emit(out)
-        if time.monotonic() - self._last_save >= self.save_every_s:
-            self._save()
-
-    def idle_timeout(self) -> float | None:
-        return 0.0 if self.backlog else None
 
     def health(self) -> dict:
-        return {
-            "lag": {t: c.lag() for t, c in self.consumers.items()},
-            "positions": {t: p.get("seq", 0) for t, p in self.positions.items()},
-            "processed": self.records, "pending": self.merger.pending(),
-            "emitted_signals": self.emitted,
-            "skipped_signals": self.skipped, "bad_records": self.bad,
-        }
-
-    def stop(self) -> None:
-        self._save()
-        for c in self.consumers.values():
-            c.close()
+        return {"pending": self.merger.pending(), "emitted_signals": self.emitted,
+                "skipped_signals": self.skipped}
 
     # -- output ----------------------------------------------------------------------------
     def _emit(self, sigs: list[dict]) -> None:
@@ -227,44 +197,3 @@ class SignalStage(Stage):
         finally:
             reader.close()
         return last
-
-    # -- state -----------------------------------------------------------------------------
-    def _rewind(self, topic: str, position: dict | None) -> None:
-        """Point the consumer of ``topic`` at the saved position (or the beginning)."""
-        d = os.path.join(self.ctx.bus.root, ".consumers", topic)
-        os.makedirs(d, exist_ok=True)
-        path = os.path.join(d, f"{self.name}.json")
-        if position is None:
-            try:
-                os.remove(path)
-            except FileNotFoundError:
-                pass
-        else:
-            write_json_atomic(path, position)
-
-    def _load(self) -> dict | None:
-        try:
-            with open(self.path, "rb") as f:
-                data = orjson.loads(f.read())
-        except FileNotFoundError:
-            return None
-        except (OSError, orjson.JSONDecodeError) as exc:
-            raise configmod.ConfigError(f"signal state {self.path} is unreadable: {exc}")
-        if data.get("version") != STATE_VERSION:
-            raise configmod.ConfigError(f"signal state {self.path}: unknown version "
-                                        f"{data.get('version')!r}")
-        return data
-
-    def _save(self) -> None:
-        end = self.ctx.bus.reader("signals", start="end")
-        signals_pos = end.position
-        end.close()
-        write_json_atomic(self.path, {
-            "version": STATE_VERSION, "saved": time.time(),
-            "core": self.core.state(), "merger": self.merger.state(),
-            "positions": self.positions, "signals_pos": signals_pos,
-        })
-        # the consumer files only report progress (lag); the state file is the truth
-        for c in self.consumers.values():
-            c.commit()
-        self._last_save = time.monotonic()

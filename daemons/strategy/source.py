@@ -3,16 +3,14 @@
 ``--signals-dir DIR`` names a home (``DIR/bus/signals``), a bus directory (``DIR/signals``) or a
 signals topic directory itself; ``--signals-source auto|jsonl|sqlite`` picks the sink to read
 (auto: SQLite if the topic has a database, else JSONL segments, decided once data appears).
-The position read so far is saved atomically in ``<home>/state/strategy-signals.json`` after
-the records are processed, like a bus consumer's.
+The runtime reads it like a bus consumer; the position read so far is saved with the
+strategy's state (``<home>/state/strategy.json``).
 """
 from __future__ import annotations
 
 import os
 
-import orjson
-
-from bus import jsonl, sqlite
+from bus import BadRecord, jsonl, sqlite
 
 SOURCES = ("auto", "jsonl", "sqlite")
 
@@ -53,27 +51,19 @@ def detect(topic_dir: str, source: str) -> str | None:
 
 
 class SignalSource:
-    """A consumer of a signals topic directory with its own saved position."""
+    """A consumer of a signals topic directory outside this home's bus, run by the runtime
+    like a bus consumer (its position is saved in the strategy's state file, under ``key``).
+    Undecodable lines go to this home's ``deadletter``."""
 
-    def __init__(self, topic_dir: str, source: str, state_path: str):
+    def __init__(self, topic_dir: str, source: str, bus, name: str):
         self.dir = topic_dir
         self.source = source
-        self.state_path = state_path
+        self.key = f"signals@{topic_dir}"
+        self.bus = bus
+        self.name = name
         self.sink = detect(topic_dir, source)
-        saved = self._load()
-        self._saved = saved
-        self._marked = saved
+        self._marked: dict | None = None
         self.reader = None
-
-    def _load(self) -> dict | None:
-        try:
-            with open(self.state_path, "rb") as f:
-                data = orjson.loads(f.read())
-        except (OSError, orjson.JSONDecodeError):
-            return None
-        if data.get("dir") != self.dir:
-            return None   # another source: its positions mean nothing here
-        return data.get("position")
 
     def _open(self) -> bool:
         if self.reader is not None:
@@ -87,22 +77,34 @@ class SignalSource:
         return True
 
     def poll(self, max_records: int) -> list:
-        """``(record or BadRecord, position)`` pairs available now."""
+        """``(record, position)`` pairs available now."""
         if not self._open():
             return []
-        return self.reader.read(max_records)
+        out = []
+        for item, pos in self.reader.read(max_records):
+            if isinstance(item, BadRecord):
+                self.bus.deadletter(item.reason, item.raw, source="signals", position=pos,
+                                    stage=self.name)
+                self._marked = pos
+                continue
+            out.append((item, pos))
+        return out
+
+    def seek(self, position: dict | None) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+        self._marked = dict(position) if position else None
 
     def mark(self, position: dict) -> None:
         self._marked = position
 
     def commit(self) -> None:
-        if self._marked == self._saved or self._marked is None:
-            return
-        tmp = f"{self.state_path}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(orjson.dumps({"dir": self.dir, "sink": self.sink, "position": self._marked}))
-        os.replace(tmp, self.state_path)
-        self._saved = dict(self._marked)
+        """Nothing to do: the position is saved with the strategy's state."""
+
+    @property
+    def position(self) -> dict | None:
+        return self._marked
 
     @property
     def seq(self) -> int:
@@ -115,7 +117,6 @@ class SignalSource:
         return max(0, last - self.seq)
 
     def close(self) -> None:
-        self.commit()
         if self.reader is not None:
             self.reader.close()
             self.reader = None

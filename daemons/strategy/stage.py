@@ -12,10 +12,11 @@ broker's (its ``positions`` records) plus the orders it has not finished (see ``
 An operator's approval of an order proposed through ``ofi mcp`` (``decisions`` topic) becomes an
 intent after the same risk check, or a ``cancel`` intent (``StrategyCore.on_decision``).
 
-Restart safety. The strategy's view (position per symbol, the broker's last record, our intents
-it had not handled, ...) is saved in ``<home>/state/strategy.json`` with the last signal,
-``intents`` and ``positions`` seqs it reflects. On start it replays the ``intents`` written
-after that snapshot (its own output, the truth of what was sent), then the ``positions`` records
+Restart safety. The stage is stateful on the runtime (``daemons/runtime.py``): the strategy's
+view (position per symbol, the broker's last record, our intents it had not handled, ...) is
+saved in ``<home>/state/strategy.json`` with the last signal, ``intents`` and ``positions`` seqs
+it reflects and, in the same atomic write, the position of every input. On start the inputs
+are rewound to those positions and it replays the ``intents`` written after that snapshot (its own output, the truth of what was sent), then the ``positions`` records
 written after it, so the view is again the broker's position plus what is in flight, even after
 a SIGKILL; the highest ``signal_seq`` seen in the intents marks the signals already acted on:
 re-delivered signals up to it are skipped, never re-emitted. Client order ids are derived from
@@ -30,21 +31,17 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
-import orjson
 
-from bus import BadRecord, now_ms
+from bus import BadRecord
 
 from .. import config as configmod
 from .. import runtime
-from ..runtime import Stage, write_json_atomic
+from ..runtime import Stage
 from . import ids, risk, rules, source
 from .core import StrategyCore
 from ..trading import HALTED, StateError, TradingState, load_state, save_state
 
-SNAPSHOT = "strategy.json"
-SIGNALS_POSITION = "strategy-signals.json"
 SNAPSHOT_EVERY_S = 0.5
 TIMER_EVERY_S = 0.25       # how often the timer exits are evaluated while a position is held
 
@@ -59,6 +56,8 @@ class StrategyStage(Stage):
     name = "strategy"
     inputs = ("signals", "positions", "decisions")
     outputs = ("intents",)
+    stateful = True
+    save_every_s = SNAPSHOT_EVERY_S
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -67,32 +66,35 @@ class StrategyStage(Stage):
         self.core = StrategyCore.from_config(cfg)
         self.denials_to_bus = bool(sec["denials_to_bus"])
         # an approval that waited longer than this for the strategy (it was down) is refused
-        self.decision_max_age_ms = int(float(configmod.get(cfg, "mcp.decision_max_age_s", 60.0))
-                                       * 1000)
+        self.decision_max_age_ms = int(float(cfg["mcp"]["decision_max_age_s"]) * 1000)
         self._trading = TradingState()
         self._trading_key: object = "unread"
-        self._dirty = False
-        self._saved_at = 0.0
-        self.snapshot_path = os.path.join(ctx.state_dir, SNAPSHOT)
         self.signals_dir = sec.get("signals_dir")
-        self.signals_source = sec.get("signals_source") or "auto"
+        self.signals_source = sec["signals_source"]
         self.external: source.SignalSource | None = None
-        self._external_more = False
         self._timer_at = 0.0
 
     # -- life cycle --------------------------------------------------------------------------
+    def restore(self, state: dict) -> None:
+        self.core.restore(state, same_signals=state.get("signals") == self._signals_id())
+
+    def snapshot(self) -> dict:
+        return {"version": 2, "signals": self._signals_id(), **self.core.snapshot()}
+
+    def sources(self) -> dict:
+        if "signals" in self.inputs:
+            return {}
+        topic_dir = self._signals_id()
+        self.external = source.SignalSource(topic_dir, self.signals_source, self.ctx.bus,
+                                            self.name)
+        if self.ctx.bus.waker is None:
+            self.ctx.bus.wait(0)
+        self.ctx.bus.waker.watch(topic_dir)
+        return {"signals": self.external}
+
     def start(self) -> None:
-        self._load_snapshot()
         replayed = self._replay_intents()
         positions = self._replay_positions()
-        if "signals" not in self.inputs:
-            topic_dir = source.resolve_topic_dir(self.signals_dir or self.ctx.home)
-            self.external = source.SignalSource(
-                topic_dir, self.signals_source,
-                os.path.join(self.ctx.state_dir, SIGNALS_POSITION))
-            if self.ctx.bus.waker is None:
-                self.ctx.bus.wait(0)
-            self.ctx.bus.waker.watch(topic_dir)
         st = self.trading_state()
         core = self.core
         self.ctx.log.info("strategy_start", last_signal_seq=core.last_signal_seq,
@@ -100,12 +102,7 @@ class StrategyStage(Stage):
                           positions_replayed=positions, positions_seq=core.positions_seq,
                           trading_state=st.state, signals=self.external.dir if self.external
                           else "bus", positions={s: v.qty for s, v in core.views.items() if v.qty})
-        self._save_snapshot()
-
-    def stop(self) -> None:
-        if self.external is not None:
-            self.external.close()
-        self._save_snapshot()
+        self.ctx.changed()   # the replays are saved with the positions at the first save
 
     def handle(self, topic: str, record: dict) -> None:
         if topic == "signals":
@@ -116,39 +113,18 @@ class StrategyStage(Stage):
             self.on_decision(record)
 
     def tick(self, now: float) -> None:
-        if self.external is not None:
-            batch = self.external.poll(int(configmod.get(self.ctx.config, "daemon.batch", 2000)))
-            for item, pos in batch:
-                if isinstance(item, BadRecord):
-                    self.ctx.bus.deadletter(item.reason, item.raw, source="signals",
-                                            position=pos, stage=self.name)
-                else:
-                    try:
-                        self.on_signal(item)
-                    except BadRecord as bad:
-                        self.ctx.bus.deadletter(bad.reason, bad.raw or orjson.dumps(item).decode(),
-                                                source="signals", position=pos, stage=self.name)
-                self.external.mark(pos)
-                if self.ctx.stopping:
-                    break
-            self.external.commit()
-            self._external_more = bool(batch)
         self.trading_state()   # notices (and logs) a change made by `ofi halt` / the broker
         if now - self._timer_at >= TIMER_EVERY_S:
             self._timer_at = now
-            step = self.core.on_timer(self.trading_state(), now_ms())
+            step = self.core.on_timer(self.trading_state(), self.ctx.now_ms())
             for payload in step.payloads:
                 self._emit(payload)
             if step.payloads:
-                self._dirty = True
-        if self._dirty and now - self._saved_at >= SNAPSHOT_EVERY_S:
-            self._save_snapshot()
+                self.ctx.changed()
 
     def idle_timeout(self) -> float | None:
-        if self._external_more:
-            return 0.0
         if self.core.holding():   # the timer must run while no record comes
-            return max(0.0, self._timer_at + TIMER_EVERY_S - time.time())
+            return max(0.0, self._timer_at + TIMER_EVERY_S - self.ctx.clock())
         return None
 
     # -- inputs ------------------------------------------------------------------------------
@@ -156,10 +132,7 @@ class StrategyStage(Stage):
         """One ``signals`` record: decide, check risk (the core), emit and log."""
         if rec.get("type") != "signal":
             return
-        before = self.core.last_signal_seq
-        step = self.core.on_signal(rec, self.trading_state(), now_ms())
-        if self.core.last_signal_seq != before:
-            self._dirty = True
+        step = self.core.on_signal(rec, self.trading_state(), self.ctx.now_ms())
         for event, fields in step.notes:
             self.ctx.log.warning(event, **fields)
             if event == "stale_signals":   # the first of a run: the feed lags
@@ -175,21 +148,17 @@ class StrategyStage(Stage):
 
     def on_position(self, rec: dict) -> None:
         """One ``positions`` record from the broker: the view follows it (see the core)."""
-        before = self.core.positions_seq
-        corrected = self.core.on_position(rec, now_ms())
+        corrected = self.core.on_position(rec, self.ctx.now_ms())
         if corrected is not None:
             self.ctx.log.warning("position_corrected", symbol=rec.get("symbol"),
                                  was=corrected[0], now=corrected[1], position_seq=rec.get("seq"),
                                  cause=rec.get("cause"), intent_seq=rec.get("intent_seq"))
-        if corrected is not None or self.core.positions_seq != before:
-            self._dirty = True
 
     def on_decision(self, rec: dict) -> None:
         """One ``decisions`` record (``ofi approve`` / ``ofi reject`` of an MCP proposal): an
         approved order goes through the core's risk check like every intent (see the core)."""
-        step = self.core.on_decision(rec, self.trading_state(), now_ms(), self.decision_max_age_ms)
-        if step.payloads:
-            self._dirty = True
+        step = self.core.on_decision(rec, self.trading_state(), self.ctx.now_ms(),
+                                     self.decision_max_age_ms)
         for payload in step.payloads:
             self.ctx.log.info("operator_decision", proposal_id=rec.get("proposal_id"),
                               action=rec.get("action"), client_order_id=rec.get("client_order_id"),
@@ -234,7 +203,8 @@ class StrategyStage(Stage):
         try:
             new = load_state(self.ctx.home)
         except StateError as exc:
-            new = TradingState(HALTED, f"unreadable state file: {exc}", time.time(), "strategy")
+            new = TradingState(HALTED, f"unreadable state file: {exc}", self.ctx.clock(),
+                               "strategy")
         if (new.state, new.reason, new.since) != (self._trading.state, self._trading.reason,
                                                   self._trading.since):
             self.ctx.log.warning("trading_state", state=new.state, reason=new.reason, by=new.by)
@@ -243,24 +213,6 @@ class StrategyStage(Stage):
         return new
 
     # -- persistence -------------------------------------------------------------------------
-    def _load_snapshot(self) -> None:
-        try:
-            with open(self.snapshot_path, "rb") as f:
-                snap = orjson.loads(f.read())
-        except FileNotFoundError:
-            return
-        except (OSError, orjson.JSONDecodeError) as exc:
-            # the intents replay below rebuilds the positions from scratch
-            self.ctx.log.warning("snapshot_unreadable", path=self.snapshot_path, error=str(exc))
-            return
-        self.core.restore(snap, same_signals=snap.get("signals") == self._signals_id())
-
-    def _save_snapshot(self) -> None:
-        write_json_atomic(self.snapshot_path, {
-            "version": 2, "signals": self._signals_id(), **self.core.snapshot()})
-        self._dirty = False
-        self._saved_at = time.time()
-
     def _signals_id(self) -> str:
         """Which signals topic the seqs refer to."""
         return source.resolve_topic_dir(self.signals_dir or self.ctx.home)
@@ -268,7 +220,7 @@ class StrategyStage(Stage):
     def _replay_intents(self) -> int:
         """Apply our own ``intents`` written after the snapshot; returns how many."""
         n = 0
-        wall = now_ms()
+        wall = self.ctx.now_ms()
         for rec in self._records_after("intents", self.core.last_intent_seq):
             n += 1
             self.core.replay_intent(rec, wall)
@@ -278,7 +230,7 @@ class StrategyStage(Stage):
         """Apply the broker's ``positions`` records written after the snapshot (the consumer may
         have committed them before the snapshot was saved); returns how many."""
         n = 0
-        wall = now_ms()
+        wall = self.ctx.now_ms()
         for rec in self._records_after("positions", self.core.positions_seq):
             n += 1
             try:
@@ -310,7 +262,7 @@ class StrategyStage(Stage):
         core = self.core
         out = {
             "trading_state": st.state, "trading_reason": st.reason,
-            "risk": core.risk_summary(st, now_ms()),
+            "risk": core.risk_summary(st, self.ctx.now_ms()),
             "strategy": {**core.counts, "last_signal_seq": core.last_signal_seq,
                          "last_intent_seq": core.last_intent_seq},
         }
