@@ -1,5 +1,6 @@
 """The HTTP + websocket server (aiohttp): REST under /fapi, streams under /ws, /stream,
-/public, /market and /private, all on one port.
+/public, /market and /private, the WebSocket API (order.place, order.cancel, order.status,
+session.*) under /ws-fapi/v1 (see wsapi), all on one port.
 
 The REST pipeline of every request: seeded fault draw -> parameters from the query string and
 the form body (see signing) -> rate limit (weight) -> injected 429/5xx -> authentication (API
@@ -26,6 +27,8 @@ from .state import StateStore
 from .streams import DEPTH_SPEEDS, Conn, DepthAggregator, Hub, valid_stream
 from .userstream import ListenKeys, expired_event
 from .venue import Venue
+from .wsapi import PATH as WS_API_PATH
+from .wsapi import WsApi
 
 NONE, KEY, SIGNED = "NONE", "KEY", "SIGNED"
 ORDER_PATHS = {("POST", "/fapi/v1/order"), ("DELETE", "/fapi/v1/order")}
@@ -75,6 +78,7 @@ class Exchange:
         self._conns: set[Conn] = set()
         self._late: set[asyncio.TimerHandle] = set()     # late orders not landed yet
         self.routes = self._routes()
+        self.wsapi = WsApi(self)           # the WebSocket API (order.place, ...) on /ws-fapi/v1
 
     # --- market data -------------------------------------------------------------------------
     def _route(self, events) -> None:
@@ -419,6 +423,8 @@ class Exchange:
     # --- websocket ---------------------------------------------------------------------------
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         path = request.path
+        if path.rstrip("/") == WS_API_PATH:
+            return await self.wsapi.serve(request)
         for prefix in ("/public", "/market", "/private"):
             if path.startswith(prefix + "/"):
                 path = path[len(prefix):]
@@ -543,6 +549,7 @@ class Exchange:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.wsapi.close()
         for conn in list(self._conns):
             conn.drop()
             try:
@@ -553,5 +560,8 @@ class Exchange:
 
     def health(self) -> dict:
         return {"requests": self.requests, "ws_connections": len(self._conns),
-                "ws_sent": self.hub.sent, "faults": dict(self.faults.counts),
+                "ws_sent": self.hub.sent,
+                "wsapi_connections": len(self.wsapi.sessions),
+                "wsapi_requests": self.wsapi.requests, "wsapi_methods": dict(self.wsapi.methods),
+                "faults": dict(self.faults.counts),
                 "orders": len(self.venue.orders), "late_pending": len(self._late)}
