@@ -27,6 +27,11 @@ from .config import ConfigError
 TESTNET = {"rest_url": "https://testnet.binancefuture.com",
            "ws_url": "wss://fstream.binancefuture.com"}
 LIVE = {"rest_url": "https://fapi.binance.com", "ws_url": "wss://fstream.binance.com"}
+#: the WebSocket API (order.place, order.cancel, order.status): Binance's own hosts; any other
+#: venue (``ofi exchange``) serves it at ``/ws-fapi/v1`` on its REST host and port
+#: (daemons.broker.binance.urls.ws_api_url)
+WS_API = {"testnet": "wss://testnet.binancefuture.com/ws-fapi/v1",
+          "live": "wss://ws-fapi.binance.com/ws-fapi/v1"}
 
 #: every host under these domains is Binance production (real money, real keys) ...
 PRODUCTION_DOMAINS = ("binance.com",)

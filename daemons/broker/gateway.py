@@ -21,6 +21,13 @@ method                         contract
 ``close()``                    stop the stream, close the session
 =============================  =================================================================
 
+Transports: with ``order_transport="ws"`` (the default) ``place``, ``cancel`` and ``query`` go
+over Binance's WebSocket API (``binance.wsapi``: one persistent connection, every request
+HMAC-signed) while it is connected, and over REST when it is not (nothing was sent then, so
+nothing can be doubled). An unanswered or -1007 websocket request is Ambiguous exactly like a
+REST one: never sent again, over either transport, until a query settles it. Everything else
+(stops, positions, income, listenKey) is REST. ``order_transport="rest"``: REST only.
+
 :class:`daemons.broker.mock.MockGateway` implements the same interface in process.
 """
 from __future__ import annotations
@@ -34,6 +41,7 @@ from .binance.http import BinanceHttp
 from .binance.schemas import (VenueOrder, VenueStop, parse_algo_order, parse_exchange_info,
                               parse_funding, parse_order, parse_position_risk, parse_trade)
 from .binance.userstream import UserStream
+from .binance.wsapi import WsApiClient, WsUnavailable
 from .orders import Order
 
 INCOME_PAGE = 1000                 # rows per /fapi/v1/income call (the venue's maximum)
@@ -52,7 +60,8 @@ class BinanceGateway:
     def __init__(self, rest_url: str, ws_url: str | None, api_key: str | None,
                  api_secret: str | None, *, limiter, exec_log=None, timeout_s: float = 5.0,
                  recv_window_ms: int = 5000, stream_route: str = "private",
-                 order_resp_type: str = "RESULT"):
+                 order_resp_type: str = "RESULT", order_transport: str = "ws",
+                 ws_api_url: str | None = None):
         self.rest_url = rest_url
         self.ws_url = ws_url
         self.limiter = limiter
@@ -66,6 +75,14 @@ class BinanceGateway:
         self.stream: UserStream | None = None
         self._listen_key: str | None = None
         self._keepalive_at = 0.0
+        self.order_transport = order_transport
+        self.ws_api_url = ws_api_url or urls.ws_api_url(rest_url)
+        self.wsapi: WsApiClient | None = None
+        if order_transport == "ws" and api_key and api_secret:
+            self.wsapi = WsApiClient(self.ws_api_url, api_key, api_secret, limiter=limiter,
+                                     server_clock=self.http.server_clock, exec_log=exec_log,
+                                     timeout_s=timeout_s, recv_window_ms=recv_window_ms,
+                                     resync=self.http.sync_time)
 
     # -- setup -----------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -73,6 +90,9 @@ class BinanceGateway:
         self.filters, rate_limits = parse_exchange_info(self.http.exchange_info())
         if rate_limits:
             self.limiter.set_limits(rate_limits)
+        if self.wsapi is not None:
+            # the first connection is awaited briefly; until it is up, orders go over REST
+            self.wsapi.start(wait_s=min(2.0, self.http.timeout[1]))
 
     def start_stream(self, wake) -> UserStream | None:
         if not self.ws_url:
@@ -113,6 +133,8 @@ class BinanceGateway:
             pass
 
     def close(self) -> None:
+        if self.wsapi is not None:
+            self.wsapi.stop()
         if self.stream is not None:
             self.stream.stop()
             self.stream = None
@@ -148,13 +170,28 @@ class BinanceGateway:
             if self.exec_log is not None:
                 self.exec_log.write("place", outcome="rejected", error=f"filter: {exc.msg}", **log)
             raise
+        if self.wsapi is not None:
+            try:
+                return parse_order(self.wsapi.new_order(params, log=log))
+            except WsUnavailable:
+                pass          # not connected: nothing was sent
         return parse_order(self.http.new_order(params, log=log))
 
     def cancel(self, symbol: str, client_order_id: str) -> VenueOrder:
+        if self.wsapi is not None:
+            try:
+                return parse_order(self.wsapi.cancel_order(symbol, client_order_id))
+            except WsUnavailable:
+                pass
         return parse_order(self.http.cancel_order(symbol, client_order_id))
 
     def query(self, symbol: str, client_order_id: str) -> VenueOrder | None:
         try:
+            if self.wsapi is not None:
+                try:
+                    return parse_order(self.wsapi.query_order(symbol, client_order_id))
+                except WsUnavailable:
+                    pass
             return parse_order(self.http.query_order(symbol, client_order_id))
         except NotFound:
             return None
