@@ -182,6 +182,34 @@ class Context:
             self.bus.waker.kick()
 
 
+class Heartbeat:
+    """``<home>/run/<name>.json``, rewritten every ``every_s`` by each daemon and by the
+    exchange: who (name, pid), when (ts, started), whether it serves (ready), plus the
+    process's own fields. ``ofi status``, ``ofi run`` and the health listener read it."""
+
+    def __init__(self, run_dir: str, name: str, every_s: float, clock=time.time):
+        self.path = os.path.join(run_dir, f"{name}.json")
+        self.name = name
+        self.every_s = every_s
+        self.clock = clock
+        self.started = clock()
+        self.next_at = 0.0
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_at
+
+    def write(self, ready: bool, **fields) -> None:
+        now = self.clock()
+        self.next_at = now + self.every_s
+        write_json_atomic(self.path, {"name": self.name, "pid": os.getpid(), "ts": now,
+                                      "started": self.started, "ready": ready, **fields})
+
+
+def announce_ready(log: Logger, **fields) -> None:
+    """The one log line supervisord's readiness check and ``ofi run`` wait for."""
+    log.info(READY, pid=os.getpid(), **fields)
+
+
 def write_json_atomic(path: str, data: dict) -> None:
     """Replace ``path`` with ``data`` as JSON (write a temporary file, then rename)."""
     tmp = f"{path}.{os.getpid()}.tmp"
@@ -215,11 +243,11 @@ class Runner:
         self.keys = {}            # input topic -> the name of its position in the state file
         self.processed = 0
         self.deadlettered = 0
-        self.started = clock()
-        self.heartbeat_s = float(cfg["daemon"]["heartbeat_s"])
+        self.beat = Heartbeat(self.ctx.run_dir, self.name, float(cfg["daemon"]["heartbeat_s"]),
+                              clock)
+        self.started = self.beat.started
         self.batch = int(cfg["daemon"]["batch"])
         self.state_path = os.path.join(self.ctx.state_dir, f"{self.name}.json")
-        self._next_beat = 0.0
         self._saved_at = time.monotonic()
         self.ready = False
         self.ctx.beat = self.heartbeat
@@ -284,20 +312,18 @@ class Runner:
 
     # -- loop ------------------------------------------------------------------------------
     def heartbeat(self, now: float, force: bool = False) -> None:
-        if not force and now < self._next_beat:
+        if not force and not self.beat.due(now):
             return
-        self._next_beat = now + self.heartbeat_s
-        beat = {
-            "name": self.name, "pid": os.getpid(), "ts": time.time(), "started": self.started,
-            "ready": self.ready, "processed": self.processed, "deadlettered": self.deadlettered,
+        fields = {
+            "processed": self.processed, "deadlettered": self.deadlettered,
             "lag": {t: c.lag() for t, c in self.consumers.items()},
             "positions": {t: (c.position or {}).get("seq", 0) for t, c in self.consumers.items()},
             "emitted": {t: w.seq for t, w in self.ctx.writers.items()},
         }
         if self.ctx.waiting:
-            beat["waiting"] = self.ctx.waiting
-        beat.update(self.stage.health())
-        write_json_atomic(os.path.join(self.ctx.run_dir, f"{self.name}.json"), beat)
+            fields["waiting"] = self.ctx.waiting
+        fields.update(self.stage.health())
+        self.beat.write(self.ready, **fields)
 
     def step(self) -> int:
         """One pass over the inputs; returns how many records were handled."""
@@ -342,7 +368,7 @@ class Runner:
                 continue
             timeout = self.stage.idle_timeout()
             timeout = poll if timeout is None else max(0.0, min(poll, timeout))
-            timeout = min(timeout, max(0.0, self._next_beat - now))
+            timeout = min(timeout, max(0.0, self.beat.next_at - now))
             if stateful and self.ctx.unsaved:
                 timeout = min(timeout, max(0.0, self._saved_at + self.stage.save_every_s
                                            - time.monotonic()))
@@ -384,8 +410,8 @@ def run(stage_cls, cfg: dict) -> int:
         runner.stage.start()
         runner.ready = True
         runner.heartbeat(time.time(), force=True)
-        log.info(READY, pid=os.getpid(), inputs=list(stage_cls.inputs),
-                 outputs=list(stage_cls.outputs), sink=cfg["sink"], home=runner.ctx.home)
+        announce_ready(log, inputs=list(runner.consumers), outputs=list(stage_cls.outputs),
+                       sink=cfg["sink"], home=runner.ctx.home)
         runner.loop()
     except (BusError, configmod.ConfigError) as exc:
         if runner.ctx.stopping and not runner.ready:
@@ -424,10 +450,7 @@ def _mark_refused(runner: Runner, reason: str) -> None:
     """The heartbeat file says why this process refused to start (for ``ofi run``/``status``
     and the health listener, which never restarts a refused program)."""
     try:
-        write_json_atomic(os.path.join(runner.ctx.run_dir, f"{runner.name}.json"), {
-            "name": runner.name, "pid": os.getpid(), "ts": time.time(),
-            "started": runner.started, "ready": False, "refused": reason,
-            "exit_code": REFUSED})
+        runner.beat.write(False, refused=reason, exit_code=REFUSED)
     except OSError:
         pass
 

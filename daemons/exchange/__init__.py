@@ -12,7 +12,6 @@ import asyncio
 import os
 import signal
 import sys
-import time
 from decimal import Decimal, InvalidOperation
 from types import SimpleNamespace
 
@@ -22,7 +21,7 @@ from .. import config as configmod
 from ..cli.common import STANDALONE
 from ..log import Logger
 from ..log import install as install_logging
-from ..runtime import READY, write_json_atomic
+from ..runtime import Heartbeat, announce_ready
 from ..marketdata import formats
 from . import faults as faultsmod
 
@@ -196,7 +195,7 @@ def settings_from(args, cfg: dict) -> dict:
         "funding_interval_s": interval,
         "funding_rate": rate,
         "home": str(configmod.home_of(cfg)),
-        "heartbeat_s": float(configmod.get(cfg, "daemon.heartbeat_s", 1.0)),
+        "heartbeat_s": float(cfg["daemon"]["heartbeat_s"]),
     }
 
 
@@ -225,25 +224,22 @@ async def serve(settings: dict, log: Logger) -> int:
         loop.add_signal_handler(sig, stop.set)
     exchange.start_background()
     run_dir = os.path.join(settings["home"], "run")
-    beat_path = os.path.join(run_dir, "exchange.json")
-    started = time.time()
+    heartbeat = Heartbeat(run_dir, "exchange", settings["heartbeat_s"])
 
     def beat(ready: bool) -> None:
         try:
             os.makedirs(run_dir, exist_ok=True)
-            write_json_atomic(beat_path, {"name": "exchange", "pid": os.getpid(), "ts": time.time(),
-                                          "started": started, "ready": ready, "port": port,
-                                          **exchange.health()})
+            heartbeat.write(ready, port=port, **exchange.health())
         except OSError:
             pass
 
     beat(True)
-    log.info(READY, pid=os.getpid(), host=host, port=port,
-             rest_url=f"http://{host}:{port}", ws_url=f"ws://{host}:{port}",
-             symbols=sorted(exchange.specs), feed=settings["feed"],
-             faults={k: v for k, v in vars(settings["faults"]).items()
-                     if v != getattr(faultsmod.FaultSpec(), k)},
-             state=settings["state_dir"])
+    announce_ready(log, host=host, port=port,
+                   rest_url=f"http://{host}:{port}", ws_url=f"ws://{host}:{port}",
+                   symbols=sorted(exchange.specs), feed=settings["feed"],
+                   faults={k: v for k, v in vars(settings["faults"]).items()
+                           if v != getattr(faultsmod.FaultSpec(), k)},
+                   state=settings["state_dir"])
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), timeout=settings["heartbeat_s"])
