@@ -2,6 +2,10 @@
 
 Deterministic on purpose: the same data gives byte-identical files (no Software/date metadata,
 a fixed svg hash salt, fixed sizes and fonts), so cron can rebuild a report without churn.
+
+Cheap on purpose (a backtest's report waits for them): margins are fixed in inches
+(:func:`_layout`) instead of ``tight_layout``, which draws every figure once more to measure
+its labels, and a histogram's bars are one collection, not one patch per bar.
 """
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import datetime as dt
 import io
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 matplotlib.rcParams["svg.hashsalt"] = "ofi-report"
@@ -22,6 +27,9 @@ from .metrics import percentile  # noqa: E402
 
 DPI = 100
 WIDTH = 10.0
+#: fixed margins (inches): room for the y tick labels, a title, the x tick labels and a time
+#: axis' offset label under them
+LEFT, RIGHT, TOP, BOTTOM, GAP = 0.85, 0.25, 0.35, 0.6, 0.75
 UTC = dt.timezone.utc
 DAY_MS = 86_400_000.0
 
@@ -35,6 +43,30 @@ def _figure(rows: int, height: float = 2.6) -> Figure:
     fig = Figure(figsize=(WIDTH, max(2.5, height * rows + 0.6)), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
+
+
+def _layout(fig: Figure) -> None:
+    """Place the figure's rows of axes with the fixed margins (the figure's size is fixed)."""
+    rows = len(fig.axes)
+    w, h = fig.get_size_inches()
+    axes_h = max(0.1, (h - TOP - BOTTOM - (rows - 1) * GAP) / rows)
+    fig.subplots_adjust(left=LEFT / w, right=1 - RIGHT / w, top=1 - TOP / h, bottom=BOTTOM / h,
+                        hspace=GAP / axes_h)
+
+
+def _bars(ax, counts, edges, rwidth: float, color: str) -> None:
+    """``ax.hist``'s bars (``rwidth`` of each bin, centred) as one collection."""
+    from matplotlib.collections import PolyCollection
+
+    lo, hi = edges[:-1], edges[1:]
+    pad = (hi - lo) * (1 - rwidth) / 2
+    x0, x1 = lo + pad, hi - pad
+    verts = [((a, 0.0), (a, c), (b, c), (b, 0.0)) for a, b, c in zip(x0, x1, counts)]
+    bars = PolyCollection(verts, facecolors=color, edgecolors="none")
+    bars.sticky_edges.y.append(0.0)
+    ax.add_collection(bars, autolim=False)
+    ax.update_datalim([(edges[0], 0.0), (edges[-1], max(counts.max(), 1))])
+    ax.autoscale_view()
 
 
 def _time_axis(ax) -> None:
@@ -68,7 +100,7 @@ def equity(series: list[tuple[int, float]],
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_title(f"{sym} position")
         _time_axis(ax)
-    fig.tight_layout()
+    _layout(fig)
     return _png(fig)
 
 
@@ -96,7 +128,7 @@ def price(prices: dict[str, list[tuple[int, float]]],
         ax.set_title(f"{sym}: mid price, entries and exits")
         ax.legend(loc="upper left", fontsize=8)
         _time_axis(ax)
-    fig.tight_layout()
+    _layout(fig)
     return _png(fig)
 
 
@@ -113,7 +145,7 @@ def fusion(series: dict[str, list[tuple[int, float]]]) -> bytes | None:
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_title(f"{sym}: fusion (w_ofi·ofi_z + w_cvd·cvd_z)")
         _time_axis(ax)
-    fig.tight_layout()
+    _layout(fig)
     return _png(fig)
 
 
@@ -132,11 +164,12 @@ def latency(samples: dict[str, list[float]]) -> bytes | None:
             bins = [lo - 0.5 + k for k in range(int(top - lo) + 2)]   # one bar per ms
         else:
             bins = [lo + (top - lo) * k / 50 for k in range(51)] if top > lo else [lo, lo + 1]
-        ax.hist(shown, bins=bins, color="tab:blue", rwidth=0.9)
+        counts, edges = np.histogram(shown, bins=bins)
+        _bars(ax, counts, edges, 0.9, "tab:blue")
         for q, style in ((50, "--"), (99, ":")):
             ax.axvline(percentile(values, q), color="black", ls=style, lw=1, label=f"p{q}")
         ax.set_title(f"{name} latency (ms), {len(values)} samples")
         ax.legend(loc="upper right", fontsize=8)
         ax.grid(True, alpha=0.3)
-    fig.tight_layout()
+    _layout(fig)
     return _png(fig)
