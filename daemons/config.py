@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from . import settings
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = Path(os.environ.get("OFI_DEFAULTS", ROOT / "etc" / "defaults.yaml"))
 
@@ -125,26 +127,10 @@ def load(path: str | os.PathLike | None = None, overrides: dict | None = None,
     return cfg
 
 
-#: the allowed values of every enumerated key: the one place they are checked (at load)
-CHOICES = {
-    "sink": ("jsonl", "sqlite"),
-    "broker.mode": ("mock", "sim", "testnet", "live"),
-    "broker.margin_type": ("", "CROSSED", "ISOLATED"),
-    "broker.user_stream_route": ("private", "legacy"),
-    "broker.order_transport": ("ws", "rest"),
-    "bus.fsync": ("none", "record", "batch", "interval"),
-    "log.level": ("debug", "info", "warning", "error"),
-    "harvest.source": ("live", "replay"),
-    "harvest.route": ("routed", "market", "public", "legacy"),
-    "strategy.order_type": ("MARKET", "LIMIT"),
-    "strategy.exit_order_type": ("MARKET", "LIMIT"),
-    "strategy.signals_source": ("auto", "jsonl", "sqlite"),
-}
-#: inclusive bounds of numeric keys (None: no bound)
-RANGES = {
-    "broker.leverage": (0, 125),          # 0: leave the account's
-    "harvest.depth_levels": (1, None),
-}
+#: the allowed values of every enumerated key and the bounds of bounded numbers: declared on the
+#: typed settings (``daemons/settings.py``), checked at load
+CHOICES = settings.choices()
+RANGES = settings.bounds()
 
 
 def get(cfg: dict, dotted: str, default=None):
@@ -158,19 +144,12 @@ def get(cfg: dict, dotted: str, default=None):
 
 
 def validate(cfg: dict) -> None:
-    """Checks beyond types: enumerations and positive sizes."""
-    for dotted, choices in CHOICES.items():
-        value = get(cfg, dotted)
-        if value is not None and value not in choices:
-            raise ConfigError(f"config: key '{dotted}' must be one of {', '.join(choices)}, "
-                              f"not {value!r}")
-    for dotted, (lo, hi) in RANGES.items():
-        value = get(cfg, dotted)
-        if value is None:
-            continue
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            span = f"{lo}..{hi}" if hi is not None else f"at least {lo}"
-            raise ConfigError(f"config: key '{dotted}' must be {span}, not {value!r}")
+    """Checks beyond types: allowed values, bounds, at least one symbol (by building the typed
+    settings, which declare them)."""
+    try:
+        settings.of(cfg)
+    except settings.SettingsError as exc:
+        raise ConfigError(str(exc)) from None
     if not cfg.get("symbols"):
         raise ConfigError("config: key 'symbols' must list at least one symbol")
 

@@ -46,6 +46,7 @@ import orjson
 from bus import BadRecord, BusError, open_bus
 
 from . import config as configmod
+from . import settings
 from .log import LEVELS, Logger
 from .log import install as install_logging
 
@@ -115,12 +116,13 @@ class Stage:
 
 
 class Context:
-    """What a stage gets: config, bus, its writers, a logger, its directories."""
+    """What a stage gets: settings, bus, its writers, a logger, its directories, the clock."""
 
     def __init__(self, name: str, cfg: dict, bus, log: Logger, clock=time.time):
         self.name = name
         self.clock = clock                  # seconds since the epoch (injected in tests)
-        self.config = cfg
+        self.config = cfg                   # the mapping (``ofi status`` shows it, masked)
+        self.settings = settings.of(cfg)    # the same, typed and frozen: what stages read
         self.bus = bus
         self.log = log
         self.home = str(configmod.home_of(cfg))
@@ -233,20 +235,20 @@ class Runner:
     def __init__(self, stage_cls, cfg: dict, log: Logger | None = None, clock=time.time):
         self.cfg = cfg
         self.name = stage_cls.name
-        self.log = log or Logger(self.name, configmod.get(cfg, "log.level", "info"))
+        self.log = log or Logger(self.name, cfg["log"]["level"])
         home = configmod.home_of(cfg)
         self.bus = open_bus(home, sink=cfg["sink"], **cfg["bus"])
         self.ctx = Context(self.name, cfg, self.bus, self.log, clock)
         self.clock = clock
         self.stage = stage_cls(self.ctx)
+        daemon = self.ctx.settings.daemon
         self.consumers = {}
         self.keys = {}            # input topic -> the name of its position in the state file
         self.processed = 0
         self.deadlettered = 0
-        self.beat = Heartbeat(self.ctx.run_dir, self.name, float(cfg["daemon"]["heartbeat_s"]),
-                              clock)
+        self.beat = Heartbeat(self.ctx.run_dir, self.name, daemon.heartbeat_s, clock)
         self.started = self.beat.started
-        self.batch = int(cfg["daemon"]["batch"])
+        self.batch = daemon.batch
         self.state_path = os.path.join(self.ctx.state_dir, f"{self.name}.json")
         self._saved_at = time.monotonic()
         self.ready = False
@@ -354,7 +356,7 @@ class Runner:
         return handled
 
     def loop(self) -> None:
-        poll = float(self.bus.settings["poll_interval_s"])
+        poll = self.ctx.settings.bus.poll_interval_s
         stateful = self.stage.stateful
         while not self.ctx.stopping:
             handled = self.step()
@@ -397,7 +399,7 @@ def run(stage_cls, cfg: dict) -> int:
     """Run a stage until SIGTERM/SIGINT; returns the process exit code."""
     runner = Runner(stage_cls, cfg)
     log = runner.log
-    install_logging(runner.name, configmod.get(cfg, "log.level", "info"))
+    install_logging(runner.name, runner.ctx.settings.log.level)
 
     def _stop(signum, _frame):
         runner.ctx.stopping = True

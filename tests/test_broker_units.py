@@ -229,7 +229,7 @@ def test_backtest_market_order_fills_at_touch_after_latency_with_taker_fee():
 
 
 def test_backtest_limit_order_fills_as_maker_when_trade_prints_through():
-    bt = BacktestExecutor(latency_ms=0)
+    bt = BacktestExecutor(taker_fee_bps=5.0, maker_fee_bps=2.0, latency_ms=0)
     bt.on_book({"symbol": "S", "bid": 99.0, "ask": 101.0, "E": 1})
     bt.submit(Order("l1", "S", "BUY", 1.0, price=99.5, order_type="LIMIT"), now_ms=1)
     assert bt.on_trade({"symbol": "S", "price": 99.5, "qty": 3, "T": 2}) == []
@@ -241,7 +241,7 @@ def test_backtest_limit_order_fills_as_maker_when_trade_prints_through():
 
 
 def test_backtest_duplicate_client_id_rejected():
-    bt = BacktestExecutor()
+    bt = BacktestExecutor(taker_fee_bps=5.0, maker_fee_bps=2.0, latency_ms=50)
     bt.submit(Order("x", "S", "BUY", 1.0))
     with pytest.raises(errors.Rejected):
         bt.submit(Order("x", "S", "BUY", 1.0))

@@ -146,7 +146,8 @@ def test_report_summary_reads_the_summary_table():
 # -- the strategy's side -------------------------------------------------------------------------
 def _core(**limits):
     lim = risk.Limits(**{"max_position_usdt": 1000.0, "max_order_usdt": 500.0,
-                         "max_orders_per_minute": 30, "daily_loss_limit_usdt": 200.0, **limits})
+                         "max_orders_per_minute": 30, "daily_loss_limit_usdt": 200.0,
+                         "max_drawdown_usdt": 0.0, **limits})
     params = rules.Params.from_config({
         "entry_threshold": 1.5, "exit_threshold": 0.0, "notional_usdt": 250.0, "max_hold_s": 120.0,
         "stop_loss_bps": 50.0, "cooldown_s": 5.0, "order_type": "MARKET",

@@ -9,7 +9,7 @@ from daemons.strategy import risk
 from daemons.trading import ACTIVE, HALTED, REDUCING
 
 LIMITS = risk.Limits(max_position_usdt=1000.0, max_order_usdt=500.0, max_orders_per_minute=5,
-                     daily_loss_limit_usdt=200.0)
+                     daily_loss_limit_usdt=200.0, max_drawdown_usdt=0.0)
 
 qtys = st.floats(min_value=0.0005, max_value=0.05, allow_nan=False)
 prices = st.floats(min_value=1_000.0, max_value=100_000.0, allow_nan=False)
@@ -20,7 +20,8 @@ orders = st.builds(risk.Order, symbol=st.just("BTCUSDT"), side=st.sampled_from([
 limits = st.builds(risk.Limits, max_position_usdt=st.floats(1.0, 5000.0),
                    max_order_usdt=st.floats(1.0, 5000.0),
                    max_orders_per_minute=st.integers(1, 50),
-                   daily_loss_limit_usdt=st.floats(1.0, 500.0))
+                   daily_loss_limit_usdt=st.floats(1.0, 500.0),
+                   max_drawdown_usdt=st.just(0.0))
 
 
 @settings(max_examples=500, deadline=None)
@@ -86,7 +87,7 @@ def test_risk_reduce_only_never_grows_or_flips(state, pos, order):
 @given(gaps=st.lists(st.integers(0, 30_000), min_size=1, max_size=80),
        cap=st.integers(1, 10))
 def test_risk_rate_limit_never_exceeded_in_any_minute(gaps, cap):
-    lim = risk.Limits(0.0, 0.0, cap, 0.0)
+    lim = risk.Limits(0.0, 0.0, cap, 0.0, 0.0)
     sent: list[int] = []
     now = 0
     for g in gaps:
@@ -132,7 +133,7 @@ def test_risk_exit_passes_size_and_loss_limits():
 
 
 def test_risk_zero_limit_turns_check_off():
-    lim = risk.Limits(0.0, 0.0, 0, 0.0)
+    lim = risk.Limits(0.0, 0.0, 0, 0.0, 0.0)
     assert risk.check(lim, ACTIVE, 0.0, risk.Order("B", "BUY", 100.0, 50_000.0), 999, -1e9).approved
 
 
@@ -174,7 +175,7 @@ def test_day_ledger_starts_each_utc_day_from_the_equity_of_then_and_tracks_the_d
 
 
 def test_drawdown_limit_denies_new_exposure_only():
-    lim = risk.Limits(0.0, 0.0, 0, 0.0, max_drawdown_usdt=300.0)
+    lim = risk.Limits(0.0, 0.0, 0, 0.0, 300.0)
     buy = risk.Order("BTCUSDT", "BUY", 0.01, 50_000.0)
     assert risk.check(lim, ACTIVE, 0.0, buy, 0, 100.0, drawdown=299.0).approved
     v = risk.check(lim, ACTIVE, 0.0, buy, 0, 100.0, drawdown=300.0)

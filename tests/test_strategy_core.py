@@ -219,7 +219,8 @@ def test_core_timer_once_per_symbol_and_second_ids_never_signal_ids():
     h.signal(0, 0.0)
     h.signal(1, 2.0)
     h.position(0.002, intent_seq=1, mark=49_000.0)
-    h.core.limits = risk.Limits(max_orders_per_minute=1)        # the exit is denied
+    h.core.limits = risk.Limits.from_config(                     # the exit is denied
+        {**configmod.defaults()["risk"], "max_orders_per_minute": 1})
     h.core.order_times.append(T0 + 4_500)
     (denied,) = h.timer(T0 + 5_000)
     assert denied["type"] == "risk_denied" and denied["code"] == "rate_limit"

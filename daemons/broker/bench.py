@@ -5,7 +5,12 @@ intents one at a time (alternating BUY/SELL MARKET, so the position stays flat),
 from its append to the moment the ``orders`` record carrying the venue's acknowledgement
 (NEW / PARTIALLY_FILLED / FILLED) is visible on the bus to another process. Paced runs
 (``--gap-ms``) with ``--hang-every N`` leave one order in N hanging until the HTTP timeout. Also reports the
-broker's REST round trip for the order (from ``exec_log.jsonl``).
+broker's round trip for the order (``place_rtt_*``, from ``exec_log.jsonl``).
+
+Both order transports are measured, one after the other, each with its own exchange and broker
+(``broker.order_transport``): ``ws`` (Binance's WebSocket API, ``order.place`` on one persistent
+connection) and ``rest`` (``POST /fapi/v1/order``); the figures come out side by side under
+``ws`` and ``rest``. ``run(transport="ws")`` measures one.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import time
 import orjson
 
 ACK = {"NEW", "PARTIALLY_FILLED", "FILLED"}
+TRANSPORTS = ("ws", "rest")
 
 
 def _free_port() -> int:
@@ -44,6 +50,21 @@ def _wait_ready(path: str, proc, timeout: float) -> None:
     raise RuntimeError(f"{os.path.basename(path)}: not ready after {timeout}s")
 
 
+def _ws_api_requests(ex_home: str) -> int | None:
+    """Requests the exchange answered on its WebSocket API, from its next heartbeat."""
+    path = os.path.join(ex_home, "run", "exchange.json")
+    start = time.time()
+    while time.time() - start < 3.0:
+        try:
+            if os.path.getmtime(path) > start:
+                with open(path, "rb") as f:
+                    return orjson.loads(f.read()).get("wsapi_requests")
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    return None
+
+
 def _pct(values: list[float], p: float) -> float:
     s = sorted(values)
     if not s:
@@ -53,8 +74,22 @@ def _pct(values: list[float], p: float) -> float:
 
 
 def run(n: int = 200, symbol: str = "BTCUSDT", qty: float = 0.002, warmup: int = 10,
-        gap_ms: float | None = None, hang_every: int = 0, http_timeout_s: float = 5.0) -> dict:
-    """Measure; returns the figures as a dict (milliseconds).
+        gap_ms: float | None = None, hang_every: int = 0, http_timeout_s: float = 5.0,
+        transport: str | None = None) -> dict:
+    """Measure both order transports (``transport`` None) or one; returns the figures as a
+    dict (milliseconds): ``{"ws": {...}, "rest": {...}}``, or one transport's figures."""
+    if transport is not None:
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport is one of {', '.join(TRANSPORTS)}, not {transport!r}")
+        return run_one(n, symbol, qty, warmup, gap_ms, hang_every, http_timeout_s, transport)
+    return {t: run_one(n, symbol, qty, warmup, gap_ms, hang_every, http_timeout_s, t)
+            for t in TRANSPORTS}
+
+
+def run_one(n: int = 200, symbol: str = "BTCUSDT", qty: float = 0.002, warmup: int = 10,
+            gap_ms: float | None = None, hang_every: int = 0, http_timeout_s: float = 5.0,
+            transport: str = "ws") -> dict:
+    """Measure one transport; returns the figures as a dict (milliseconds).
 
     ``gap_ms`` None: one intent at a time (append, wait for its acknowledgement). Otherwise an
     intent every ``gap_ms`` without waiting, and with ``hang_every`` N the exchange leaves about
@@ -74,7 +109,7 @@ def run(n: int = 200, symbol: str = "BTCUSDT", qty: float = 0.002, warmup: int =
     cfg = os.path.join(tmp, "broker.yaml")
     with open(cfg, "w") as f:
         f.write(f"symbols: [{symbol}]\nexchange:\n  port: {port}\nbroker:\n  mode: sim\n"
-                f"  http_timeout_s: {http_timeout_s}\n")
+                f"  http_timeout_s: {http_timeout_s}\n  order_transport: {transport}\n")
     # order-rate limits far away: this measures latency, not the limiter's holds
     spec = "order_limit_10s=1000000,order_limit=1000000"
     if hang_every > 0:
@@ -163,7 +198,7 @@ def run(n: int = 200, symbol: str = "BTCUSDT", qty: float = 0.002, warmup: int =
         hung_lat = [(acked[c] - sent[c]) * 1000.0 for c in timed if c in acked and c in hung]
         out = {
             "what": "intent appended -> order acknowledged (orders record visible), broker daemon "
-                    "in sim mode against ofi exchange on loopback, "
+                    f"in sim mode against ofi exchange on loopback, orders over {transport}, "
                     + ("one intent at a time" if gap_ms is None else
                        f"an intent every {gap_ms:g} ms"
                        + (f", about 1 order in {hang_every} left unanswered until the "
@@ -171,7 +206,8 @@ def run(n: int = 200, symbol: str = "BTCUSDT", qty: float = 0.002, warmup: int =
             "n": len(lat), "p50_ms": _pct(lat, 50), "p90_ms": _pct(lat, 90),
             "p99_ms": _pct(lat, 99), "max_ms": round(max(lat), 3) if lat else None,
             "mean_ms": round(sum(lat) / len(lat), 3) if lat else None,
-            "rest_place_p50_ms": _pct(rtt, 50), "rest_place_p99_ms": _pct(rtt, 99),
+            "transport": transport, "place_rtt_p50_ms": _pct(rtt, 50),
+            "place_rtt_p99_ms": _pct(rtt, 99), "exchange_ws_api_requests": _ws_api_requests(os.path.join(tmp, "ex")),
         }
         if gap_ms is not None:
             out["unacknowledged"] = sum(1 for c in timed if c not in acked)

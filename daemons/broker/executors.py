@@ -182,8 +182,8 @@ class BacktestExecutor(Executor):
 
     mode = "backtest"
 
-    def __init__(self, taker_fee_bps: float = 4.0, maker_fee_bps: float = 2.0,
-                 latency_ms: int = 50, fee_asset: str = "USDT"):
+    def __init__(self, *, taker_fee_bps: float, maker_fee_bps: float, latency_ms: int,
+                 fee_asset: str = "USDT"):
         self.taker_fee = taker_fee_bps / 10_000
         self.maker_fee = maker_fee_bps / 10_000
         self.latency_ms = int(latency_ms)

@@ -267,8 +267,8 @@ def main_with(args, prog: str) -> int:
     except (configmod.ConfigError, ValueError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    log = Logger("exchange", configmod.get(cfg, "log.level", "info"))
-    install_logging("exchange", configmod.get(cfg, "log.level", "info"))
+    log = Logger("exchange", cfg["log"]["level"])
+    install_logging("exchange", cfg["log"]["level"])
     try:
         return asyncio.run(serve(settings, log))
     except KeyboardInterrupt:

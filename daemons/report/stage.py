@@ -24,7 +24,7 @@ class ReportStage(runtime.Stage):
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.interval_s = float(ctx.config["report"]["interval_s"])
+        self.interval_s = ctx.settings.report.interval_s
         self.next_due = 0.0
         self.worker: threading.Thread | None = None
         self.lock = threading.Lock()

@@ -109,10 +109,10 @@ class SignalStage(Stage):
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        section = ctx.config["signal"]
-        self.save_every_s = float(section["save_every_s"])
-        self.core = SignalCore.from_config(section)
-        self.merger = Merger(INPUTS, grace_ms=float(section["merge_grace_ms"]))
+        sec = ctx.settings.signal
+        self.save_every_s = sec.save_every_s
+        self.core = SignalCore.from_config(ctx.config["signal"])   # the core shared offline
+        self.merger = Merger(INPUTS, grace_ms=sec.merge_grace_ms)
         self.signals_pos: dict | None = None    # where ``signals`` ended at the restored save
         self.resumed = False
         self.skip: dict = {}

@@ -35,13 +35,13 @@ SIDES = {"BUY": 1, "SELL": -1}
 
 @dataclass(frozen=True)
 class Limits:
-    """The ``risk`` config section."""
+    """The ``risk`` config section (the defaults are in ``etc/defaults.yaml`` alone)."""
 
-    max_position_usdt: float = 1000.0
-    max_order_usdt: float = 500.0
-    max_orders_per_minute: int = 30
-    daily_loss_limit_usdt: float = 200.0
-    max_drawdown_usdt: float = 0.0
+    max_position_usdt: float
+    max_order_usdt: float
+    max_orders_per_minute: int
+    daily_loss_limit_usdt: float
+    max_drawdown_usdt: float
 
     @classmethod
     def from_config(cls, section: dict) -> "Limits":

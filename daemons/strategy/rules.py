@@ -22,7 +22,7 @@ when signals stop coming. No I/O here: the core (``core.py``) and tests call it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 
 # trigger -> one-letter code used in client order ids
@@ -50,17 +50,18 @@ class Instrument:
 
 @dataclass(frozen=True)
 class Params:
-    """The strategy's settings (``strategy`` section of the config)."""
+    """The strategy's settings (``strategy`` section of the config; the defaults are in
+    ``etc/defaults.yaml`` alone)."""
 
-    entry_threshold: float = 1.5
-    exit_threshold: float = 0.0
-    notional_usdt: float = 100.0
-    max_hold_s: float = 120.0
-    stop_loss_bps: float = 50.0
-    cooldown_s: float = 5.0
-    order_type: str = "MARKET"
-    exit_order_type: str = "MARKET"
-    instruments: dict = field(default_factory=dict)
+    entry_threshold: float
+    exit_threshold: float
+    notional_usdt: float
+    max_hold_s: float
+    stop_loss_bps: float
+    cooldown_s: float
+    order_type: str
+    exit_order_type: str
+    instruments: dict
 
     @classmethod
     def from_config(cls, section: dict) -> "Params":
@@ -84,7 +85,7 @@ class Params:
             stop_loss_bps=float(section["stop_loss_bps"]),
             cooldown_s=float(section["cooldown_s"]),
             order_type=str(section["order_type"]).upper(),
-            exit_order_type=str(section.get("exit_order_type", "MARKET")).upper(),
+            exit_order_type=str(section["exit_order_type"]).upper(),
             instruments=instruments,
         )
         p.validate()

@@ -61,16 +61,15 @@ class StrategyStage(Stage):
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        cfg = ctx.config
-        sec = cfg["strategy"]
-        self.core = StrategyCore.from_config(cfg)
-        self.denials_to_bus = bool(sec["denials_to_bus"])
+        sec = ctx.settings.strategy
+        self.core = StrategyCore.from_config(ctx.config)   # the core shared with the backtest
+        self.denials_to_bus = sec.denials_to_bus
         # an approval that waited longer than this for the strategy (it was down) is refused
-        self.decision_max_age_ms = int(float(cfg["mcp"]["decision_max_age_s"]) * 1000)
+        self.decision_max_age_ms = int(ctx.settings.mcp.decision_max_age_s * 1000)
         self._trading = TradingState()
         self._trading_key: object = "unread"
-        self.signals_dir = sec.get("signals_dir")
-        self.signals_source = sec["signals_source"]
+        self.signals_dir = sec.signals_dir
+        self.signals_source = sec.signals_source
         self.external: source.SignalSource | None = None
         self._timer_at = 0.0
 
@@ -281,9 +280,9 @@ class ExternalSignalsStage(StrategyStage):
 def stage_for(cfg: dict) -> type[StrategyStage]:
     """The bus consumer reads signals unless they live elsewhere or their sink is pinned."""
     sec = cfg["strategy"]
-    if sec.get("signals_source", "auto") != "auto":
+    if sec["signals_source"] != "auto":
         return ExternalSignalsStage
-    if sec.get("signals_dir"):
+    if sec["signals_dir"]:
         here = os.path.join(str(configmod.home_of(cfg)), "bus", "signals")
         if source.resolve_topic_dir(sec["signals_dir"]) != here:
             return ExternalSignalsStage
@@ -304,9 +303,6 @@ def check_config(cfg: dict) -> None:
     if not ids.valid_prefix(str(sec["id_prefix"])):
         raise configmod.ConfigError("config: key 'strategy.id_prefix' must be 1-8 characters "
                                     "of [.A-Z:/a-z0-9_]")
-    if sec["signals_source"] not in source.SOURCES:
-        raise configmod.ConfigError("config: key 'strategy.signals_source' must be one of "
-                                    f"{', '.join(source.SOURCES)}, not {sec['signals_source']!r}")
     if stage_for(cfg) is ExternalSignalsStage:
         topic_dir = source.resolve_topic_dir(sec["signals_dir"] or configmod.home_of(cfg))
         try:
