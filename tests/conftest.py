@@ -221,16 +221,24 @@ def procs():
 OFI = [sys.executable, "-m", "daemons.cli"]
 
 
-def wait_for(pred, timeout: float, what: str, interval: float = 0.1):
-    """``pred()``'s first true value, asked every ``interval`` s; AssertionError after
-    ``timeout`` s naming ``what``."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def wait_for(pred, timeout: float = 15.0, what: str = "condition", interval: float = 0.05, *,
+             proc=None, detail=None):
+    """``pred()``'s first true value, asked every ``interval`` s. AssertionError after
+    ``timeout`` s naming ``what`` (with ``detail()``, say a log's tail, when given), or as soon
+    as ``proc`` (a Popen) has exited. The one waiting helper of the tests."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         v = pred()
         if v:
             return v
+        if proc is not None and proc.poll() is not None:
+            what = f"{what} (the process exited with {proc.returncode})"
+            break
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    else:
+        what = f"{what} (timed out after {timeout}s)"
+    extra = f"\n{detail()}" if detail is not None else ""
+    raise AssertionError(f"waiting for {what}{extra}")
 
 _BUFFERS: dict[int, bytearray] = {}
 

@@ -6,7 +6,7 @@ import select
 import subprocess
 import time
 
-from conftest import OFI, free_port
+from conftest import OFI, free_port, wait_for  # noqa: F401 (wait_for: for the exchange tests)
 
 KEY, SECRET = "demo-key", "demo-secret"
 
@@ -55,16 +55,6 @@ def ccxt_client(port, key=KEY, secret=SECRET):
     # ccxt picks its futures error table by production URL; loopback needs it applied
     e.exceptions["exact"].update(e.exceptions["linear"]["exact"])
     return e
-
-
-def wait_for(cond, timeout=10.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
 
 
 PUSHER = ("pusher-key-0123456789", "pusher-secret-0123456789")   # a second trader's account

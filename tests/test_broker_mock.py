@@ -6,23 +6,12 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 
 import orjson
 import pytest
 
 from bus import open_bus
-from tests.conftest import OFI
-
-
-def _wait_for(cond, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+from tests.conftest import OFI, wait_for
 
 
 def _records(home, topic):
@@ -45,7 +34,7 @@ def _start(procs, home, log):
                   stdout=out, stderr=subprocess.STDOUT,
                   env={k: v for k, v in os.environ.items() if k != "EXECUTOR_MODE"})
     n = log.read_text().count("ofi-ready") if log.exists() else 0
-    _wait_for(lambda: log.read_text().count("ofi-ready") > n or p.poll() is not None, 30, "ready")
+    wait_for(lambda: log.read_text().count("ofi-ready") > n or p.poll() is not None, 30, "ready")
     assert p.poll() is None, log.read_text()
     return p
 
@@ -65,14 +54,14 @@ def test_broker_mock_fills_at_once_and_reread_intents_are_not_placed_again(procs
         w.append(_intent(f"m-{i}", "BUY" if i % 2 == 0 else "SELL"))
     w.append({"type": "intent", "symbol": "BTCUSDT", "side": "HOLD", "qty": 1})
     w.append(_intent("m-0"))                      # the strategy re-sent an intent
-    _wait_for(lambda: len(_records(home, "fills")) == 5, 10, "5 fills")
+    wait_for(lambda: len(_records(home, "fills")) == 5, 10, "5 fills")
     # crash, and lose the consumer position: every intent is read again
     os.killpg(p.pid, signal.SIGKILL)
     p.wait(10)
     shutil.rmtree(home / "bus" / ".consumers" / "intents")
     p = _start(procs, home, log)
     w.append(_intent("m-5"))
-    _wait_for(lambda: len(_records(home, "fills")) == 6, 10, "the sixth fill")
+    wait_for(lambda: len(_records(home, "fills")) == 6, 10, "the sixth fill")
     w.close()
     bus.close()
     p.send_signal(signal.SIGTERM)

@@ -53,7 +53,7 @@ def test_countdown_cancels_after_expiry_and_not_while_refreshed(procs, home):
             c.countdown_cancel_order(symbol="BTCUSDT", countdownTime=600)
         assert _open(c) == sorted(ids)
         t0 = time.monotonic()
-        wait_for(lambda: _open(c) == [], timeout=5, step=0.02)
+        wait_for(lambda: _open(c) == [], timeout=5, interval=0.02)
         assert 0.3 < time.monotonic() - t0 < 2.0
         events = []
         while sum(1 for e in events if e.get("e") == "ORDER_TRADE_UPDATE") < 2:

@@ -23,7 +23,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Response
 
 from bus import open_bus
-from conftest import OFI, free_port
+from conftest import OFI, free_port, wait_for
 
 RECORDING = "hftbacktest/usdm/btcusdt_20240718.gz"
 LEVELS = 5
@@ -265,19 +265,10 @@ def log_lines(tmp_path) -> list[dict]:
     return out
 
 
-def wait_for(cond, timeout, what, proc=None, tmp_path=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        if proc is not None and proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    detail = ""
-    if tmp_path is not None:
-        detail = (tmp_path / "harvest.out").read_text()[-3000:] + \
-            (tmp_path / "harvest.err").read_text()[-3000:]
-    raise AssertionError(f"timed out waiting for {what}\n{detail}")
+def harvest_output(tmp_path):
+    """The tails of the harvest process's stdout and stderr (for a failed wait)."""
+    return lambda: ((tmp_path / "harvest.out").read_text()[-3000:]
+                    + (tmp_path / "harvest.err").read_text()[-3000:])
 
 
 def read_topic(home, topic) -> list[dict]:
@@ -318,12 +309,13 @@ def test_harvest_faulty_venue_book_resyncs_and_records_every_gap(recording, home
     with FakeVenue(snap, msgs, expect=2, drop=[drop_at], disconnect=[cut_at], stall=[stall_at],
                    garbage=[drop_at + 7], fail_snapshots=1) as venue:
         proc = start_harvest(procs, home, write_config(tmp_path, venue), tmp_path)
-        wait_for(venue.done.is_set, 40, "the venue to play the recording", proc, tmp_path)
+        wait_for(venue.done.is_set, 40, "the venue to play the recording", proc=proc,
+                 detail=harvest_output(tmp_path))
         last_depth = venue.delivered["depth"][-1]["u"]
         last_book = venue.delivered["bookTicker"][-1]["u"]
         wait_for(lambda: (read_topic(home, "depth") or [{}])[-1].get("u") == last_depth
                  and (read_topic(home, "book") or [{}])[-1].get("u") == last_book,
-                 15, "harvest to catch up", proc, tmp_path)
+                 15, "harvest to catch up", proc=proc, detail=harvest_output(tmp_path))
         assert stop(proc) == 0
         paths = sorted(set(venue.paths))
         pongs = venue.pongs
@@ -385,10 +377,11 @@ def test_harvest_daemon_sigterm_closes_websocket_exits_zero(recording, home, pro
         proc = start_harvest(procs, home, config, tmp_path, OFI_WS_URL=venue.ws_url + "/ws",
                              OFI_REST_URL=venue.rest_url)
         wait_for(lambda: any("ofi-ready" in ln.get("event", "") for ln in log_lines(tmp_path)),
-                 15, "the ready line", proc, tmp_path)
+                 15, "the ready line", proc=proc, detail=harvest_output(tmp_path))
         beat_path = home / "run" / "harvest.json"
         wait_for(lambda: beat_path.exists() and json.loads(beat_path.read_text()).get("messages", 0)
-                 > 100, 15, "messages in the heartbeat", proc, tmp_path)
+                 > 100, 15, "messages in the heartbeat", proc=proc,
+                 detail=harvest_output(tmp_path))
         beat = json.loads(beat_path.read_text())
         assert beat["connected"] is True and beat["ready"] is True
         assert stop(proc) == 0
@@ -410,7 +403,8 @@ def test_harvest_connection_older_than_limit_reconnects_on_purpose(recording, ho
         proc = start_harvest(procs, home, config, tmp_path)
         rotations = lambda: [ln for ln in log_lines(tmp_path)  # noqa: E731
                              if ln["event"] == "disconnected" and "rotate" in ln["reason"]]
-        wait_for(lambda: len(rotations()) >= 4, 15, "planned reconnects", proc, tmp_path)
+        wait_for(lambda: len(rotations()) >= 4, 15, "planned reconnects", proc=proc,
+                 detail=harvest_output(tmp_path))
         assert stop(proc) == 0
     assert all(ln["retry_in_s"] == 0 for ln in rotations())
     assert {ln["group"] for ln in rotations()} == {"market", "public"}
@@ -429,7 +423,8 @@ def test_harvest_against_local_exchange_syncs_book_and_records_trades(home, proc
                          OFI_REST_URL=f"http://127.0.0.1:{port}")
     kinds = lambda: {r["type"] for r in read_topic(home, "depth")}  # noqa: E731
     wait_for(lambda: {"snapshot", "depth"} <= kinds() and read_topic(home, "trades")
-             and read_topic(home, "book"), 30, "records from the local exchange", proc, tmp_path)
+             and read_topic(home, "book"), 30, "records from the local exchange", proc=proc,
+             detail=harvest_output(tmp_path))
     assert stop(proc) == 0
     assert stop_exchange(ex) == 0
     depth = [r for r in read_topic(home, "depth") if r["type"] == "depth"]
@@ -446,7 +441,8 @@ def test_harvest_unreachable_venue_retries_without_ready_and_stops_on_sigterm(ho
     proc = start_harvest(procs, home, config, tmp_path, OFI_WS_URL=f"ws://127.0.0.1:{port}",
                          OFI_REST_URL=f"http://127.0.0.1:{port}")
     downs = lambda: [ln for ln in log_lines(tmp_path) if ln["event"] == "disconnected"]  # noqa
-    wait_for(lambda: len(downs()) >= 6, 15, "connection attempts", proc, tmp_path)
+    wait_for(lambda: len(downs()) >= 6, 15, "connection attempts", proc=proc,
+             detail=harvest_output(tmp_path))
     assert all(ln["retry_in_s"] <= 0.2 for ln in downs())
     assert stop(proc) == 0
     assert not any(ln["event"] == "ofi-ready" for ln in log_lines(tmp_path))

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from bus import now_ms, open_bus
-from conftest import ROOT
+from conftest import ROOT, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,14 +35,6 @@ def _wait_line(q: queue.Queue, needle: str, deadline: float) -> str:
     raise AssertionError(f"no line with {needle!r} before the deadline")
 
 
-def _wait_for(cond, deadline: float, what: str) -> None:
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_report_daemon_rebuilds_today_and_stops_clean(home, procs):
     cfg = home / "report.yaml"
     cfg.write_text("report:\n  interval_s: 0.3\n")
@@ -55,7 +47,7 @@ def test_report_daemon_rebuilds_today_and_stops_clean(home, procs):
 
     today = dt.datetime.now(dt.timezone.utc).date().isoformat()
     md = home / "reports" / today / "report.md"
-    _wait_for(md.exists, deadline, "the first report")
+    wait_for(md.exists, deadline - time.monotonic(), "the first report")
     assert "| Fills | 0 |" in md.read_text()
 
     bus = open_bus(home)
@@ -65,12 +57,13 @@ def test_report_daemon_rebuilds_today_and_stops_clean(home, procs):
               "fee_asset": "USDT", "realized_pnl": 0.0, "maker": False, "T": now_ms()})
     w.close()
     bus.close()
-    _wait_for(lambda: "| Fills | 1 |" in md.read_text(), deadline, "a rebuild with the fill")
+    wait_for(lambda: "| Fills | 1 |" in md.read_text(), deadline - time.monotonic(),
+             "a rebuild with the fill")
     assert (home / "reports" / today / "equity.png").exists()
 
     beat_file = home / "run" / "report.json"
-    _wait_for(lambda: json.loads(beat_file.read_text())["builds"] >= 2, deadline,
-              "the heartbeat to count the builds")
+    wait_for(lambda: json.loads(beat_file.read_text())["builds"] >= 2, deadline - time.monotonic(),
+             "the heartbeat to count the builds")
     beat = json.loads(beat_file.read_text())
     assert beat["ready"] is True and beat["last_error"] is None
 

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from bus import open_bus
+from conftest import wait_for
 
 STAGE = textwrap.dedent('''
     import sys
@@ -31,16 +32,6 @@ STAGE = textwrap.dedent('''
 
     sys.exit(runtime.main(Doubler, sys.argv[1:]))
 ''')
-
-
-def _wait_for(pred, timeout=20.0, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -74,10 +65,10 @@ def test_runtime_stage_ready_processes_deadletters_and_stops_on_sigterm(procs, s
     p = _start(procs, stage_file, home, sink)
     line = p.stdout.readline()
     assert "ofi-ready" in line and json.loads(line)["stage"] == "signal"
-    _wait_for(lambda: len(_read(home, "signals")) == 100, what="100 signals")
+    wait_for(lambda: len(_read(home, "signals")) == 100, what="100 signals")
     # more input while running: woken by inotify
     w.append_many([{"type": "trade", "x": i} for i in range(100, 150)])
-    _wait_for(lambda: len(_read(home, "signals")) == 150, what="150 signals")
+    wait_for(lambda: len(_read(home, "signals")) == 150, what="150 signals")
     dead = _read(home, "deadletter")
     assert len(dead) == 1 and dead[0]["source"] == "trades" and "non-negative" in dead[0]["reason"]
     beat = json.loads((home / "run" / "signal.json").read_text())
@@ -90,7 +81,7 @@ def test_runtime_stage_ready_processes_deadletters_and_stops_on_sigterm(procs, s
     w.append({"type": "trade", "x": 500})
     p2 = _start(procs, stage_file, home, sink)
     assert "ofi-ready" in p2.stdout.readline()
-    _wait_for(lambda: len(_read(home, "signals")) == 151, what="151 signals")
+    wait_for(lambda: len(_read(home, "signals")) == 151, what="151 signals")
     p2.send_signal(signal.SIGTERM)
     assert p2.wait(20) == 0
     out = _read(home, "signals")

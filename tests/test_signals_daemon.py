@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import orjson
 import pytest
 
 from bus import open_bus
+from conftest import wait_for
 from daemons.marketdata.replay import Replay
 from daemons.signal.offline import run_files
 
@@ -51,16 +51,6 @@ def _config(tmp_path, batch, save_every):
     return str(path)
 
 
-def _wait(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _beat(home):
     try:
         with open(os.path.join(home, "run", "signal.json"), "rb") as f:
@@ -94,19 +84,19 @@ def test_signals_daemon_sigkill_restart_equals_clean_run(tmp_path, procs, record
     cfg = _config(tmp_path, 100, 0.05)
 
     p = _start(procs, clean, cfg)
-    _wait(_done(clean, counts), 60, "the clean run to finish")
+    wait_for(_done(clean, counts), 60, "the clean run to finish")
     p.send_signal(signal.SIGTERM)
     assert p.wait(20) == 0
     want = _signals(clean)
     assert len(want) > 150
 
     p = _start(procs, killed, cfg)
-    _wait(lambda: len(_signals(killed)) >= 40, 60, "signals before the kill")
+    wait_for(lambda: len(_signals(killed)) >= 40, 60, "signals before the kill")
     os.killpg(p.pid, signal.SIGKILL)
     p.wait(10)
     assert len(_signals(killed)) < len(want)  # really mid-stream
     p = _start(procs, killed, cfg)
-    _wait(_done(killed, counts), 60, "the restarted run to finish")
+    wait_for(_done(killed, counts), 60, "the restarted run to finish")
     p.send_signal(signal.SIGTERM)
     assert p.wait(20) == 0
     got = _signals(killed)
@@ -128,7 +118,7 @@ def test_signals_daemon_bad_records_go_to_deadletter(tmp_path, procs, records):
     ]
     counts = _fill(home, records[:3000], {"trades": [bad[0], bad[2]], "book": [bad[1]]})
     p = _start(procs, home, _config(tmp_path, 2000, 0.2))
-    _wait(_done(home, counts), 60, "the run to finish")
+    wait_for(_done(home, counts), 60, "the run to finish")
     p.send_signal(signal.SIGTERM)
     assert p.wait(20) == 0
     bus = open_bus(home)

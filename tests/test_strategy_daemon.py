@@ -17,7 +17,7 @@ from daemons import config as configmod
 from daemons.strategy import ids, rules
 from daemons.trading import ACTIVE, HALTED, REDUCING, load_state, status
 
-from conftest import OFI
+from conftest import OFI, wait_for
 
 BASE = 1_700_000_000_000
 STRATEGY = [sys.executable, "-m", "daemons.strategy"]
@@ -96,16 +96,6 @@ def records(home, topic="intents"):
 
 def intents(home):
     return [r for r in records(home) if r["type"] == "intent"]
-
-
-def wait_for(cond, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def heartbeat(home):
