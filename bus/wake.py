@@ -6,12 +6,15 @@ was written, or until the timeout: callers then read every topic to its end,
 since inotify merges and may drop events. Where inotify is missing (not Linux), watchdog's
 observer sets the same event from its own thread.
 
-During a burst (a spool event less than ``BURST_GAP_S`` ago) ``wait`` naps in short sleeps and
-checks the fd without blocking on it, for up to ``BURST_NAPS`` naps, before it blocks. A writer's
-event then never wakes the reader directly: on this 2-core machine, such wake-ups make the
-scheduler pull the reader onto the writer's CPU (wake-affine), where the two take turns in
-slices of milliseconds while the other CPU idles. A timer wake-up keeps the reader where it
-is. Outside bursts (e.g. 1,000 records/s) every wait blocks on the fd, costing no CPU.
+During a burst (the last two spool wake-ups less than ``BURST_GAP_S`` apart) ``wait`` naps in
+short sleeps and checks the fd without blocking on it, for up to ``BURST_NAPS`` naps, before it
+blocks. A writer's event then never wakes the reader directly: on this 2-core machine, such
+wake-ups make the scheduler pull the reader onto the writer's CPU (wake-affine), where the two
+take turns in slices of milliseconds while the other CPU idles. A timer wake-up keeps the
+reader where it is. Outside bursts (e.g. 1,000 records/s) every wait blocks on the fd,
+costing no CPU. The gap is measured between wake-ups, not from the last wake-up to the next
+wait: a reader that handles a record quickly is always back within ``BURST_GAP_S``, and napping
+then would only make the next record wait for the end of a nap (~150 µs of timer slack).
 
 The inotify fd is read in the consumer's own loop rather than through watchdog's observer
 thread: the hand-off across the observer's threads costs ~100 µs per event and milliseconds in
@@ -44,7 +47,7 @@ if inotify_init is not None:
 
 _HEADER = struct.Struct("iIII")     # wd, mask, cookie, len; then len bytes of name
 _READ_SIZE = 1 << 16
-BURST_GAP_S = 0.0005    # a wake-up this soon after the previous one means a burst
+BURST_GAP_S = 0.0005    # two spool wake-ups this close together mean a burst
 NAP_S = 0.0001          # one nap during a burst
 BURST_NAPS = 5          # naps without news before waiting on the fd again
 
@@ -68,7 +71,8 @@ class Waker:
         self.kicks = 0          # how many ended on kick()
         self.ignored = 0        # events on other files (locks, -wal, temporary files)
         self.naps = 0           # short sleeps taken during bursts (see the module docstring)
-        self._last_wake = 0.0
+        self._last_wake = float("-inf")
+        self._wake_gap = float("inf")   # time between the last two spool wake-ups
         # a self-pipe lets other threads (a websocket reader, a timer) wake the loop too
         self._kick_r, self._kick_w = os.pipe()
         os.set_blocking(self._kick_r, False)
@@ -117,7 +121,7 @@ class Waker:
         now = time.monotonic()
         deadline = now + timeout
         poll = self._poll.poll
-        naps = BURST_NAPS if now - self._last_wake < BURST_GAP_S else 0
+        naps = BURST_NAPS if self._wake_gap < BURST_GAP_S else 0
         while True:
             if naps:
                 naps -= 1
@@ -134,7 +138,9 @@ class Waker:
                     return True
                 if self._spool_changed():
                     self.wakeups += 1
-                    self._last_wake = time.monotonic()
+                    woke = time.monotonic()
+                    self._wake_gap = woke - self._last_wake
+                    self._last_wake = woke
                     return True
             timeout = deadline - time.monotonic()
             if timeout <= 0:

@@ -66,5 +66,46 @@ def test_bus_reader_other_process_woken_by_inotify_not_poll(home, procs, sink):
     bus.close()
 
 
+def _ring(path) -> None:
+    with open(path, "ab") as f:
+        f.write(b"x")
+
+
+def test_waker_blocks_after_a_lone_wake_up(tmp_path):
+    """A reader back in ``wait`` right after a wake-up (the usual case: a record is handled in
+    microseconds) blocks on the fd instead of napping: a lone record is no burst."""
+    from bus.wake import Waker
+
+    waker = Waker()
+    try:
+        waker.watch(tmp_path)
+        _ring(tmp_path / "1.jsonl")
+        assert waker.wait(5) and waker.wakeups == 1
+        assert not waker.wait(0.01)                 # at once: no nap, only the timeout
+        assert waker.naps == 0 and waker.timeouts == 1
+    finally:
+        waker.close()
+
+
+def test_waker_naps_after_wake_ups_close_together(tmp_path, monkeypatch):
+    """Two spool wake-ups within ``BURST_GAP_S`` of each other make the next wait nap (a
+    burst) before it blocks; the gap is wide here so that a slow machine cannot spoil it."""
+    from bus import wake
+
+    monkeypatch.setattr(wake, "BURST_GAP_S", 60.0)
+    waker = wake.Waker()
+    try:
+        waker.watch(tmp_path)
+        _ring(tmp_path / "1.jsonl")
+        assert waker.wait(5)
+        assert waker.naps == 0                      # the first wake-up is no burst
+        _ring(tmp_path / "1.jsonl")
+        assert waker.wait(5) and waker.wakeups == 2
+        assert not waker.wait(0.2)                  # naps, then blocks until the timeout
+        assert 0 < waker.naps <= wake.BURST_NAPS
+    finally:
+        waker.close()
+
+
 if __name__ == "__main__":
     child_tail(sys.argv[1], sys.argv[2])
