@@ -101,6 +101,7 @@ class Signal:
     w_cvd: float
     levels: int
     merge_grace_ms: float
+    allowed_lateness_ms: float = _bounds(0)
     stall_ms: int
     save_every_s: float
 

@@ -96,6 +96,28 @@ class Merger:
         """``stream`` will bring nothing more."""
         self.ended.add(stream)
 
+    def low_water(self):
+        """The key below which nothing more can come from any stream: the least of each
+        stream's head or, empty, its frontier. Ended streams count for nothing, and so do
+        ``idle`` streams that never brought an item. None when a stream bounds it from the
+        start (no frontier yet)."""
+        low = None
+        for s in self.names:
+            q = self.queues[s]
+            if q:
+                k = q[0][0]
+            elif s in self.ended:
+                continue
+            else:
+                k = self.frontier[s]
+                if k is None:
+                    if s in self.idle:
+                        continue
+                    return None
+            if low is None or k < low:
+                low = k
+        return low
+
     def pending(self) -> int:
         return sum(len(q) for q in self.queues.values())
 

@@ -11,7 +11,10 @@ Definitions (per symbol; ``interval`` = ``interval_ms``):
 - time of a record: :func:`daemons.marketdata.merge.event_time` (trade ``T``; book and depth
   ``E``; spot bookTicker has no ``E``: its local ``recv_ts``). bucket = floor(t / interval).
   Records must come in time order (the merge does that); a record older than the open
-  interval (a late one) is counted in the open interval: closed intervals are never reopened.
+  interval is counted in the open interval: closed intervals are never reopened. The daemon
+  closes intervals by watermark (:meth:`SignalCore.advance`); a record of an interval the
+  watermark had closed is *late*, and the ``late`` field of the interval that counted it says
+  how many there were. The offline paths never advance by watermark: ``late`` is 0.
 - one signal per interval from the symbol's first to its last, empty ones included.
 - ``ofi_l1``: Cont-Kukanov-Stoikov term of each book update against the previous one of the
   symbol (the first ever counts 0)::
@@ -58,10 +61,11 @@ class _Symbol:
     """Per-symbol state (open interval accumulators, last book, z windows)."""
 
     __slots__ = ("bucket", "ofi1", "ofi5", "buy", "sell", "trades", "books", "cvd",
-                 "pb", "qb", "pa", "qa", "depth", "zo", "so", "qo", "zc", "sc", "qc")
+                 "pb", "qb", "pa", "qa", "depth", "zo", "so", "qo", "zc", "sc", "qc", "late")
 
     def __init__(self):
         self.bucket = None          # open interval index (floor(t / interval))
+        self.late = 0               # records of closed intervals counted in the open one
         self.ofi1 = self.ofi5 = self.buy = self.sell = 0
         self.trades = self.books = 0
         self.cvd = 0
@@ -90,6 +94,8 @@ class SignalCore:
         self.w_cvd = float(w_cvd)
         self.levels = int(levels)
         self.symbols: dict[str, _Symbol] = {}
+        #: intervals before this one were closed by :meth:`advance` (-1: never advanced)
+        self.watermark_bucket = -1
 
     @classmethod
     def from_config(cls, section: dict) -> "SignalCore":
@@ -118,6 +124,8 @@ class SignalCore:
             st.bucket = b
         elif b > st.bucket:
             out = self._close_until(sym, st, b)
+        elif b < st.bucket and b < self.watermark_bucket:
+            st.late += 1
         if typ == "book":
             bid = rec["bid"]
             ask = rec["ask"]
@@ -216,6 +224,25 @@ class SignalCore:
             st.qb, st.qa = last_book[5], last_book[7]
         return out
 
+    def advance(self, t_ms) -> list[dict]:
+        """Close, for every symbol, the intervals that end at or before ``t_ms`` (a watermark:
+        no record older than it is expected any more); returns their signals."""
+        out = []
+        interval = self.interval
+        b = int(t_ms // interval)
+        if b > self.watermark_bucket:
+            self.watermark_bucket = b
+        for sym, st in self.symbols.items():
+            if st.bucket is not None and b > st.bucket:
+                out.extend(self._close_until(sym, st, b))
+        return out
+
+    def next_close_ms(self):
+        """The end of the earliest open interval (epoch ms), or None when none is open."""
+        b = min((st.bucket for st in self.symbols.values() if st.bucket is not None),
+                default=None)
+        return None if b is None else (b + 1) * self.interval
+
     def flush(self) -> list[dict]:
         """Close every open interval (end of input)."""
         out = []
@@ -239,7 +266,7 @@ class SignalCore:
         sig = self.close_sums(sym, st, st.bucket, st.ofi1, st.ofi5, st.buy, st.sell,
                               st.trades, st.books, st.pb, st.pa)
         st.ofi1 = st.ofi5 = st.buy = st.sell = 0
-        st.trades = st.books = 0
+        st.trades = st.books = st.late = 0
         return sig
 
     def close_sums(self, sym: str, st: _Symbol, bucket: int, ofi1: int, ofi5: int, buy: int,
@@ -274,7 +301,7 @@ class SignalCore:
             "type": "signal", "symbol": sym, "bucket_ms": bucket * self.interval,
             "interval_ms": self.interval, "ofi_l1": ofi1 / SCALE, "ofi_l5": ofi5 / SCALE,
             "buy_qty": buy / SCALE, "sell_qty": sell / SCALE, "cvd_delta": delta / SCALE,
-            "cvd": st.cvd / SCALE, "trades": trades, "book_updates": books,
+            "cvd": st.cvd / SCALE, "trades": trades, "book_updates": books, "late": st.late,
             "mid": mid, "spread": spread, "ofi_z": ofi_z, "cvd_z": cvd_z,
             "fusion": (self.w_ofi * ofi_z + self.w_cvd * cvd_z
                        if ofi_z is not None and cvd_z is not None else None),
@@ -300,17 +327,18 @@ class SignalCore:
                 "pb": st.pb, "qb": st.qb, "pa": st.pa, "qa": st.qa,
                 "depth": [list(map(list, st.depth[0])), list(map(list, st.depth[1]))]
                 if st.depth is not None else None,
-                "zo": list(st.zo), "zc": list(st.zc),
+                "zo": list(st.zo), "zc": list(st.zc), "late": st.late,
             }
         return {"params": {"interval_ms": self.interval, "z_window": self.z_window,
                            "min_periods": self.min_periods, "w_ofi": self.w_ofi,
                            "w_cvd": self.w_cvd, "levels": self.levels},
-                "symbols": syms}
+                "symbols": syms, "watermark_bucket": self.watermark_bucket}
 
     @classmethod
     def from_state(cls, data: dict) -> "SignalCore":
         """The core :meth:`state` described."""
         core = cls(**data["params"])
+        core.watermark_bucket = data.get("watermark_bucket", -1)
         for sym, d in data["symbols"].items():
             st = _Symbol()
             for k in ("bucket", "ofi1", "ofi5", "buy", "sell", "trades", "books", "cvd",
@@ -319,6 +347,7 @@ class SignalCore:
             if d["depth"] is not None:
                 st.depth = ([tuple(x) for x in d["depth"][0]], [tuple(x) for x in d["depth"][1]])
             st.zo, st.zc = deque(d["zo"]), deque(d["zc"])
+            st.late = d.get("late", 0)
             st.so, st.qo = sum(st.zo), sum(x * x for x in st.zo)
             st.sc, st.qc = sum(st.zc), sum(x * x for x in st.zc)
             core.symbols[sym] = st

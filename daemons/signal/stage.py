@@ -3,6 +3,11 @@
 Restart equivalence (a SIGKILL at any instant, then a restart, gives exactly the ``signals`` of
 an uninterrupted run) rests on three things:
 
+0. **Intervals close by watermark.** An interval closes when the exchange clock, estimated
+   from the local clock and each input's measured delay (:mod:`.watermark`), has passed its
+   end plus ``signal.allowed_lateness_ms``, not when the slowest stream next speaks. A record
+   of an interval already closed is late: it counts in the open interval and in that
+   interval's ``late`` field (never dropped); the heartbeat counts them too.
 1. **A deterministic interleaving.** The three inputs are merged by exchange time with
    :class:`~daemons.marketdata.merge.Merger` (each topic keeps its order; a record is handed
    to the core only when no input can still bring an older one), so the order the core sees
@@ -34,6 +39,7 @@ from .. import config as configmod
 from ..marketdata.merge import Merger, event_time
 from ..runtime import Stage
 from .core import SignalCore
+from .watermark import Watermark
 
 INPUTS = ("trades", "book", "depth")
 STATE_VERSION = 1
@@ -113,6 +119,9 @@ class SignalStage(Stage):
         self.save_every_s = sec.save_every_s
         self.core = SignalCore.from_config(ctx.config["signal"])   # the core shared offline
         self.merger = Merger(INPUTS, grace_ms=sec.merge_grace_ms)
+        self.watermark = Watermark(sec.allowed_lateness_ms)
+        self._read_at = 0              # local ms of the current batch (the records' ages)
+        self.late = 0
         self.signals_pos: dict | None = None    # where ``signals`` ended at the restored save
         self.resumed = False
         self.skip: dict = {}
@@ -140,6 +149,7 @@ class SignalStage(Stage):
 
     # -- loop ------------------------------------------------------------------------------
     def drained(self, topic: str, caught_up: bool) -> None:
+        self._read_at = self.ctx.now_ms()
         if caught_up:
             self.merger.idle.add(topic)
         else:
@@ -147,21 +157,43 @@ class SignalStage(Stage):
 
     def handle(self, topic: str, rec: dict) -> None:
         validate(topic, rec)
-        self.merger.push(topic, event_time(rec), rec)
+        t = event_time(rec)
+        self.watermark.observe(topic, t, self._read_at)
+        self.merger.push(topic, t, rec)
 
     def tick(self, now: float) -> None:
+        m = self.merger
+        now_ms = now * 1000
+        clocked = False
+        for topic in m.idle:           # a caught-up live stream: time moves its frontier
+            f = self.watermark.frontier(topic, now_ms)
+            if f is not None:
+                m.advance(topic, f)
+                clocked = True
         out = []
         process = self.core.process
-        for _, rec in self.merger.pop():
+        for _, rec in m.pop():
             sigs = process(rec)
             if sigs:
                 out.extend(sigs)
+        if clocked:                    # (records alone close intervals in a replay of the past)
+            low = m.low_water()
+            if low is not None:
+                out.extend(self.core.advance(low))
         if out:
             self._emit(out)
 
+    def idle_timeout(self) -> float | None:
+        nxt = self.core.next_close_ms()
+        if nxt is None:
+            return None
+        wait = self.watermark.wait_ms(nxt, self.ctx.clock() * 1000)
+        return None if wait is None else wait / 1000
+
     def health(self) -> dict:
         return {"pending": self.merger.pending(), "emitted_signals": self.emitted,
-                "skipped_signals": self.skipped}
+                "skipped_signals": self.skipped, "late_records": self.late,
+                "delay_ms": {t: round(d, 1) for t, d in self.watermark.delay.items()}}
 
     # -- output ----------------------------------------------------------------------------
     def _emit(self, sigs: list[dict]) -> None:
@@ -176,6 +208,8 @@ class SignalStage(Stage):
                 keep.append(s)
             sigs = keep
         if sigs:
+            for s in sigs:
+                self.late += s["late"]
             self.ctx.emit_many("signals", sigs)
             self.emitted += len(sigs)
 
