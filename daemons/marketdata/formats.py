@@ -105,6 +105,27 @@ def iter_line_chunks(path: str, chunk: int = 1 << 20):
             yield [rest]
 
 
+def iter_blocks(path: str, chunk: int = 1 << 20):
+    """The bytes of ``path`` a block of whole lines at a time: the lines of each block are those
+    :func:`iter_line_chunks` yields for the same read (every block but the last ends with
+    ``\\n``; the last holds the rest after the last ``\\n``, if any)."""
+    with open_binary(path) as f:
+        rest = b""
+        while True:
+            data = f.read(chunk)
+            if not data:
+                break
+            end = data.rfind(b"\n") + 1
+            if end:
+                yield rest + data[:end] if rest else data[:end]
+                rest = data[end:]
+            else:
+                rest += data
+                yield b""
+        if rest:
+            yield rest
+
+
 def _first_line(path: str) -> bytes:
     with open_binary(path) as f:
         for line in f:

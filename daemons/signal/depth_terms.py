@@ -17,11 +17,13 @@ _NEG_INF = float("-inf")
 class DepthTerms:
     """Depth diffs and snapshots of the symbol -> depth items (and their multi-level terms)."""
 
-    def __init__(self, levels: int, prev=None, stall_ms: int = STALL_MS):
+    def __init__(self, levels: int, prev=None, stall_ms: int = STALL_MS, book=None):
         self.n = levels
         self.stall_ms = int(stall_ms)
         self.stalls: list[dict] = []   # silences of the stream (as Replay.stalls)
-        self.book = LocalBook(levels=levels)
+        # a LocalBook, or a marketdata.fastbook.ArrayBook (the same levels, in arrays)
+        self.book = book if book is not None else LocalBook(levels=levels)
+        self._array = not isinstance(getattr(self.book.bid_side, "levels", None), dict)
         # the levels the next term compares against, per side (None: no term)
         self.prev_b, self.prev_a = prev if prev is not None else (None, None)
         self.prev_is_book = False  # they are the book's current top (so untouched: term 0)
@@ -36,6 +38,9 @@ class DepthTerms:
 
     def _top(self, side) -> list:
         """The side's top levels as the core keeps them: ``(price, qty in 1e-8 units)``."""
+        if self._array:
+            px, _qf, qs = side.top(self.n)
+            return list(zip(px, qs))
         lv = side.levels
         memo = self.qty_memo  # the same quantity strings come back level after level
         out = []

@@ -14,7 +14,8 @@ from __future__ import annotations
 import orjson
 
 from ..marketdata.forked import DepthWorkerError, Worker, fork
-from ..marketdata.formats import FormatError, iter_line_chunks, open_binary, stamp_divisor
+from ..marketdata.formats import (FormatError, iter_blocks, iter_line_chunks, open_binary,
+                                  stamp_divisor)
 from ..marketdata.merge import STALL_MS
 from .depth_terms import DepthTerms
 
@@ -107,17 +108,19 @@ def _send_depth(conn, paths, symbol, levels, prev, stall_ms) -> None:
     from the chunk's last line, minus ``stall_ms``): the main process may release below it."""
     want = symbol.upper()
     file_symbol = symbol
-    depth = DepthTerms(levels, prev, stall_ms)
+    fast = _fast_book(levels)
+    depth = DepthTerms(levels, prev, stall_ms, book=fast[0](levels=levels) if fast else None)
+    with_levels = fast[1] if fast else None
     stall = depth.stall_ms
     newest = float("-inf")
     loads = orjson.loads
     decode_error = orjson.JSONDecodeError
     tag, dtag, name = STREAM_TAG, DEPTH_TAG, NAME_AT
     sent_frontier = depth.frontier
+    scan = fast[2] if fast else None
     for path in paths:
         div = None
-        lineno = 0
-        for lines in iter_line_chunks(path):
+        for lines, nos, last in _chunks(path, scan):
             for line in lines:
                 sp = line.find(b" ")
                 # a stream other than depth: the main process's (the first line sets `div`)
@@ -127,12 +130,12 @@ def _send_depth(conn, paths, symbol, levels, prev, stall_ms) -> None:
                 if sp <= 0:
                     if not line.strip():
                         continue
-                    raise FormatError(f"{path}:{lineno + lines.index(line) + 1}: "
+                    raise FormatError(f"{path}:{_line_no(lines, line, nos)}: "
                                       "expected '<local_ts> <json>'")
                 try:
                     ts = int(line[:sp])
                 except ValueError:
-                    raise FormatError(f"{path}:{lineno + lines.index(line) + 1}: "
+                    raise FormatError(f"{path}:{_line_no(lines, line, nos)}: "
                                       "bad local timestamp") from None
                 if div is None:
                     div = stamp_divisor(ts)
@@ -143,7 +146,7 @@ def _send_depth(conn, paths, symbol, levels, prev, stall_ms) -> None:
                 except decode_error:
                     if not body.strip():
                         continue
-                    raise FormatError(f"{path}:{lineno + lines.index(line) + 1}: "
+                    raise FormatError(f"{path}:{_line_no(lines, line, nos)}: "
                                       "unparseable JSON") from None
                 stream = msg.get("stream")
                 data = msg["data"] if stream is not None else msg
@@ -156,10 +159,10 @@ def _send_depth(conn, paths, symbol, levels, prev, stall_ms) -> None:
                         if "lastUpdateId" in data:
                             depth.snapshot(data, recv)
                     elif e == "depthUpdate":
-                        depth.diff(data, recv)
-            lineno += len(lines)
+                        depth.diff(data if with_levels is None
+                                   else with_levels(data, line, sp + 1), recv)
             if div is not None:
-                newest = max(newest, _last_stamp(lines, div))
+                newest = max(newest, _last_stamp(last(), div))
             frontier = max(depth.frontier, newest - stall)
             if depth.items or frontier != sent_frontier:
                 conn.send(("d", depth.items, frontier))
@@ -168,6 +171,76 @@ def _send_depth(conn, paths, symbol, levels, prev, stall_ms) -> None:
     if newest - stall > depth.frontier != float("-inf"):  # silent to the end
         depth.stalls.append({"stream": "depth", "t": depth.frontier, "until": None})
     conn.send(("end", depth.gaps, depth.prev, depth.stalls, newest))
+
+
+def _fast_book(levels: int):
+    """(ArrayBook, with_levels, scan_block) of :mod:`daemons.marketdata.fastbook` (the depth
+    book in arrays, diffs applied by compiled code; lines classified by compiled code), or None
+    without numba."""
+    try:
+        from ..marketdata.fastbook import ArrayBook, scan_block, with_levels
+    except ImportError:   # numba missing or unusable here: the dict book, every line read
+        return None
+    return ArrayBook, with_levels, scan_block
+
+
+def _chunks(path: str, scan=None):
+    """The lines of ``path`` a read chunk at a time, as ``(lines, numbers, last)``: with
+    ``scan`` (:func:`~daemons.marketdata.fastbook.scan_block`) only the lines the depth worker
+    reads (the ones not of another stream, and the file's first non-blank line, which sets the
+    stamp's unit), with their 0-based numbers in the chunk; else every line (``numbers``
+    None). ``last()``: the chunk's last lines, for :func:`_last_stamp`. Line numbers count
+    from the file's start (:func:`_line_no`)."""
+    if scan is None:
+        lineno = 0
+        for lines in iter_line_chunks(path):
+            yield lines, _Numbers(lineno, None), lambda lines=lines: lines
+            lineno += len(lines)
+        return
+    import numpy as np
+
+    from ..marketdata.fastbook import OTHER_STREAM, UNTAGGED
+
+    lineno = 0
+    first = True
+    for block in iter_blocks(path):
+        starts, ends, _stamps, kinds = scan(block)
+        if first:   # the file's first non-blank line is read whatever it is
+            for j, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
+                if block[a:b].strip():
+                    kinds[j] = UNTAGGED
+                    first = False
+                    break
+        idx = np.flatnonzero(kinds != OTHER_STREAM).tolist()
+        sl = starts.tolist()
+        el = ends.tolist()
+        lines = [block[sl[j]:el[j]] for j in idx]
+
+        def last(block=block, sl=sl, el=el):
+            out = []   # back to the last line with a stamp (all that _last_stamp reads)
+            for a, b in zip(reversed(sl), reversed(el)):
+                out.append(block[a:b])
+                if out[-1].find(b" ") > 0:
+                    break
+            return out[::-1]
+        yield lines, _Numbers(lineno, idx), last
+        lineno += len(sl)
+
+
+class _Numbers:
+    """Where a chunk's lines are in their file (see :func:`_chunks`)."""
+
+    __slots__ = ("start", "idx")
+
+    def __init__(self, start: int, idx):
+        self.start = start
+        self.idx = idx
+
+
+def _line_no(lines: list, line: bytes, nos: _Numbers) -> int:
+    """The 1-based line number of ``line`` of a chunk's ``lines``, in its file."""
+    i = lines.index(line)
+    return nos.start + (i if nos.idx is None else nos.idx[i]) + 1
 
 
 def _last_stamp(lines: list, div: int) -> float:

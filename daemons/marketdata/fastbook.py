@@ -1,0 +1,530 @@
+""":class:`ArrayBook`: :class:`~.book.LocalBook` with its two sides in numpy arrays, a diff's
+levels parsed and applied by numba-compiled code straight from the message's bytes.
+
+The depth workers of ``ofi signals`` and ``ofi data import`` spend most of their time applying
+diffs level by level (``float(price)``, a dict update, the sorted cache of the best prices).
+Here a side is an open-addressing hash table (price -> quantity as ``float(q)`` and as
+``round(float(q) * 1e8)``) plus the same sorted cache of best prices (:class:`~.book._Side`'s
+``best``/``edge`` rules, refill and trim included), so the levels a book reads are exactly
+those of :class:`~.book._Side`, and so are :attr:`touched` and the quantities.
+
+The sync rules (buffering, snapshot, bridging, chaining, gaps) are :class:`~.book.LocalBook`'s
+own: only the sides differ. A diff's ``b`` / ``a`` can be a :class:`Levels`: the list orjson
+parsed and where the same levels start in the message's bytes; the compiled parser reads them
+there (no Python object per level). A price or quantity it does not read exactly as ``float``
+does (anything but plain decimal digits with at most one point, at most 15 significant digits)
+leaves the side untouched, and the list is applied instead, level by level.
+
+Decimal strings are read as ``float`` reads them: ``m / 10**k`` with ``m`` (< 10**15) and
+``10**k`` (k <= 22) exact doubles is the correctly rounded value of the string.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .book import _ZEROS, LocalBook
+
+SCALE = 100_000_000
+_NEG_INF = float("-inf")
+_POS_INF = float("inf")
+# st (int64 per side): count of live levels, length of best, n (levels watched), cache,
+# bid (1/0), touched (1/0)
+_COUNT, _NBEST, _N, _CACHE, _BID, _TOUCHED = range(6)
+_MAX_DIGITS = 15
+_POW10 = np.array([10.0 ** k for k in range(23)])
+_MAX_LEVELS = 8192     # levels of one diff side the scratch arrays hold (more: the list path)
+
+
+@njit(cache=True, nogil=True)
+def _hash(p, mask):
+    if not abs(p) < 1e15:   # (NaN too) no exact int64 below
+        return np.int64(0)
+    h = np.int64(p * 64.0) * np.int64(-7046029254386353131)
+    return (h ^ (h >> 29)) & mask
+
+
+@njit(cache=True, nogil=True)
+def _find(keys, used, p, mask):
+    i = _hash(p, mask)
+    while used[i]:
+        if keys[i] == p:
+            return i
+        i = (i + 1) & mask
+    return -1 - i   # not there: -1 - the free slot
+
+
+@njit(cache=True, nogil=True)
+def _remove(keys, used, qf, qs, i, mask):
+    """Delete slot ``i`` (linear probing, backward shift: no tombstones)."""
+    used[i] = 0
+    j = i
+    while True:
+        j = (j + 1) & mask
+        if not used[j]:
+            return
+        k = _hash(keys[j], mask)
+        # can the entry at j move to the hole at i?
+        if (j > i and (k <= i or k > j)) or (j < i and (k <= i and k > j)):
+            keys[i] = keys[j]
+            qf[i] = qf[j]
+            qs[i] = qs[j]
+            used[i] = 1
+            used[j] = 0
+            i = j
+
+
+@njit(cache=True, nogil=True)
+def _number(buf, i, end):
+    """A quoted decimal at ``buf[i]`` (the opening quote): (ok, value, is_zero_string, next
+    index after the closing quote). ``is_zero_string``: one of book._ZEROS's forms."""
+    if i >= end or buf[i] != 34:
+        return False, 0.0, False, i
+    i += 1
+    m = np.int64(0)
+    digits = 0
+    frac = 0
+    int_len = 0
+    int_zero = True
+    seen_point = False
+    frac_zero = True
+    while i < end:
+        c = buf[i]
+        if c >= 48 and c <= 57:
+            if seen_point:
+                frac += 1
+                if c != 48:
+                    frac_zero = False
+            else:
+                int_len += 1
+                if c != 48:
+                    int_zero = False
+            if digits > 0 or c != 48:
+                digits += 1
+                if digits > _MAX_DIGITS:
+                    return False, 0.0, False, i
+            m = m * 10 + (c - 48)
+        elif c == 46 and not seen_point:
+            seen_point = True
+        elif c == 34:
+            break
+        else:
+            return False, 0.0, False, i
+        i += 1
+    if i >= end or int_len == 0 or (seen_point and frac == 0) or frac > 22:
+        return False, 0.0, False, i
+    value = m / _POW10[frac] if frac else float(m)
+    zero = int_len == 1 and int_zero and (not seen_point or (frac_zero and frac <= 16))
+    return True, value, zero, i + 1
+
+
+@njit(cache=True, nogil=True)
+def _parse_levels(buf, i, end, px, qf, zs):
+    """``[["p","q"],...]`` at ``buf[i]`` -> px, qf, zs; the count (-1: not read)."""
+    if i >= end or buf[i] != 91:
+        return -1
+    i += 1
+    k = 0
+    if i < end and buf[i] == 93:
+        return 0
+    while True:
+        if k >= px.shape[0] or i >= end or buf[i] != 91:
+            return -1
+        ok, p, _z, i = _number(buf, i + 1, end)
+        if not ok or i >= end or buf[i] != 44:
+            return -1
+        ok, q, z, i = _number(buf, i + 1, end)
+        if not ok or i >= end or buf[i] != 93:
+            return -1
+        px[k] = p
+        qf[k] = q
+        zs[k] = z
+        k += 1
+        i += 1
+        if i >= end:
+            return -1
+        if buf[i] == 93:
+            return k
+        if buf[i] != 44:
+            return -1
+        i += 1
+
+
+@njit(cache=True, nogil=True)
+def _refill(keys, used, best, st, edge):
+    cnt = st[_COUNT]
+    k = st[_CACHE]
+    allp = np.empty(cnt, np.float64)
+    j = 0
+    for i in range(keys.shape[0]):
+        if used[i]:
+            allp[j] = keys[i]
+            j += 1
+    allp.sort()
+    if cnt <= k:
+        best[:cnt] = allp
+        st[_NBEST] = cnt
+        edge[0] = -np.inf if st[_BID] else np.inf
+    elif st[_BID]:
+        best[:k] = allp[cnt - k:]
+        st[_NBEST] = k
+        edge[0] = best[0]
+    else:
+        best[:k] = allp[:k]
+        st[_NBEST] = k
+        edge[0] = best[k - 1]
+
+
+@njit(cache=True, nogil=True)
+def _apply(keys, used, qfs, qss, best, st, edge, px, qf, zs, count):
+    """book._Side.apply over parsed levels (``zs``: the quantity is one of the zero strings)."""
+    mask = keys.shape[0] - 1
+    n = st[_N]
+    bid = st[_BID] == 1
+    nb = st[_NBEST]
+    e = edge[0]
+    touched = False
+    if bid:
+        nth = best[nb - n] if nb >= n else -np.inf
+    else:
+        nth = best[n - 1] if nb >= n else np.inf
+    for j in range(count):
+        f = px[j]
+        slot = _find(keys, used, f, mask)
+        if zs[j]:
+            if slot >= 0:
+                _remove(keys, used, qfs, qss, slot, mask)
+                st[_COUNT] -= 1
+                if (f >= e) if bid else (f <= e):
+                    at = np.searchsorted(best[:nb], f)
+                    best[at:nb - 1] = best[at + 1:nb].copy()
+                    nb -= 1
+                    if (f >= nth) if bid else (f <= nth):
+                        touched = True
+            continue
+        if slot < 0:
+            slot = -1 - slot
+            keys[slot] = f
+            used[slot] = 1
+            st[_COUNT] += 1
+            if (f >= e) if bid else (f <= e):
+                at = np.searchsorted(best[:nb], f)
+                best[at + 1:nb + 1] = best[at:nb].copy()
+                best[at] = f
+                nb += 1
+        qfs[slot] = qf[j]
+        qss[slot] = np.int64(np.rint(qf[j] * 100000000.0))
+        if (f >= e) if bid else (f <= e):
+            if (f >= nth) if bid else (f <= nth):
+                touched = True
+    st[_NBEST] = nb
+    k = st[_CACHE]
+    if nb < n and st[_COUNT] > nb:
+        _refill(keys, used, best, st, edge)
+    elif nb > 2 * k:
+        if bid:
+            best[:k] = best[nb - k:nb].copy()
+            edge[0] = best[0]
+        else:
+            edge[0] = best[k - 1]
+        st[_NBEST] = k
+    st[_TOUCHED] = 1 if touched else 0
+    return touched
+
+
+@njit(cache=True, nogil=True)
+def _apply_bytes(keys, used, qfs, qss, best, st, edge, buf, start, expect, px, qf, zs):
+    """Parse the levels at ``buf[start]`` and apply them; -1 (nothing done) when they are not
+    read exactly or are not ``expect`` levels, else 1 / 0 (touched or not)."""
+    count = _parse_levels(buf, start, buf.shape[0], px, qf, zs)
+    if count != expect:
+        return -1
+    if st[_COUNT] + count > (keys.shape[0] >> 1):
+        return -2   # grow first
+    return 1 if _apply(keys, used, qfs, qss, best, st, edge, px, qf, zs, count) else 0
+
+
+@njit(cache=True, nogil=True)
+def _top(keys, used, qfs, qss, best, st, n, px, qf, qs):
+    """The best ``n`` prices (best first) with their quantities into px, qf, qs; the count."""
+    nb = st[_NBEST]
+    bid = st[_BID] == 1
+    cnt = st[_COUNT]
+    mask = keys.shape[0] - 1
+    if n > nb and cnt > nb:   # deeper than the cache: from every level
+        allp = np.empty(cnt, np.float64)
+        j = 0
+        for i in range(keys.shape[0]):
+            if used[i]:
+                allp[j] = keys[i]
+                j += 1
+        allp.sort()
+        m = min(n, cnt)
+        for j in range(m):
+            px[j] = allp[cnt - 1 - j] if bid else allp[j]
+    else:
+        m = min(n, nb)
+        for j in range(m):
+            px[j] = best[nb - 1 - j] if bid else best[j]
+    for j in range(m):
+        slot = _find(keys, used, px[j], mask)
+        qf[j] = qfs[slot]
+        qs[j] = qss[slot]
+    return m
+
+
+@njit(cache=True, nogil=True)
+def _rehash(keys, used, qfs, qss, nkeys, nused, nqf, nqs):
+    mask = nkeys.shape[0] - 1
+    for i in range(keys.shape[0]):
+        if used[i]:
+            s = _find(nkeys, nused, keys[i], mask)
+            s = -1 - s
+            nkeys[s] = keys[i]
+            nused[s] = 1
+            nqf[s] = qfs[i]
+            nqs[s] = qss[i]
+
+
+class Levels(list):
+    """A diff side's levels as orjson parsed them (the list), and where they start in the
+    message's bytes (``buf``: uint8 array, ``start``: the index of their ``[``)."""
+
+    __slots__ = ("buf", "start")
+
+    def __init__(self, raw, buf, start: int):
+        super().__init__(raw)
+        self.buf = buf
+        self.start = start
+
+
+class ArraySide:
+    """One side of an :class:`ArrayBook` (the :class:`~.book._Side` rules, in arrays)."""
+
+    __slots__ = ("keys", "used", "qf", "qs", "best", "st", "edge", "bid", "n", "cache",
+                 "_px", "_qf", "_zs", "_opx", "_oqf", "_oqs")
+
+    def __init__(self, bid: bool, n: int, capacity: int = 1 << 13):
+        self.bid = bid
+        self.n = n
+        self.cache = max(32, 4 * n)
+        self._alloc(capacity)
+        self.best = np.empty(2 * self.cache + _MAX_LEVELS + 1, np.float64)
+        self.st = np.array([0, 0, n, self.cache, 1 if bid else 0, 1], np.int64)
+        self.edge = np.array([_NEG_INF if bid else _POS_INF])
+        self._px = np.empty(_MAX_LEVELS)
+        self._qf = np.empty(_MAX_LEVELS)
+        self._zs = np.empty(_MAX_LEVELS, np.bool_)
+        self._opx = np.empty(max(n, 1))
+        self._oqf = np.empty(max(n, 1))
+        self._oqs = np.empty(max(n, 1), np.int64)
+
+    def _alloc(self, capacity: int) -> None:
+        self.keys = np.zeros(capacity)
+        self.used = np.zeros(capacity, np.uint8)
+        self.qf = np.zeros(capacity)
+        self.qs = np.zeros(capacity, np.int64)
+
+    def _grow(self, need: int) -> None:
+        cap = len(self.keys)
+        while need > cap >> 1:
+            cap <<= 1
+        old = (self.keys, self.used, self.qf, self.qs)
+        self._alloc(cap)
+        _rehash(*old, self.keys, self.used, self.qf, self.qs)
+
+    @property
+    def touched(self) -> bool:
+        return bool(self.st[_TOUCHED])
+
+    def __len__(self) -> int:
+        return int(self.st[_COUNT])
+
+    def clear(self) -> None:
+        self.used[:] = 0
+        self.st[_COUNT] = self.st[_NBEST] = 0
+        self.edge[0] = _NEG_INF if self.bid else _POS_INF
+        self.st[_TOUCHED] = 1
+
+    def load(self, raw) -> None:
+        """Replace the side by snapshot levels ``[[price, qty], ...]`` (levels with
+        ``float(qty) > 0``)."""
+        self.clear()
+        rows = [(float(p), float(q)) for p, q in raw if float(q) > 0.0]
+        self._apply_arrays([p for p, _ in rows], [q for _, q in rows], [False] * len(rows))
+        _refill(self.keys, self.used, self.best, self.st, self.edge)
+        self.st[_TOUCHED] = 1
+
+    def apply(self, raw) -> bool:
+        """Apply diff levels; true if the top ``n`` may have changed."""
+        if not raw:
+            self.st[_TOUCHED] = 0
+            return False
+        if type(raw) is Levels and len(raw) <= _MAX_LEVELS:
+            while True:
+                r = _apply_bytes(self.keys, self.used, self.qf, self.qs, self.best, self.st,
+                                 self.edge, raw.buf, raw.start, len(raw), self._px, self._qf,
+                                 self._zs)
+                if r == -2:
+                    self._grow(len(self) + len(raw) + 1)
+                    continue
+                if r >= 0:
+                    return r == 1
+                break
+        zero = _ZEROS
+        return self._apply_arrays([float(p) for p, _ in raw],
+                                  [0.0 if q in zero else float(q) for _, q in raw],
+                                  [q in zero for _, q in raw])
+
+    def _apply_arrays(self, px, qf, zs) -> bool:
+        k = len(px)
+        if len(self) + k + 1 > len(self.keys) >> 1:
+            self._grow(len(self) + k + 1)
+        if len(self.best) < 2 * self.cache + k + 1:
+            best = np.empty(2 * self.cache + k + 1)
+            best[:len(self.best)] = self.best
+            self.best = best
+        return _apply(self.keys, self.used, self.qf, self.qs, self.best, self.st, self.edge,
+                      np.array(px, np.float64), np.array(qf, np.float64),
+                      np.array(zs, np.bool_), k)
+
+    def top(self, n: int) -> tuple[list, list, list]:
+        """The best ``n`` levels, best first: prices, ``float(qty)``, qty in 1e-8 units."""
+        if n > len(self._opx):
+            self._opx, self._oqf = np.empty(n), np.empty(n)
+            self._oqs = np.empty(n, np.int64)
+        m = _top(self.keys, self.used, self.qf, self.qs, self.best, self.st, n, self._opx,
+                 self._oqf, self._oqs)
+        return self._opx[:m].tolist(), self._oqf[:m].tolist(), self._oqs[:m].tolist()
+
+    def top_prices(self, n: int) -> list[float]:
+        return self.top(n)[0]
+
+
+class ArrayBook(LocalBook):
+    """:class:`~.book.LocalBook` on :class:`ArraySide` sides. Read its levels with
+    ``bid_side.top(n)`` / ``ask_side.top(n)`` or :meth:`top` (``bids`` / ``asks`` are not
+    dicts here)."""
+
+    def __init__(self, spot: bool | None = None, max_buffer: int | None = None,
+                 levels: int = 5):
+        kw = {} if max_buffer is None else {"max_buffer": max_buffer}
+        super().__init__(spot=spot, levels=levels, **kw)
+        self.bid_side = ArraySide(True, levels)
+        self.ask_side = ArraySide(False, levels)
+        self.bids = self.asks = None
+
+    def top(self, n: int):
+        b, a = self.bid_side.top(n), self.ask_side.top(n)
+        return ([[p, q] for p, q in zip(b[0], b[1])], [[p, q] for p, q in zip(a[0], a[1])])
+
+    def best(self):
+        b, a = self.bid_side.top(1)[0], self.ask_side.top(1)[0]
+        return (b[0] if b else None, a[0] if a else None)
+
+
+def with_levels(d: dict, line: bytes, at: int) -> dict:
+    """``d`` (a diff orjson parsed from ``line[at:]``) with its ``b`` and ``a`` as
+    :class:`Levels` found in ``line``'s bytes (left as they are when not found)."""
+    bi = line.find(b'"b":[', at)
+    ai = line.find(b'"a":[', at)
+    if bi < 0 or ai < 0:
+        return d
+    buf = np.frombuffer(line, np.uint8)
+    b, a = d.get("b"), d.get("a")
+    if type(b) is list and type(a) is list:
+        d["b"] = Levels(b, buf, bi + 4)
+        d["a"] = Levels(a, buf, ai + 4)
+    return d
+
+
+# -- scanning a block of hftbacktest lines ---------------------------------------------------------
+
+#: :func:`scan_block` kinds: a line of a combined stream other than depth (``<stamp>
+#: {"stream":"<name>"`` with no ``@depth`` in the name, the stamp plain digits), a line of a
+#: depth stream (the same with ``@depth``), anything else (untagged, blank, malformed)
+OTHER_STREAM, DEPTH_STREAM, UNTAGGED = 0, 1, 2
+_STREAM_TAG = np.frombuffer(b'{"stream":"', np.uint8)
+_DEPTH_TAG = np.frombuffer(b"@depth", np.uint8)
+
+
+@njit(cache=True, nogil=True)
+def _scan(buf, tag, dtag, starts, ends, stamps, kinds):
+    """Split ``buf`` at ``\\n`` (a last line without one counts too) and classify each line
+    as the workers' bytes checks do (``line.find(b" ")``, ``startswith(tag, sp + 1)``,
+    ``find(dtag, sp + len(tag) + 1, find(b'"', sp + len(tag) + 1))``); the count of lines."""
+    n = buf.shape[0]
+    k = 0
+    s = 0
+    nt = tag.shape[0]
+    nd = dtag.shape[0]
+    while s < n:
+        e = s
+        while e < n and buf[e] != 10:
+            e += 1
+        starts[k] = s
+        ends[k] = e
+        stamps[k] = -1
+        kinds[k] = UNTAGGED
+        sp = -1
+        for i in range(s, e):
+            if buf[i] == 32:
+                sp = i
+                break
+        if sp > s and sp - s <= 19 and (sp - s < 19 or buf[s] <= 56):
+            v = np.int64(0)
+            ok = True
+            for i in range(s, sp):
+                c = buf[i]
+                if c < 48 or c > 57:
+                    ok = False
+                    break
+                v = v * 10 + (c - 48)
+            if ok:
+                stamps[k] = v
+                tagged = sp + 1 + nt <= e
+                if tagged:
+                    for i in range(nt):
+                        if buf[sp + 1 + i] != tag[i]:
+                            tagged = False
+                            break
+                if tagged:
+                    lo = sp + 1 + nt   # = sp + NAME_AT
+                    hi = -1
+                    for i in range(lo, e):
+                        if buf[i] == 34:
+                            hi = i
+                            break
+                    if hi < 0:
+                        hi = e - 1     # bytes.find's end -1: up to the last byte
+                    depth = False
+                    for i in range(lo, hi - nd + 1):
+                        m = True
+                        for j in range(nd):
+                            if buf[i + j] != dtag[j]:
+                                m = False
+                                break
+                        if m:
+                            depth = True
+                            break
+                    kinds[k] = DEPTH_STREAM if depth else OTHER_STREAM
+        k += 1
+        if e >= n:
+            break
+        s = e + 1
+    return k
+
+
+def scan_block(block: bytes):
+    """The lines of a block (:func:`~.formats.iter_blocks`): ``(starts, ends, stamps, kinds)``
+    arrays, one entry per line (``stamps``: the local stamp when the line starts with digits
+    and a space, else -1; ``kinds``: :data:`OTHER_STREAM`, :data:`DEPTH_STREAM` or
+    :data:`UNTAGGED`)."""
+    buf = np.frombuffer(block, np.uint8)
+    cap = block.count(b"\n") + 1
+    starts = np.empty(cap, np.int64)
+    ends = np.empty(cap, np.int64)
+    stamps = np.empty(cap, np.int64)
+    kinds = np.empty(cap, np.int8)
+    k = _scan(buf, _STREAM_TAG, _DEPTH_TAG, starts, ends, stamps, kinds)
+    return starts[:k], ends[:k], stamps[:k], kinds[:k]
