@@ -35,7 +35,8 @@ import pyarrow.compute as pc
 
 from ..marketdata.book import APPLIED, BUFFERED, DROPPED, LocalBook, snapshot_top
 from ..marketdata.forked import DepthWorkerError, Worker, fork
-from ..marketdata.formats import FormatError, iter_line_chunks, stamp_divisor, symbol_from_path
+from ..marketdata.formats import (FormatError, iter_blocks, iter_line_chunks, stamp_divisor,
+                                  symbol_from_path)
 from ..signal import split
 from . import store
 
@@ -200,8 +201,10 @@ def _last_symbol(lines: list, end: int, default):
 class _Book:
     __slots__ = ("book", "rows", "valid", "bpx", "bq", "apx", "aq")
 
-    def __init__(self, levels: int, rows: list):
-        self.book = LocalBook(levels=levels)
+    def __init__(self, levels: int, rows: list, array_book=None):
+        # a marketdata.fastbook.ArrayBook (the same levels, in arrays) when given
+        self.book = array_book(levels=levels) if array_book is not None \
+            else LocalBook(levels=levels)
         self.rows = rows
         self.valid = False   # bpx .. aq are the book's top levels
         self.bpx = self.bq = self.apx = self.aq = ()
@@ -212,10 +215,11 @@ class DepthRows:
     silences (:attr:`stalls`, ``(message number, stall)``), as Replay's ``DepthFeed`` and merge
     keys give them. ``floor(x)``: a Replay batch ended, the frontier rises to ``x``."""
 
-    def __init__(self, sink: Sink, levels: int, stall_ms: int):
+    def __init__(self, sink: Sink, levels: int, stall_ms: int, array_book=None):
         self.sink = sink
         self.levels = levels
         self.stall = stall_ms
+        self.array_book = array_book
         self.f = _NEG       # the merge frontier (keys, buffered diffs' times, batch floors)
         self.last = _NEG    # the last key or buffered diff's time (silences are measured from)
         self.stalls: list[tuple] = []
@@ -225,7 +229,8 @@ class DepthRows:
     def _book(self, sym) -> _Book:
         b = self.books.get(sym)
         if b is None:
-            b = self.books[sym] = _Book(self.levels, self.sink.rows("depth", sym))
+            b = self.books[sym] = _Book(self.levels, self.sink.rows("depth", sym),
+                                        self.array_book)
         return b
 
     def floor(self, x) -> None:
@@ -251,6 +256,15 @@ class DepthRows:
         book = b.book
         n = self.levels
         bs, as_ = book.bid_side, book.ask_side
+        if self.array_book is not None:
+            if not b.valid or bs.touched:
+                px, qf, _ = bs.top(n)
+                b.bpx, b.bq = tuple(px), tuple(qf)
+            if not b.valid or as_.touched:
+                px, qf, _ = as_.top(n)
+                b.apx, b.aq = tuple(px), tuple(qf)
+            b.valid = True
+            return
         if not b.valid or bs.touched:
             b.bpx = tuple(bs.top_prices(n))
             b.bq = tuple(map(float, map(bs.levels.__getitem__, b.bpx)))
@@ -535,8 +549,9 @@ def _read_main(paths, sink: Sink, symbol, stall, depth: DepthRows | None, remote
     return out
 
 
-def _read_depth(paths, sink: Sink, symbol, stall, depth: DepthRows) -> dict:
-    """The worker's pass: depth rows; the other lines' receive times only."""
+def _read_depth(paths, sink: Sink, symbol, stall, depth: DepthRows, with_levels=None) -> dict:
+    """The worker's pass: depth rows; the other lines' receive times only. ``with_levels``:
+    :func:`daemons.marketdata.fastbook.with_levels`, for a depth of array books."""
     loads = orjson.loads
     decode_error = orjson.JSONDecodeError
     tag, dtag, name = _TAG, _DTAG, _NAME
@@ -594,7 +609,8 @@ def _read_depth(paths, sink: Sink, symbol, stall, depth: DepthRows) -> dict:
                     if e is None:
                         depth.snapshot(data, recv, s, count)
                     else:
-                        depth.diff(data, recv, s, count)
+                        depth.diff(data if with_levels is None
+                                   else with_levels(data, line, sp + 1), recv, s, count)
                 elif line.startswith(tag, sp + 1) and (e in ("bookTicker", "trade", "aggTrade")
                                                       or (e is None and _is_book(e, data,
                                                                                  stream))):
@@ -603,6 +619,128 @@ def _read_depth(paths, sink: Sink, symbol, stall, depth: DepthRows) -> dict:
             lineno += len(lines)
             if symbol is None:
                 file_symbol = _last_symbol(lines, len(lines), file_symbol)
+            sink.flush()
+    sink.flush(final=True)
+    return {"newest": newest, "lines": count}
+
+
+class _BlockLines:
+    """A block's lines by index (what :func:`_last_symbol` reads), cut when read."""
+
+    __slots__ = ("block", "starts", "ends")
+
+    def __init__(self, block: bytes, starts: list, ends: list):
+        self.block, self.starts, self.ends = block, starts, ends
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, k: int) -> bytes:
+        return self.block[self.starts[k]:self.ends[k]]
+
+
+def _read_depth_blocks(paths, sink: Sink, symbol, stall, depth: DepthRows, with_levels,
+                       scan) -> dict:
+    """:func:`_read_depth` with the lines of other streams classified by compiled code
+    (:func:`daemons.marketdata.fastbook.scan_block`) and never cut out: their receive times
+    count for Replay's batch floors as arrays (only the last floor of a run of them matters,
+    and it is the largest: no depth line comes between)."""
+    import numpy as np
+
+    from ..marketdata.fastbook import OTHER_STREAM
+
+    loads = orjson.loads
+    decode_error = orjson.JSONDecodeError
+    tag, dtag, name = _TAG, _DTAG, _NAME
+    count = 0
+    nb = BATCH
+    newest = _NEG
+    for path in paths:
+        div = None
+        lineno = 0
+        file_symbol = symbol or symbol_from_path(path)
+        for block in iter_blocks(path):
+            starts, ends, stamps, kinds = scan(block)
+            nl = len(kinds)
+            sl, el = starts.tolist(), ends.tolist()
+            lines = _BlockLines(block, sl, el)
+            todo = np.flatnonzero(kinds != OTHER_STREAM).tolist()
+            todo.append(nl)
+            prev = 0
+            for j in todo:
+                if j > prev:   # lines prev..j-1: other streams, counted and their times read
+                    if div is None:
+                        div = stamp_divisor(int(stamps[prev]))
+                    recvs = stamps[prev:j] // div
+                    run = j - prev
+                    if count + run > nb:   # batch ends in the run: the last one counts
+                        last = nb + (count + run - 1 - nb) // BATCH * BATCH
+                        upto = last - count   # the floor reads the times before that line
+                        top = int(recvs[:upto].max()) if upto else newest
+                        depth.floor((top if top > newest else newest) - stall)
+                        nb = last + BATCH
+                    top = int(recvs.max())
+                    if top > newest:
+                        newest = top
+                    count += run
+                prev = j + 1
+                if j == nl:
+                    break
+                line = block[sl[j]:el[j]]
+                sp = line.find(b" ")
+                if sp <= 0:
+                    if not line.strip():
+                        continue
+                    raise FormatError(f"{path}:{lineno + j + 1}: expected '<local_ts> <json>'")
+                try:
+                    ts = int(line[:sp])
+                except ValueError:
+                    raise FormatError(f"{path}:{lineno + j + 1}: bad local timestamp") from None
+                if div is None:
+                    div = stamp_divisor(ts)
+                recv = ts // div
+                if line.startswith(tag, sp + 1) \
+                        and line.find(dtag, sp + name, line.find(b'"', sp + name)) < 0:
+                    if count == nb:   # the main process's line
+                        nb += BATCH
+                        depth.floor(newest - stall)
+                    count += 1
+                    if recv > newest:
+                        newest = recv
+                    continue
+                body = line[sp + 1:]
+                try:
+                    msg = loads(body)
+                except decode_error:
+                    if not body.strip():
+                        continue
+                    raise FormatError(f"{path}:{lineno + j + 1}: unparseable JSON") from None
+                if count == nb:
+                    nb += BATCH
+                    depth.floor(newest - stall)
+                count += 1
+                if recv > newest:
+                    newest = recv
+                stream = msg.get("stream")
+                data = msg["data"] if stream is not None else msg
+                e = data.get("e")
+                if e == "depthUpdate" or (e is None and "lastUpdateId" in data):
+                    s = data.get("s")
+                    if s is None:
+                        s = file_symbol if symbol is not None else \
+                            _last_symbol(lines, j, file_symbol)
+                    if e is None:
+                        depth.snapshot(data, recv, s, count)
+                    else:
+                        depth.diff(with_levels(data, line, sp + 1), recv, s, count)
+                elif line.startswith(tag, sp + 1) and (e in ("bookTicker", "trade", "aggTrade")
+                                                      or (e is None and _is_book(e, data,
+                                                                                 stream))):
+                    raise Fallback(f"{path}:{lineno + j + 1}: trades or book under a depth "
+                                   "stream name")
+            lineno += nl
+            if symbol is None:
+                file_symbol = _last_symbol(lines, nl, file_symbol)
             sink.flush()
     sink.flush(final=True)
     return {"newest": newest, "lines": count}
@@ -658,8 +796,13 @@ def _work(conn, paths, tmp_dir, levels, flush_rows, symbol, stall) -> None:
 
     spool = Spool(tmp_dir, levels, flush_rows)
     sink = Sink(spool, levels)
-    depth = DepthRows(sink, levels, stall)
-    tot = _read_depth(paths, sink, symbol, stall, depth)
+    fast = split._fast_book(levels)
+    if fast:
+        depth = DepthRows(sink, levels, stall, array_book=fast[0])
+        tot = _read_depth_blocks(paths, sink, symbol, stall, depth, fast[1], fast[2])
+    else:
+        depth = DepthRows(sink, levels, stall)
+        tot = _read_depth(paths, sink, symbol, stall, depth)
     rows = spool.close()
     conn.send(("end", {
         "rows": rows, "first": sink.first, "last": sink.last, "symbols": sink.symbols(),
