@@ -261,6 +261,38 @@ def test_bus_bad_record_goes_to_deadletter_consumer_continues(home, sink, bad, r
     bus.close()
 
 
+def test_bus_sqlite_tailing_reader_one_row_at_a_time(home):
+    """A reader that tails (one new row per read) delivers what a reader of the whole spool
+    delivers, and dead-letters a bad row that comes alone just the same."""
+    bus = open_bus(home, sink="sqlite")
+    w = bus.writer("trades")
+    w.append({"type": "t", "n": 0})
+    c = bus.consumer("trades", "tail")
+    got = []
+    for n, bad in enumerate(["not json", '{"ts": 1, "type": "t"}', 42, b"\xff"], 1):
+        items = c.poll()
+        assert len(items) == 1
+        got.extend(items)
+        c.mark(items[-1][1])
+        conn = sqlite3.connect(w.path)
+        conn.execute("INSERT INTO records VALUES (?, ?, ?, ?)", (w.seq + 1, 1, "t", bad))
+        conn.commit()
+        conn.close()
+        assert c.poll() == [] and c.deadlettered == n
+        w.seq += 1                                  # the writer goes on after the bad row
+        w.append({"type": "t", "n": n})
+    got.extend(c.poll())
+    w.close()
+    assert [r["n"] for r, _ in got] == [0, 1, 2, 3, 4]
+    whole = bus.reader("trades").read()
+    assert [r for r, _ in whole if not isinstance(r, BadRecord)] == [r for r, _ in got]
+    assert [p["seq"] for r, p in whole if isinstance(r, BadRecord)] == [2, 4, 6, 8]
+    assert [d["raw"] for d in bus.read_all("deadletter")] == [
+        "not json", '{"ts": 1, "type": "t"}', "42", "\ufffd"]
+    c.close()
+    bus.close()
+
+
 def test_bus_bad_line_before_anything_marked_is_skipped_on_commit(home):
     bus = open_bus(home, sink="jsonl")
     bus.writer("trades").close()
