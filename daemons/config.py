@@ -74,7 +74,9 @@ def merge(base: dict, override: dict, source: str, prefix: str = "") -> dict:
     return out
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path) -> dict:
+    """The mapping in a YAML file (ConfigError with one line when it cannot be read)."""
+    path = Path(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -92,7 +94,7 @@ def _read_yaml(path: Path) -> dict:
 
 def defaults() -> dict:
     """The built-in defaults (``etc/defaults.yaml``)."""
-    return _read_yaml(DEFAULTS_FILE)
+    return read_yaml(DEFAULTS_FILE)
 
 
 def set_dotted(cfg: dict, dotted: str, value, source: str) -> dict:
@@ -111,7 +113,7 @@ def load(path: str | os.PathLike | None = None, overrides: dict | None = None,
     """Defaults, then ``path``, then the environment, then ``overrides`` (dotted keys)."""
     cfg = defaults()
     if path:
-        cfg = merge(cfg, _read_yaml(Path(path)), str(path))
+        cfg = merge(cfg, read_yaml(Path(path)), str(path))
     env = os.environ if environ is None else environ
     for var, (dotted, conv) in ENVIRONMENT.items():
         if env.get(var):

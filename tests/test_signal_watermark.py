@@ -113,7 +113,8 @@ def _turn(r):
 
 def _signals(home):
     bus = open_bus(home)
-    out = [{k: v for k, v in s.items() if k not in ("seq", "ts")} for s in bus.read_all("signals")]
+    out = [{k: v for k, v in s.items() if k not in ("seq", "ts", "trace")}
+           for s in bus.read_all("signals")]
     bus.close()
     return out
 

@@ -42,7 +42,7 @@ def _signals(home):
         out.extend(rec for rec, _ in batch)
     r.close()
     bus.close()
-    return [{k: v for k, v in s.items() if k not in ("seq", "ts")} for s in out]
+    return [{k: v for k, v in s.items() if k not in ("seq", "ts", "trace")} for s in out]
 
 
 def _config(tmp_path, batch, save_every):

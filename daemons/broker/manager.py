@@ -664,6 +664,8 @@ class OrderManager:
             elif o.order_id is None and fill.get("order_id") is not None:
                 self.journal.put(replace(o, order_id=int(fill["order_id"])))
         fill = {**fill, "client_order_id": cid}
+        if known and self.journal.orders[cid].trace is not None:
+            fill["trace"] = self.journal.orders[cid].trace
         self._records.append(("fills", fill))
         self.journal.load_fill(fill)
         if known:
@@ -1377,7 +1379,16 @@ def order_from_intent(rec: dict) -> fsm.Order:
     return fsm.Order(client_order_id=cid, symbol=symbol, side=side, qty=float(qty),
                      price=float(price) if otype == "LIMIT" else None, order_type=otype,
                      reduce_only=bool(rec.get("reduce_only", False)),
-                     intent_seq=rec.get("seq"), intent_ts=rec.get("ts"))
+                     intent_seq=rec.get("seq"), intent_ts=rec.get("ts"),
+                     trace=_trace_of(rec))
+
+
+def _trace_of(rec: dict) -> dict | None:
+    """An intent's latency trace with the intent's own time (``strategy``) in it."""
+    trace = rec.get("trace")
+    if not isinstance(trace, dict):
+        return None
+    return {**trace, "intent": rec.get("ts")}
 
 
 def _decision_ms(rec: dict) -> int | None:

@@ -155,6 +155,8 @@ class Order:
     reason: str | None = None
     venue_ts: int | None = None
     extra: dict = field(default_factory=dict, compare=False)
+    #: the intent's latency trace (exchange time, then each stage's time; docs/latency.md)
+    trace: dict | None = field(default=None, compare=False)
 
     @property
     def is_terminal(self) -> bool:
@@ -226,6 +228,7 @@ def record_of(t: Transition) -> dict:
         # beyond the agreed schema: what a restarted broker needs to send the order again
         "order_type": o.order_type, "reduce_only": o.reduce_only, "intent_ts": o.intent_ts,
         "attempts": o.attempts, "cancel_requested": o.cancel_requested,
+        "trace": o.trace,
     }
 
 
@@ -240,4 +243,4 @@ def order_from_record(rec: dict) -> Order:
         avg_price=rec.get("avg_price"), intent_seq=rec.get("intent_seq"),
         intent_ts=rec.get("intent_ts"), attempts=int(rec.get("attempts") or 0),
         cancel_requested=bool(rec.get("cancel_requested")),
-        reason=rec.get("reason"), venue_ts=rec.get("venue_ts"))
+        reason=rec.get("reason"), venue_ts=rec.get("venue_ts"), trace=rec.get("trace"))

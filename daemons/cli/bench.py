@@ -4,6 +4,8 @@ from __future__ import annotations
 import click
 import orjson
 
+from .. import config as configmod
+
 
 @click.group()
 def bench():
@@ -105,9 +107,14 @@ def bench_broker(count, gap_ms, hang_every, as_json):
               help="How long the pipeline trades.")
 @click.option("--sink", type=click.Choice(["jsonl", "sqlite"]), default="jsonl", show_default=True)
 @click.option("--keep", is_flag=True, help="Keep the temporary home (its path is in the JSON).")
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False),
+              help="YAML settings over the bench's own (e.g. harvest.streams).")
 @click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
-def bench_e2e(seconds, sink, keep, as_json):
-    """Exchange event time -> order acknowledged, through every daemon under supervisord."""
+def bench_e2e(seconds, sink, keep, config, as_json):
+    """Interval end -> order acknowledged, through every daemon under supervisord."""
     from ..supervise.bench_e2e import run
 
-    _print(run(seconds, sink, keep), as_json)
+    try:
+        _print(run(seconds, sink, keep, config), as_json)
+    except configmod.ConfigError as exc:
+        raise click.ClickException(str(exc)) from None

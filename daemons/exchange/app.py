@@ -111,6 +111,8 @@ class Exchange:
             out = self.aggs[(sym, ms)].flush()
             if out is None:
                 continue
+            # as on Binance: E is when the update is pushed, T the last transaction in it
+            out["E"] = self.feed.market_ms(now_ms())
             s = sym.lower()
             name = "depth" if ms == 250 else f"depth@{ms}ms"
             self.hub.publish(f"{s}@{name}", out)
@@ -266,7 +268,8 @@ class Exchange:
         if limit not in (5, 10, 20, 50, 100, 500, 1000):
             raise errors.ApiError(-1130, "Data sent for parameter 'limit' is not valid.")
         book = self.feed.books[spec.symbol]
-        return {"lastUpdateId": book.last_update_id, "E": now, "T": now,
+        t = self.feed.market_ms(now)
+        return {"lastUpdateId": book.last_update_id, "E": t, "T": t,
                 "bids": [[spec.fmt_price(px), spec.fmt_qty(q)] for px, q in book.top("b", limit)],
                 "asks": [[spec.fmt_price(px), spec.fmt_qty(q)] for px, q in book.top("a", limit)]}
 

@@ -221,6 +221,11 @@ class SimFeed:
 
     live = True
 
+    @staticmethod
+    def market_ms(now_ms: int) -> int:
+        """The market's time at wall time ``now_ms``: the wall clock itself."""
+        return now_ms
+
     def __init__(self, specs: dict[str, SymbolSpec], seed: int, start_ms: int):
         self.specs = specs
         self.symbols = {}

@@ -170,9 +170,18 @@ class ReplayFeed:
         """Pace from ``now_ms`` on (before the first :meth:`advance`)."""
         self._t0_wall = now_ms
 
+    def market_ms(self, now_ms: int) -> int:
+        """The recording's time at wall time ``now_ms`` (what the venue stamps events with)."""
+        if self._t0_rec is None:
+            return now_ms
+        if self.speed <= 0:      # as fast as possible: the newest record taken
+            return self._last_rec
+        return int(self._t0_rec + (now_ms - self._t0_wall) * self.speed)
+
     def _due_ms(self, rec_ms: int) -> float:
         if self._t0_rec is None:
             self._t0_rec = rec_ms
+        self._last_rec = rec_ms
         if self.speed <= 0:
             return self._t0_wall
         return self._t0_wall + (rec_ms - self._t0_rec) / self.speed

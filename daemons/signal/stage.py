@@ -208,8 +208,9 @@ class SignalStage(Stage):
                 keep.append(s)
             sigs = keep
         if sigs:
-            for s in sigs:
+            for s in sigs:   # the latency trace starts at the exchange time that closed it
                 self.late += s["late"]
+                s["trace"] = {"exchange": s["bucket_ms"] + s["interval_ms"]}
             self.ctx.emit_many("signals", sigs)
             self.emitted += len(sigs)
 

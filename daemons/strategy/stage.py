@@ -131,7 +131,12 @@ class StrategyStage(Stage):
         """One ``signals`` record: decide, check risk (the core), emit and log."""
         if rec.get("type") != "signal":
             return
-        step = self.core.on_signal(rec, self.trading_state(), self.ctx.now_ms())
+        now = self.ctx.now_ms()
+        step = self.core.on_signal(rec, self.trading_state(), now)
+        if step.payloads:   # the latency trace goes on: the signal's, then our decision time
+            trace = {**(rec.get("trace") or {}), "signal": rec.get("ts"), "strategy": now}
+            for payload in step.payloads:
+                payload["trace"] = trace
         for event, fields in step.notes:
             self.ctx.log.warning(event, **fields)
             if event == "stale_signals":   # the first of a run: the feed lags
