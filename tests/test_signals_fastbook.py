@@ -109,3 +109,36 @@ def test_depth_worker_sends_the_same_with_and_without_numba(data_dir, monkeypatc
     slow = _Conn()
     split._send_depth(slow, paths, symbol, 5, None, 2000)
     assert orjson.dumps(fast.sent) == orjson.dumps(slow.sent)
+
+
+def test_depth_message_reads_diffs_as_orjson_does(data_dir):
+    from daemons.marketdata.fastbook import depth_message
+
+    n = 0
+    for f in ("usdm/btcusdt_20240718.gz", "spot/btcusdt_20240808.gz"):
+        for line in formats.iter_lines(str(data_dir / "hftbacktest" / f)):
+            sp = line.find(b" ")
+            if b"@depth" not in line[:80]:
+                continue
+            d = depth_message(line, sp + 1)
+            want = orjson.loads(line[sp + 1:])["data"]
+            assert d is not None
+            b, a = d.pop("b"), d.pop("a")
+            wb, wa = want.pop("b"), want.pop("a")
+            assert d == want
+            assert (len(b), len(a)) == (len(wb), len(wa))
+            assert (list(b), list(a)) == (wb, wa)
+            n += 1
+    assert n > 1000
+    head = b'{"stream":"x@depth","data":{"e":"depthUpdate",'
+    for rest in (b'"E":1,"U":1,"u":2,"b":[],"a":[],"X":1}}',       # another key
+                 b'"E":1,"U":1,"u":2,"b":[],"a":[]}} ',             # trailing bytes
+                 b'"E":null,"U":1,"u":2,"b":[],"a":[]}}',           # null
+                 b'"E":1,"E":2,"U":1,"u":2,"b":[],"a":[]}}',        # a key twice
+                 b'"U":1,"u":2,"b":[["1.0","2e3"]],"a":[]}}',       # not plain digits
+                 b'"U":-1,"u":2,"b":[],"a":[]}}',                   # a sign
+                 b'"U":1,"u":2,"s":"A\\u0042","b":[],"a":[]}}'):    # an escape
+        assert depth_message(head + rest, 0) is None, rest
+    d = depth_message(head + b'"U":1,"u":2,"s":"BTC","b":[],"a":[["1.5","0"]]}}', 0)
+    assert (d["s"], d["U"], d["u"], len(d["b"]), list(d["a"])) == ("BTC", 1, 2, 0,
+                                                                     [["1.5", "0"]])

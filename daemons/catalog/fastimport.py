@@ -640,7 +640,7 @@ class _BlockLines:
 
 
 def _read_depth_blocks(paths, sink: Sink, symbol, stall, depth: DepthRows, with_levels,
-                       scan) -> dict:
+                       scan, message) -> dict:
     """:func:`_read_depth` with the lines of other streams classified by compiled code
     (:func:`daemons.marketdata.fastbook.scan_block`) and never cut out: their receive times
     count for Replay's batch floors as arrays (only the last floor of a run of them matters,
@@ -708,21 +708,28 @@ def _read_depth_blocks(paths, sink: Sink, symbol, stall, depth: DepthRows, with_
                     if recv > newest:
                         newest = recv
                     continue
-                body = line[sp + 1:]
-                try:
-                    msg = loads(body)
-                except decode_error:
-                    if not body.strip():
-                        continue
-                    raise FormatError(f"{path}:{lineno + j + 1}: unparseable JSON") from None
+                # a plain diff, read without orjson (None: anything else)
+                data = message(line, sp + 1) if line.startswith(tag, sp + 1) else None
+                if data is None:
+                    body = line[sp + 1:]
+                    try:
+                        msg = loads(body)
+                    except decode_error:
+                        if not body.strip():
+                            continue
+                        raise FormatError(f"{path}:{lineno + j + 1}: unparseable JSON") \
+                            from None
                 if count == nb:
                     nb += BATCH
                     depth.floor(newest - stall)
                 count += 1
                 if recv > newest:
                     newest = recv
-                stream = msg.get("stream")
-                data = msg["data"] if stream is not None else msg
+                if data is None:
+                    stream = msg.get("stream")
+                    data = msg["data"] if stream is not None else msg
+                else:
+                    stream = True
                 e = data.get("e")
                 if e == "depthUpdate" or (e is None and "lastUpdateId" in data):
                     s = data.get("s")
@@ -732,7 +739,8 @@ def _read_depth_blocks(paths, sink: Sink, symbol, stall, depth: DepthRows, with_
                     if e is None:
                         depth.snapshot(data, recv, s, count)
                     else:
-                        depth.diff(with_levels(data, line, sp + 1), recv, s, count)
+                        depth.diff(data if type(data["b"]) is not list
+                                   else with_levels(data, line, sp + 1), recv, s, count)
                 elif line.startswith(tag, sp + 1) and (e in ("bookTicker", "trade", "aggTrade")
                                                       or (e is None and _is_book(e, data,
                                                                                  stream))):
@@ -799,7 +807,7 @@ def _work(conn, paths, tmp_dir, levels, flush_rows, symbol, stall) -> None:
     fast = split._fast_book(levels)
     if fast:
         depth = DepthRows(sink, levels, stall, array_book=fast[0])
-        tot = _read_depth_blocks(paths, sink, symbol, stall, depth, fast[1], fast[2])
+        tot = _read_depth_blocks(paths, sink, symbol, stall, depth, fast[1], fast[2], fast[3])
     else:
         depth = DepthRows(sink, levels, stall)
         tot = _read_depth(paths, sink, symbol, stall, depth)

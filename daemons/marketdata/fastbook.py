@@ -360,7 +360,7 @@ class ArraySide:
         if not raw:
             self.st[_TOUCHED] = 0
             return False
-        if type(raw) is Levels and len(raw) <= _MAX_LEVELS:
+        if isinstance(raw, Levels) and len(raw) <= _MAX_LEVELS:
             while True:
                 r = _apply_bytes(self.keys, self.used, self.qf, self.qs, self.best, self.st,
                                  self.edge, raw.buf, raw.start, len(raw), self._px, self._qf,
@@ -450,20 +450,14 @@ _DEPTH_TAG = np.frombuffer(b"@depth", np.uint8)
 
 @njit(cache=True, nogil=True)
 def _scan(buf, tag, dtag, starts, ends, stamps, kinds):
-    """Split ``buf`` at ``\\n`` (a last line without one counts too) and classify each line
-    as the workers' bytes checks do (``line.find(b" ")``, ``startswith(tag, sp + 1)``,
-    ``find(dtag, sp + len(tag) + 1, find(b'"', sp + len(tag) + 1))``); the count of lines."""
-    n = buf.shape[0]
-    k = 0
-    s = 0
+    """Classify each line ``buf[starts[k]:ends[k]]`` as the workers' bytes checks do
+    (``line.find(b" ")``, ``startswith(tag, sp + 1)``, ``find(dtag, sp + len(tag) + 1,
+    find(b'"', sp + len(tag) + 1))``)."""
     nt = tag.shape[0]
     nd = dtag.shape[0]
-    while s < n:
-        e = s
-        while e < n and buf[e] != 10:
-            e += 1
-        starts[k] = s
-        ends[k] = e
+    for k in range(starts.shape[0]):
+        s = starts[k]
+        e = ends[k]
         stamps[k] = -1
         kinds[k] = UNTAGGED
         sp = -1
@@ -508,11 +502,6 @@ def _scan(buf, tag, dtag, starts, ends, stamps, kinds):
                             depth = True
                             break
                     kinds[k] = DEPTH_STREAM if depth else OTHER_STREAM
-        k += 1
-        if e >= n:
-            break
-        s = e + 1
-    return k
 
 
 def scan_block(block: bytes):
@@ -521,10 +510,250 @@ def scan_block(block: bytes):
     and a space, else -1; ``kinds``: :data:`OTHER_STREAM`, :data:`DEPTH_STREAM` or
     :data:`UNTAGGED`)."""
     buf = np.frombuffer(block, np.uint8)
-    cap = block.count(b"\n") + 1
-    starts = np.empty(cap, np.int64)
-    ends = np.empty(cap, np.int64)
-    stamps = np.empty(cap, np.int64)
-    kinds = np.empty(cap, np.int8)
-    k = _scan(buf, _STREAM_TAG, _DEPTH_TAG, starts, ends, stamps, kinds)
-    return starts[:k], ends[:k], stamps[:k], kinds[:k]
+    ends = np.flatnonzero(buf == 10)   # (vectorized: the lines' ends)
+    if len(buf) and buf[-1] != 10:
+        ends = np.append(ends, len(buf))
+    starts = np.empty(len(ends), np.int64)
+    if len(ends):
+        starts[0] = 0
+        np.add(ends[:-1], 1, out=starts[1:])
+    stamps = np.empty(len(ends), np.int64)
+    kinds = np.empty(len(ends), np.int8)
+    _scan(buf, _STREAM_TAG, _DEPTH_TAG, starts, ends, stamps, kinds)
+    return starts, ends, stamps, kinds
+
+
+# -- a depth stream's message without orjson ----------------------------------------------------
+
+_F_E, _F_T, _F_PU, _F_S = 1, 2, 4, 8
+_DEPTH_KEY = np.frombuffer(b'","data":{', np.uint8)
+_DEPTH_UPDATE = np.frombuffer(b"depthUpdate", np.uint8)
+
+
+@njit(cache=True, nogil=True)
+def _uint(buf, i, end):
+    """Plain digits (at most 18) at ``buf[i]``: (ok, value, next index)."""
+    v = np.int64(0)
+    k = 0
+    while i < end and buf[i] >= 48 and buf[i] <= 57:
+        v = v * 10 + (buf[i] - 48)
+        k += 1
+        i += 1
+    return k > 0 and k <= 18, v, i
+
+
+@njit(cache=True, nogil=True)
+def _levels_end(buf, i, end, px, qf, zs):
+    """:func:`_parse_levels` and the index after the closing ``]``: (count, next index)."""
+    count = _parse_levels(buf, i, end, px, qf, zs)
+    if count < 0:
+        return -1, i
+    depth = 0
+    while i < end:   # the levels were read: plain strings, no brackets inside
+        c = buf[i]
+        if c == 91:
+            depth += 1
+        elif c == 93:
+            depth -= 1
+            if depth == 0:
+                return count, i + 1
+        i += 1
+    return -1, i
+
+
+@njit(cache=True, nogil=True)
+def _depth_message(buf, i, tag, key, update, px, qf, zs, out):
+    """``{"stream":"<name>","data":{...}}`` of a diff at ``buf[i]`` (the line's end is the
+    message's): its fields into ``out`` (E, T, U, u, pu, flags, s start, s end, b start,
+    b count, a start, a count); False when it is anything else (other keys, null values,
+    escapes, numbers that are not plain digits, levels not read exactly)."""
+    end = buf.shape[0]
+    nt = tag.shape[0]
+    if i + nt > end:
+        return False
+    for k in range(nt):
+        if buf[i + k] != tag[k]:
+            return False
+    i += nt
+    while i < end and buf[i] != 34:
+        if buf[i] == 92:
+            return False
+        i += 1
+    nk = key.shape[0]
+    if i + nk > end:
+        return False
+    for k in range(nk):
+        if buf[i + k] != key[k]:
+            return False
+    i += nk
+    seen = 0
+    flags = 0
+    while True:
+        if i + 4 > end or buf[i] != 34:
+            return False
+        k0 = i + 1
+        i = k0
+        while i < end and buf[i] != 34:
+            i += 1
+        klen = i - k0
+        i += 1
+        if i >= end or buf[i] != 58 or klen < 1 or klen > 2:
+            return False
+        i += 1
+        c0 = buf[k0]
+        c1 = buf[k0 + 1] if klen == 2 else 0
+        if klen == 2:
+            if c0 != 112 or c1 != 117:   # "pu"
+                return False
+            bit = 64
+        elif c0 == 101:
+            bit = 1      # e
+        elif c0 == 69:
+            bit = 2      # E
+        elif c0 == 84:
+            bit = 4      # T
+        elif c0 == 115:
+            bit = 8      # s
+        elif c0 == 85:
+            bit = 16     # U
+        elif c0 == 117:
+            bit = 32     # u
+        elif c0 == 98:
+            bit = 128    # b
+        elif c0 == 97:
+            bit = 256    # a
+        else:
+            return False
+        if seen & bit:
+            return False
+        seen |= bit
+        if bit == 1 or bit == 8:   # strings
+            if i >= end or buf[i] != 34:
+                return False
+            s0 = i + 1
+            i = s0
+            while i < end and buf[i] != 34:
+                if buf[i] == 92:
+                    return False
+                i += 1
+            if i >= end:
+                return False
+            if bit == 1:
+                if i - s0 != update.shape[0]:
+                    return False
+                for k in range(update.shape[0]):
+                    if buf[s0 + k] != update[k]:
+                        return False
+            else:
+                out[6] = s0
+                out[7] = i
+                flags |= _F_S
+            i += 1
+        elif bit == 128 or bit == 256:
+            start = i
+            count, i = _levels_end(buf, i, end, px, qf, zs)
+            if count < 0:
+                return False
+            if bit == 128:
+                out[8] = start
+                out[9] = count
+            else:
+                out[10] = start
+                out[11] = count
+        else:
+            ok, v, i = _uint(buf, i, end)
+            if not ok:
+                return False
+            if bit == 2:
+                out[0] = v
+                flags |= _F_E
+            elif bit == 4:
+                out[1] = v
+                flags |= _F_T
+            elif bit == 16:
+                out[2] = v
+            elif bit == 32:
+                out[3] = v
+            else:
+                out[4] = v
+                flags |= _F_PU
+        if i >= end:
+            return False
+        if buf[i] == 44:
+            i += 1
+            continue
+        if buf[i] != 125:
+            return False
+        i += 1
+        break
+    if i + 1 != end or buf[i] != 125:
+        return False
+    if (seen & (1 | 16 | 32 | 128 | 256)) != (1 | 16 | 32 | 128 | 256):
+        return False
+    out[5] = flags
+    return True
+
+
+class _LineLevels(Levels):
+    """:class:`Levels` read by :func:`depth_message`: the count is known, the list is parsed
+    (orjson) only if the side has to be applied level by level after all."""
+
+    __slots__ = ("count", "line", "at", "key", "loaded")
+
+    def __init__(self, buf, start: int, count: int, line: bytes, at: int, key: str):
+        list.__init__(self)
+        self.buf, self.start, self.count = buf, start, count
+        self.line, self.at, self.key, self.loaded = line, at, key, False
+
+    def _load(self) -> None:
+        if not self.loaded:
+            import orjson
+
+            self.loaded = True
+            list.extend(self, orjson.loads(self.line[self.at:])["data"][self.key])
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def __iter__(self):
+        self._load()
+        return list.__iter__(self)
+
+    def __getitem__(self, i):
+        self._load()
+        return list.__getitem__(self, i)
+
+
+_MSG_PX = np.empty(_MAX_LEVELS)
+_MSG_QF = np.empty(_MAX_LEVELS)
+_MSG_ZS = np.empty(_MAX_LEVELS, np.bool_)
+_MSG_OUT = np.zeros(12, np.int64)
+
+
+def depth_message(line: bytes, at: int) -> dict | None:
+    """The ``data`` of a depth stream's message ``line[at:]`` (``{"stream":...,"data":{...}}``)
+    as orjson would give it, its ``b`` and ``a`` as :class:`Levels`; None when the message is
+    not a plain diff this reads exactly (then parse it with orjson)."""
+    buf = np.frombuffer(line, np.uint8)
+    out = _MSG_OUT
+    if not _depth_message(buf, at, _STREAM_TAG, _DEPTH_KEY, _DEPTH_UPDATE, _MSG_PX, _MSG_QF,
+                          _MSG_ZS, out):
+        return None
+    E, T, U, u, pu, flags, s0, s1, b0, bn, a0, an = out.tolist()
+    d = {"e": "depthUpdate"}
+    if flags & _F_E:
+        d["E"] = E
+    if flags & _F_T:
+        d["T"] = T
+    if flags & _F_S:
+        d["s"] = line[s0:s1].decode()
+    d["U"] = U
+    d["u"] = u
+    if flags & _F_PU:
+        d["pu"] = pu
+    d["b"] = _LineLevels(buf, b0, bn, line, at, "b")
+    d["a"] = _LineLevels(buf, a0, an, line, at, "a")
+    return d

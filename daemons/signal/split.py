@@ -111,6 +111,7 @@ def _send_depth(conn, paths, symbol, levels, prev, stall_ms) -> None:
     fast = _fast_book(levels)
     depth = DepthTerms(levels, prev, stall_ms, book=fast[0](levels=levels) if fast else None)
     with_levels = fast[1] if fast else None
+    message = fast[3] if fast else None
     stall = depth.stall_ms
     newest = float("-inf")
     loads = orjson.loads
@@ -140,6 +141,13 @@ def _send_depth(conn, paths, symbol, levels, prev, stall_ms) -> None:
                 if div is None:
                     div = stamp_divisor(ts)
                 recv = ts // div
+                if message is not None and line.startswith(tag, sp + 1):
+                    data = message(line, sp + 1)   # a plain diff, read without orjson
+                    if data is not None:
+                        s = data.get("s")
+                        if (file_symbol if s is None else s) == want:
+                            depth.diff(data, recv)
+                        continue
                 body = line[sp + 1:]
                 try:
                     msg = loads(body)
@@ -174,14 +182,14 @@ def _send_depth(conn, paths, symbol, levels, prev, stall_ms) -> None:
 
 
 def _fast_book(levels: int):
-    """(ArrayBook, with_levels, scan_block) of :mod:`daemons.marketdata.fastbook` (the depth
-    book in arrays, diffs applied by compiled code; lines classified by compiled code), or None
-    without numba."""
+    """(ArrayBook, with_levels, scan_block, depth_message) of
+    :mod:`daemons.marketdata.fastbook` (the depth book in arrays, diffs applied by compiled
+    code; lines classified and plain diffs read by compiled code), or None without numba."""
     try:
-        from ..marketdata.fastbook import ArrayBook, scan_block, with_levels
+        from ..marketdata.fastbook import ArrayBook, depth_message, scan_block, with_levels
     except ImportError:   # numba missing or unusable here: the dict book, every line read
         return None
-    return ArrayBook, with_levels, scan_block
+    return ArrayBook, with_levels, scan_block, depth_message
 
 
 def _chunks(path: str, scan=None):
