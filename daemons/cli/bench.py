@@ -102,6 +102,27 @@ def bench_broker(count, gap_ms, hang_every, as_json):
         raise click.ClickException(str(exc)) from None
 
 
+@bench.command("lateness")
+@click.option("--input", "inputs", multiple=True, required=True,
+              type=click.Path(exists=True, dir_okay=False), help="Recorded file (repeat).")
+@click.option("--symbol", required=True, help="Symbol, e.g. BTCUSDT.")
+@click.option("--lateness-ms", type=click.FloatRange(min=0), default=None,
+              help="Allowed lateness (default: signal.allowed_lateness_ms).")
+@click.option("--minutes", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Minutes of the recording to replay.")
+@click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+def bench_lateness(inputs, symbol, lateness_ms, minutes, as_json):
+    """Late records at an allowed lateness, the recording replayed at its receive times."""
+    from ..signal.lateness import run
+
+    if lateness_ms is None:
+        lateness_ms = configmod.load()["signal"]["allowed_lateness_ms"]
+    try:
+        _print(run(list(inputs), symbol.upper(), lateness_ms, minutes), as_json)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @bench.command("e2e")
 @click.option("--seconds", type=click.FloatRange(min=10), default=45.0, show_default=True,
               help="How long the pipeline trades.")

@@ -11,10 +11,11 @@ Definitions (per symbol; ``interval`` = ``interval_ms``):
 - time of a record: :func:`daemons.marketdata.merge.event_time` (trade ``T``; book and depth
   ``E``; spot bookTicker has no ``E``: its local ``recv_ts``). bucket = floor(t / interval).
   Records must come in time order (the merge does that); a record older than the open
-  interval is counted in the open interval: closed intervals are never reopened. The daemon
-  closes intervals by watermark (:meth:`SignalCore.advance`); a record of an interval the
-  watermark had closed is *late*, and the ``late`` field of the interval that counted it says
-  how many there were. The offline paths never advance by watermark: ``late`` is 0.
+  interval is counted in the open interval: closed intervals are never reopened. In the daemon
+  (``count_late``), which closes intervals by watermark (:meth:`SignalCore.advance`) too, such a
+  record is *late*, and the ``late`` field of the interval that counted it says how many there
+  were. Offline ``late`` is 0: there, an older record comes from streams on different clocks
+  (a spot bookTicker's receive time), the files being merged whole.
 - one signal per interval from the symbol's first to its last, empty ones included.
 - ``ofi_l1``: Cont-Kukanov-Stoikov term of each book update against the previous one of the
   symbol (the first ever counts 0)::
@@ -94,8 +95,9 @@ class SignalCore:
         self.w_cvd = float(w_cvd)
         self.levels = int(levels)
         self.symbols: dict[str, _Symbol] = {}
-        #: intervals before this one were closed by :meth:`advance` (-1: never advanced)
-        self.watermark_bucket = -1
+        #: count records of closed intervals in ``late`` (the daemon; offline, a record older
+        #: than the open interval comes from streams on different clocks, not from lateness)
+        self.count_late = False
 
     @classmethod
     def from_config(cls, section: dict) -> "SignalCore":
@@ -124,7 +126,7 @@ class SignalCore:
             st.bucket = b
         elif b > st.bucket:
             out = self._close_until(sym, st, b)
-        elif b < st.bucket and b < self.watermark_bucket:
+        elif b < st.bucket and self.count_late:
             st.late += 1
         if typ == "book":
             bid = rec["bid"]
@@ -230,8 +232,6 @@ class SignalCore:
         out = []
         interval = self.interval
         b = int(t_ms // interval)
-        if b > self.watermark_bucket:
-            self.watermark_bucket = b
         for sym, st in self.symbols.items():
             if st.bucket is not None and b > st.bucket:
                 out.extend(self._close_until(sym, st, b))
@@ -332,13 +332,12 @@ class SignalCore:
         return {"params": {"interval_ms": self.interval, "z_window": self.z_window,
                            "min_periods": self.min_periods, "w_ofi": self.w_ofi,
                            "w_cvd": self.w_cvd, "levels": self.levels},
-                "symbols": syms, "watermark_bucket": self.watermark_bucket}
+                "symbols": syms}
 
     @classmethod
     def from_state(cls, data: dict) -> "SignalCore":
         """The core :meth:`state` described."""
         core = cls(**data["params"])
-        core.watermark_bucket = data.get("watermark_bucket", -1)
         for sym, d in data["symbols"].items():
             st = _Symbol()
             for k in ("bucket", "ofi1", "ofi5", "buy", "sell", "trades", "books", "cvd",

@@ -118,6 +118,7 @@ class SignalStage(Stage):
         sec = ctx.settings.signal
         self.save_every_s = sec.save_every_s
         self.core = SignalCore.from_config(ctx.config["signal"])   # the core shared offline
+        self.core.count_late = True
         self.merger = Merger(INPUTS, grace_ms=sec.merge_grace_ms)
         self.watermark = Watermark(sec.allowed_lateness_ms)
         self._read_at = 0              # local ms of the current batch (the records' ages)
@@ -131,6 +132,7 @@ class SignalStage(Stage):
         if state.get("version") != STATE_VERSION:
             raise configmod.ConfigError(f"signal state: unknown version {state.get('version')!r}")
         self.core = SignalCore.from_state(state["core"])
+        self.core.count_late = True
         self.merger.load(state["merger"])
         self.signals_pos = state["signals_pos"]
         self.resumed = True
