@@ -107,3 +107,23 @@ def test_secrets_stay_out_of_the_settings_repr():
                                           "alerts.webhook_url": "https://hooks.example/T0/B0/x"}))
     text = repr(s)
     assert "s3cr3t" not in text and "k3y-value" not in text and "hooks.example" not in text
+
+
+def test_the_signal_cores_keyword_defaults_are_the_yaml_defaults():
+    """SignalCore keeps keyword defaults for research code (``SignalCore()``); they must be
+    the YAML's, or `ofi signals` and the daemon would differ from a notebook's core."""
+    import inspect
+
+    from daemons.signal import core
+
+    yaml = configmod.defaults()["signal"]
+    params = inspect.signature(core.SignalCore).parameters
+    assert {k: p.default for k, p in params.items()} == {k: yaml[k] for k in params}
+    assert core.DEFAULTS == {k: yaml[k] for k in core.DEFAULTS}
+
+
+def test_the_backtest_settings_defaults_are_the_yaml_defaults():
+    from daemons.backtest.engine import Settings
+
+    yaml = configmod.defaults()
+    assert Settings() == Settings.from_config(yaml)

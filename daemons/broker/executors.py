@@ -359,9 +359,9 @@ def make_executor(cfg: dict, home: str, exec_log=None, limiter=None):
                             f"venue.api_key/api_secret, or `ofi keys add {mode}`)")
     gw = BinanceGateway(v["rest_url"], v.get("ws_url") if b["user_stream"] else None, key, secret,
                         limiter=limiter, exec_log=exec_log, timeout_s=b["http_timeout_s"],
-                        recv_window_ms=int(v.get("recv_window_ms") or 5000),
+                        recv_window_ms=int(cfg["venue"]["recv_window_ms"]),
                         stream_route=b["user_stream_route"],
-                        order_transport=b.get("order_transport", "ws"))
+                        order_transport=b["order_transport"])
     if mode == "live":
         return LiveExecutor(gw, has_keys=bool(key and secret),
                             confirmed=bool(b["confirm_live"]),

@@ -50,7 +50,7 @@ class Exchange:
         if settings["feed"] == "replay":
             given = settings.get("symbols_given")
             self.feed = ReplayFeed(settings["inputs"], specs if given else None,
-                                   speed=settings.get("speed", 1.0), start_ms=start,
+                                   speed=settings["speed"], start_ms=start,
                                    symbol=symbols[0] if given and len(symbols) == 1 else None)
             specs = self.feed.specs
         else:
@@ -64,9 +64,9 @@ class Exchange:
         self.store = StateStore(settings.get("state_dir"))
         self.credentials = dict(settings["credentials"])
         self.venue = Venue(specs, self.feed, self.credentials,
-                           Decimal(str(settings.get("balance", 10000))), self.store,
-                           funding_interval_s=settings.get("funding_interval_s", 28800.0),
-                           funding_rate=Decimal(str(settings.get("funding_rate", "0.0001"))))
+                           Decimal(str(settings["balance"])), self.store,
+                           funding_interval_s=settings["funding_interval_s"],
+                           funding_rate=Decimal(str(settings["funding_rate"])))
         self.venue.user_sink = self._user_event
         self.venue.public_sink = self._route
         self.hub = Hub(self.faults)
