@@ -7,7 +7,8 @@ import json
 import pytest
 import yaml
 
-from test_harvest_live import Oracle, read_topic, start_harvest, stop, wait_for
+from conftest import wait_for
+from test_harvest_live import Oracle, harvest_output, read_topic, start_harvest, stop
 
 USDM = "hftbacktest/usdm"
 
@@ -30,8 +31,8 @@ def heartbeat(home) -> dict:
 
 def replay_to_end(procs, home, config, tmp_path, timeout=40):
     proc = start_harvest(procs, home, config, tmp_path)
-    wait_for(lambda: heartbeat(home).get("replay_done"), timeout, "the replay to end", proc,
-             tmp_path)
+    wait_for(lambda: heartbeat(home).get("replay_done"), timeout, "the replay to end", proc=proc,
+             detail=harvest_output(tmp_path))
     assert stop(proc) == 0
 
 
@@ -105,7 +106,8 @@ def test_harvest_replay_speed_paces_in_exchange_time(data_dir, home, procs, tmp_
 def test_harvest_replay_restart_resumes_without_duplicates(data_dir, home, procs, tmp_path):
     src = data_dir / USDM / "btcusdt_20240718.gz"
     proc = start_harvest(procs, home, replay_config(tmp_path, [src], speed=30.0), tmp_path)
-    wait_for(lambda: len(read_topic(home, "trades")) > 100, 20, "some trades", proc, tmp_path)
+    wait_for(lambda: len(read_topic(home, "trades")) > 100, 20, "some trades", proc=proc,
+             detail=harvest_output(tmp_path))
     assert stop(proc) == 0
     partial = len(read_topic(home, "book"))
     assert 0 < partial < 7113

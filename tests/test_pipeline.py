@@ -294,8 +294,11 @@ def test_pipeline_down_the_venue_still_closes_the_position_at_the_protective_sto
     at the venue, and when the market goes through it the venue closes the position."""
     home = tmp_path / "home"
     port = free_port()
-    cfg = _config(tmp_path, port, risk={"protective_stop_bps": 10.0},
-                  strategy={"max_hold_s": 120.0, "exit_threshold": -0.29, "entry_threshold": 0.3})
+    # no time exit or stop loss of the strategy's, and a stop far enough that the simulated
+    # market does not reach it by itself in a few seconds
+    cfg = _config(tmp_path, port, risk={"protective_stop_bps": 30.0},
+                  strategy={"max_hold_s": 0.0, "exit_threshold": -0.29, "entry_threshold": 0.3,
+                            "stop_loss_bps": 0.0})
     run = procs(OFI + ["run", "--config", cfg, "--home", str(home), "--minutes", "3", "--json"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     progs = wait_for(lambda: _all_ready(home), 90, "every program ready")
@@ -310,10 +313,18 @@ def test_pipeline_down_the_venue_still_closes_the_position_at_the_protective_sto
             return None
         stops = (beat.get("protection") or {}).get("BTCUSDT", {})
         return (pos[-1], stops.get("stops")) if stops.get("stops") else None
-    pos, stops = wait_for(open_stop, 60, "a position with its protective stop")
-    # HALTED: nothing closes the position from here but the venue (no exit is sent)
-    subprocess.run(OFI + ["halt", "--home", str(home), "--reason", "test"], check=True,
-                   capture_output=True, timeout=30)
+    for _ in range(5):
+        pos, stops = wait_for(open_stop, 60, "a position with its protective stop")
+        # HALTED: nothing closes the position from here but the venue (no exit is sent) ...
+        subprocess.run(OFI + ["halt", "--home", str(home), "--reason", "test"], check=True,
+                       capture_output=True, timeout=30)
+        time.sleep(1.0)
+        risk = _signed_get(port, "/fapi/v2/positionRisk", {"symbol": "BTCUSDT"})
+        if sum(float(r["positionAmt"]) for r in risk) != 0.0:
+            break
+        # ... unless a signal's exit was on its way when the halt came: the next position
+        subprocess.run(OFI + ["resume", "--home", str(home)], check=True, capture_output=True,
+                       timeout=30)
     os.kill(progs["broker"]["pid"], signal.SIGKILL)
     run.send_signal(signal.SIGTERM)                    # supervisord stops everything
     out, err = run.communicate(timeout=120)

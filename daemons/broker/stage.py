@@ -64,11 +64,11 @@ class BrokerStage(Stage):
     # -- start -----------------------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.ctx.config
-        b = self.b = cfg["broker"]   # allowed values checked at load (config.CHOICES, RANGES)
+        b = self.b = self.ctx.settings.broker   # typed; allowed values checked at load
         self.log = self.ctx.log
-        self.mode = b["mode"]
+        self.mode = b.mode
         self.exec_log = ExecLog(self.ctx.home, self.mode)
-        self.limiter = RateLimiter(margin=b["weight_margin"])
+        self.limiter = RateLimiter(margin=b.weight_margin)
         try:
             self.executor = make_executor(cfg, self.ctx.home, self.exec_log, self.limiter)
         except (ExecutorError, KeysError) as exc:
@@ -83,7 +83,7 @@ class BrokerStage(Stage):
         if hasattr(self.gateway, "account_settings"):   # a venue account (not the mock)
             try:
                 self._with_retry(lambda: self.gateway.account_settings(
-                    settings.symbols, int(b["leverage"]), b["margin_type"]), "account settings")
+                    settings.symbols, b.leverage, b.margin_type), "account settings")
             except AccountError as exc:
                 raise configmod.ConfigError(f"broker: {exc}") from None
         now = time.time()
@@ -298,7 +298,7 @@ class BrokerStage(Stage):
 
     def health(self) -> dict:
         if self.core is None:
-            return {"mode": self.ctx.config["broker"]["mode"]}
+            return {"mode": self.ctx.settings.broker.mode}
         return {"mode": self.mode, "trading": self.core.trading.state, **self.core.health(),
                 "stream": bool(self.stream is not None and self.stream.connected.is_set()),
                 "exec_log_lines": self.exec_log.lines, "rate_limits": self.limiter.snapshot()}
@@ -315,7 +315,7 @@ class BrokerStage(Stage):
                 self.executor.close()
             return
         core = self.core
-        deadline = time.time() + float(self.b["settle_on_stop_s"])
+        deadline = time.time() + self.b.settle_on_stop_s
         try:
             core.begin_stop(time.time())
             self._flush()

@@ -47,9 +47,9 @@ class HarvestStage(Stage):
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.h = ctx.config["harvest"]
-        self.symbols = [s.upper() for s in ctx.config["symbols"]]
-        self.source = self.h["source"]
+        self.h = ctx.settings.harvest
+        self.symbols = [s.upper() for s in ctx.settings.symbols]
+        self.source = self.h.source
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.feed: LiveFeed | None = None
         self.books: LiveBooks | None = None
@@ -101,24 +101,24 @@ class HarvestStage(Stage):
         if not ws_url:
             raise configmod.ConfigError("config: harvest.source is live but venue.ws_url is not "
                                         "set (config key venue.ws_url or OFI_WS_URL)")
-        kinds = list(self.h["streams"])
+        kinds = list(self.h.streams)
         if any(k.startswith("depth") for k in kinds) and not rest_url:
             raise configmod.ConfigError("config: depth streams need venue.rest_url for the book "
                                         "snapshot (config key venue.rest_url or OFI_REST_URL)")
         try:
-            urls = streamsmod.connection_urls(ws_url, self.symbols, kinds, self.h["route"])
+            urls = streamsmod.connection_urls(ws_url, self.symbols, kinds, self.h.route)
         except ValueError as exc:
             raise configmod.ConfigError(f"config: harvest: {exc}") from None
         depth_groups = [g for g, u in urls.items() if "@depth" in u]
-        self.books = LiveBooks(urls, self.h["depth_levels"], depth_groups)
+        self.books = LiveBooks(urls, self.h.depth_levels, depth_groups)
         self.feed = LiveFeed(
             urls, rest_url, self._put,
-            reconnect_min_s=self.h["reconnect_min_s"], reconnect_max_s=self.h["reconnect_max_s"],
-            stall_timeout_s=self.h["stall_timeout_s"],
-            rotate_after_s=self.h["reconnect_before_s"],
-            open_timeout_s=self.h["open_timeout_s"], snapshot_limit=self.h["snapshot_limit"],
-            rest_timeout_s=self.h["rest_timeout_s"],
-            snapshot_min_interval_s=self.h["snapshot_min_interval_s"])
+            reconnect_min_s=self.h.reconnect_min_s, reconnect_max_s=self.h.reconnect_max_s,
+            stall_timeout_s=self.h.stall_timeout_s,
+            rotate_after_s=self.h.reconnect_before_s,
+            open_timeout_s=self.h.open_timeout_s, snapshot_limit=self.h.snapshot_limit,
+            rest_timeout_s=self.h.rest_timeout_s,
+            snapshot_min_interval_s=self.h.snapshot_min_interval_s)
         self.ctx.log.info("connecting", urls=urls, rest_url=rest_url)
         self.feed.start()
         # the ready line waits for every connection; SIGTERM meanwhile ends the process
@@ -163,7 +163,7 @@ class HarvestStage(Stage):
 
     # -- replay ----------------------------------------------------------------------------------
     def _start_replay(self) -> None:
-        inputs = [os.path.expanduser(p) for p in self.h["inputs"]]
+        inputs = [os.path.expanduser(p) for p in self.h.inputs]
         if not inputs:
             raise configmod.ConfigError("config: harvest.source is replay but harvest.inputs "
                                         "lists no file")
@@ -171,19 +171,19 @@ class HarvestStage(Stage):
             if not os.path.isfile(p):
                 raise configmod.ConfigError(f"config: harvest.inputs: no such file: {p}")
         try:
-            self.replay = open_replay(inputs, self.symbols, self.h["depth_levels"])
+            self.replay = open_replay(inputs, self.symbols, self.h.depth_levels)
         except FormatError as exc:
             raise configmod.ConfigError(f"config: harvest.inputs: {exc}") from None
         skip = self._resume_point(inputs)
-        self.pacer = Pacer(self.replay, self.h["speed"], skip=skip)
-        self.ctx.log.info("replay opened", inputs=inputs, speed=self.h["speed"],
+        self.pacer = Pacer(self.replay, self.h.speed, skip=skip)
+        self.ctx.log.info("replay opened", inputs=inputs, speed=self.h.speed,
                           symbols=self.symbols, resumed_after=skip)
 
     def _resume_point(self, inputs: list[str]) -> int:
         """Records of this replay already in the topics (0 for a new replay)."""
         seqs = {t: self.ctx.writers[t].seq for t in OUTPUTS}
         key = {"inputs": [os.path.abspath(p) for p in inputs], "symbols": self.symbols,
-               "levels": self.h["depth_levels"]}
+               "levels": self.h.depth_levels}
         try:
             with open(self._replay_state) as f:
                 state = json.load(f)
