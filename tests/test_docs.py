@@ -21,6 +21,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FOREIGN_FLAGS = {
     "--system": "sudo useradd --system --home /opt/ofi ofi",
     "--now": "sudo systemctl enable --now ofi",
+    "--fast": "bin/test --fast",
 }
 #: click's own flags: they exist everywhere and need no documentation of ours
 BUILTIN_FLAGS = {"--help", "--version"}
