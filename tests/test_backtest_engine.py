@@ -54,7 +54,7 @@ def engine(signals, latency_ms=50, max_orders=0, **params):
     lim = risk.Limits.from_config({**defaults["risk"], "max_orders_per_minute": max_orders})
     core = StrategyCore(p, lim, "ofi", [SYM])
     out = MemoryOutput()
-    ex = Settings(latency_ms, 5.0, 2.0).executor()
+    ex = Settings(latency_ms, 5.0, 2.0, True).executor()
     return Engine(signals, core, ex, out), out
 
 

@@ -109,21 +109,11 @@ def test_secrets_stay_out_of_the_settings_repr():
     assert "s3cr3t" not in text and "k3y-value" not in text and "hooks.example" not in text
 
 
-def test_the_signal_cores_keyword_defaults_are_the_yaml_defaults():
-    """SignalCore keeps keyword defaults for research code (``SignalCore()``); they must be
-    the YAML's, or `ofi signals` and the daemon would differ from a notebook's core."""
-    import inspect
-
-    from daemons.signal import core
+def test_a_signal_core_without_settings_takes_the_yaml_defaults():
+    """SignalCore() (research code, notebooks) reads what it is not given from the YAML."""
+    from daemons.signal.core import PARAMS, SignalCore
 
     yaml = configmod.defaults()["signal"]
-    params = inspect.signature(core.SignalCore).parameters
-    assert {k: p.default for k, p in params.items()} == {k: yaml[k] for k in params}
-    assert core.DEFAULTS == {k: yaml[k] for k in core.DEFAULTS}
-
-
-def test_the_backtest_settings_defaults_are_the_yaml_defaults():
-    from daemons.backtest.engine import Settings
-
-    yaml = configmod.defaults()
-    assert Settings() == Settings.from_config(yaml)
+    params = SignalCore().state()["params"]
+    assert params == {k: yaml[k] for k in PARAMS}
+    assert SignalCore(levels=3).state()["params"] == dict(params, levels=3)

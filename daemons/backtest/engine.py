@@ -63,10 +63,10 @@ class MemoryOutput:
 class Settings:
     """The ``backtest`` config section (and whether denials go to ``intents``, as live)."""
 
-    latency_ms: int = 50
-    taker_fee_bps: float = 5.0
-    maker_fee_bps: float = 2.0
-    denials_to_bus: bool = True
+    latency_ms: int
+    taker_fee_bps: float
+    maker_fee_bps: float
+    denials_to_bus: bool
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Settings":

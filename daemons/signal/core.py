@@ -54,8 +54,8 @@ _POS_INF = float("inf")
 #: kinds of the compact items of :meth:`SignalCore.process_items`
 TRADE, BOOK, DEPTH = 0, 1, 2
 
-DEFAULTS = {"interval_ms": 1000, "z_window": 300, "min_periods": 30, "w_ofi": 0.6,
-            "w_cvd": 0.4, "levels": 5}
+#: the core's settings (keys of the ``signal`` config section)
+PARAMS = ("interval_ms", "z_window", "min_periods", "w_ofi", "w_cvd", "levels")
 
 
 class _Symbol:
@@ -84,8 +84,20 @@ def _levels(side, n: int) -> list:
 class SignalCore:
     """Per-symbol OFI/CVD intervals; see the module docstring."""
 
-    def __init__(self, interval_ms: int = 1000, z_window: int = 300, min_periods: int = 30,
-                 w_ofi: float = 0.6, w_cvd: float = 0.4, levels: int = 5):
+    def __init__(self, interval_ms: int | None = None, z_window: int | None = None,
+                 min_periods: int | None = None, w_ofi: float | None = None,
+                 w_cvd: float | None = None, levels: int | None = None):
+        """A setting left out (None) is ``etc/defaults.yaml``'s, the one place defaults live."""
+        if None in (interval_ms, z_window, min_periods, w_ofi, w_cvd, levels):
+            from ..config import defaults
+
+            d = defaults()["signal"]
+            interval_ms = d["interval_ms"] if interval_ms is None else interval_ms
+            z_window = d["z_window"] if z_window is None else z_window
+            min_periods = d["min_periods"] if min_periods is None else min_periods
+            w_ofi = d["w_ofi"] if w_ofi is None else w_ofi
+            w_cvd = d["w_cvd"] if w_cvd is None else w_cvd
+            levels = d["levels"] if levels is None else levels
         if interval_ms <= 0 or z_window <= 0 or min_periods < 1 or levels < 1:
             raise ValueError("interval_ms, z_window, levels must be > 0 and min_periods >= 1")
         self.interval = int(interval_ms)
@@ -102,7 +114,7 @@ class SignalCore:
     @classmethod
     def from_config(cls, section: dict) -> "SignalCore":
         """A core from the ``signal`` config section (unknown keys ignored)."""
-        return cls(**{k: section[k] for k in DEFAULTS if k in section})
+        return cls(**{k: section[k] for k in PARAMS if k in section})
 
     # -- events ----------------------------------------------------------------------------
     def process(self, rec: dict) -> list[dict]:
