@@ -474,9 +474,9 @@ def hold_until_started(stopping=lambda: False) -> None:
 
 def main(stage_cls, argv: list[str] | None = None) -> int:
     """Run ``stage_cls`` as a daemon with the flags of ``ofi daemon <stage>`` (--config, --home,
-    --sink, --symbols, --mode; see ``daemons/cli/daemon_cmd.py``) parsed from ``argv``."""
-    from .cli import run_command
-    from .cli.daemon_cmd import stage_command
+    --sink, --symbols, --mode; see ``daemons/tools/cli/daemon_cmd.py``) parsed from ``argv``."""
+    from .tools.cli import run_command
+    from .tools.cli.daemon_cmd import stage_command
 
     cmd = stage_command(stage_cls.name, stage_cls,
                         (stage_cls.__doc__ or "").strip().splitlines()[0]

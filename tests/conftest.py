@@ -218,7 +218,7 @@ def procs():
         p.wait(10)
 
 
-OFI = [sys.executable, "-m", "daemons.cli"]
+OFI = [sys.executable, "-m", "daemons.tools.cli"]
 
 
 def wait_for(pred, timeout: float = 15.0, what: str = "condition", interval: float = 0.05, *,

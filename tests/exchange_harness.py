@@ -67,7 +67,7 @@ def push_market(url: str, side: str, beyond: float, key: str = PUSHER[0],
     above it when buying."""
     import requests
 
-    from daemons.exchange import signing
+    from daemons.tools.exchange import signing
     past = (lambda m: m < beyond) if side == "SELL" else (lambda m: m > beyond)
     reach = (lambda p: p >= beyond - 2.0) if side == "SELL" else (lambda p: p <= beyond + 2.0)
     for _ in range(tries):

@@ -15,7 +15,7 @@ import pytest
 
 from bus import open_bus
 from daemons import config as configmod
-from daemons.backtest import runner
+from daemons.tools.backtest import runner
 from daemons.marketdata.replay import Replay
 
 from conftest import OFI
@@ -274,7 +274,7 @@ def test_backtest_bad_input_exits_with_one_line(case, data_dir, tmp_path):
 def test_backtest_open_orders_executor_fills_like_broker_executor(setup):
     """The engine's executor only skips closed orders: the broker's own executor gives the
     same records."""
-    from daemons.backtest.engine import Engine, MemoryOutput, run
+    from daemons.tools.backtest.engine import Engine, MemoryOutput, run
     from daemons.broker.executors import BacktestExecutor
 
     cfg = configmod.load(setup["config"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from daemons import config as configmod
-from daemons.backtest.engine import Engine, MemoryOutput, Settings
+from daemons.tools.backtest.engine import Engine, MemoryOutput, Settings
 from daemons.strategy import risk, rules
 from daemons.strategy.core import StrategyCore
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import OFI
-from daemons.catalog import store
+from daemons.tools.catalog import store
 from daemons.marketdata.replay import Replay
 
 LEVELS = 10
@@ -131,7 +131,7 @@ def test_import_holds_exactly_the_replay_records(imported, data_dir):
 
 def test_row_groups_do_not_change_the_rows(imported, data_dir, tmp_path):
     """Flushed every 1000 rows (many row groups, bounded memory): the same tables."""
-    from daemons.catalog.importer import import_source, prepare, sources_of
+    from daemons.tools.catalog.importer import import_source, prepare, sources_of
 
     cat, _ = imported
     [src] = sources_of(prepare([str(p) for p in btc_files(data_dir)], str(tmp_path)))
@@ -206,7 +206,7 @@ def test_silences_and_chain_breaks_land_in_gaps(data_dir, tmp_path):
 def test_one_pass_import_writes_the_general_paths_rows(case, data_dir, tmp_path):
     """hftbacktest recordings are read in one pass (the depth stream in a worker process, or
     in this one): every table and the manifest are those of the Replay path."""
-    from daemons.catalog.importer import import_source, prepare, sources_of
+    from daemons.tools.catalog.importer import import_source, prepare, sources_of
 
     files = {"usdm": btc_files(data_dir),
              "spot": [data_dir / "hftbacktest" / "spot" / "btcusdt_20240808.gz"],

@@ -11,8 +11,8 @@ import numpy as np
 import orjson
 import pytest
 
-from daemons.catalog import read
-from daemons.catalog.read import KINDS, Rows
+from daemons.tools.catalog import read
+from daemons.tools.catalog.read import KINDS, Rows
 from daemons.signal import columnar
 from daemons.signal.core import SignalCore
 

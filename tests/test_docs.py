@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import pytest
 
-from daemons.cli import cli
+from daemons.tools.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

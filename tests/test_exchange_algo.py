@@ -8,7 +8,7 @@ import pytest
 import requests
 from websockets.sync.client import connect
 
-from daemons.exchange import signing
+from daemons.tools.exchange import signing
 from exchange_harness import KEY, SECRET, ccxt_client, start_exchange, stop_exchange, wait_for
 
 pytestmark = pytest.mark.timeout(90)

@@ -4,7 +4,7 @@ import time
 import pytest
 import requests
 
-from daemons.exchange import signing
+from daemons.tools.exchange import signing
 from exchange_harness import (KEY, SECRET, ccxt_client, start_exchange, stop_exchange,
                               um_client)
 
@@ -269,7 +269,7 @@ def test_exchange_cli_bad_fault_spec_one_line_exit_2(home):
 
 
 def test_exchange_cli_symbols_and_input_take_several_values():
-    from daemons.exchange import _spread
+    from daemons.tools.exchange import _spread
     greedy = ("--symbols", "--input")
     assert _spread(["--symbols", "a", "b", "--port", "1", "--input=x", "y", "--replay-wait"],
                    greedy) == ["--symbols", "a", "--symbols", "b", "--input", "x", "--input", "y",

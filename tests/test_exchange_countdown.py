@@ -7,7 +7,7 @@ import pytest
 import requests
 from websockets.sync.client import connect
 
-from daemons.exchange import signing
+from daemons.tools.exchange import signing
 from exchange_harness import KEY, SECRET, start_exchange, um_client, wait_for
 
 pytestmark = pytest.mark.timeout(60)

@@ -1,8 +1,8 @@
 """Fault spec parsing, seeded fault decisions, and the rate limiter's 429 -> 418 ban (pure)."""
 import pytest
 
-from daemons.exchange import errors, faults
-from daemons.exchange.ratelimit import RateLimiter, weight
+from daemons.tools.exchange import errors, faults
+from daemons.tools.exchange.ratelimit import RateLimiter, weight
 
 
 def test_faults_spec_parses_documented_example():

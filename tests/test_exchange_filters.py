@@ -2,7 +2,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from daemons.exchange import errors, filters
+from daemons.tools.exchange import errors, filters
 
 BTC = filters.spec_for("BTCUSDT")
 

@@ -7,7 +7,7 @@ import pytest
 import requests
 from websockets.sync.client import connect
 
-from daemons.exchange import errors, faults, signing
+from daemons.tools.exchange import errors, faults, signing
 from exchange_harness import KEY, SECRET, start_exchange, stop_exchange, um_client, wait_for
 
 pytestmark = pytest.mark.timeout(60)

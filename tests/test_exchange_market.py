@@ -1,11 +1,11 @@
 """The simulated market (seeded, consistent diffs) and the replay feed (real recordings)."""
 import copy
 
-from daemons.exchange import filters
-from daemons.exchange.book import Book
-from daemons.exchange.market import SimFeed
-from daemons.exchange.replay import ReplayFeed
-from daemons.exchange.streams import DepthAggregator
+from daemons.tools.exchange import filters
+from daemons.tools.exchange.book import Book
+from daemons.tools.exchange.market import SimFeed
+from daemons.tools.exchange.replay import ReplayFeed
+from daemons.tools.exchange.streams import DepthAggregator
 
 SPECS = {s: filters.spec_for(s) for s in ("BTCUSDT", "ETHUSDT")}
 

@@ -3,9 +3,9 @@ from decimal import Decimal
 
 from hypothesis import given, strategies as st
 
-from daemons.exchange import filters
-from daemons.exchange.accounts import Account
-from daemons.exchange.matching import (Order, fee, maker_allocation, plan_new, sweep,
+from daemons.tools.exchange import filters
+from daemons.tools.exchange.accounts import Account
+from daemons.tools.exchange.matching import (Order, fee, maker_allocation, plan_new, sweep,
                                        traded_through)
 
 ASKS = [(1000, 5), (1001, 5), (1003, 10)]      # price units, qty units, best first

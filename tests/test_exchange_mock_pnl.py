@@ -4,8 +4,8 @@ from decimal import Decimal
 
 from daemons.broker.mock import MockGateway
 from daemons.broker.orders import Order
-from daemons.exchange import filters
-from daemons.exchange.accounts import Account
+from daemons.tools.exchange import filters
+from daemons.tools.exchange.accounts import Account
 
 FILLS = [("BUY", "0.010", "60000"), ("BUY", "0.030", "60400"), ("SELL", "0.020", "60500"),
          ("SELL", "0.040", "60100"), ("BUY", "0.010", "59900"), ("BUY", "0.010", "60250.5")]

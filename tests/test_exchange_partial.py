@@ -6,9 +6,9 @@ from decimal import Decimal
 import pytest
 from websockets.sync.client import connect
 
-from daemons.exchange import filters
-from daemons.exchange.book import Book
-from daemons.exchange.venue import Venue
+from daemons.tools.exchange import filters
+from daemons.tools.exchange.book import Book
+from daemons.tools.exchange.venue import Venue
 from exchange_harness import start_exchange, um_client
 
 BTC = filters.spec_for("BTCUSDT")

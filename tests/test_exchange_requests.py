@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from daemons.exchange import signing
+from daemons.tools.exchange import signing
 from exchange_harness import KEY, SECRET, start_exchange
 
 pytestmark = pytest.mark.timeout(60)

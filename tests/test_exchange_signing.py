@@ -1,7 +1,7 @@
 """HMAC signing as Binance verifies it: documented vectors, raw query+body, timestamp rule."""
 import pytest
 
-from daemons.exchange import errors, signing
+from daemons.tools.exchange import errors, signing
 
 SECRET = "2b5eb11e18796d12d88f13dc27dbbd02c2cc51ff7059765ed9821957d82bb4d9"
 PARAMS = ("symbol=BTCUSDT&side=BUY&type=LIMIT&quantity=1&price=9000&timeInForce=GTC"

@@ -77,7 +77,7 @@ def test_confirm_live_flag_reaches_the_broker_through_its_config(monkeypatch, ho
     from click.testing import CliRunner
 
     from daemons import runtime
-    from daemons.cli import cli
+    from daemons.tools.cli import cli
 
     seen = {}
     monkeypatch.setattr(runtime, "run", lambda cls, cfg: seen.update(cls=cls, cfg=cfg) or 0)

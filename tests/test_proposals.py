@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from bus import BadRecord
-from daemons.gateway import proposals as P
+from daemons.tools.gateway import proposals as P
 from daemons.strategy import risk, rules
 from daemons.strategy.core import StrategyCore
 from daemons.trading import ACTIVE, HALTED, TradingState

@@ -243,7 +243,7 @@ def _tail(got, want):
 
 
 def test_bench_lateness_replays_the_recording_at_its_receive_times(data_dir):
-    from daemons.signal.lateness import run
+    from daemons.tools.bench.lateness import run
 
     path = [str(data_dir / "hftbacktest/usdm/btcusdt_20240718.gz")]
     tight = run(path, "BTCUSDT", 0.0, minutes=2)

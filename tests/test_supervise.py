@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from daemons.supervise import conf
-from daemons.supervise.listener import HealthJudge, Listener
+from daemons.tools.supervise import conf
+from daemons.tools.supervise.listener import HealthJudge, Listener
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -179,7 +179,7 @@ def test_listener_never_restarts_a_refused_program(tmp_path):
 
 
 def test_exit_reason_is_the_refusal_not_what_was_logged_while_closing(tmp_path):
-    from daemons.supervise import control
+    from daemons.tools.supervise import control
     (tmp_path / "log").mkdir()
     (tmp_path / "run").mkdir()
     log = tmp_path / "log" / "broker.log"
@@ -202,7 +202,7 @@ def test_exit_reason_is_the_refusal_not_what_was_logged_while_closing(tmp_path):
 
 def test_status_shows_why_a_program_refused_to_start(tmp_path):
     from daemons import config as configmod
-    from daemons.supervise import status
+    from daemons.tools.supervise import status
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "broker.json").write_text(json.dumps(
         {"name": "broker", "pid": 9, "ts": 1.0, "ready": False,

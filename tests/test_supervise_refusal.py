@@ -16,8 +16,8 @@ import time
 import pytest
 
 from daemons import config as configmod
-from daemons.supervise import control
-from daemons.supervise import run as runmod
+from daemons.tools.supervise import control
+from daemons.tools.supervise import run as runmod
 from tests.conftest import OFI, ROOT, free_port
 
 pytestmark = pytest.mark.slow

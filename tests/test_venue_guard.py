@@ -257,7 +257,7 @@ def test_ofi_run_refuses_production_before_supervisord(tmp_path):
 
 
 def test_ofi_run_guards_harvest_too_but_not_stages_that_never_connect(tmp_path):
-    from daemons.supervise import run
+    from daemons.tools.supervise import run
     cfg = _cfg("testnet", ws_url="wss://fstream.binance.com/market")
     assert run.connects(cfg, ["harvest", "signal"])
     assert run.connects(cfg, ["broker"])

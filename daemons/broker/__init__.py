@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the broker daemon (``ofi daemon broker`` / ``python -m daemons.broker``).
 
     Flags: --config, --home, --sink, --symbols, --mode, and --confirm-live (the same as
-    ``broker.confirm_live: true``); see ``daemons/cli/daemon_cmd.py``.
+    ``broker.confirm_live: true``); see ``daemons/tools/cli/daemon_cmd.py``.
     """
-    from ..cli.daemon_cmd import main as daemon_main
+    from ..tools.cli.daemon_cmd import main as daemon_main
 
     return daemon_main("broker", argv)

@@ -1,7 +1,7 @@
 """A forked worker process that digests part of a recording beside the main process.
 
 ``ofi signals`` and ``ofi data import`` digest the depth stream of an hftbacktest recording in
-a second process (:mod:`daemons.signal.split`, :mod:`daemons.catalog.fastimport`). Both fork
+a second process (:mod:`daemons.signal.split`, :mod:`daemons.tools.catalog.fastimport`). Both fork
 the same way and talk through one pipe of ``(tag, ...)`` messages:
 
     worker = fork(body, args, "ofi-signals-depth")   # None where fork is not available

@@ -9,6 +9,6 @@ from __future__ import annotations
 
 def main(argv: list[str] | None = None) -> int:
     """Run the signal daemon (``ofi daemon signal`` / ``python -m daemons.signal``)."""
-    from ..cli.daemon_cmd import main as daemon_main  # lazy: importing the package stays cheap
+    from ..tools.cli.daemon_cmd import main as daemon_main  # lazy: importing the package stays cheap
 
     return daemon_main("signal", argv)

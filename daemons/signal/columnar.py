@@ -1,4 +1,4 @@
-"""The signals of catalog rows (:class:`daemons.catalog.read.Rows`), vectorized: the same records
+"""The signals of catalog rows (:class:`daemons.tools.catalog.read.Rows`), vectorized: the same records
 as :meth:`SignalCore.process` over the same records in the same order, bit for bit.
 
 numpy does the per-event work (the 1e-8 quantities, the CKS and multi-level terms, the interval
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..catalog.read import BOOK, DEPTH, DEPTH_ROW, GAP_ROW, TRADE, Rows
+from ..tools.catalog.read import BOOK, DEPTH, DEPTH_ROW, GAP_ROW, TRADE, Rows
 from .core import SCALE, SignalCore, _Symbol
 
 
@@ -85,7 +85,7 @@ def signals(rows: Rows, core: SignalCore) -> Signals:
 
 class SignalStream:
     """:func:`signals` a piece at a time: :meth:`feed` consecutive :class:`Rows` of one symbol
-    (as :func:`~daemons.catalog.read.iter_symbol` cuts them), then :meth:`finish`. The records
+    (as :func:`~daemons.tools.catalog.read.iter_symbol` cuts them), then :meth:`finish`. The records
     are those of the whole: the open interval's sums, the last book row (CKS term, mid) and the
     last depth row (multi-level term) carry over from a piece to the next."""
 

@@ -8,6 +8,6 @@ from __future__ import annotations
 
 def main(argv: list[str] | None = None) -> int:
     """Run the strategy daemon (``ofi daemon strategy`` / ``python -m daemons.strategy``)."""
-    from ..cli.daemon_cmd import main as daemon_main  # lazy: importing the package stays cheap
+    from ..tools.cli.daemon_cmd import main as daemon_main  # lazy: importing the package stays cheap
 
     return daemon_main("strategy", argv)

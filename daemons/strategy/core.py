@@ -24,7 +24,7 @@ intents the broker had not handled when it wrote the record (``seq`` above its `
 Orders not yet done count as filled at the decision mid (conservative for risk). A broker
 position that differs from what the strategy believed replaces it (see :meth:`on_position`).
 
-The strategy daemon (``stage.py``) and the backtest (``daemons.backtest``) run this same class;
+The strategy daemon (``stage.py``) and the backtest (``daemons.tools.backtest``) run this same class;
 they differ only in the clock they pass (wall time, or simulated time) and where the payloads
 go. No I/O and no clock here.
 """
@@ -40,7 +40,7 @@ import orjson
 
 from bus import BadRecord
 
-from ..gateway import proposals
+from ..tools.gateway import proposals
 from . import ids, risk, rules
 from ..trading import ACTIVE, REDUCING, TradingState
 

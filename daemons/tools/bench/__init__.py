@@ -1,0 +1,1 @@
+"""Benchmarks of the stages (``ofi bench signals``, ``broker``, ``lateness``)."""

@@ -1,0 +1,818 @@
+"""One-pass import of an hftbacktest recording (docs/catalog.md, "Importing").
+
+The catalog stores each stream on its own, and a row's ``key`` depends only on the rows of its
+own stream before it and on receive times (:func:`~daemons.marketdata.merge.stalled_key`), so
+nothing needs merging: the lines are read once and each stream's rows are appended to their
+own buffers, written as Parquet row groups of the :class:`~.importer.Spool` as they fill.
+
+The rows are exactly those of the general path (:class:`~daemons.marketdata.replay.Replay`'s
+keyed records), including what depends on how Replay reads: Replay reads a recording 512
+messages at a time and after each batch raises every stream's frontier to the newest receive
+time read minus ``stall_ms``; the silences (:attr:`Replay.stalls`) are listed in the order of
+the messages that revealed them; a message without a symbol (a REST snapshot) takes that of the
+file's last message that had one.
+
+The depth stream (book sync with :class:`~daemons.marketdata.book.LocalBook`, the top levels
+after each applied diff, snapshots, gaps) is digested in a forked worker that reads the same
+files, parses only the depth lines and the untagged ones (snapshots), and writes the ``depth``
+rows itself, as :mod:`daemons.signal.split` does for ``ofi signals``; this process parses the
+other lines (it skips depth lines by a bytes check on the stream name) and writes the trades and
+book rows, then the ``gaps`` rows (the worker's chain breaks, then every silence). Both
+processes parse every line's receive time, so each knows Replay's batch floors on its own.
+
+A line whose content does not fit its stream name (a depth message under a stream name without
+``@depth``, or the reverse) raises :class:`Fallback`: the caller imports with Replay instead.
+"""
+from __future__ import annotations
+
+import zlib
+from itertools import chain
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ...marketdata.book import APPLIED, BUFFERED, DROPPED, LocalBook, snapshot_top
+from ...marketdata.forked import DepthWorkerError, Worker, fork
+from ...marketdata.formats import (FormatError, iter_blocks, iter_line_chunks, stamp_divisor,
+                                  symbol_from_path)
+from ...signal import split
+from . import store
+
+#: messages Replay reads per batch (Replay(batch=...)'s default); its frontiers move after each
+BATCH = 512
+
+_NEG = float("-inf")
+_TAG, _DTAG, _NAME = split.STREAM_TAG, split.DEPTH_TAG, split.NAME_AT
+_I64 = pa.int64()
+_F64 = pa.float64()
+
+
+class Fallback(Exception):
+    """The input has lines the one-pass reader does not split the way Replay reads them."""
+
+
+def applies(fmt: str) -> bool:
+    """Whether a source of format ``fmt`` is read by this module."""
+    return fmt == "hftbacktest"
+
+
+# -- columns ------------------------------------------------------------------------------------
+
+def _ints(values) -> pa.Array:
+    if None not in values:
+        return pa.array(np.array(values, dtype=np.int64), type=_I64)
+    return pa.array(values, type=_I64)
+
+
+def _floats(values) -> pa.Array:
+    """Binance's decimal strings as float64, parsed in C (correctly rounded, as ``float``)."""
+    try:
+        return pc.cast(pa.array(values, type=pa.string()), _F64)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return pa.array([float(v) for v in values], type=_F64)
+
+
+def _level_arrays(sides, levels: int) -> tuple[list, np.ndarray | None]:
+    """Per row a tuple of at most ``levels`` floats -> ``levels`` columns (null past a row's
+    length) and the row lengths' mask (None when every row is full)."""
+    n = len(sides)
+    lens = np.fromiter(map(len, sides), np.int64, n)
+    if n and (lens == levels).all():
+        flat = np.fromiter(chain.from_iterable(sides), np.float64, n * levels)
+        mat = flat.reshape(n, levels).T.copy()
+        return [pa.array(mat[i]) for i in range(levels)], None
+    pad = [(0.0,) * (levels - k) for k in range(levels + 1)]
+    flat = np.fromiter(chain.from_iterable(s if len(s) == levels else s + pad[len(s)]
+                                           for s in sides), np.float64, n * levels)
+    mat = flat.reshape(n, levels).T.copy()
+    missing = (np.arange(levels)[:, None] >= lens[None, :])
+    return [pa.array(mat[i], mask=missing[i]) for i in range(levels)], missing
+
+
+def _table(kind: str, rows: list, seq0: int, levels: int) -> tuple[pa.Table, np.ndarray]:
+    """A batch of rows (see :class:`Sink`) as a table of ``store.schema(kind)``, and its ``t``."""
+    n = len(rows)
+    cols = list(zip(*rows))
+    t = np.array(cols[1], dtype=np.int64)
+    head = [pa.array(np.arange(seq0, seq0 + n, dtype=np.int64)),
+            pa.array(np.array(cols[0], dtype=np.int64)), pa.array(t),
+            pa.array(np.array(cols[2], dtype=np.int64))]
+    if kind == "book":
+        arrays = head + [_ints(cols[3]), _ints(cols[4]), _ints(cols[5]), _floats(cols[6]),
+                         _floats(cols[7]), _floats(cols[8]), _floats(cols[9])]
+    elif kind == "trades":
+        arrays = head + [_ints(cols[3]), _ints(cols[4]), _floats(cols[5]), _floats(cols[6]),
+                         pa.array(np.array(cols[7], dtype=np.bool_)),
+                         pa.array(np.array(cols[8], dtype=np.bool_))]
+    else:
+        arrays = head + [pa.array(cols[3], type=pa.string()), _ints(cols[4]), _ints(cols[5]),
+                         _ints(cols[6])]
+        for px, qty in ((cols[7], cols[8]), (cols[9], cols[10])):
+            p, _ = _level_arrays(px, levels)
+            q, _ = _level_arrays(qty, levels)
+            arrays += p + q
+    return pa.Table.from_arrays(arrays, schema=store.schema(kind, levels)), t
+
+
+class Sink:
+    """Rows per (kind, symbol) in stream order, written through ``spool`` split by UTC date
+    once a row group's worth is there (``seq`` is the row's position in its stream).
+
+    Rows: ``trades`` ``(key, t, recv, E, trade_id, price str, qty str, is_buy, market)``;
+    ``book`` ``(key, t, recv, E, T, u, bid, bid_qty, ask, ask_qty)`` (strings);
+    ``depth`` ``(key, t, recv, type, U, u, pu, bid_px, bid_qty, ask_px, ask_qty)`` (tuples of
+    floats, best first, shorter when the book has fewer levels).
+    """
+
+    def __init__(self, spool, levels: int):
+        self.spool = spool
+        self.levels = levels
+        self.bufs: dict[tuple, list] = {}
+        self.written: dict[tuple, int] = {}
+        self.first = self.last = None
+
+    def rows(self, kind: str, symbol) -> list:
+        k = (kind, symbol)
+        b = self.bufs.get(k)
+        if b is None:
+            b = self.bufs[k] = []
+        return b
+
+    def symbols(self) -> set:
+        return {sym for (_kind, sym), n in self.written.items() if n}
+
+    def flush(self, final: bool = False) -> None:
+        """Write every full row group (``final``: everything)."""
+        sp = self.spool
+        for (kind, sym), buf in self.bufs.items():
+            limit = sp.depth_rows if kind == "depth" else sp.flush_rows
+            while len(buf) >= limit or (final and buf):
+                part = buf[:limit]
+                del buf[:limit]
+                self._write(kind, sym, part)
+
+    def _write(self, kind: str, sym, rows: list) -> None:
+        k = (kind, sym)
+        seq0 = self.written.get(k, 0)
+        table, t = _table(kind, rows, seq0, self.levels)
+        self.written[k] = seq0 + len(rows)
+        lo, hi = int(t.min()), int(t.max())
+        if self.first is None or lo < self.first:
+            self.first = lo
+        if self.last is None or hi > self.last:
+            self.last = hi
+        days = t // store.DAY_MS
+        if lo // store.DAY_MS == hi // store.DAY_MS:
+            self.spool.write_table(kind, sym, lo // store.DAY_MS, table)
+            return
+        for day in np.unique(days):
+            self.spool.write_table(kind, sym, int(day), table.filter(pa.array(days == day)))
+
+
+# -- symbols of messages without one ------------------------------------------------------------
+
+def _symbol_of(line: bytes):
+    """The ``s`` of a line's message (None: none, or not a message)."""
+    sp = line.find(b" ")
+    if sp <= 0:
+        return None
+    try:
+        msg = orjson.loads(line[sp + 1:])
+        data = msg["data"] if msg.get("stream") is not None else msg
+        return data.get("s")
+    except Exception:  # not a message (the reader that owns the line reports it)
+        return None
+
+
+def _last_symbol(lines: list, end: int, default):
+    """The ``s`` of the last message before ``lines[end]`` that has one, else ``default``
+    (what Replay's reader holds for messages that carry none)."""
+    for k in range(end - 1, -1, -1):
+        s = _symbol_of(lines[k])
+        if s is not None:
+            return s
+    return default
+
+
+# -- depth --------------------------------------------------------------------------------------
+
+class _Book:
+    __slots__ = ("book", "rows", "valid", "bpx", "bq", "apx", "aq")
+
+    def __init__(self, levels: int, rows: list, array_book=None):
+        # a marketdata.fastbook.ArrayBook (the same levels, in arrays) when given
+        self.book = array_book(levels=levels) if array_book is not None \
+            else LocalBook(levels=levels)
+        self.rows = rows
+        self.valid = False   # bpx .. aq are the book's top levels
+        self.bpx = self.bq = self.apx = self.aq = ()
+
+
+class DepthRows:
+    """The depth stream -> ``depth`` rows (into ``sink``), chain breaks (:attr:`gap_rows`) and
+    silences (:attr:`stalls`, ``(message number, stall)``), as Replay's ``DepthFeed`` and merge
+    keys give them. ``floor(x)``: a Replay batch ended, the frontier rises to ``x``."""
+
+    def __init__(self, sink: Sink, levels: int, stall_ms: int, array_book=None):
+        self.sink = sink
+        self.levels = levels
+        self.stall = stall_ms
+        self.array_book = array_book
+        self.f = _NEG       # the merge frontier (keys, buffered diffs' times, batch floors)
+        self.last = _NEG    # the last key or buffered diff's time (silences are measured from)
+        self.stalls: list[tuple] = []
+        self.gap_rows: list[tuple] = []
+        self.books: dict = {}
+
+    def _book(self, sym) -> _Book:
+        b = self.books.get(sym)
+        if b is None:
+            b = self.books[sym] = _Book(self.levels, self.sink.rows("depth", sym),
+                                        self.array_book)
+        return b
+
+    def floor(self, x) -> None:
+        if x > self.f:
+            self.f = x
+
+    def _key(self, t, recv, idx):
+        fl = recv - self.stall
+        last = self.last
+        if fl > last != _NEG:
+            self.stalls.append((idx, {"stream": "depth", "t": last, "until": t}))
+        f = self.f
+        if t >= f and t >= fl:
+            key = t
+        else:
+            key = f if f > t else t
+            if fl > key:
+                key = fl
+        self.f = self.last = key
+        return key
+
+    def _top(self, b: _Book) -> None:
+        book = b.book
+        n = self.levels
+        bs, as_ = book.bid_side, book.ask_side
+        if self.array_book is not None:
+            if not b.valid or bs.touched:
+                px, qf, _ = bs.top(n)
+                b.bpx, b.bq = tuple(px), tuple(qf)
+            if not b.valid or as_.touched:
+                px, qf, _ = as_.top(n)
+                b.apx, b.aq = tuple(px), tuple(qf)
+            b.valid = True
+            return
+        if not b.valid or bs.touched:
+            b.bpx = tuple(bs.top_prices(n))
+            b.bq = tuple(map(float, map(bs.levels.__getitem__, b.bpx)))
+        if not b.valid or as_.touched:
+            b.apx = tuple(as_.top_prices(n))
+            b.aq = tuple(map(float, map(as_.levels.__getitem__, b.apx)))
+        b.valid = True
+
+    def _applied(self, b: _Book, d, recv, idx) -> None:
+        E = d.get("E")
+        t = recv if E is None else E
+        key = self._key(t, recv, idx)
+        self._top(b)
+        b.rows.append((key, t, recv, "depth", d["U"], d["u"], d.get("pu"), b.bpx, b.bq, b.apx,
+                       b.aq))
+
+    def _gap(self, b: _Book, g, d, recv, sym, idx) -> None:
+        E = d.get("E")
+        t = recv if E is None else E
+        key = self._key(t, recv, idx)
+        b.valid = False
+        b.rows.append((key, t, recv, "gap", None, g.u, None, (), (), (), ()))
+        self.gap_rows.append((sym, key, t, recv, g.reason, g.expected_pu, g.got_pu, g.u))
+
+    def diff(self, d: dict, recv, sym, idx) -> None:
+        b = self._book(sym)
+        res = b.book.diff(d, recv)
+        if res is APPLIED:
+            self._applied(b, d, recv, idx)
+        elif res is BUFFERED or res is DROPPED:
+            t = d.get("E", recv)   # the stream moved on without a record (Replay's _moved)
+            if t is not None:
+                if t > self.f:
+                    self.f = t
+                if t > self.last:
+                    self.last = t
+        else:
+            self._gap(b, res, d, recv, sym, idx)
+
+    def snapshot(self, snap: dict, recv, sym, idx) -> None:
+        b = self._book(sym)
+        E = snap.get("E")
+        t = recv if E is None else E
+        key = self._key(t, recv, idx)
+        bids, asks = snapshot_top(snap, self.levels)
+        b.rows.append((key, t, recv, "snapshot", None, snap["lastUpdateId"], None,
+                       tuple(x[0] for x in bids), tuple(x[1] for x in bids),
+                       tuple(x[0] for x in asks), tuple(x[1] for x in asks)))
+        b.valid = False
+
+        def each(d, res, tag):
+            ts = recv if tag is None else tag
+            if res is APPLIED:
+                self._applied(b, d, ts, idx)
+            elif res is not BUFFERED and res is not DROPPED:
+                self._gap(b, res, d, ts, sym, idx)
+
+        b.book.snapshot(snap["lastUpdateId"], snap.get("bids", ()), snap.get("asks", ()), each)
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+def _is_book(e, data, stream) -> bool:
+    """``formats.classify`` says bookTicker (``e`` is None)."""
+    if "lastUpdateId" in data:
+        return False
+    if stream is not None:
+        return stream.endswith("@bookTicker")
+    return "b" in data and "B" in data and "A" in data
+
+
+class Result:
+    """What one pass found: ``first``/``last`` t, ``lines`` (messages), ``stalls`` (Replay's
+    order), ``gap_rows`` (chain breaks), ``symbols`` with rows, ``rows`` of the worker's files."""
+
+    def __init__(self):
+        self.first = self.last = None
+        self.lines = 0
+        self.stalls: list[dict] = []
+        self.gap_rows: list[tuple] = []
+        self.symbols: set = set()
+        self.rows: dict = {}
+        self.newest = _NEG
+        self.end_stalls: list[dict] = []
+
+
+def read(paths: list[str], spool, levels: int, symbol: str | None, stall_ms: int,
+         progress=None, workers: int = 2) -> Result:
+    """Write the trades, book and depth rows of ``paths`` (one hftbacktest recording) through
+    ``spool`` (the depth rows in a worker when ``workers`` > 1 and processes can be forked);
+    the gaps rows are the caller's (from the result)."""
+    stall = int(stall_ms)
+    remote = _start(paths, spool, levels, symbol, stall) if workers > 1 else None
+    sink = Sink(spool, levels)
+    depth = None if remote is not None else DepthRows(sink, levels, stall)
+    try:
+        out = _read_main(paths, sink, symbol, stall, depth, remote, progress)
+        sink.flush(final=True)
+        if remote is not None:
+            end = remote.finish()
+            out.rows = end["rows"]
+            for x, y in ((end["first"], end["last"]), (sink.first, sink.last)):
+                if x is not None and (out.first is None or x < out.first):
+                    out.first = x
+                if y is not None and (out.last is None or y > out.last):
+                    out.last = y
+            mids, dstalls, out.gap_rows = end["stalls"], end["end_stall"], end["gap_rows"]
+            out.symbols = sink.symbols() | end["symbols"]
+        else:
+            out.first, out.last = sink.first, sink.last
+            mids, out.gap_rows = depth.stalls, depth.gap_rows
+            dstalls = _end_stall("depth", depth.last, out.newest, stall)
+            out.symbols = sink.symbols()
+        # silences in the order of the messages that revealed them, then those to the end
+        out.stalls = [s for _, s in sorted(out.stalls + mids, key=lambda x: x[0])] \
+            + out.end_stalls + dstalls
+        return out
+    finally:
+        if remote is not None:
+            remote.close()
+
+
+def _end_stall(stream: str, last, newest, stall) -> list:
+    if newest != _NEG and last != _NEG and newest - stall > last:
+        return [{"stream": stream, "t": last, "until": None}]
+    return []
+
+
+def _read_main(paths, sink: Sink, symbol, stall, depth: DepthRows | None, remote,
+               progress) -> Result:
+    """Trades and book (and, without a worker, depth) rows; every line's receive time."""
+    out = Result()
+    skip = remote is not None
+    stalls = out.stalls   # (message number, stall) of trades and book
+    loads = orjson.loads
+    decode_error = orjson.JSONDecodeError
+    tag, dtag, name = _TAG, _DTAG, _NAME
+    f_t = f_b = _NEG      # merge frontiers (keys, batch floors)
+    l_t = l_b = _NEG      # last keys
+    count = 0
+    nb = BATCH
+    newest = _NEG
+    tsym = bsym = object()
+    tadd = badd = None
+    for path in paths:
+        div = None
+        lineno = 0
+        file_symbol = symbol or symbol_from_path(path)
+        for lines in iter_line_chunks(path):
+            for j, line in enumerate(lines):
+                sp = line.find(b" ")
+                if sp <= 0:
+                    if not line.strip():
+                        continue
+                    raise FormatError(f"{path}:{lineno + j + 1}: expected '<local_ts> <json>'")
+                try:
+                    ts = int(line[:sp])
+                except ValueError:
+                    raise FormatError(f"{path}:{lineno + j + 1}: bad local timestamp") from None
+                if div is None:
+                    div = stamp_divisor(ts)
+                recv = ts // div
+                if skip and line.startswith(tag, sp + 1) \
+                        and line.find(dtag, sp + name, line.find(b'"', sp + name)) >= 0:
+                    if count == nb:   # the depth worker's line (counted: Replay's batches)
+                        nb += BATCH
+                        fl = newest - stall
+                        if fl > f_t:
+                            f_t = fl
+                        if fl > f_b:
+                            f_b = fl
+                    count += 1
+                    if recv > newest:
+                        newest = recv
+                    continue
+                body = line[sp + 1:]
+                try:
+                    msg = loads(body)
+                except decode_error:
+                    if not body.strip():
+                        continue
+                    raise FormatError(f"{path}:{lineno + j + 1}: unparseable JSON") from None
+                if count == nb:
+                    nb += BATCH
+                    fl = newest - stall
+                    if fl > f_t:
+                        f_t = fl
+                    if fl > f_b:
+                        f_b = fl
+                    if depth is not None:
+                        depth.floor(fl)
+                count += 1
+                if recv > newest:
+                    newest = recv
+                stream = msg.get("stream")
+                data = msg["data"] if stream is not None else msg
+                e = data.get("e")
+                if e == "bookTicker" or (e is None and _is_book(e, data, stream)):
+                    s = data.get("s")
+                    if s is None:
+                        s = file_symbol if symbol is not None else \
+                            _last_symbol(lines, j, file_symbol)
+                    if s != bsym:
+                        bsym = s
+                        badd = sink.rows("book", s).append
+                    E = data.get("E")
+                    t = recv if E is None else E
+                    fl = recv - stall
+                    if fl > l_b != _NEG:
+                        stalls.append((count, {"stream": "book", "t": l_b, "until": t}))
+                    if t >= f_b and t >= fl:
+                        key = t
+                    else:
+                        key = f_b if f_b > t else t
+                        if fl > key:
+                            key = fl
+                    f_b = l_b = key
+                    badd((key, t, recv, E, data.get("T"), data.get("u"), data["b"], data["B"],
+                          data["a"], data["A"]))
+                elif e == "trade" or e == "aggTrade":
+                    s = data.get("s")
+                    if s is None:
+                        s = file_symbol if symbol is not None else \
+                            _last_symbol(lines, j, file_symbol)
+                    if s != tsym:
+                        tsym = s
+                        tadd = sink.rows("trades", s).append
+                    T = data.get("T")
+                    E = data.get("E")
+                    if T is None:
+                        T = E
+                    elif E is None:
+                        E = T
+                    fl = recv - stall
+                    if fl > l_t != _NEG:
+                        stalls.append((count, {"stream": "trades", "t": l_t, "until": T}))
+                    if T is None:   # no time: the frontier (merge.stalled_key)
+                        t = recv
+                        key = f_t if f_t != _NEG else 0
+                        if fl > key:
+                            key = fl
+                    else:
+                        t = T
+                        if T >= f_t and T >= fl:
+                            key = T
+                        else:
+                            key = f_t if f_t > T else T
+                            if fl > key:
+                                key = fl
+                    f_t = l_t = key
+                    tid = data.get("t")
+                    if tid is None:
+                        tid = data.get("a")
+                    tadd((key, t, recv, E, tid, data["p"], data["q"], not data["m"],
+                          data.get("X", "MARKET") == "MARKET"))
+                elif e == "depthUpdate" or (e is None and "lastUpdateId" in data):
+                    if skip:
+                        if line.startswith(tag, sp + 1):
+                            raise Fallback(f"{path}:{lineno + j + 1}: depth under another "
+                                           "stream name")
+                        continue   # untagged: the worker's too
+                    s = data.get("s")
+                    if s is None:
+                        s = file_symbol if symbol is not None else \
+                            _last_symbol(lines, j, file_symbol)
+                    if e is None:
+                        depth.snapshot(data, recv, s, count)
+                    else:
+                        depth.diff(data, recv, s, count)
+            lineno += len(lines)
+            if symbol is None:
+                file_symbol = _last_symbol(lines, len(lines), file_symbol)
+            sink.flush()
+            if remote is not None:
+                remote.poll()
+            if progress is not None:
+                progress(count)
+    out.lines = count
+    out.newest = newest
+    out.end_stalls = _end_stall("trades", l_t, newest, stall) \
+        + _end_stall("book", l_b, newest, stall)
+    return out
+
+
+def _read_depth(paths, sink: Sink, symbol, stall, depth: DepthRows, with_levels=None) -> dict:
+    """The worker's pass: depth rows; the other lines' receive times only. ``with_levels``:
+    :func:`daemons.marketdata.fastbook.with_levels`, for a depth of array books."""
+    loads = orjson.loads
+    decode_error = orjson.JSONDecodeError
+    tag, dtag, name = _TAG, _DTAG, _NAME
+    count = 0
+    nb = BATCH
+    newest = _NEG
+    for path in paths:
+        div = None
+        lineno = 0
+        file_symbol = symbol or symbol_from_path(path)
+        for lines in iter_line_chunks(path):
+            for j, line in enumerate(lines):
+                sp = line.find(b" ")
+                if sp <= 0:
+                    if not line.strip():
+                        continue
+                    raise FormatError(f"{path}:{lineno + j + 1}: expected '<local_ts> <json>'")
+                try:
+                    ts = int(line[:sp])
+                except ValueError:
+                    raise FormatError(f"{path}:{lineno + j + 1}: bad local timestamp") from None
+                if div is None:
+                    div = stamp_divisor(ts)
+                recv = ts // div
+                if line.startswith(tag, sp + 1) \
+                        and line.find(dtag, sp + name, line.find(b'"', sp + name)) < 0:
+                    if count == nb:   # the main process's line
+                        nb += BATCH
+                        depth.floor(newest - stall)
+                    count += 1
+                    if recv > newest:
+                        newest = recv
+                    continue
+                body = line[sp + 1:]
+                try:
+                    msg = loads(body)
+                except decode_error:
+                    if not body.strip():
+                        continue
+                    raise FormatError(f"{path}:{lineno + j + 1}: unparseable JSON") from None
+                if count == nb:
+                    nb += BATCH
+                    depth.floor(newest - stall)
+                count += 1
+                if recv > newest:
+                    newest = recv
+                stream = msg.get("stream")
+                data = msg["data"] if stream is not None else msg
+                e = data.get("e")
+                if e == "depthUpdate" or (e is None and "lastUpdateId" in data):
+                    s = data.get("s")
+                    if s is None:
+                        s = file_symbol if symbol is not None else \
+                            _last_symbol(lines, j, file_symbol)
+                    if e is None:
+                        depth.snapshot(data, recv, s, count)
+                    else:
+                        depth.diff(data if with_levels is None
+                                   else with_levels(data, line, sp + 1), recv, s, count)
+                elif line.startswith(tag, sp + 1) and (e in ("bookTicker", "trade", "aggTrade")
+                                                      or (e is None and _is_book(e, data,
+                                                                                 stream))):
+                    raise Fallback(f"{path}:{lineno + j + 1}: trades or book under a depth "
+                                   "stream name")
+            lineno += len(lines)
+            if symbol is None:
+                file_symbol = _last_symbol(lines, len(lines), file_symbol)
+            sink.flush()
+    sink.flush(final=True)
+    return {"newest": newest, "lines": count}
+
+
+class _BlockLines:
+    """A block's lines by index (what :func:`_last_symbol` reads), cut when read."""
+
+    __slots__ = ("block", "starts", "ends")
+
+    def __init__(self, block: bytes, starts: list, ends: list):
+        self.block, self.starts, self.ends = block, starts, ends
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, k: int) -> bytes:
+        return self.block[self.starts[k]:self.ends[k]]
+
+
+def _read_depth_blocks(paths, sink: Sink, symbol, stall, depth: DepthRows, with_levels,
+                       scan, message) -> dict:
+    """:func:`_read_depth` with the lines of other streams classified by compiled code
+    (:func:`daemons.marketdata.fastbook.scan_block`) and never cut out: their receive times
+    count for Replay's batch floors as arrays (only the last floor of a run of them matters,
+    and it is the largest: no depth line comes between)."""
+    import numpy as np
+
+    from ...marketdata.fastbook import OTHER_STREAM
+
+    loads = orjson.loads
+    decode_error = orjson.JSONDecodeError
+    tag, dtag, name = _TAG, _DTAG, _NAME
+    count = 0
+    nb = BATCH
+    newest = _NEG
+    for path in paths:
+        div = None
+        lineno = 0
+        file_symbol = symbol or symbol_from_path(path)
+        for block in iter_blocks(path):
+            starts, ends, stamps, kinds = scan(block)
+            nl = len(kinds)
+            sl, el = starts.tolist(), ends.tolist()
+            lines = _BlockLines(block, sl, el)
+            todo = np.flatnonzero(kinds != OTHER_STREAM).tolist()
+            todo.append(nl)
+            prev = 0
+            for j in todo:
+                if j > prev:   # lines prev..j-1: other streams, counted and their times read
+                    if div is None:
+                        div = stamp_divisor(int(stamps[prev]))
+                    recvs = stamps[prev:j] // div
+                    run = j - prev
+                    if count + run > nb:   # batch ends in the run: the last one counts
+                        last = nb + (count + run - 1 - nb) // BATCH * BATCH
+                        upto = last - count   # the floor reads the times before that line
+                        top = int(recvs[:upto].max()) if upto else newest
+                        depth.floor((top if top > newest else newest) - stall)
+                        nb = last + BATCH
+                    top = int(recvs.max())
+                    if top > newest:
+                        newest = top
+                    count += run
+                prev = j + 1
+                if j == nl:
+                    break
+                line = block[sl[j]:el[j]]
+                sp = line.find(b" ")
+                if sp <= 0:
+                    if not line.strip():
+                        continue
+                    raise FormatError(f"{path}:{lineno + j + 1}: expected '<local_ts> <json>'")
+                try:
+                    ts = int(line[:sp])
+                except ValueError:
+                    raise FormatError(f"{path}:{lineno + j + 1}: bad local timestamp") from None
+                if div is None:
+                    div = stamp_divisor(ts)
+                recv = ts // div
+                if line.startswith(tag, sp + 1) \
+                        and line.find(dtag, sp + name, line.find(b'"', sp + name)) < 0:
+                    if count == nb:   # the main process's line
+                        nb += BATCH
+                        depth.floor(newest - stall)
+                    count += 1
+                    if recv > newest:
+                        newest = recv
+                    continue
+                # a plain diff, read without orjson (None: anything else)
+                data = message(line, sp + 1) if line.startswith(tag, sp + 1) else None
+                if data is None:
+                    body = line[sp + 1:]
+                    try:
+                        msg = loads(body)
+                    except decode_error:
+                        if not body.strip():
+                            continue
+                        raise FormatError(f"{path}:{lineno + j + 1}: unparseable JSON") \
+                            from None
+                if count == nb:
+                    nb += BATCH
+                    depth.floor(newest - stall)
+                count += 1
+                if recv > newest:
+                    newest = recv
+                if data is None:
+                    stream = msg.get("stream")
+                    data = msg["data"] if stream is not None else msg
+                else:
+                    stream = True
+                e = data.get("e")
+                if e == "depthUpdate" or (e is None and "lastUpdateId" in data):
+                    s = data.get("s")
+                    if s is None:
+                        s = file_symbol if symbol is not None else \
+                            _last_symbol(lines, j, file_symbol)
+                    if e is None:
+                        depth.snapshot(data, recv, s, count)
+                    else:
+                        depth.diff(data if type(data["b"]) is not list
+                                   else with_levels(data, line, sp + 1), recv, s, count)
+                elif line.startswith(tag, sp + 1) and (e in ("bookTicker", "trade", "aggTrade")
+                                                      or (e is None and _is_book(e, data,
+                                                                                 stream))):
+                    raise Fallback(f"{path}:{lineno + j + 1}: trades or book under a depth "
+                                   "stream name")
+            lineno += nl
+            if symbol is None:
+                file_symbol = _last_symbol(lines, nl, file_symbol)
+            sink.flush()
+    sink.flush(final=True)
+    return {"newest": newest, "lines": count}
+
+
+# -- the worker ---------------------------------------------------------------------------------
+
+class _Remote(Worker):
+    """The main process's side of the depth worker."""
+
+    def __init__(self, proc, conn):
+        super().__init__(proc, conn)
+        self.end = None
+
+    def poll(self) -> None:
+        """Raise the worker's error as soon as it is there."""
+        if self.end is None and self.conn.poll():
+            self._take(self.recv())
+
+    def finish(self) -> dict:
+        while self.end is None:
+            self._take(self.recv())
+        self.proc.join(5)
+        return self.end
+
+    def _take(self, msg) -> None:
+        tag = msg[0]
+        if tag == "end":
+            self.end = msg[1]
+        elif tag == "format":
+            raise FormatError(msg[1])
+        elif tag == "read":
+            raise OSError(msg[1])
+        elif tag == "fallback":
+            raise Fallback(msg[1])
+        else:
+            raise DepthWorkerError(msg[1])
+
+
+def _start(paths, spool, levels, symbol, stall) -> _Remote | None:
+    """Fork the depth worker (None when processes cannot be forked here)."""
+    if not split.has_depth(paths[0]):
+        return None
+    w = fork(_work, (list(paths), spool.dir, levels, spool.flush_rows, symbol, stall),
+             "ofi-import-depth", errors={FormatError: "format", Fallback: "fallback",
+                                         (OSError, EOFError, zlib.error): "read"})
+    return None if w is None else _Remote(w.proc, w.conn)
+
+
+def _work(conn, paths, tmp_dir, levels, flush_rows, symbol, stall) -> None:
+    """The worker's body: writes the depth files, sends its totals."""
+    from .importer import Spool
+
+    spool = Spool(tmp_dir, levels, flush_rows)
+    sink = Sink(spool, levels)
+    fast = split._fast_book(levels)
+    if fast:
+        depth = DepthRows(sink, levels, stall, array_book=fast[0])
+        tot = _read_depth_blocks(paths, sink, symbol, stall, depth, fast[1], fast[2], fast[3])
+    else:
+        depth = DepthRows(sink, levels, stall)
+        tot = _read_depth(paths, sink, symbol, stall, depth)
+    rows = spool.close()
+    conn.send(("end", {
+        "rows": rows, "first": sink.first, "last": sink.last, "symbols": sink.symbols(),
+        "stalls": depth.stalls, "gap_rows": depth.gap_rows,
+        "end_stall": _end_stall("depth", depth.last, tot["newest"], stall)}))
