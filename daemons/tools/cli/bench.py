@@ -41,7 +41,7 @@ def bench_bus(sinks, quick, as_json):
 @click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
 def bench_signals(inputs, symbol, repeat, workers, as_json):
     """Events/s: files only parsed, the signal core alone, and `ofi signals` end to end."""
-    from ...signal.bench import default_inputs, run
+    from ..bench.signals import default_inputs, run
 
     paths = list(inputs) or default_inputs()
     if not paths:
@@ -63,7 +63,7 @@ def bench_research(copies, corpus, runs, as_json):
     from pathlib import Path
 
     from ..catalog.bench import run
-    from ...signal.bench import data_dir
+    from ..bench.signals import data_dir
 
     try:
         _print(run(data_dir(), copies=copies, runs=runs,
@@ -92,7 +92,7 @@ def bench_exchange(seconds, as_json):
 @click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
 def bench_broker(count, gap_ms, hang_every, as_json):
     """Intent-appended to order-acknowledged latency through the broker daemon (sim mode)."""
-    from ...broker.bench import run
+    from ..bench.broker import run
 
     if hang_every and gap_ms is None:
         raise click.UsageError("--hang-every needs --gap-ms")
@@ -113,7 +113,7 @@ def bench_broker(count, gap_ms, hang_every, as_json):
 @click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
 def bench_lateness(inputs, symbol, lateness_ms, minutes, as_json):
     """Late records at an allowed lateness, the recording replayed at its receive times."""
-    from ...signal.lateness import run
+    from ..bench.lateness import run
 
     if lateness_ms is None:
         lateness_ms = configmod.load()["signal"]["allowed_lateness_ms"]
