@@ -194,6 +194,17 @@ class ScriptedVenue:
         return out
 
 
+def manager_settings(**over) -> Settings:
+    """The order manager's settings for a test: what a unit test expects unless it says
+    otherwise (no dead-man switch, no protective stops, reconciliation at start only)."""
+    base = dict(symbols=(SYMBOL,), max_send_attempts=3, max_parallel_orders=8,
+                intent_ttl_s=5.0, resolution_window_s=60.0, order_timeout_s=0.0,
+                poll_interval_s=2.0, position_check_s=10.0, deadman_ms=0,
+                halt_on_mismatch=True, remote=True, protective_stop_bps=0.0,
+                reconcile_interval_s=0.0)
+    return Settings(**{**base, **over})
+
+
 class Harness:
     """The manager, the venue and a fake clock; answers arrive after ``latency_s``."""
 
@@ -206,10 +217,7 @@ class Harness:
         self.dup_events = dup_events  # chance that a stream event is delivered twice
         self.now = now
         self.latency_s = latency_s
-        base = dict(symbols=(SYMBOL,), resolution_window_s=60.0, intent_ttl_s=5.0,
-                    position_check_s=10.0, poll_interval_s=2.0)
-        base.update(settings)
-        self.settings = Settings(**base)
+        self.settings = manager_settings(**settings)
         self.records: list[tuple[str, dict]] = []
         self.actions: list = []
         self.script: dict[str, list] = {}      # cid -> behaviours for its successive sends

@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daemons.broker import orders as fsm
-from daemons.broker.manager import FetchOrders, Halt, OrderManager, Settings
+from daemons.broker.manager import FetchOrders, Halt, OrderManager
 from daemons import trading as tstate
 
-from order_venue import SYMBOL, Harness
+from order_venue import SYMBOL, Harness, manager_settings
 
 
 def test_ack_fills_once_and_publishes_the_position():
@@ -239,7 +239,7 @@ def test_settle_on_stop_sends_nothing_new_and_lists_the_unsettled():
 
 
 def test_mock_settings_have_nothing_to_settle():
-    core = OrderManager(Settings(symbols=(SYMBOL,), remote=False))
+    core = OrderManager(manager_settings(remote=False))
     core.start(0.0)
     assert core.unsettled() == [] and core.next_due() is None
 

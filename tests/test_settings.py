@@ -117,3 +117,16 @@ def test_a_signal_core_without_settings_takes_the_yaml_defaults():
     params = SignalCore().state()["params"]
     assert params == {k: yaml[k] for k in PARAMS}
     assert SignalCore(levels=3).state()["params"] == dict(params, levels=3)
+
+
+def test_the_order_managers_settings_come_from_the_config_alone():
+    from daemons.broker.manager import Settings
+
+    cfg = configmod.load(None, {})
+    s = Settings.from_config(cfg)
+    b = cfg["broker"]
+    assert (s.deadman_ms, s.reconcile_interval_s, s.max_send_attempts, s.intent_ttl_s) == \
+        (b["deadman_ms"], b["reconcile_interval_s"], b["max_send_attempts"], b["intent_ttl_s"])
+    assert s.protective_stop_bps == cfg["risk"]["protective_stop_bps"]
+    with pytest.raises(TypeError):
+        Settings(symbols=("BTCUSDT",))      # no setting of its own to fall back on

@@ -76,25 +76,27 @@ MARK_RECORD_S = 5.0            # a position open: a ``positions`` record at the 
 
 @dataclass(frozen=True)
 class Settings:
-    """The broker settings the core uses (``broker`` section of the config)."""
+    """The broker settings the core uses (``broker`` section of the config; their defaults
+    are in ``etc/defaults.yaml`` alone), then the core's own tuning constants."""
 
     symbols: tuple[str, ...]
-    max_send_attempts: int = 3
-    max_parallel_orders: int = 8
+    max_send_attempts: int
+    max_parallel_orders: int
+    intent_ttl_s: float
+    resolution_window_s: float
+    order_timeout_s: float
+    poll_interval_s: float
+    position_check_s: float
+    deadman_ms: int              # the venue's countdownCancelAll, refreshed (0: off)
+    halt_on_mismatch: bool
+    remote: bool                 # False for mock: no polling, no venue checks
+    protective_stop_bps: float   # risk.protective_stop_bps (0: no stops at the venue)
+    reconcile_interval_s: float  # read open orders and stops back this often (0: at start)
+    # constants of the core, not settings
     max_parallel_lookups: int = 2
-    intent_ttl_s: float = 5.0
-    resolution_window_s: float = 60.0
     query_min_s: float = 0.25
     query_max_s: float = 5.0
-    order_timeout_s: float = 0.0
-    poll_interval_s: float = 2.0
-    position_check_s: float = 10.0
-    deadman_ms: int = 0          # the venue's countdownCancelAll, refreshed (0: off)
-    halt_on_mismatch: bool = True
     late_watch_s: float = 3600.0  # ABANDONED orders are looked for in allOrders this long
-    remote: bool = True          # False for mock: no polling, no venue checks
-    protective_stop_bps: float = 0.0   # risk.protective_stop_bps (0: no stops at the venue)
-    reconcile_interval_s: float = 0.0  # read open orders and stops back this often (0: at start)
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Settings":
