@@ -247,7 +247,6 @@ class Runner:
         self.processed = 0
         self.deadlettered = 0
         self.beat = Heartbeat(self.ctx.run_dir, self.name, daemon.heartbeat_s, clock)
-        self.started = self.beat.started
         self.batch = daemon.batch
         self.state_path = os.path.join(self.ctx.state_dir, f"{self.name}.json")
         self._saved_at = time.monotonic()

@@ -7,13 +7,14 @@ import pytest
 from bus import open_bus
 from daemons import config as configmod
 from daemons import runtime
+from daemons.harvest.replay import topic_of
 from daemons.marketdata.merge import Merger, event_time
 from daemons.marketdata.replay import Replay
 from daemons.signal.core import SignalCore
 from daemons.signal.stage import INPUTS, SignalStage
 from daemons.signal.watermark import LIVE_MS, Watermark
+from daemons.tools.bench.lateness import replay, shifted
 
-TOPIC = {"trade": "trades", "book": "book", "depth": "depth", "snapshot": "depth", "gap": "depth"}
 T0 = 1_800_000_000_000          # an interval boundary, "now" for the injected clock
 
 
@@ -97,7 +98,7 @@ def _runner(tmp_path, clock, lateness_ms):
 def _append(home, records):
     bus = open_bus(home)
     for topic in INPUTS:
-        recs = [r for r in records if TOPIC[r["type"]] == topic]
+        recs = [r for r in records if topic_of(r) == topic]
         if recs:
             w = bus.writer(topic)
             w.append_many(recs)
@@ -151,24 +152,12 @@ def test_stage_closes_an_interval_on_time_when_no_stream_speaks(tmp_path):
     r.close()
 
 
-def _live(records, shift):
-    """The recording's records moved ``shift`` ms later (a multiple of the interval)."""
-    out = []
-    for rec in records:
-        rec = dict(rec)
-        for k in ("E", "T", "recv_ts"):
-            if k in rec:
-                rec[k] += shift
-        out.append(rec)
-    return out
-
-
 def _offline(records, interval_ms=1000):
     """What ``ofi signals`` computes over the same records: the merge of the three streams by
     exchange time, the core, the last interval closed at the end."""
     m = Merger(INPUTS)
     for rec in records:
-        m.push(TOPIC[rec["type"]], event_time(rec), rec)
+        m.push(topic_of(rec), event_time(rec), rec)
     for s in INPUTS:
         m.end(s)
     core = SignalCore(interval_ms=interval_ms)
@@ -191,44 +180,24 @@ def recording(data_dir):
 
 
 @pytest.mark.parametrize("lateness_ms,jitter_ms", [(5_000.0, 40), (0.0, 40)])
-def test_stage_on_the_recording_in_real_time(tmp_path, recording, lateness_ms, jitter_ms):
+def test_stage_on_the_recording_in_real_time(recording, lateness_ms, jitter_ms):
     """The recording replayed on the injected clock, each record read 2 ms after its exchange
     time (plus ``jitter_ms`` on every 7th trade: a slow path). With a lateness above the jitter
     the daemon's records are exactly the offline ones; with none, the slow trades come late,
     are counted as such, and no trade is lost."""
     start = event_time(recording[0])
-    shift = (T0 - start // 1000 * 1000) + 60_000
-    live = _live(recording, shift)
-    clock = Clock(event_time(live[0]))
-    r = _runner(tmp_path, clock, lateness_ms)
-    arrival = []
-    n_trade = 0
-    for rec in live:
-        delay = 2
-        if rec["type"] == "trade":
-            n_trade += 1
-            if n_trade % 7 == 0:
-                delay += jitter_ms
-        arrival.append((event_time(rec) + delay, rec))
-    arrival.sort(key=lambda x: x[0])
-    i, end = 0, arrival[-1][0] + 200
-    while clock.ms < end:              # 10 ms steps of the clock, the records that arrived by then
-        clock.ms += 10
-        batch = []
-        while i < len(arrival) and arrival[i][0] <= clock.ms:
-            batch.append(arrival[i][1])
-            i += 1
-        if batch:
-            _append(tmp_path, batch)
-        _turn(r)
-        _turn(r)
-    got = _signals(tmp_path)
-    r.close()
+    live = [shifted(r, (T0 - start // 1000 * 1000) + 60_000) for r in recording]
+    slow = {id(r) for r in [r for r in live if r["type"] == "trade"][6::7]}
+
+    def arrival(rec):
+        return event_time(rec) + 2 + (jitter_ms if id(rec) in slow else 0)
+    out = replay(live, arrival, ["BTCUSDT"], lateness_ms, step_ms=10, tail_ms=200)
+    got = [{k: v for k, v in s.items() if k not in ("seq", "ts", "trace")} for s in out.signals]
     want = _offline(live)
     assert len(want) > 100
     if lateness_ms >= 5_000:
         # the last interval closes when the clock has passed it: a prefix of the same records
-        assert got == [dict(s, late=0) for s in want[:len(got)]] and len(got) >= len(want) - 6
+        assert got == want[:len(got)] and len(got) >= len(want) - 6
     else:
         assert sum(s["late"] for s in got) > 0
         trades = sum(1 for rec in live if rec["type"] == "trade")

@@ -9,10 +9,10 @@ import pytest
 
 from bus import open_bus
 from conftest import wait_for
+from daemons.harvest.replay import topic_of
 from daemons.marketdata.replay import Replay
 from daemons.signal.offline import run_files
 
-TOPIC = {"trade": "trades", "book": "book", "depth": "depth", "snapshot": "depth", "gap": "depth"}
 FILES = ["hftbacktest/usdm/btcusdt_20240718.gz"]
 
 
@@ -20,7 +20,7 @@ def _fill(home, records, extra=None):
     bus = open_bus(home)
     buf = {"trades": [], "book": [], "depth": []}
     for r in records:
-        buf[TOPIC[r["type"]]].append(r)
+        buf[topic_of(r)].append(r)
     for topic, recs in (extra or {}).items():
         buf[topic].extend(recs)
     for topic, recs in buf.items():

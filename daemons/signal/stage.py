@@ -189,7 +189,7 @@ class SignalStage(Stage):
         nxt = self.core.next_close_ms()
         if nxt is None:
             return None
-        wait = self.watermark.wait_ms(nxt, self.ctx.clock() * 1000)
+        wait = self.watermark.wait_ms(nxt, self.ctx.now_ms())
         return None if wait is None else wait / 1000
 
     def health(self) -> dict:

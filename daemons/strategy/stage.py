@@ -16,7 +16,8 @@ Restart safety. The stage is stateful on the runtime (``daemons/runtime.py``): t
 view (position per symbol, the broker's last record, our intents it had not handled, ...) is
 saved in ``<home>/state/strategy.json`` with the last signal, ``intents`` and ``positions`` seqs
 it reflects and, in the same atomic write, the position of every input. On start the inputs
-are rewound to those positions and it replays the ``intents`` written after that snapshot (its own output, the truth of what was sent), then the ``positions`` records
+are rewound to those positions and it replays the ``intents`` written after that snapshot
+(its own output, the truth of what was sent), then the ``positions`` records
 written after it, so the view is again the broker's position plus what is in flight, even after
 a SIGKILL; the highest ``signal_seq`` seen in the intents marks the signals already acted on:
 re-delivered signals up to it are skipped, never re-emitted. Client order ids are derived from
