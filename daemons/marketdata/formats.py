@@ -192,6 +192,32 @@ def stamp_divisor(ts: int) -> int:
     return 1_000_000 if ts >= 10**17 else 1000 if ts >= 10**14 else 1
 
 
+def bad_line(path: str, number: int, line: bytes, stamped: bool = True) -> None:
+    """Raise the :class:`FormatError` that recorded line ``number`` (1-based) of ``path``
+    deserves, once a reader failed on it; return if the line is blank (readers skip those).
+    Every reader of ``<local_ts> <json>`` lines reads on the fast path and calls this on a
+    failure, so a bad line gets the same message, and the same number, whoever reads it."""
+    if not line.strip():
+        return
+    body = line
+    if stamped:
+        sp = line.find(b" ")
+        if sp <= 0:
+            raise FormatError(f"{path}:{number}: expected '<local_ts> <json>'")
+        try:
+            int(line[:sp])
+        except ValueError:
+            raise FormatError(f"{path}:{number}: bad local timestamp") from None
+        body = line[sp + 1:]
+        if not body.strip():
+            return
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise FormatError(f"{path}:{number}: unparseable JSON") from None
+    raise FormatError(f"{path}:{number}: unreadable record")
+
+
 def to_ms(t: int) -> int:
     """An epoch time in s, ms, µs or ns, as ms (by magnitude)."""
     if t >= 10**17:
@@ -256,13 +282,13 @@ def _read_json_lines(path: str, symbol: str | None, stamped: bool) -> Iterator[M
         if stamped:
             sp = line.find(b" ")
             if sp <= 0:
-                if not line.strip():
-                    continue
-                raise FormatError(f"{path}:{lineno}: expected '<local_ts> <json>'")
+                bad_line(path, lineno, line)
+                continue
             try:
                 ts = int(line[:sp])
             except ValueError:
-                raise FormatError(f"{path}:{lineno}: bad local timestamp") from None
+                bad_line(path, lineno, line)
+                continue
             if div is None:
                 div = stamp_divisor(ts)
             recv = ts // div
@@ -272,9 +298,8 @@ def _read_json_lines(path: str, symbol: str | None, stamped: bool) -> Iterator[M
         try:
             msg = loads(body)
         except orjson.JSONDecodeError:
-            if not body.strip():
-                continue
-            raise FormatError(f"{path}:{lineno}: unparseable JSON") from None
+            bad_line(path, lineno, line, stamped)
+            continue
         stream = msg.get("stream")
         data = msg["data"] if stream is not None else msg
         e = data.get("e")

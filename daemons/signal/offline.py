@@ -27,7 +27,7 @@ from typing import Iterator
 
 import orjson
 
-from ..marketdata.formats import FormatError, iter_line_chunks, stamp_divisor
+from ..marketdata.formats import bad_line, iter_line_chunks, stamp_divisor
 from ..marketdata.merge import STALL_MS
 from ..marketdata.replay import Replay, chains_of
 from . import split
@@ -167,7 +167,7 @@ class OfflineRun:
             lineno = 0  # lines of the chunks before this one
             for lines in iter_line_chunks(path):
                 count += len(lines)
-                for line in lines:
+                for j, line in enumerate(lines):
                     if stamped:
                         sp = line.find(b" ")
                         # a depth stream's line (the first line of a file sets `div`)
@@ -177,16 +177,14 @@ class OfflineRun:
                                               line.find(b'"', sp + name)) >= 0:
                             continue
                         if sp <= 0:
-                            if not line.strip():
-                                count -= 1
-                                continue
-                            raise FormatError(f"{path}:{lineno + lines.index(line) + 1}: "
-                                              "expected '<local_ts> <json>'")
+                            bad_line(path, lineno + j + 1, line)
+                            count -= 1   # blank: not a message
+                            continue
                         try:
                             ts = int(line[:sp])
                         except ValueError:
-                            raise FormatError(f"{path}:{lineno + lines.index(line) + 1}: "
-                                              "bad local timestamp") from None
+                            bad_line(path, lineno + j + 1, line)
+                            continue
                         if div is None:
                             div = stamp_divisor(ts)
                         recv = ts // div
@@ -196,11 +194,9 @@ class OfflineRun:
                     try:
                         msg = loads(body)
                     except decode_error:
-                        if not body.strip():
-                            count -= 1
-                            continue
-                        raise FormatError(f"{path}:{lineno + lines.index(line) + 1}: "
-                                          "unparseable JSON") from None
+                        bad_line(path, lineno + j + 1, line, stamped)
+                        count -= 1   # blank: not a message
+                        continue
                     stream = msg.get("stream")
                     data = msg["data"] if stream is not None else msg
                     if not stamped:  # no local stamp: the event time stands in

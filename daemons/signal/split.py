@@ -14,8 +14,8 @@ from __future__ import annotations
 import orjson
 
 from ..marketdata.forked import DepthWorkerError, Worker, fork
-from ..marketdata.formats import (FormatError, iter_blocks, iter_line_chunks, open_binary,
-                                  stamp_divisor)
+from ..marketdata.formats import (FormatError, bad_line, iter_blocks, iter_line_chunks,
+                                  open_binary, stamp_divisor)
 from ..marketdata.merge import STALL_MS
 from .depth_terms import DepthTerms
 
@@ -122,22 +122,20 @@ def _send_depth(conn, paths, symbol, levels, prev, stall_ms) -> None:
     for path in paths:
         div = None
         for lines, nos, last in _chunks(path, scan):
-            for line in lines:
+            for j, line in enumerate(lines):
                 sp = line.find(b" ")
                 # a stream other than depth: the main process's (the first line sets `div`)
                 if sp > 0 and div is not None and line.startswith(tag, sp + 1) \
                         and line.find(dtag, sp + name, line.find(b'"', sp + name)) < 0:
                     continue
                 if sp <= 0:
-                    if not line.strip():
-                        continue
-                    raise FormatError(f"{path}:{_line_no(lines, line, nos)}: "
-                                      "expected '<local_ts> <json>'")
+                    bad_line(path, nos.number(j), line)
+                    continue
                 try:
                     ts = int(line[:sp])
                 except ValueError:
-                    raise FormatError(f"{path}:{_line_no(lines, line, nos)}: "
-                                      "bad local timestamp") from None
+                    bad_line(path, nos.number(j), line)
+                    continue
                 if div is None:
                     div = stamp_divisor(ts)
                 recv = ts // div
@@ -152,10 +150,8 @@ def _send_depth(conn, paths, symbol, levels, prev, stall_ms) -> None:
                 try:
                     msg = loads(body)
                 except decode_error:
-                    if not body.strip():
-                        continue
-                    raise FormatError(f"{path}:{_line_no(lines, line, nos)}: "
-                                      "unparseable JSON") from None
+                    bad_line(path, nos.number(j), line)
+                    continue
                 stream = msg.get("stream")
                 data = msg["data"] if stream is not None else msg
                 s = data.get("s")
@@ -198,7 +194,7 @@ def _chunks(path: str, scan=None):
     reads (the ones not of another stream, and the file's first non-blank line, which sets the
     stamp's unit), with their 0-based numbers in the chunk; else every line (``numbers``
     None). ``last()``: the chunk's last lines, for :func:`_last_stamp`. Line numbers count
-    from the file's start (:func:`_line_no`)."""
+    from the file's start (:meth:`_Numbers.number`)."""
     if scan is None:
         lineno = 0
         for lines in iter_line_chunks(path):
@@ -244,11 +240,9 @@ class _Numbers:
         self.start = start
         self.idx = idx
 
-
-def _line_no(lines: list, line: bytes, nos: _Numbers) -> int:
-    """The 1-based line number of ``line`` of a chunk's ``lines``, in its file."""
-    i = lines.index(line)
-    return nos.start + (i if nos.idx is None else nos.idx[i]) + 1
+    def number(self, j: int) -> int:
+        """The 1-based line number in its file of the chunk's ``j``-th line."""
+        return self.start + (j if self.idx is None else self.idx[j]) + 1
 
 
 def _last_stamp(lines: list, div: int) -> float:

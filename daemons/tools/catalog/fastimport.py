@@ -35,8 +35,8 @@ import pyarrow.compute as pc
 
 from ...marketdata.book import APPLIED, BUFFERED, DROPPED, LocalBook, snapshot_top
 from ...marketdata.forked import DepthWorkerError, Worker, fork
-from ...marketdata.formats import (FormatError, iter_blocks, iter_line_chunks, stamp_divisor,
-                                  symbol_from_path)
+from ...marketdata.formats import (FormatError, bad_line, iter_blocks, iter_line_chunks,
+                                  stamp_divisor, symbol_from_path)
 from ...signal import split
 from . import store
 
@@ -417,13 +417,13 @@ def _read_main(paths, sink: Sink, symbol, stall, depth: DepthRows | None, remote
             for j, line in enumerate(lines):
                 sp = line.find(b" ")
                 if sp <= 0:
-                    if not line.strip():
-                        continue
-                    raise FormatError(f"{path}:{lineno + j + 1}: expected '<local_ts> <json>'")
+                    bad_line(path, lineno + j + 1, line)
+                    continue
                 try:
                     ts = int(line[:sp])
                 except ValueError:
-                    raise FormatError(f"{path}:{lineno + j + 1}: bad local timestamp") from None
+                    bad_line(path, lineno + j + 1, line)
+                    continue
                 if div is None:
                     div = stamp_divisor(ts)
                 recv = ts // div
@@ -444,9 +444,8 @@ def _read_main(paths, sink: Sink, symbol, stall, depth: DepthRows | None, remote
                 try:
                     msg = loads(body)
                 except decode_error:
-                    if not body.strip():
-                        continue
-                    raise FormatError(f"{path}:{lineno + j + 1}: unparseable JSON") from None
+                    bad_line(path, lineno + j + 1, line)
+                    continue
                 if count == nb:
                     nb += BATCH
                     fl = newest - stall
@@ -566,13 +565,13 @@ def _read_depth(paths, sink: Sink, symbol, stall, depth: DepthRows, with_levels=
             for j, line in enumerate(lines):
                 sp = line.find(b" ")
                 if sp <= 0:
-                    if not line.strip():
-                        continue
-                    raise FormatError(f"{path}:{lineno + j + 1}: expected '<local_ts> <json>'")
+                    bad_line(path, lineno + j + 1, line)
+                    continue
                 try:
                     ts = int(line[:sp])
                 except ValueError:
-                    raise FormatError(f"{path}:{lineno + j + 1}: bad local timestamp") from None
+                    bad_line(path, lineno + j + 1, line)
+                    continue
                 if div is None:
                     div = stamp_divisor(ts)
                 recv = ts // div
@@ -589,9 +588,8 @@ def _read_depth(paths, sink: Sink, symbol, stall, depth: DepthRows, with_levels=
                 try:
                     msg = loads(body)
                 except decode_error:
-                    if not body.strip():
-                        continue
-                    raise FormatError(f"{path}:{lineno + j + 1}: unparseable JSON") from None
+                    bad_line(path, lineno + j + 1, line)
+                    continue
                 if count == nb:
                     nb += BATCH
                     depth.floor(newest - stall)
@@ -689,13 +687,13 @@ def _read_depth_blocks(paths, sink: Sink, symbol, stall, depth: DepthRows, with_
                 line = block[sl[j]:el[j]]
                 sp = line.find(b" ")
                 if sp <= 0:
-                    if not line.strip():
-                        continue
-                    raise FormatError(f"{path}:{lineno + j + 1}: expected '<local_ts> <json>'")
+                    bad_line(path, lineno + j + 1, line)
+                    continue
                 try:
                     ts = int(line[:sp])
                 except ValueError:
-                    raise FormatError(f"{path}:{lineno + j + 1}: bad local timestamp") from None
+                    bad_line(path, lineno + j + 1, line)
+                    continue
                 if div is None:
                     div = stamp_divisor(ts)
                 recv = ts // div
@@ -715,10 +713,8 @@ def _read_depth_blocks(paths, sink: Sink, symbol, stall, depth: DepthRows, with_
                     try:
                         msg = loads(body)
                     except decode_error:
-                        if not body.strip():
-                            continue
-                        raise FormatError(f"{path}:{lineno + j + 1}: unparseable JSON") \
-                            from None
+                        bad_line(path, lineno + j + 1, line)
+                        continue
                 if count == nb:
                     nb += BATCH
                     depth.floor(newest - stall)
