@@ -1,7 +1,8 @@
-"""The catalog read a day at a time (``read.iter_symbol``) gives the rows of the whole period
+"""The catalog read a piece at a time (``read.iter_symbol``) gives the rows of the whole period
 (``read.read_symbol``) in the same order, and signals fed piece by piece
 (``columnar.SignalStream``) equal the signals of the whole, wherever the pieces are cut: so
-``ofi signals --catalog`` holds a day, not the period, and still equals the raw path."""
+``ofi signals --catalog`` holds a few row groups, not the period, and still equals the raw
+path."""
 from __future__ import annotations
 
 import random
@@ -89,8 +90,8 @@ def test_a_day_at_a_time_gives_the_whole_periods_rows_in_order(usdm, span):
     lo, hi = span or (None, None)
     whole = read.read_symbol(root, "BTCUSDT", lo, hi, levels=5)
     pieces = list(read.iter_symbol(root, "BTCUSDT", lo, hi, levels=5))
-    assert len(pieces) == 2   # one per UTC day of the recording
-    assert pieces[0].key[-1] < MIDNIGHT <= pieces[1].key[0]
+    assert len(pieces) >= 2   # row groups at most, never across midnight
+    assert all(p.key[-1] < MIDNIGHT or p.key[0] >= MIDNIGHT for p in pieces)
     _assert_same_rows(whole, pieces)
 
 
@@ -145,9 +146,38 @@ def test_late_rows_keyed_past_midnight_are_carried_into_the_next_day(tmp_path):
     late = whole.trades["t"] < keys
     assert late.sum() == 1   # the late trade: t before midnight, key after
     assert whole.trades["t"][late][0] < MIDNIGHT <= keys[late][0]
-    assert len(pieces) == 2 and 0.125 in pieces[1].trades["qty"]
+    assert all(p.key[-1] < MIDNIGHT or p.key[0] >= MIDNIGHT for p in pieces)
+    assert any(p.key[0] >= MIDNIGHT and 0.125 in p.trades["qty"] for p in pieces)
     _assert_same_rows(whole, pieces)
     raw = ofi("signals", path, "--symbol", "BTCUSDT")
     cat = ofi("signals", "--catalog", root, "--symbol", "BTCUSDT")
     assert raw.returncode == cat.returncode == 0, (raw.stderr, cat.stderr)
     assert cat.stdout == raw.stdout
+
+
+@pytest.fixture(scope="module")
+def two_sources(data_dir, tmp_path_factory):
+    """Each day's file imported as a source of its own, in row groups of 1000 rows."""
+    from daemons.tools.catalog.importer import import_source, prepare, sources_of
+
+    root = tmp_path_factory.mktemp("catalog_two")
+    for f in USDM:
+        [src] = sources_of(prepare([str(data_dir / "hftbacktest/usdm" / f)], str(root)))
+        import_source(root, src, levels=5, flush_rows=1000)
+    return root
+
+
+@pytest.mark.parametrize("span", [None, (MIDNIGHT - 90_000, MIDNIGHT + 240_000)])
+def test_row_groups_and_sources_cut_into_pieces_give_the_whole(two_sources, span):
+    lo, hi = span or (None, None)
+    assert len(read.symbol_sources(two_sources, "BTCUSDT")) == 2
+    whole = read.read_symbol(two_sources, "BTCUSDT", lo, hi, levels=5)
+    pieces = list(read.iter_symbol(two_sources, "BTCUSDT", lo, hi, levels=5))
+    assert len(pieces) > 10
+    _assert_same_rows(whole, pieces)
+    rows = read.read_symbol(two_sources, "BTCUSDT", lo, hi, levels=5, full=False)
+    want = columnar.signals(rows, SignalCore(min_periods=5))
+    got, closed = _streamed(list(read.iter_symbol(two_sources, "BTCUSDT", lo, hi, levels=5,
+                                                  full=False)), SignalCore(min_periods=5))
+    assert orjson.dumps(got) == orjson.dumps(want.records)
+    assert closed == want.closed_at.tolist()

@@ -161,14 +161,16 @@ def read_symbol(catalog, symbol: str, start_ms: int | None = None, end_ms: int |
 
 def iter_symbol(catalog, symbol: str, start_ms: int | None = None, end_ms: int | None = None,
                 levels: int = 5, full: bool = True, sources: list[dict] | None = None):
-    """:func:`read_symbol` a UTC day of merge keys at a time: the same rows in the same order,
-    cut into consecutive :class:`Rows`, so that memory is that of a day, not of the period.
+    """:func:`read_symbol` in consecutive pieces: the same rows in the same order, cut into
+    :class:`Rows` of about a row group each (never across a UTC day of merge keys), so that
+    memory is that of a few row groups, not of the period.
 
-    A row lies in the file of its time's date, and its key is at or after its time, so a day's
-    files hold every row keyed in that day; the few keyed later (late rows raised to their
-    stream's frontier) are carried into the next day's rows."""
-    import numpy as np
-
+    Each stream (a source's rows of a kind) is read a row group at a time; the rows keyed
+    before the smallest last key read of the streams not yet finished are in their final
+    order and make the next piece (merge order is by key first). A row lies in the file of its
+    time's date, and its key is at or after its time, so a day's files hold every row keyed in
+    that day; the few keyed later (late rows raised to their stream's frontier) are carried
+    into the next day's stream, put back in ``seq`` order there."""
     from . import store
 
     sources, cols = _prepare(catalog, symbol, start_ms, end_ms, levels, full, sources)
@@ -176,43 +178,67 @@ def iter_symbol(catalog, symbol: str, start_ms: int | None = None, end_ms: int |
     hi = store.date_of(end_ms - 1) if end_ms is not None else "9999"
     dates = sorted({d for m in sources for d in m.get("dates", ()) if lo <= d <= hi})
     n = len(sources)
-    carry: dict = {}
+    carry: dict = {}   # (source index, kind rank) -> rows keyed in a later day, in seq order
     for d in dates:
         bound = (_day_number(d) + 1) * store.DAY_MS   # the first key of the next day
-        now = {}
-        for kind in KINDS:
-            lv = _levels_of(kind, levels)
-            files = [(si, p) for si, m in enumerate(sources)
-                     if d in m.get("dates", ()) and m.get("kinds", {}).get(kind)
-                     and (p := store.parquet_path(catalog, kind, symbol, d,
-                                                  m["source_id"])).is_file()]
-            streams = [carry[kind]] if kind in carry else []
-            # seq only orders several streams (carried rows, other sources): else not read
-            several = len(streams) + len(files) > 1
-            columns = cols[kind] + ("seq",) if several or kind in carry else cols[kind]
-            for si, p in files:   # a lone stream with rows keyed in a later day: seq too
-                streams.append(_tagged(_read_stream([p], columns, lv, seq_from=bound), si, n))
-            c = _within(_concat(streams, _tag_columns(columns, n), lv), start_ms, end_ms)
-            if several:   # carried rows first: each source's stream in seq order
-                o = np.lexsort((c["seq"], c["_src"])) if n > 1 else \
-                    np.argsort(c["seq"], kind="stable")
-                if (o[1:] < o[:-1]).any():
-                    c = {k: v[o] for k, v in c.items()}
-            later = c["key"] >= bound
-            if later.any():
-                carry[kind] = {k: v[later] for k, v in c.items()}
-                c = {k: v[~later] for k, v in c.items()}
-            else:
-                carry.pop(kind, None)
-            now[kind] = _without_seq(c)
-        if any(len(now[k]["t"]) for k in KINDS):
-            yield _merge(symbol, now, n, levels)
+        streams = []
+        for r, kind in enumerate(KINDS):
+            for si, m in enumerate(sources):
+                p = None
+                if d in m.get("dates", ()) and m.get("kinds", {}).get(kind):
+                    p = store.parquet_path(catalog, kind, symbol, d, m["source_id"])
+                    p = p if p.is_file() else None
+                c = carry.pop((si, r), None)
+                if p is not None or c is not None:
+                    streams.append(_Stream(si, r, p, c, cols[kind], _levels_of(kind, levels),
+                                           bound, start_ms, end_ms))
+        for parts in _cut_by_key(streams, bound):
+            yield _piece(symbol, parts, cols, n, levels)
+        for s in streams:
+            rest = s.rest()
+            if rest is not None:
+                carry[(s.si, s.rank)] = rest
     if carry:
-        last = {k: _without_seq(carry[k]) if k in carry
-                else _concat([], _tag_columns(cols[k], n), _levels_of(k, levels))
-                for k in KINDS}
+        yield _piece(symbol, list(carry.items()), cols, n, levels)
         carry.clear()
-        yield _merge(symbol, last, n, levels)
+
+
+def _cut_by_key(streams: list, bound: int):
+    """Lists of ``((source index, kind rank), rows)``: the streams' rows keyed before
+    ``bound``, in consecutive pieces each of which precedes the next in merge order."""
+    for s in streams:
+        s.more()
+    while True:
+        live = [s for s in streams if not s.done]
+        low = min(s.last_key() for s in live) if live else bound
+        cut = min(low, bound)
+        parts = [((s.si, s.rank), rows) for s in streams
+                 if (rows := s.take(cut)) is not None]
+        if parts:
+            yield parts
+        if low >= bound:
+            return
+        for s in live:
+            if s.last_key() == low:
+                s.more()
+
+
+def _piece(symbol: str, parts: list, cols: dict, sources: int, levels: int) -> "Rows":
+    """:class:`Rows` of the streams' parts (each in seq order, keyed before the next piece)."""
+    import numpy as np
+
+    data = {}
+    for r, kind in enumerate(KINDS):
+        mine = []
+        for (si, rank), rows in parts:
+            if rank != r:
+                continue
+            rows = _without_seq(rows)
+            if sources > 1:
+                rows["_src"] = np.full(len(rows["t"]), si, np.int64)
+            mine.append(rows)
+        data[kind] = _concat(mine, _tag_columns(cols[kind], sources), _levels_of(kind, levels))
+    return _merge(symbol, data, sources, levels)
 
 
 def _prepare(catalog, symbol, start_ms, end_ms, levels, full, sources):
@@ -476,3 +502,127 @@ def _concat(parts: list[dict], columns: tuple, levels: int = 0) -> dict:
     if len(parts) == 1:
         return parts[0]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+class _Stream:
+    """One source's rows of a kind in a day, read a row group at a time in ``seq`` order (the
+    rows carried from the day before merged in), within ``[start_ms, end_ms)``; a buffer of
+    the rows read and not yet taken (their keys never go down)."""
+
+    def __init__(self, si, rank, path, carried, columns, levels, bound, start_ms, end_ms):
+        self.si, self.rank = si, rank
+        self.carried = carried
+        self.within = (start_ms, end_ms)
+        self.buf = None
+        self.done = False
+        self.groups = iter(())
+        if path is not None:
+            self.groups = _row_groups(path, columns, levels, carried is not None, bound)
+
+    def _next_chunk(self):
+        """The next rows in seq order (None at the end)."""
+        import numpy as np
+
+        for c in self.groups:
+            c = _within(c, *self.within)
+            if self.carried is not None:   # the carried rows that come before these
+                seq = c["seq"]
+                if not len(seq):
+                    continue
+                k = int(np.searchsorted(self.carried["seq"], seq[-1], side="right"))
+                if k:
+                    head = {key: v[:k] for key, v in self.carried.items()}
+                    self.carried = {key: v[k:] for key, v in self.carried.items()}
+                    c = _concat([head, c], tuple(c))
+                    o = np.argsort(c["seq"], kind="stable")
+                    c = {key: v[o] for key, v in c.items()}
+            if len(c["t"]):
+                return c
+        if self.carried is not None:
+            c, self.carried = self.carried, None
+            if len(c["t"]):
+                return c
+        return None
+
+    def more(self) -> None:
+        """Read the next rows into the buffer (or note the end)."""
+        c = self._next_chunk()
+        if c is None:
+            self.done = True
+        elif self.buf is None:
+            self.buf = c
+        else:
+            self.buf = _concat([self.buf, c], tuple(self.buf))
+
+    def last_key(self) -> int:
+        return int(self.buf["key"][-1])
+
+    def take(self, cut: int):
+        """The buffered rows keyed before ``cut`` (None: none), out of the buffer."""
+        import numpy as np
+
+        b = self.buf
+        if b is None:
+            return None
+        k = int(np.searchsorted(b["key"], cut, side="left"))
+        if not k:
+            return None
+        if k == len(b["key"]):
+            self.buf = None
+            return b
+        self.buf = {key: v[k:] for key, v in b.items()}
+        return {key: v[:k] for key, v in b.items()}
+
+    def rest(self):
+        """Everything not taken (all keyed in a later day), in seq order (None: nothing)."""
+        while not self.done:
+            self.more()
+        b, self.buf = self.buf, None
+        return b
+
+
+def _row_groups(path, columns: tuple, levels: int, with_seq: bool, bound: int):
+    """One Parquet file's rows a row group at a time, as :func:`_read_stream` gives them (the
+    same columns, types, codes and fills); ``seq`` too when ``with_seq`` or when a row may be
+    keyed at or after ``bound`` (by the file's statistics)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    f = pq.ParquetFile(path, memory_map=True,
+                       read_dictionary=["type"] if "type" in columns else None)
+    if with_seq or _max_of([f], "key", bound) >= bound:
+        columns = tuple(dict.fromkeys(columns + ("seq",)))
+    names = set(f.schema_arrow.names)
+    dtypes = {c: np.dtype(_dtype(c, [f])) for c in columns}
+    level_cols = {}
+    for name in _LEVELS if levels else ():
+        side, x = name.split("_")
+        level_cols[name] = [f"{side}_{x}_{i}" for i in range(levels)]
+    read = [c for c in columns if c in names] + \
+        [c for cs in level_cols.values() for c in cs if c in names]
+    for g in range(f.metadata.num_row_groups):
+        tab = f.read_row_group(g, columns=read)
+        m = tab.num_rows
+        out = {}
+        for c in columns:
+            dt = dtypes[c]
+            if c not in names:   # an absent optional column: all null
+                out[c] = np.full(m, np.nan if dt.kind == "f" else 0, dt)
+                continue
+            col = tab.column(c)
+            if c == "type":
+                out[c] = _type_codes(col)
+            elif col.null_count and dt.kind != "f":
+                out[c] = col.fill_null(False if dt == bool else 0).to_numpy().astype(
+                    dt, copy=False)
+            else:
+                out[c] = col.to_numpy().astype(dt, copy=False)   # a null double: NaN
+        for name, cs in level_cols.items():
+            a = np.empty((m, levels), order="F")
+            for i, c in enumerate(cs):
+                a[:, i] = tab.column(c).to_numpy() if c in names else np.nan
+            nan = np.isnan(a)
+            if nan.any():   # a level the book does not have
+                a[nan] = _LEVELS[name]
+            out[name] = a
+        yield out
