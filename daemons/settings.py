@@ -12,13 +12,29 @@ This module imports nothing of the project, so any module may import it.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 
 def _bounds(lo, hi=None):
+    """An inclusive range, ``hi`` None for none."""
     return field(metadata={"bounds": (lo, hi)})
+
+
+def _above(lo):
+    """Strictly greater than ``lo``."""
+    return field(metadata={"above": lo})
+
+
+#: a client order id prefix: what Binance allows in ``newClientOrderId``, at most 8 characters
+#: so the ids built on it stay within its 36
+ID_PREFIX = r"[.A-Z:/a-z0-9_]{1,8}"
+
+
+def _matches(pattern: str):
+    return field(metadata={"pattern": pattern})
 
 
 @dataclass(frozen=True)
@@ -94,12 +110,12 @@ class Harvest:
 
 @dataclass(frozen=True)
 class Signal:
-    interval_ms: int
-    z_window: int
-    min_periods: int
+    interval_ms: int = _bounds(1)
+    z_window: int = _bounds(1)
+    min_periods: int = _bounds(1)
     w_ofi: float
     w_cvd: float
-    levels: int
+    levels: int = _bounds(1)
     merge_grace_ms: float
     allowed_lateness_ms: float = _bounds(0)
     stall_ms: int
@@ -108,30 +124,35 @@ class Signal:
 
 @dataclass(frozen=True)
 class Strategy:
-    entry_threshold: float
-    exit_threshold: float
-    notional_usdt: float
-    max_hold_s: float
-    stop_loss_bps: float
-    cooldown_s: float
+    entry_threshold: float = _above(0)
+    exit_threshold: float              # strictly inside (-entry_threshold, entry_threshold)
+    notional_usdt: float = _above(0)
+    max_hold_s: float = _bounds(0)     # 0 turns it off (also the stop loss and cooldown)
+    stop_loss_bps: float = _bounds(0)
+    cooldown_s: float = _bounds(0)
     order_type: Literal["MARKET", "LIMIT"]
     exit_order_type: Literal["MARKET", "LIMIT"]
     instruments: list
-    id_prefix: str
-    max_signal_age_ms: int
+    id_prefix: str = _matches(ID_PREFIX)
+    max_signal_age_ms: int = _bounds(0)   # 0 turns the check off
     denials_to_bus: bool
     signals_dir: Optional[str]
     signals_source: Literal["auto", "jsonl", "sqlite"]
 
+    def __post_init__(self):
+        if not abs(self.exit_threshold) < self.entry_threshold:
+            raise SettingsError("config: key 'strategy.exit_threshold' must lie strictly inside "
+                                "(-entry_threshold, entry_threshold)")
+
 
 @dataclass(frozen=True)
-class Risk:
-    max_position_usdt: float
-    max_order_usdt: float
-    max_orders_per_minute: int
-    daily_loss_limit_usdt: float
-    max_drawdown_usdt: float
-    protective_stop_bps: float
+class Risk:   # 0 turns a check off
+    max_position_usdt: float = _bounds(0)
+    max_order_usdt: float = _bounds(0)
+    max_orders_per_minute: int = _bounds(0)
+    daily_loss_limit_usdt: float = _bounds(0)
+    max_drawdown_usdt: float = _bounds(0)
+    protective_stop_bps: float = _bounds(0)
 
 
 @dataclass(frozen=True)
@@ -161,9 +182,9 @@ class Broker:
 
 @dataclass(frozen=True)
 class Backtest:
-    latency_ms: int
-    taker_fee_bps: float
-    maker_fee_bps: float
+    latency_ms: int = _bounds(0)
+    taker_fee_bps: float = _bounds(0)
+    maker_fee_bps: float = _bounds(0)
 
 
 @dataclass(frozen=True)
@@ -184,11 +205,11 @@ class Alerts:
 @dataclass(frozen=True)
 class Mcp:
     allow_orders: bool
-    calls_per_minute: int
-    proposal_ttl_s: float
-    decision_max_age_s: float
-    client_id_prefix: str
-    max_rows: int
+    calls_per_minute: int = _bounds(0)       # 0: off (also the TTL and the decision age)
+    proposal_ttl_s: float = _bounds(0)
+    decision_max_age_s: float = _bounds(0)
+    client_id_prefix: str = _matches(ID_PREFIX)
+    max_rows: int = _bounds(1)
 
 
 @dataclass(frozen=True)
@@ -275,6 +296,13 @@ def _build(cls, data: dict, prefix: str = ""):
             if (lo is not None and value < lo) or (hi is not None and value > hi):
                 span = f"{lo}..{hi}" if hi is not None else f"at least {lo}"
                 raise SettingsError(f"config: key '{dotted}' must be {span}, not {value!r}")
+        if "above" in f.metadata and value is not None and not value > f.metadata["above"]:
+            raise SettingsError(f"config: key '{dotted}' must be above {f.metadata['above']}, "
+                                f"not {value!r}")
+        if "pattern" in f.metadata and not (isinstance(value, str) and
+                                            re.fullmatch(f.metadata["pattern"], value)):
+            raise SettingsError(f"config: key '{dotted}' must match {f.metadata['pattern']}, "
+                                f"not {value!r}")
         kwargs[f.name] = value
     return cls(**kwargs)
 

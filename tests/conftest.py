@@ -221,6 +221,14 @@ def procs():
 OFI = [sys.executable, "-m", "daemons.tools.cli"]
 
 
+def typed_settings(**sections):
+    """The typed settings of ``etc/defaults.yaml`` with ``sections`` merged over it
+    (``typed_settings(strategy={"notional_usdt": 100.0})``), checked as a config file is."""
+    from daemons import config, settings
+
+    return settings.of(config.merge(config.defaults(), sections, "test"))
+
+
 def wait_for(pred, timeout: float = 15.0, what: str = "condition", interval: float = 0.05, *,
              proc=None, detail=None):
     """``pred()``'s first true value, asked every ``interval`` s. AssertionError after

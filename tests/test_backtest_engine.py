@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemons import config as configmod
+from conftest import typed_settings
 from daemons.tools.backtest.engine import Engine, MemoryOutput, Settings
 from daemons.strategy import risk, rules
 from daemons.strategy.core import StrategyCore
@@ -47,12 +47,11 @@ def trade(t, price, qty=1.0, side="sell"):
 
 
 def engine(signals, latency_ms=50, max_orders=0, **params):
-    defaults = configmod.defaults()
-    p = rules.Params.from_config({**defaults["strategy"], "notional_usdt": 150.0,  # 0.003 BTC
-                                  "instruments": [{"symbol": SYM, "step": 0.001, "tick": 0.1}],
-                                  **params})
-    lim = risk.Limits.from_config({**defaults["risk"], "max_orders_per_minute": max_orders})
-    core = StrategyCore(p, lim, "ofi", [SYM])
+    s = typed_settings(strategy={"notional_usdt": 150.0,  # 0.003 BTC
+                                 "instruments": [{"symbol": SYM, "step": 0.001, "tick": 0.1}],
+                                 **params}, risk={"max_orders_per_minute": max_orders})
+    core = StrategyCore(rules.Params.from_settings(s.strategy), risk.Limits.from_settings(s.risk),
+                        "ofi", [SYM])
     out = MemoryOutput()
     ex = Settings(latency_ms, 5.0, 2.0, True).executor()
     return Engine(signals, core, ex, out), out

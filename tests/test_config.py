@@ -83,6 +83,14 @@ def test_cli_missing_config_file_exits_2(tmp_path):
     ("strategy.order_type", "STOP", "must be one of MARKET, LIMIT"),
     ("broker.leverage", 200, "must be 0..125, not 200"),
     ("harvest.depth_levels", 0, "must be at least 1, not 0"),
+    ("risk.max_order_usdt", -1.0, "must be at least 0, not -1.0"),
+    ("strategy.entry_threshold", 0.0, "must be above 0, not 0.0"),
+    ("strategy.exit_threshold", 3.0, "must lie strictly inside (-entry_threshold, entry_threshold)"),
+    ("strategy.id_prefix", "my-bot", "must match [.A-Z:/a-z0-9_]{1,8}, not 'my-bot'"),
+    ("mcp.client_id_prefix", "much_too_long", "must match [.A-Z:/a-z0-9_]{1,8}"),
+    ("mcp.max_rows", 0, "must be at least 1, not 0"),
+    ("backtest.taker_fee_bps", -0.5, "must be at least 0, not -0.5"),
+    ("signal.interval_ms", 0, "must be at least 1, not 0"),
 ])
 def test_allowed_values_are_checked_at_load_in_one_place(tmp_path, key, value, says):
     section, name = key.split(".")

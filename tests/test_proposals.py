@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from bus import BadRecord
+from conftest import typed_settings
 from daemons.tools.gateway import proposals as P
 from daemons.strategy import risk, rules
 from daemons.strategy.core import StrategyCore
@@ -148,10 +149,10 @@ def _core(**limits):
     lim = risk.Limits(**{"max_position_usdt": 1000.0, "max_order_usdt": 500.0,
                          "max_orders_per_minute": 30, "daily_loss_limit_usdt": 200.0,
                          "max_drawdown_usdt": 0.0, **limits})
-    params = rules.Params.from_config({
+    params = rules.Params.from_settings(typed_settings(strategy={
         "entry_threshold": 1.5, "exit_threshold": 0.0, "notional_usdt": 250.0, "max_hold_s": 120.0,
         "stop_loss_bps": 50.0, "cooldown_s": 5.0, "order_type": "MARKET",
-        "exit_order_type": "MARKET", "instruments": []})
+        "exit_order_type": "MARKET", "instruments": []}).strategy)
     core = StrategyCore(params, lim, "ofi", ["BTCUSDT"], 2000)
     core.last_price["BTCUSDT"] = 60000.0
     return core

@@ -123,7 +123,7 @@ def test_the_order_managers_settings_come_from_the_config_alone():
     from daemons.broker.manager import Settings
 
     cfg = configmod.load(None, {})
-    s = Settings.from_config(cfg)
+    s = Settings.from_settings(settings.of(cfg))
     b = cfg["broker"]
     assert (s.deadman_ms, s.reconcile_interval_s, s.max_send_attempts, s.intent_ttl_s) == \
         (b["deadman_ms"], b["reconcile_interval_s"], b["max_send_attempts"], b["intent_ttl_s"])

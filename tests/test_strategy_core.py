@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bus import BadRecord
-from daemons import config as configmod
+from conftest import typed_settings
 from daemons.strategy import ids, risk
 from daemons.strategy.core import StrategyCore
 from daemons.trading import TradingState
@@ -16,10 +16,9 @@ ACTIVE = TradingState()
 
 
 def make_core(limits=None, **strategy) -> StrategyCore:
-    cfg = configmod.defaults()
-    sec = {**cfg["strategy"], "notional_usdt": 100.0, "cooldown_s": 0.0, **strategy}
-    lim = {**cfg["risk"], "max_orders_per_minute": 0, **(limits or {})}
-    return StrategyCore.from_config({"strategy": sec, "risk": lim, "symbols": [SYM]})
+    s = typed_settings(strategy={"notional_usdt": 100.0, "cooldown_s": 0.0, **strategy},
+                       risk={"max_orders_per_minute": 0, **(limits or {})})
+    return StrategyCore.from_settings(s, symbols=[SYM])
 
 
 class Harness:
@@ -219,8 +218,8 @@ def test_core_timer_once_per_symbol_and_second_ids_never_signal_ids():
     h.signal(0, 0.0)
     h.signal(1, 2.0)
     h.position(0.002, intent_seq=1, mark=49_000.0)
-    h.core.limits = risk.Limits.from_config(                     # the exit is denied
-        {**configmod.defaults()["risk"], "max_orders_per_minute": 1})
+    h.core.limits = risk.Limits.from_settings(                   # the exit is denied
+        typed_settings(risk={"max_orders_per_minute": 1}).risk)
     h.core.order_times.append(T0 + 4_500)
     (denied,) = h.timer(T0 + 5_000)
     assert denied["type"] == "risk_denied" and denied["code"] == "rate_limit"

@@ -13,11 +13,10 @@ import orjson
 import pytest
 
 from bus import BadRecord, open_bus
-from daemons import config as configmod
 from daemons.strategy import ids, rules
 from daemons.trading import ACTIVE, HALTED, REDUCING, load_state, status
 
-from conftest import OFI, wait_for
+from conftest import OFI, typed_settings, wait_for
 
 BASE = 1_700_000_000_000
 STRATEGY = [sys.executable, "-m", "daemons.strategy"]
@@ -134,8 +133,7 @@ def wait_ready(home, p, timeout=15.0):
 
 def expected_ids(fusions, cfg_strategy=None):
     """The ids an uninterrupted run must emit, from the pure rules."""
-    sec = dict(configmod.defaults()["strategy"], **(cfg_strategy or {}))
-    p = rules.Params.from_config(sec)
+    p = rules.Params.from_settings(typed_settings(strategy=cfg_strategy or {}).strategy)
     view, out = rules.View(), []
     for s in signal_payloads(fusions):
         d = rules.decide(p, view, s)

@@ -8,17 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemons import config as configmod
+from conftest import typed_settings
 from daemons.strategy import ids, rules
 
 BASE = 1_700_000_000_000
 
 
 def params(**kw) -> rules.Params:
-    sec = dict(configmod.defaults()["strategy"])
-    sec["notional_usdt"] = 100.0   # the sizes below are worked out for 100 USDT
-    sec.update(kw)
-    return rules.Params.from_config(sec)
+    # the sizes below are worked out for 100 USDT
+    return rules.Params.from_settings(
+        typed_settings(strategy={"notional_usdt": 100.0, **kw}).strategy)
 
 
 def sig(i, fusion, mid=50_000.0, ofi_z=None, cvd_z=None, symbol="BTCUSDT", seq=None):
@@ -157,11 +156,13 @@ def test_rules_limit_entry_priced_on_tick_passive_side():
 
 
 def test_rules_bad_params_refused():
-    with pytest.raises(rules.ParamsError):
+    with pytest.raises(ValueError, match="'strategy.exit_threshold' must lie strictly inside"):
         params(exit_threshold=2.0)
-    with pytest.raises(rules.ParamsError):
+    with pytest.raises(ValueError, match="'strategy.order_type' must be one of MARKET, LIMIT"):
         params(order_type="STOP")
-    with pytest.raises(rules.ParamsError):
+    with pytest.raises(ValueError, match="'strategy.notional_usdt' must be above 0"):
+        params(notional_usdt=0.0)
+    with pytest.raises(rules.ParamsError, match=r"strategy.instruments\[0\] needs symbol"):
         params(instruments=[{"symbol": "X", "step": 0}])
 
 

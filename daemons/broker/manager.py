@@ -99,19 +99,17 @@ class Settings:
     late_watch_s: float = 3600.0  # ABANDONED orders are looked for in allOrders this long
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "Settings":
-        b = cfg["broker"]
-        return cls(symbols=tuple(cfg["symbols"]), max_send_attempts=int(b["max_send_attempts"]),
-                   max_parallel_orders=max(1, int(b["max_parallel_orders"])),
-                   intent_ttl_s=float(b["intent_ttl_s"]),
-                   resolution_window_s=float(b["resolution_window_s"]),
-                   order_timeout_s=float(b["order_timeout_s"]),
-                   poll_interval_s=float(b["poll_interval_s"]),
-                   position_check_s=float(b["position_check_s"]),
-                   deadman_ms=int(b["deadman_ms"]),
-                   halt_on_mismatch=bool(b["halt_on_mismatch"]), remote=b["mode"] != "mock",
-                   protective_stop_bps=float(cfg["risk"]["protective_stop_bps"]),
-                   reconcile_interval_s=float(b["reconcile_interval_s"]))
+    def from_settings(cls, s) -> "Settings":
+        """From the typed settings (:class:`daemons.settings.Settings`)."""
+        b = s.broker
+        return cls(symbols=tuple(s.symbols), max_send_attempts=b.max_send_attempts,
+                   max_parallel_orders=max(1, b.max_parallel_orders),
+                   intent_ttl_s=b.intent_ttl_s, resolution_window_s=b.resolution_window_s,
+                   order_timeout_s=b.order_timeout_s, poll_interval_s=b.poll_interval_s,
+                   position_check_s=b.position_check_s, deadman_ms=b.deadman_ms,
+                   halt_on_mismatch=b.halt_on_mismatch, remote=b.mode != "mock",
+                   protective_stop_bps=s.risk.protective_stop_bps,
+                   reconcile_interval_s=b.reconcile_interval_s)
 
 
 # -- actions ---------------------------------------------------------------------------------------

@@ -112,9 +112,9 @@ class SignalCore:
         self.count_late = False
 
     @classmethod
-    def from_config(cls, section: dict) -> "SignalCore":
-        """A core from the ``signal`` config section (unknown keys ignored)."""
-        return cls(**{k: section[k] for k in PARAMS if k in section})
+    def from_settings(cls, s) -> "SignalCore":
+        """A core from the typed ``signal`` settings (:class:`daemons.settings.Signal`)."""
+        return cls(**{k: getattr(s, k) for k in PARAMS})
 
     # -- events ----------------------------------------------------------------------------
     def process(self, rec: dict) -> list[dict]:

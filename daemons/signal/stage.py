@@ -117,7 +117,7 @@ class SignalStage(Stage):
         super().__init__(ctx)
         sec = ctx.settings.signal
         self.save_every_s = sec.save_every_s
-        self.core = SignalCore.from_config(ctx.config["signal"])   # the core shared offline
+        self.core = SignalCore.from_settings(ctx.settings.signal)   # the core shared offline
         self.core.count_late = True
         self.merger = Merger(INPUTS, grace_ms=sec.merge_grace_ms)
         self.watermark = Watermark(sec.allowed_lateness_ms)

@@ -1,7 +1,7 @@
 """The strategy's decision path as one pure class: signals, positions and a clock in, ``intents``
 payloads out.
 
-    core = StrategyCore.from_config(cfg)
+    core = StrategyCore.from_settings(settings)
     step = core.on_signal(signal_record, trading_state, wall_ms)
     step = core.on_timer(trading_state, wall_ms)     # every ~250 ms: stop and time exits
     for payload in step.payloads:          # {type: intent} / {type: risk_denied}
@@ -157,14 +157,12 @@ class StrategyCore:
         self.proposals_used: dict[str, None] = {}
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "StrategyCore":
-        """From the ``strategy``, ``risk`` and ``symbols`` settings; raises ValueError."""
-        sec = cfg["strategy"]
-        age = int(sec["max_signal_age_ms"])
-        if age < 0:
-            raise ValueError("strategy.max_signal_age_ms must be >= 0 (0 turns the check off)")
-        return cls(rules.Params.from_config(sec), risk.Limits.from_config(cfg["risk"]),
-                   sec["id_prefix"], cfg["symbols"], age)
+    def from_settings(cls, s, symbols=None) -> "StrategyCore":
+        """From the typed settings' ``strategy`` and ``risk`` sections and ``symbols`` (or the
+        ``symbols`` given); raises ValueError for a bad ``strategy.instruments`` entry."""
+        return cls(rules.Params.from_settings(s.strategy), risk.Limits.from_settings(s.risk),
+                   s.strategy.id_prefix, list(s.symbols if symbols is None else symbols),
+                   s.strategy.max_signal_age_ms)
 
     # -- clock -------------------------------------------------------------------------------
     def clock(self, wall_ms: int) -> int | None:

@@ -33,11 +33,6 @@ def base36(n: int) -> str:
             return out
 
 
-def valid_prefix(prefix: str) -> bool:
-    """A prefix must be 1-8 id characters without '-'."""
-    return 1 <= len(prefix) <= 8 and not _UNSAFE.search(prefix)
-
-
 def client_order_id(prefix: str, symbol: str, bucket_ms: int, code: str, side: str) -> str:
     """The id of the order ``code`` on ``side`` caused by the signal of ``bucket_ms``."""
     digest = hashlib.blake2b(f"{prefix}|{symbol}|{int(bucket_ms)}|{code}|{side}".encode(),

@@ -44,14 +44,11 @@ class Limits:
     max_drawdown_usdt: float
 
     @classmethod
-    def from_config(cls, section: dict) -> "Limits":
-        lim = cls(float(section["max_position_usdt"]), float(section["max_order_usdt"]),
-                  int(section["max_orders_per_minute"]), float(section["daily_loss_limit_usdt"]),
-                  float(section["max_drawdown_usdt"]))
-        for key in cls.__dataclass_fields__:
-            if getattr(lim, key) < 0:
-                raise ValueError(f"risk.{key} must be >= 0 (0 turns the check off)")
-        return lim
+    def from_settings(cls, s) -> "Limits":
+        """From the typed ``risk`` settings (:class:`daemons.settings.Risk`, ranges checked
+        there)."""
+        return cls(s.max_position_usdt, s.max_order_usdt, s.max_orders_per_minute,
+                   s.daily_loss_limit_usdt, s.max_drawdown_usdt)
 
 
 @dataclass(frozen=True)

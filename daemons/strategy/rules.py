@@ -29,7 +29,6 @@ from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 CODES = {"cross": "E", "stop": "S", "reversal": "R", "time": "T"}
 #: prefix of the code of an exit decided by the timer (WS, WT): its ids never equal a signal's
 TIMER_CODE = "W"
-ORDER_TYPES = ("MARKET", "LIMIT")
 
 #: step (quantity) and tick (price) sizes used when the config names none for a symbol
 DEFAULT_INSTRUMENTS = {"BTCUSDT": (0.001, 0.1), "ETHUSDT": (0.001, 0.01)}
@@ -64,10 +63,11 @@ class Params:
     instruments: dict
 
     @classmethod
-    def from_config(cls, section: dict) -> "Params":
-        """Build from the ``strategy`` config section; raises :class:`ParamsError`."""
-        instruments = {s: Instrument(*v) for s, v in DEFAULT_INSTRUMENTS.items()}
-        for i, item in enumerate(section.get("instruments") or []):
+    def from_settings(cls, s) -> "Params":
+        """From the typed ``strategy`` settings (:class:`daemons.settings.Strategy`, which
+        checks the ranges); raises :class:`ParamsError` for a bad ``instruments`` entry."""
+        instruments = {sym: Instrument(*v) for sym, v in DEFAULT_INSTRUMENTS.items()}
+        for i, item in enumerate(s.instruments or []):
             try:
                 sym = str(item["symbol"]).upper()
                 step, tick = float(item["step"]), float(item["tick"])
@@ -77,34 +77,11 @@ class Params:
             if not (step > 0 and tick > 0):
                 raise ParamsError(f"strategy.instruments[{i}] ({sym}): step and tick must be > 0")
             instruments[sym] = Instrument(step, tick)
-        p = cls(
-            entry_threshold=float(section["entry_threshold"]),
-            exit_threshold=float(section["exit_threshold"]),
-            notional_usdt=float(section["notional_usdt"]),
-            max_hold_s=float(section["max_hold_s"]),
-            stop_loss_bps=float(section["stop_loss_bps"]),
-            cooldown_s=float(section["cooldown_s"]),
-            order_type=str(section["order_type"]).upper(),
-            exit_order_type=str(section["exit_order_type"]).upper(),
-            instruments=instruments,
-        )
-        p.validate()
-        return p
-
-    def validate(self) -> None:
-        if not self.entry_threshold > 0:
-            raise ParamsError("strategy.entry_threshold must be > 0")
-        if not abs(self.exit_threshold) < self.entry_threshold:
-            raise ParamsError("strategy.exit_threshold must lie strictly inside "
-                              "(-entry_threshold, entry_threshold)")
-        if not self.notional_usdt > 0:
-            raise ParamsError("strategy.notional_usdt must be > 0")
-        for key in ("max_hold_s", "stop_loss_bps", "cooldown_s"):
-            if getattr(self, key) < 0:
-                raise ParamsError(f"strategy.{key} must be >= 0 (0 turns it off)")
-        for key in ("order_type", "exit_order_type"):
-            if getattr(self, key) not in ORDER_TYPES:
-                raise ParamsError(f"strategy.{key} must be MARKET or LIMIT")
+        return cls(entry_threshold=s.entry_threshold, exit_threshold=s.exit_threshold,
+                   notional_usdt=s.notional_usdt, max_hold_s=s.max_hold_s,
+                   stop_loss_bps=s.stop_loss_bps, cooldown_s=s.cooldown_s,
+                   order_type=s.order_type, exit_order_type=s.exit_order_type,
+                   instruments=instruments)
 
     def instrument(self, symbol: str) -> Instrument:
         return self.instruments.get(symbol) or Instrument(*FALLBACK_INSTRUMENT)

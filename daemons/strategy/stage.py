@@ -37,9 +37,9 @@ import sys
 from bus import BadRecord
 
 from .. import config as configmod
-from .. import runtime
+from .. import runtime, settings
 from ..runtime import Stage
-from . import ids, risk, rules, source
+from . import rules, source
 from .core import StrategyCore
 from ..trading import HALTED, StateError, TradingState, load_state, save_state
 
@@ -63,7 +63,7 @@ class StrategyStage(Stage):
     def __init__(self, ctx):
         super().__init__(ctx)
         sec = ctx.settings.strategy
-        self.core = StrategyCore.from_config(ctx.config)   # the core shared with the backtest
+        self.core = StrategyCore.from_settings(ctx.settings)   # the core shared with the backtest
         self.denials_to_bus = sec.denials_to_bus
         # an approval that waited longer than this for the strategy (it was down) is refused
         self.decision_max_age_ms = int(ctx.settings.mcp.decision_max_age_s * 1000)
@@ -297,18 +297,11 @@ def stage_for(cfg: dict) -> type[StrategyStage]:
 
 def check_config(cfg: dict) -> None:
     """Refuse bad strategy/risk settings with one line (ConfigError)."""
-    sec = cfg["strategy"]
+    sec = cfg["strategy"]   # ranges and the id prefix are checked at load (daemons/settings.py)
     try:
-        rules.Params.from_config(sec)
-        risk.Limits.from_config(cfg["risk"])
+        rules.Params.from_settings(settings.of(cfg).strategy)
     except ValueError as exc:
         raise configmod.ConfigError(f"config: {exc}") from None
-    if int(sec["max_signal_age_ms"]) < 0:
-        raise configmod.ConfigError("config: key 'strategy.max_signal_age_ms' must be >= 0 "
-                                    "(0 turns the check off)")
-    if not ids.valid_prefix(str(sec["id_prefix"])):
-        raise configmod.ConfigError("config: key 'strategy.id_prefix' must be 1-8 characters "
-                                    "of [.A-Z:/a-z0-9_]")
     if stage_for(cfg) is ExternalSignalsStage:
         topic_dir = source.resolve_topic_dir(sec["signals_dir"] or configmod.home_of(cfg))
         try:

@@ -69,14 +69,10 @@ class Settings:
     denials_to_bus: bool
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "Settings":
-        sec = cfg["backtest"]
-        s = cls(int(sec["latency_ms"]), float(sec["taker_fee_bps"]), float(sec["maker_fee_bps"]),
-                bool(cfg["strategy"]["denials_to_bus"]))
-        for key in ("latency_ms", "taker_fee_bps", "maker_fee_bps"):
-            if getattr(s, key) < 0:
-                raise ValueError(f"backtest.{key} must be >= 0")
-        return s
+    def from_settings(cls, s) -> "Settings":
+        """From the typed settings (:class:`daemons.settings.Settings`)."""
+        b = s.backtest
+        return cls(b.latency_ms, b.taker_fee_bps, b.maker_fee_bps, s.strategy.denials_to_bus)
 
     def executor(self) -> BacktestExecutor:
         return BacktestExecutor(taker_fee_bps=self.taker_fee_bps,

@@ -19,9 +19,9 @@ import orjson
 
 from bus import open_bus
 
+from ... import settings
 from ...config import ConfigError
 from ...signal.core import SignalCore
-from ...strategy import ids
 from ...strategy.core import StrategyCore
 from .engine import TOPICS, Engine, Settings, Summary
 from .engine import run as run_engine
@@ -118,15 +118,16 @@ def make_engine(cfg: dict, symbol: str, out) -> Engine:
     """An engine from the config (``signal``, ``strategy``, ``risk``, ``backtest`` sections);
     raises :class:`~daemons.config.ConfigError` for a setting out of range."""
     try:
-        signals = SignalCore.from_config(cfg["signal"])
-        strategy = StrategyCore.from_config({**cfg, "symbols": [symbol]})
-        settings = Settings.from_config(cfg)
-    except ValueError as exc:
+        typed = settings.of(cfg)   # ranges and the id prefix are checked here
+    except settings.SettingsError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        strategy = StrategyCore.from_settings(typed, symbols=[symbol])
+    except ValueError as exc:   # a bad strategy.instruments entry
         raise ConfigError(f"config: {exc}") from None
-    if not ids.valid_prefix(str(cfg["strategy"]["id_prefix"])):
-        raise ConfigError("config: key 'strategy.id_prefix' must be 1-8 characters "
-                            "of [.A-Z:/a-z0-9_]")
-    return Engine(signals, strategy, settings.executor(), out, settings.denials_to_bus)
+    signals = SignalCore.from_settings(typed.signal)
+    run = Settings.from_settings(typed)
+    return Engine(signals, strategy, run.executor(), out, run.denials_to_bus)
 
 
 class BusOutput:

@@ -7,6 +7,7 @@ import sys
 import click
 import orjson
 
+from ... import settings
 from .common import config_option, load_config, recorded_input_options
 
 
@@ -52,7 +53,7 @@ def signals(inputs, more, catalog, start, end, symbol, interval_ms, out_path, wo
             raise click.ClickException(f"no such file: {p}")
     cfg = load_config(config_path, **({"signal.interval_ms": interval_ms} if interval_ms else {}))
     try:
-        core = SignalCore.from_config(cfg["signal"])
+        core = SignalCore.from_settings(settings.of(cfg).signal)
     except ValueError as exc:
         raise click.UsageError(str(exc))
     symbol = symbol.upper()
@@ -89,7 +90,7 @@ def _from_catalog(catalog, symbol, start, end, interval_ms, out_path, config_pat
 
     cfg = load_config(config_path, **({"signal.interval_ms": interval_ms} if interval_ms else {}))
     try:
-        core = SignalCore.from_config(cfg["signal"])
+        core = SignalCore.from_settings(settings.of(cfg).signal)
     except ValueError as exc:
         raise click.UsageError(str(exc))
     symbol = symbol.strip().upper()

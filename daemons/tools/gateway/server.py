@@ -33,6 +33,7 @@ from typing_extensions import TypedDict
 from bus import BusError, now_ms
 
 from ... import config as configmod
+from ... import settings
 from ...strategy import risk
 from ...trading import HALTED, StateError, load_state, save_state
 from ...trading import status as trading_status
@@ -260,17 +261,9 @@ class Gateway:
         self.cfg = cfg
         self.home = str(configmod.home_of(cfg))
         self.sec = cfg["mcp"]
-        for key in ("calls_per_minute", "proposal_ttl_s", "decision_max_age_s"):
-            if self.sec[key] < 0:
-                raise configmod.ConfigError(f"config: key 'mcp.{key}' must be >= 0 (0 = off)")
-        if self.sec["max_rows"] < 1:
-            raise configmod.ConfigError("config: key 'mcp.max_rows' must be >= 1")
-        if not P.CLIENT_ID_RE.match(f"{self.sec['client_id_prefix']}-x") \
-                or len(self.sec["client_id_prefix"]) > 8 or "-" in self.sec["client_id_prefix"]:
-            raise configmod.ConfigError("config: key 'mcp.client_id_prefix' must be 1-8 "
-                                        "characters of [.A-Z:/a-z0-9_]")
-        self.symbols = tuple(cfg["symbols"])
-        self.limits = risk.Limits.from_config(cfg["risk"])
+        typed = settings.of(cfg)   # ranges and the id prefix are checked here
+        self.symbols = tuple(typed.symbols)
+        self.limits = risk.Limits.from_settings(typed.risk)
         self.mode = cfg["broker"]["mode"]
         self.bus = store.open_home_bus(cfg)
         self.view = store.View(self.bus, signals_kept=max(1, int(self.sec["max_rows"])))
