@@ -180,11 +180,33 @@ def stop_in_order(home: str, names: list[str], on_stopped=None) -> list[str]:
 
 
 def shutdown(home: str, timeout: float = 30.0) -> None:
-    """Ask supervisord to exit and wait for its socket to go quiet."""
+    """Ask supervisord to exit and wait until it has: its socket goes quiet first, while it
+    still stops the programs, then its process ends (its pidfile names it)."""
+    pid = _pid(home)
     try:
         rpc_for(home).supervisor.shutdown()
     except Exception:
         return
     deadline = time.time() + timeout
-    while time.time() < deadline and is_running(home):
+    while time.time() < deadline and (is_running(home) or _alive(pid)):
         time.sleep(0.1)
+
+
+def _pid(home: str) -> int | None:
+    try:
+        with open(os.path.join(home, "supervisord.pid")) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
