@@ -5,7 +5,8 @@ import pytest
 
 from bus import BadRecord
 from conftest import typed_settings
-from daemons.tools.gateway import proposals as P
+from daemons import proposals as P
+from daemons.tools.gateway import calls
 from daemons.strategy import risk, rules
 from daemons.strategy.core import StrategyCore
 from daemons.trading import ACTIVE, HALTED, TradingState
@@ -121,27 +122,27 @@ def test_risk_view_and_reference_price():
 
 
 def test_rate_limit_window():
-    rl = P.RateLimit(2)
+    rl = calls.RateLimit(2)
     assert rl.allow(0.0) and rl.allow(1.0) and not rl.allow(2.0)
     assert rl.allow(60.5)          # the first call left the window
-    assert all(P.RateLimit(0).allow(float(t)) for t in range(100))
+    assert all(calls.RateLimit(0).allow(float(t)) for t in range(100))
 
 
 def test_redact_masks_secret_names_and_values():
     args = {"symbol": "BTCUSDT", "api_key": "K", "nested": {"apiSecret": "S", "signature": "x"},
             "note": "my key is abcd1234 ok"}
-    out = P.redact(args, secrets=("abcd1234",))
+    out = calls.redact(args, secrets=("abcd1234",))
     assert out["api_key"] == "***" and out["nested"]["apiSecret"] == "***"
     assert out["nested"]["signature"] == "***" and out["note"] == "my key is *** ok"
     assert out["symbol"] == "BTCUSDT"
-    assert P.strip_userinfo("https://u:p@host:1/x") == "https://host:1/x"
-    assert P.one_line("a\nb") == "a"
+    assert calls.strip_userinfo("https://u:p@host:1/x") == "https://host:1/x"
+    assert calls.one_line("a\nb") == "a"
 
 
 def test_report_summary_reads_the_summary_table():
     md = ("# OFI pipeline report\n\n## Summary\n\n| Metric | Value |\n|---|---:|\n"
           "| Net PnL | -1.2000 |\n| Fills | 4 |\n\n## PnL\n\n| Metric | Value |\n| x | y |\n")
-    assert P.report_summary(md) == {"Net PnL": "-1.2000", "Fills": "4"}
+    assert calls.report_summary(md) == {"Net PnL": "-1.2000", "Fills": "4"}
 
 
 # -- the strategy's side -------------------------------------------------------------------------

@@ -40,7 +40,7 @@ import orjson
 
 from bus import BadRecord
 
-from ..tools.gateway import proposals
+from .. import proposals
 from . import ids, risk, rules
 from ..trading import ACTIVE, REDUCING, TradingState
 

@@ -14,7 +14,7 @@ import orjson
 
 from bus import now_ms
 
-from ..gateway import proposals as P
+from ... import proposals as P
 from ..gateway import store
 from .common import config_option, home_option, json_option, load_config
 

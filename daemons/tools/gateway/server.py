@@ -37,7 +37,8 @@ from ... import settings
 from ...strategy import risk
 from ...trading import HALTED, StateError, load_state, save_state
 from ...trading import status as trading_status
-from . import proposals as P
+from ... import proposals as P
+from . import calls
 from . import store
 
 KEY_VARIABLES = ("OFI_API_KEY", "OFI_API_SECRET")
@@ -267,7 +268,7 @@ class Gateway:
         self.mode = cfg["broker"]["mode"]
         self.bus = store.open_home_bus(cfg)
         self.view = store.View(self.bus, signals_kept=max(1, int(self.sec["max_rows"])))
-        self.rate = P.RateLimit(int(self.sec["calls_per_minute"]))
+        self.rate = calls.RateLimit(int(self.sec["calls_per_minute"]))
         self.max_rows = max(1, int(self.sec["max_rows"]))
         self.transport = transport
 
@@ -280,7 +281,7 @@ class Gateway:
         from ..supervise.status import status
 
         s = status(self.cfg)
-        s["venue"] = {k: P.strip_userinfo(v) for k, v in s["venue"].items()}
+        s["venue"] = {k: calls.strip_userinfo(v) for k, v in s["venue"].items()}
         return s
 
     def positions(self, symbol: str | None) -> dict:
@@ -361,7 +362,7 @@ class Gateway:
         return {"path": path, "html": html if os.path.exists(html) else None,
                 "period": os.path.basename(os.path.dirname(path)),
                 "modified_ms": int(os.path.getmtime(path) * 1000),
-                "summary": P.report_summary(text)}
+                "summary": calls.report_summary(text)}
 
     def proposals(self, state: str | None) -> dict:
         self.view.refresh("proposals", "decisions", "intents")
@@ -466,8 +467,8 @@ class Gateway:
     # audit
     def audit(self, tool: str, args: dict, outcome: str, error: str | None, result,
               ms: float) -> None:
-        payload = {"type": "audit", "tool": tool, "arguments": P.redact(args), "outcome": outcome,
-                   "error": error, "result": P.redact(result), "duration_ms": round(ms, 1),
+        payload = {"type": "audit", "tool": tool, "arguments": calls.redact(args), "outcome": outcome,
+                   "error": error, "result": calls.redact(result), "duration_ms": round(ms, 1),
                    "pid": os.getpid(), "transport": self.transport}
         try:
             with store.writer(self.bus, "audit") as w:
@@ -525,7 +526,7 @@ class GatewayServer(MCPServer):
                     error = texts[0] if texts else "error"
         elapsed = (time.monotonic() - t0) * 1000
         if error is not None:
-            error = P.one_line(error.removeprefix(f"Error executing tool {name}: "))
+            error = calls.one_line(error.removeprefix(f"Error executing tool {name}: "))
             self.gw.audit(name, args, outcome, error, None, elapsed)
             return CallToolResult(content=[TextContent(type="text", text=f"{name}: {error}")],
                                   is_error=True)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from bus import BadRecord, WriterLockedError, open_bus
 
 from ...strategy.core import parse_position
-from . import proposals as P
+from ... import proposals as P
 
 LOCK_WAIT_S = 3.0          # how long a busy topic lock is retried
 TERMINAL = ("FILLED", "CANCELED", "REJECTED", "EXPIRED", "ABANDONED")

@@ -14,13 +14,14 @@ fold of those three topics::
 
 The client order id is the idempotency key: a second submit with the same id returns the first
 proposal (with different order fields it is refused). No I/O and no clock here: the callers pass
-the records and ``now_ms``.
+the records and ``now_ms``. The contract between the gateway (``daemons/tools/gateway``), the
+operator's ``ofi approve`` / ``ofi reject`` and the strategy stage, so it imports nothing of the
+project.
 """
 from __future__ import annotations
 
 import math
 import re
-from collections import deque
 from dataclasses import dataclass, field
 
 CLIENT_ID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
@@ -39,9 +40,6 @@ STATES = (PENDING, APPROVED, REJECTED, EXPIRED, SENT, DENIED)
 #: the order fields a proposal and its decision carry (what the strategy needs to act)
 ORDER_FIELDS = ("action", "client_order_id", "symbol", "side", "qty", "order_type", "price",
                 "reduce_only")
-#: argument names whose values are never written anywhere (an audit record included)
-SECRET_NAMES = re.compile(r"(api[_-]?key|secret|signature|password|passphrase|token|credential)",
-                          re.IGNORECASE)
 #: states in which an order at the broker can still be canceled
 CANCELABLE = ("PENDING", "UNKNOWN", "NEW", "PARTIALLY_FILLED")
 
@@ -274,66 +272,3 @@ def decide(led: Ledger, pid: str, approve: bool, now_ms: int, by: str,
     return {"type": "decision", "proposal_id": pid,
             "decision": "approved" if approve else "rejected", "by": by, "reason": reason,
             **{k: p.get(k) for k in ORDER_FIELDS}}
-
-
-# -- calls ---------------------------------------------------------------------------------------
-class RateLimit:
-    """At most ``per_minute`` calls in any 60 s (0: no limit); the caller passes the clock."""
-
-    def __init__(self, per_minute: int):
-        self.per_minute = int(per_minute)
-        self.times: deque[float] = deque()
-
-    def allow(self, now: float) -> bool:
-        while self.times and self.times[0] <= now - 60.0:
-            self.times.popleft()
-        if self.per_minute and len(self.times) >= self.per_minute:
-            return False
-        self.times.append(now)
-        return True
-
-
-def redact(value, secrets=()):
-    """``value`` with every field whose name looks secret masked, and every known secret
-    string (``secrets``) cut out of strings: what may be written to ``audit``."""
-    if isinstance(value, dict):
-        return {k: "***" if isinstance(k, str) and SECRET_NAMES.search(k) else redact(v, secrets)
-                for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact(v, secrets) for v in value]
-    if isinstance(value, str):
-        for s in secrets:
-            if s and len(s) >= 4 and s in value:
-                value = value.replace(s, "***")
-        return value
-    return value
-
-
-def strip_userinfo(url):
-    """A URL without ``user:password@`` (a venue URL may carry it)."""
-    if not isinstance(url, str):
-        return url
-    return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1", url, flags=re.IGNORECASE)
-
-
-def one_line(text: str, limit: int = 400) -> str:
-    """The first line of an error, bounded."""
-    line = (str(text).strip().splitlines() or [""])[0]
-    return line if len(line) <= limit else line[:limit - 3] + "..."
-
-
-def report_summary(markdown: str) -> dict[str, str]:
-    """The Summary table of a ``report.md`` (Metric -> Value)."""
-    out: dict[str, str] = {}
-    inside = False
-    for line in markdown.splitlines():
-        if line.startswith("## "):
-            if inside:
-                break
-            inside = line.strip() == "## Summary"
-            continue
-        if inside and line.startswith("|"):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if len(cells) == 2 and cells[0] not in ("Metric", "") and not set(cells[0]) <= set("-: "):
-                out[cells[0]] = cells[1]
-    return out
