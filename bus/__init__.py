@@ -27,6 +27,7 @@ after dead-lettering it. Consumers sleep in :meth:`Bus.wait` on inotify, with a 
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import TYPE_CHECKING
 
@@ -47,17 +48,16 @@ __all__ = [
 
 SINKS = ("jsonl", "sqlite")
 POSITION_WIDTH = 128    # bytes of a saved consumer position (padded; one sector at most)
-DEFAULTS = {
-    "sink": "jsonl",
-    "segment_bytes": 64 << 20,
-    "segment_seconds": 3600,
-    "retention_bytes": 0,
-    "retention_hours": 0,
-    "fsync": "none",
-    "fsync_every": 1000,
-    "fsync_interval_ms": 10,
-    "poll_interval_s": 0.5,
-}
+
+
+@functools.lru_cache(maxsize=1)
+def defaults() -> dict:
+    """The settings a bus opened without them uses: ``sink`` and the ``bus`` section of
+    ``etc/defaults.yaml``, the one place they are set (the daemons pass the loaded config's)."""
+    from daemons.config import defaults as config_defaults
+
+    cfg = config_defaults()
+    return {"sink": cfg["sink"], **cfg["bus"]}
 
 
 def open_bus(home: str | os.PathLike, sink: str | None = None, **settings) -> "Bus":
@@ -69,10 +69,11 @@ class Bus:
     """Topics, their writers and consumers, and the waker they share."""
 
     def __init__(self, home, sink: str | None = None, **settings):
-        unknown = set(settings) - set(DEFAULTS)
+        base = defaults()
+        unknown = set(settings) - set(base)
         if unknown:
             raise BusError(f"unknown bus setting(s): {', '.join(sorted(unknown))}")
-        self.settings = {**DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+        self.settings = {**base, **{k: v for k, v in settings.items() if v is not None}}
         self.sink = sink or self.settings["sink"]
         if self.sink not in SINKS:
             raise BusError(f"unknown sink {self.sink!r}; choose one of: {', '.join(SINKS)}")

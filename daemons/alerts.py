@@ -1,6 +1,6 @@
 """Alerts: events that need an operator, as records on the ``alerts`` topic and webhook POSTs.
 
-    alerter = Alerter(cfg["alerts"], bus, "broker", log)
+    alerter = Alerter(ctx.settings.alerts, bus, "broker", log)
     alerter.alert("halted", "trading HALTED: overfill", subject="overfill", symbol="BTCUSDT")
     ...
     alerter.close(2.0)
@@ -32,6 +32,7 @@ import time
 
 import orjson
 
+from . import settings
 from .log import Logger, redact
 
 KINDS = (
@@ -53,7 +54,6 @@ ATTEMPTS = 3               # POSTs per alert
 BACKOFF_S = (0.5, 1.0)     # waits between attempts
 #: record fields left out of the log line (the logger's own, and the record's type)
 _NOT_LOGGED = ("type", "ts", "level", "stage", "event")
-DEFAULTS = {"webhook_url": "", "timeout_s": 5.0, "repeat_s": 300.0}
 
 
 def _one_line(text) -> str:
@@ -95,21 +95,6 @@ def webhook_document(rec: dict) -> dict:
     return doc
 
 
-def _settings(section: dict | None) -> dict:
-    """The ``alerts`` section; a value that is not a number falls back to its default (an
-    alert must not fail on its config)."""
-    s = {**DEFAULTS, **(section or {})}
-
-    def num(key, least):
-        try:
-            return max(least, float(s[key]))
-        except (TypeError, ValueError):
-            return float(DEFAULTS[key])
-
-    return {"webhook_url": str(s["webhook_url"] or "").strip(),
-            "timeout_s": num("timeout_s", 0.1), "repeat_s": num("repeat_s", 0.0)}
-
-
 def _scrub(rec: dict, url: str) -> dict:
     """``rec`` with the webhook URL masked wherever a caller put it by mistake."""
     if not url or url not in orjson.dumps(rec).decode():
@@ -149,8 +134,12 @@ class Alerter:
     """Raises alerts for one program: de-duplication, the ``alerts`` record, the log line and
     the webhook thread. Thread-safe; ``clock`` (epoch seconds) drives the de-duplication."""
 
-    def __init__(self, section: dict | None, bus, source: str, log: Logger, clock=time.time):
-        self.settings = _settings(section)
+    def __init__(self, section, bus, source: str, log: Logger, clock=time.time):
+        #: the typed ``alerts`` settings (:class:`daemons.settings.Alerts`), as this alerter uses
+        #: them: a program that posts synchronously turns off its own webhook and repeats
+        self.webhook_url = section.webhook_url.strip()
+        self.timeout_s = section.timeout_s
+        self.repeat_s = section.repeat_s
         self.bus = bus
         self.source = source
         self.log = log
@@ -176,10 +165,10 @@ class Alerter:
         now = self.clock()
         rec = alert_record(kind, message, source=self.source, subject=subject,
                            now=int(now * 1000), **fields)
-        rec = _scrub(rec, self.settings["webhook_url"])
+        rec = _scrub(rec, self.webhook_url)
         with self._lock:
             last = self._last.get((kind, subject))
-            if last is not None and now - last < self.settings["repeat_s"]:
+            if last is not None and now - last < self.repeat_s:
                 self.suppressed += 1
                 return None
             self._last[(kind, subject)] = now
@@ -189,7 +178,7 @@ class Alerter:
             rec = written           # as stored: its seq, and the bus's ts
         level = "warning" if kind in WARNING_KINDS else "error"
         self.log.log(level, "alert", **{k: v for k, v in rec.items() if k not in _NOT_LOGGED})
-        if self.settings["webhook_url"]:
+        if self.webhook_url:
             self._enqueue(webhook_document(rec))
         return rec
 
@@ -234,8 +223,8 @@ class Alerter:
                         ok, attempts, why = False, 0, "not sent: closing"
                     else:
                         ok, attempts, why = post_webhook(
-                            session, self.settings["webhook_url"], doc,
-                            self.settings["timeout_s"],
+                            session, self.webhook_url, doc,
+                            self.timeout_s,
                             sleep=lambda s: not self._give_up.wait(s))
                     if not ok:
                         self.log.error("alert_webhook_failed", kind=doc["kind"],
@@ -287,10 +276,10 @@ def send_alert(cfg: dict, bus, source: str, kind: str, message: str, subject: st
     (``alerts.timeout_s`` per attempt, retried as the Alerter does). No de-duplication.
     Returns the record; a failed POST is logged (to ``log``, else stderr), never raised."""
     log = log or Logger(source, stream=sys.stderr)
-    alerter = Alerter((cfg or {}).get("alerts"), bus, source, log)
-    alerter.settings["repeat_s"] = 0.0
-    url = alerter.settings["webhook_url"]
-    alerter.settings["webhook_url"] = ""       # posted here, synchronously
+    alerter = Alerter(settings.of(cfg).alerts, bus, source, log)
+    alerter.repeat_s = 0.0
+    url = alerter.webhook_url
+    alerter.webhook_url = ""       # posted here, synchronously
     try:
         rec = alerter.alert(kind, message, subject, **fields)
     finally:
@@ -300,7 +289,7 @@ def send_alert(cfg: dict, bus, source: str, kind: str, message: str, subject: st
 
         with requests.Session() as session:
             ok, attempts, why = post_webhook(session, url, webhook_document(rec),
-                                             alerter.settings["timeout_s"])
+                                             alerter.timeout_s)
         if not ok:
             log.error("alert_webhook_failed", kind=kind, subject=rec["subject"],
                       attempts=attempts, error=why)

@@ -168,7 +168,7 @@ class Context:
         if self.alerter is None:
             from .alerts import Alerter
 
-            self.alerter = Alerter(self.config.get("alerts"), self.bus, self.name, self.log)
+            self.alerter = Alerter(self.settings.alerts, self.bus, self.name, self.log)
         return self.alerter.alert(kind, message, subject, **fields)
 
     def emit(self, topic: str, payload: dict) -> dict:

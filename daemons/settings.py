@@ -195,8 +195,8 @@ class Report:
 @dataclass(frozen=True)
 class Alerts:
     webhook_url: str
-    timeout_s: float
-    repeat_s: float
+    timeout_s: float = _bounds(0.1)
+    repeat_s: float = _bounds(0)
 
     def __repr__(self) -> str:   # the URL is a secret
         return f"Alerts(webhook_url={'****' if self.webhook_url else ''!r}, ...)"

@@ -15,13 +15,17 @@ import orjson
 import pytest
 
 from bus import open_bus
-from conftest import OFI, free_port, wait_for
-from daemons import alerts, config as configmod, runtime
+from conftest import OFI, free_port, typed_settings, wait_for
+from daemons import alerts, config as configmod, runtime, settings
 from daemons.alerts import Alerter, alert_record, send_alert
 from daemons.log import Logger
 from daemons.strategy.stage import StrategyStage
 
 SECRET = "T000/B000/xoxsecretpath"
+
+
+def _alerts(**section) -> settings.Alerts:
+    return typed_settings(alerts=section).alerts
 
 
 class Receiver:
@@ -119,7 +123,7 @@ def test_same_kind_and_subject_within_repeat_s_is_raised_once(home):
     now = [1_000.0]
     log, buf = logger()
     bus = open_bus(home)
-    a = Alerter({"repeat_s": 300}, bus, "broker", log, clock=lambda: now[0])
+    a = Alerter(_alerts(repeat_s=300), bus, "broker", log, clock=lambda: now[0])
     try:
         first = a.alert("banned", "HTTP 418 until 12:00", subject="rest")
         assert first is not None and first["seq"] == 1
@@ -150,7 +154,7 @@ def test_webhook_receives_the_json_document_without_blocking_the_caller(home, re
     rx = receiver()
     log, buf = logger("strategy")
     bus = open_bus(home)
-    a = Alerter({"webhook_url": rx.url, "timeout_s": 5, "repeat_s": 300}, bus, "strategy", log)
+    a = Alerter(_alerts(webhook_url=rx.url, timeout_s=5, repeat_s=300), bus, "strategy", log)
     try:
         rec = a.alert("stale_feed", "BTCUSDT: signals 5000 ms old", subject="BTCUSDT",
                       age_ms=5000, signal_seq=7)
@@ -173,7 +177,7 @@ def test_webhook_500_is_retried_then_delivered(home, receiver):
     rx = receiver([500, 503])
     log, buf = logger()
     bus = open_bus(home)
-    a = Alerter({"webhook_url": rx.url, "timeout_s": 5}, bus, "broker", log)
+    a = Alerter(_alerts(webhook_url=rx.url, timeout_s=5), bus, "broker", log)
     t0 = time.monotonic()
     try:
         a.alert("reconciliation", "BTCUSDT: venue 0.5, ours 0.4", subject="BTCUSDT")
@@ -190,7 +194,7 @@ def test_webhook_down_one_failure_line_record_kept_url_never_written(home):
     url = f"http://127.0.0.1:{free_port()}/services/{SECRET}"    # nothing listens there
     log, buf = logger()
     bus = open_bus(home)
-    a = Alerter({"webhook_url": url, "timeout_s": 2}, bus, "broker", log)
+    a = Alerter(_alerts(webhook_url=url, timeout_s=2), bus, "broker", log)
     try:
         rec = a.alert("halted", "trading HALTED: overfill", subject="overfill", note=url)
         a.close(10)                       # waits for the three attempts
@@ -249,7 +253,7 @@ def test_context_alert_shared_topic_from_two_bus_handles(home, sink):
     log, buf = logger()
     runner = runtime.Runner(Raiser, cfg, log=log)
     other = open_bus(home, sink=sink)               # a second handle: another program's alerts
-    other_alerts = Alerter(cfg["alerts"], other, "strategy",
+    other_alerts = Alerter(settings.of(cfg).alerts, other, "strategy",
                            Logger("strategy", stream=io.StringIO()))
     runner.open()
     stop = threading.Event()

@@ -130,3 +130,15 @@ def test_the_order_managers_settings_come_from_the_config_alone():
     assert s.protective_stop_bps == cfg["risk"]["protective_stop_bps"]
     with pytest.raises(TypeError):
         Settings(symbols=("BTCUSDT",))      # no setting of its own to fall back on
+
+
+def test_a_bus_opened_without_settings_uses_the_yaml_defaults(tmp_path):
+    from bus import open_bus
+
+    yaml = configmod.defaults()
+    bus = open_bus(tmp_path)
+    try:
+        assert bus.settings == {"sink": yaml["sink"], **yaml["bus"]}
+        assert bus.sink == yaml["sink"]
+    finally:
+        bus.close()
