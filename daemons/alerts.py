@@ -21,18 +21,15 @@ The webhook URL is a secret (it authorises posting to the channel): it is never 
 written into a record; errors are logged by their class and HTTP status only, since the
 messages of ``requests`` exceptions carry the URL.
 
-Short-lived commands use :func:`send_alert` (one record, one synchronous POST).
 """
 from __future__ import annotations
 
 import queue
-import sys
 import threading
 import time
 
 import orjson
 
-from . import settings
 from .log import Logger, redact
 
 KINDS = (
@@ -268,29 +265,3 @@ def open_alerts_writer(bus):
     if existing == bus.sink:
         return bus.writer("alerts", shared=True)
     return bus._open_writer("alerts", existing, True)
-
-
-def send_alert(cfg: dict, bus, source: str, kind: str, message: str, subject: str = "",
-               log: Logger | None = None, **fields) -> dict:
-    """One alert from a short-lived command: the record, the log line and a synchronous POST
-    (``alerts.timeout_s`` per attempt, retried as the Alerter does). No de-duplication.
-    Returns the record; a failed POST is logged (to ``log``, else stderr), never raised."""
-    log = log or Logger(source, stream=sys.stderr)
-    alerter = Alerter(settings.of(cfg).alerts, bus, source, log)
-    alerter.repeat_s = 0.0
-    url = alerter.webhook_url
-    alerter.webhook_url = ""       # posted here, synchronously
-    try:
-        rec = alerter.alert(kind, message, subject, **fields)
-    finally:
-        alerter.close(0)
-    if url:
-        import requests
-
-        with requests.Session() as session:
-            ok, attempts, why = post_webhook(session, url, webhook_document(rec),
-                                             alerter.timeout_s)
-        if not ok:
-            log.error("alert_webhook_failed", kind=kind, subject=rec["subject"],
-                      attempts=attempts, error=why)
-    return rec

@@ -17,7 +17,7 @@ import pytest
 from bus import open_bus
 from conftest import OFI, free_port, typed_settings, wait_for
 from daemons import alerts, config as configmod, runtime, settings
-from daemons.alerts import Alerter, alert_record, send_alert
+from daemons.alerts import Alerter, alert_record
 from daemons.log import Logger
 from daemons.strategy.stage import StrategyStage
 
@@ -210,23 +210,6 @@ def test_webhook_down_one_failure_line_record_kept_url_never_written(home):
     assert rec["note"] == "****"          # a caller's copy of the URL is masked too
     assert SECRET not in buf.getvalue() and "127.0.0.1" not in buf.getvalue()
     assert SECRET not in spool_text(home)
-
-
-def test_send_alert_posts_synchronously(home, receiver):
-    rx = receiver([429])
-    cfg = configmod.load(None, {"home": str(home), "alerts.webhook_url": rx.url}, environ={})
-    log, buf = logger("ofi")
-    bus = open_bus(home)
-    try:
-        rec = send_alert(cfg, bus, "ofi", "flatten_failed", "positions left: BTCUSDT 0.1",
-                         subject="flatten", log=log, left={"BTCUSDT": 0.1})
-    finally:
-        bus.close()
-    assert len(rx.posts) == 2                  # 429, then delivered, before it returned
-    assert rx.posts[-1]["text"] == "[ofi flatten_failed] positions left: BTCUSDT 0.1"
-    assert rx.posts[-1]["left"] == {"BTCUSDT": 0.1} and rx.posts[-1]["ts"] == rec["ts"]
-    assert bus_alerts(home)[0]["left"] == {"BTCUSDT": 0.1}
-    assert not events(buf, "alert_webhook_failed")
 
 
 # -- Context.alert and the shared topic --------------------------------------------------------
