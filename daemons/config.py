@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from . import settings
+from .settings import ConfigError  # noqa: F401  (defined with the settings, a leaf; raised here)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = Path(os.environ.get("OFI_DEFAULTS", ROOT / "etc" / "defaults.yaml"))
@@ -31,10 +32,6 @@ ENVIRONMENT = {
     "OFI_LOG_LEVEL": ("log.level", str),
     "OFI_ALERTS_WEBHOOK_URL": ("alerts.webhook_url", str),   # a secret: keep it out of YAML files
 }
-
-
-class ConfigError(Exception):
-    """A configuration problem; the message is one line naming the file and key."""
 
 
 def _type_name(value) -> str:
@@ -148,10 +145,7 @@ def get(cfg: dict, dotted: str, default=None):
 def validate(cfg: dict) -> None:
     """Checks beyond types: allowed values, bounds, at least one symbol (by building the typed
     settings, which declare them)."""
-    try:
-        settings.of(cfg)
-    except settings.SettingsError as exc:
-        raise ConfigError(str(exc)) from None
+    settings.of(cfg)   # its SettingsError is a ConfigError
     if not cfg.get("symbols"):
         raise ConfigError("config: key 'symbols' must list at least one symbol")
 

@@ -244,7 +244,12 @@ class Settings:
     supervise: Supervise
 
 
-class SettingsError(ValueError):
+class ConfigError(Exception):
+    """A configuration problem; the message is one line naming the file and key. Here, in a
+    module that imports nothing of the project, so the leaf modules raise it too."""
+
+
+class SettingsError(ConfigError, ValueError):
     """A value outside its allowed values or bounds (one line naming the dotted key)."""
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from urllib.parse import unquote, urlsplit
 
-from .config import ConfigError
+from .settings import ConfigError
 
 TESTNET = {"rest_url": "https://testnet.binancefuture.com",
            "ws_url": "wss://fstream.binancefuture.com"}

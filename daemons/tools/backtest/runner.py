@@ -117,10 +117,7 @@ def check_home(home: str | os.PathLike) -> Path:
 def make_engine(cfg: dict, symbol: str, out) -> Engine:
     """An engine from the config (``signal``, ``strategy``, ``risk``, ``backtest`` sections);
     raises :class:`~daemons.config.ConfigError` for a setting out of range."""
-    try:
-        typed = settings.of(cfg)   # ranges and the id prefix are checked here
-    except settings.SettingsError as exc:
-        raise ConfigError(str(exc)) from None
+    typed = settings.of(cfg)   # ranges and the id prefix are checked here (a ConfigError)
     try:
         strategy = StrategyCore.from_settings(typed, symbols=[symbol])
     except ValueError as exc:   # a bad strategy.instruments entry
