@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 import traceback
 
@@ -469,16 +468,3 @@ def hold_until_started(stopping=lambda: False) -> None:
     until = _T0 + startsecs + 0.5
     while not stopping() and time.monotonic() < until:
         time.sleep(min(0.1, max(0.0, until - time.monotonic())))
-
-
-def main(stage_cls, argv: list[str] | None = None) -> int:
-    """Run ``stage_cls`` as a daemon with the flags of ``ofi daemon <stage>`` (--config, --home,
-    --sink, --symbols, --mode; see ``daemons/tools/cli/daemon_cmd.py``) parsed from ``argv``."""
-    from .tools.cli import run_command
-    from .tools.cli.daemon_cmd import stage_command
-
-    cmd = stage_command(stage_cls.name, stage_cls,
-                        (stage_cls.__doc__ or "").strip().splitlines()[0]
-                        if stage_cls.__doc__ else None)
-    return run_command(cmd, sys.argv[1:] if argv is None else list(argv),
-                       f"ofi daemon {stage_cls.name}")

@@ -18,6 +18,7 @@ STAGE = textwrap.dedent('''
     import sys
     from bus import BadRecord
     from daemons import runtime
+    from daemons.tools.cli.daemon_cmd import run_stage
 
     class Doubler(runtime.Stage):
         """Doubles x of each trade into a signal (a stand-in stage)."""
@@ -30,7 +31,7 @@ STAGE = textwrap.dedent('''
                 raise BadRecord("x must be a non-negative integer")
             self.ctx.emit("signals", {"type": "signal", "src": rec["seq"], "y": 2 * rec["x"]})
 
-    sys.exit(runtime.main(Doubler, sys.argv[1:]))
+    sys.exit(run_stage(Doubler, sys.argv[1:]))
 ''')
 
 
@@ -104,6 +105,7 @@ def test_runtime_second_instance_fails_cleanly_on_writer_lock(procs, stage_file,
 REFUSING = textwrap.dedent('''
     import sys
     from daemons import config, runtime
+    from daemons.tools.cli.daemon_cmd import run_stage
 
     class Refuser(runtime.Stage):
         """Refuses to start; its stop() trips over what start() never set up."""
@@ -115,7 +117,7 @@ REFUSING = textwrap.dedent('''
         def stop(self):
             self.ctx.log.warning("settle_failed", error=str(self.never_set))   # AttributeError
 
-    sys.exit(runtime.main(Refuser, sys.argv[1:]))
+    sys.exit(run_stage(Refuser, sys.argv[1:]))
 ''')
 
 

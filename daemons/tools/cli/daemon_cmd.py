@@ -121,6 +121,20 @@ def daemon():
     """
 
 
+def run_stage(stage_cls, argv: list[str] | None = None) -> int:
+    """Run the stage class ``stage_cls`` as a daemon with the flags of ``ofi daemon <stage>``
+    (--config, --home, --sink, --symbols, --mode) parsed from ``argv``: a stage of one's own."""
+    import sys
+
+    from . import run_command
+
+    cmd = stage_command(stage_cls.name, stage_cls,
+                        (stage_cls.__doc__ or "").strip().splitlines()[0]
+                        if stage_cls.__doc__ else None)
+    return run_command(cmd, sys.argv[1:] if argv is None else list(argv),
+                       f"ofi daemon {stage_cls.name}")
+
+
 def main(name: str, argv: list[str] | None = None) -> int:
     """``python -m daemons.<name>``: the stage's command, with ``ofi``'s error handling."""
     import sys
