@@ -54,3 +54,7 @@ def test_stages_import_from_the_tools_only_the_command_line_and_the_catalog_layo
             if bad:
                 found[str(path.relative_to(ROOT))] = sorted(bad)
     assert found == {}
+
+
+def test_the_runtime_imports_nothing_of_the_tools():
+    assert not {m for m in _imports(DAEMONS / "runtime.py") if m.startswith("daemons.tools")}
