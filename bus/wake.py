@@ -16,6 +16,10 @@ costing no CPU. The gap is measured between wake-ups, not from the last wake-up 
 wait: a reader that handles a record quickly is always back within ``BURST_GAP_S``, and napping
 then would only make the next record wait for the end of a nap (~150 µs of timer slack).
 
+A loop that also reads a socket (the broker's WebSocket API) adds its descriptor
+(``add_fd``): a wait then ends when the socket is readable, and the loop's own thread reads it,
+with no thread between the answer and its handling.
+
 The inotify fd is read in the consumer's own loop rather than through watchdog's observer
 thread: the hand-off across the observer's threads costs ~100 µs per event and milliseconds in
 bursts (see the bus baselines). Only events on spool files count (``*.jsonl`` segments, a SQLite
@@ -69,6 +73,7 @@ class Waker:
         self.wakeups = 0        # how many waits ended on a file-system event
         self.timeouts = 0       # how many ended on the slow poll
         self.kicks = 0          # how many ended on kick()
+        self.readable = 0       # how many ended on a descriptor of add_fd (a socket)
         self.ignored = 0        # events on other files (locks, -wal, temporary files)
         self.naps = 0           # short sleeps taken during bursts (see the module docstring)
         self._last_wake = float("-inf")
@@ -79,6 +84,7 @@ class Waker:
         os.set_blocking(self._kick_w, False)
         self._poll = select.poll()
         self._poll.register(self._kick_r, select.POLLIN)
+        self._fds: set[int] = set()     # other descriptors that end a wait (add_fd)
         if inotify_init is not None:
             fd = inotify_init()
             if fd >= 0:
@@ -136,6 +142,9 @@ class Waker:
                     self._drain_kicks()
                     self.kicks += 1
                     return True
+                if self._fds and not self._fds.isdisjoint(fds):
+                    self.readable += 1
+                    return True
                 if self._spool_changed():
                     self.wakeups += 1
                     woke = time.monotonic()
@@ -172,6 +181,23 @@ class Waker:
                     self.ignored += 1
             if n < _READ_SIZE - 4096:
                 return changed
+
+    def add_fd(self, fd: int) -> None:
+        """End waits when ``fd`` is readable (or hung up): a socket whose owner reads it in
+        the same loop, with no thread to hand its data over. The owner reads it before the
+        next wait, and removes it (:meth:`remove_fd`) before closing it."""
+        if self._fd < 0:  # pragma: no cover - other platforms
+            raise OSError("descriptors can be waited on with inotify only")
+        self._poll.register(fd, select.POLLIN)
+        self._fds.add(fd)
+
+    def remove_fd(self, fd: int) -> None:
+        if fd in self._fds:
+            self._fds.discard(fd)
+            try:
+                self._poll.unregister(fd)
+            except (KeyError, ValueError):
+                pass
 
     def kick(self) -> None:
         """Wake a thread blocked in :meth:`wait` (safe from any thread)."""

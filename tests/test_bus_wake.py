@@ -109,3 +109,29 @@ def test_waker_naps_after_wake_ups_close_together(tmp_path, monkeypatch):
 
 if __name__ == "__main__":
     child_tail(sys.argv[1], sys.argv[2])
+
+
+def test_a_readable_descriptor_ends_a_wait_until_it_is_removed(tmp_path):
+    # Arrange
+    import socket
+
+    bus = open_bus(tmp_path)
+    bus.watch("intents")
+    waker = bus.waker
+    a, b = socket.socketpair()
+    try:
+        waker.add_fd(a.fileno())
+        # Act
+        b.send(b"x")
+        woke = bus.wait(10)
+        a.recv(16)
+        waker.remove_fd(a.fileno())
+        b.send(b"y")
+        later = bus.wait(0.05)
+    finally:
+        a.close()
+        b.close()
+        bus.close()
+    # Assert
+    assert woke is True and waker.readable == 1
+    assert later is False
