@@ -2,13 +2,26 @@
 websocket (``wss://ws-fapi.binance.com/ws-fapi/v1``; testnet
 ``wss://testnet.binancefuture.com/ws-fapi/v1``; ``ofi exchange``: ``ws://HOST:PORT/ws-fapi/v1``).
 
-One connection, kept by a background thread that reads every answer and hands it to the caller
-waiting on its request ``id``; any number of threads may have a request in flight at once.
-Requests are JSON ``{"id", "method", "params"}``; each one is signed on its own with the HMAC
-key pair: ``signature`` = hex HMAC-SHA256 of every other parameter (``apiKey``, ``timestamp``,
+One connection; any number of threads may have a request in flight at once. Requests are JSON
+``{"id", "method", "params"}``; each one is signed on its own with the HMAC key pair:
+``signature`` = hex HMAC-SHA256 of every other parameter (``apiKey``, ``timestamp``,
 ``recvWindow`` included) sorted by name, ``name=value`` joined by ``&``; integers as JSON
 integers, decimals as JSON strings (Binance's websocket-api-general-info). ``session.logon``
 is not used: Binance accepts it only from Ed25519 keys, and the broker's keys are HMAC.
+
+No thread stands between a request and its answer. The frames are made and read by websockets'
+sans-I/O protocol over a plain (or TLS) socket that this module reads itself:
+
+* :meth:`WsApiClient.request` sends from the calling thread and waits for its answer; a waiting
+  caller reads the socket itself (one reader at a time; the others' answers are handed to them).
+* :meth:`WsApiClient.begin` sends and returns at once; ``done(result or error)`` is called by
+  whichever thread reads the answer (or finds it timed out or lost). An owner with an event loop
+  (the broker daemon) calls :meth:`WsApiClient.attach`, polls :meth:`WsApiClient.fileno` with
+  its other descriptors and calls :meth:`WsApiClient.service` when it is readable and on its
+  timers: the answer is then read and handled in the owner's thread, with no other thread woken.
+  While attached, callers of ``request`` leave the reading to the owner.
+* A background thread connects and reconnects; unattached, it also reads every
+  :data:`IDLE_READ_S` what no caller reads (pings, a closed connection).
 
 What an outcome means is the same as over REST (:mod:`.errors`):
 
@@ -28,6 +41,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
+import select
+import socket
+import ssl
 import threading
 import time
 from decimal import Decimal
@@ -37,6 +53,9 @@ import orjson
 from .errors import Ambiguous, GatewayError, NotSent, RateLimited, classify
 
 _LETTER = {"SECOND": "s", "MINUTE": "m", "HOUR": "h", "DAY": "d"}
+IDLE_READ_S = 0.2        # unattached: the background thread reads this often
+READ_SIZE = 1 << 16
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class WsUnavailable(NotSent):
@@ -94,12 +113,35 @@ def rate_limit_headers(rate_limits) -> dict:
 
 
 class _Slot:
-    __slots__ = ("event", "answer", "lost")
+    """One request in flight: answered (``answer``), lost with its connection, or timed out."""
 
-    def __init__(self):
+    __slots__ = ("rid", "event", "answer", "lost", "conn", "deadline", "t0", "method", "params",
+                 "weight", "orders", "action", "log", "retried", "done")
+
+    def __init__(self, rid, conn, deadline, method, params, weight, orders, action, log, retried,
+                 done):
+        self.rid = rid
         self.event = threading.Event()
         self.answer: dict | None = None
         self.lost = False
+        self.conn = conn
+        self.deadline = deadline      # time.monotonic()
+        self.t0 = time.perf_counter()
+        self.method, self.params, self.weight, self.orders = method, params, weight, orders
+        self.action, self.log, self.retried, self.done = action, log, retried, done
+
+
+class _Conn:
+    """One open connection: its socket (non-blocking once open) and protocol state."""
+
+    def __init__(self, sock, proto):
+        self.sock = sock
+        self.proto = proto
+        self.fd = sock.fileno()
+        self.dead = threading.Event()
+        self.parts: list[bytes] | None = None    # a fragmented message being put together
+        self.poller = select.poll()              # used by the reading thread only
+        self.poller.register(self.fd, select.POLLIN)
 
 
 class WsApiClient:
@@ -126,9 +168,11 @@ class WsApiClient:
         self._ids = itertools.count(1)
         self._pending: dict[int, _Slot] = {}
         self._lock = threading.Lock()          # _pending
-        self._send_lock = threading.Lock()     # one writer at a time
+        self._io_lock = threading.Lock()       # the protocol state and the socket's writes
+        self._read_lock = threading.Lock()     # one reader of the socket at a time
         self._stop = threading.Event()
-        self._ws = None
+        self._conn: _Conn | None = None
+        self._attached = False
         self._thread: threading.Thread | None = None
 
     # -- the connection ---------------------------------------------------------------------------
@@ -141,78 +185,264 @@ class WsApiClient:
 
     def stop(self) -> None:
         self._stop.set()
-        self._drop()
+        conn = self._conn
+        if conn is not None:
+            self._lose(conn)
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
 
-    def _drop(self) -> None:
-        ws = self._ws
-        if ws is not None:
-            try:
-                ws.close()
-            except Exception:
-                pass
+    def attach(self, on: bool = True) -> None:
+        """The owner reads the socket from now on (see the module docstring): it polls
+        :meth:`fileno` and calls :meth:`service`."""
+        self._attached = on
+
+    def fileno(self) -> int:
+        """The open connection's descriptor (-1: none)."""
+        conn = self._conn
+        return conn.fd if conn is not None and not conn.dead.is_set() else -1
+
+    def _open(self) -> _Conn:
+        from websockets.client import ClientProtocol
+        from websockets.frames import Frame
+        from websockets.protocol import State
+        from websockets.uri import parse_uri
+
+        uri = parse_uri(self.url)
+        sock = socket.create_connection((uri.host, uri.port), timeout=self.open_timeout_s)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if uri.secure:
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=uri.host)
+            proto = ClientProtocol(uri, max_size=2 ** 22)
+            proto.send_request(proto.connect())
+            for data in proto.data_to_send():
+                sock.sendall(data)
+            deadline = time.monotonic() + self.open_timeout_s
+            early = []
+            while proto.state is State.CONNECTING:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                data = sock.recv(READ_SIZE)
+                if not data:
+                    proto.receive_eof()
+                    break
+                proto.receive_data(data)
+                early += [e for e in proto.events_received() if isinstance(e, Frame)]
+            if proto.handshake_exc is not None:
+                raise proto.handshake_exc
+            if proto.state is not State.OPEN:
+                raise ConnectionError("the WebSocket API handshake did not complete")
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        conn = _Conn(sock, proto)
+        if early:   # frames that came with the handshake's answer
+            self._handle_frames(conn, early)
+        return conn
 
     def _run(self) -> None:
-        from websockets.sync.client import connect
-
         delay = 0.2
         while not self._stop.is_set():
             try:
-                with connect(self.url, open_timeout=self.open_timeout_s, close_timeout=1,
-                             max_size=2 ** 22, compression=None) as ws:
-                    self._ws = ws
-                    self.connects += 1
-                    self.connected.set()
-                    self._log("ws_api_connect", "ok", {})
-                    delay = 0.2
-                    for message in ws:
-                        self._dispatch(message)
+                conn = self._open()
             except Exception as exc:
                 if not self._stop.is_set():
                     self._log("ws_api_connect", "failed", {}, error=type(exc).__name__)
-            finally:
-                was = self.connected.is_set()
-                self.connected.clear()
-                self._ws = None
-                self._fail_pending()
-                if was:
-                    self._log("ws_api_disconnect", "lost", {})
+            else:
+                self._conn = conn
+                self.connects += 1
+                self.connected.set()
+                self._log("ws_api_connect", "ok", {})
+                delay = 0.2
+                while not self._stop.is_set() and not conn.dead.wait(IDLE_READ_S):
+                    if not self._attached:
+                        self.pump()
+                    self.service(read=False)
+                self._lose(conn)
+                with self._io_lock:
+                    try:
+                        conn.sock.close()
+                    except OSError:
+                        pass
+                self._log("ws_api_disconnect", "lost", {})
             if self._stop.wait(delay):
                 break
             delay = min(self.reconnect_max_s, delay * 2)
 
-    def _dispatch(self, message) -> None:
+    def _lose(self, conn: _Conn) -> None:
+        """The connection is gone: nothing more is sent on it, its requests are lost."""
+        first = not conn.dead.is_set()
+        conn.dead.set()
+        if self._conn is conn:
+            self.connected.clear()
+        if not first:
+            return
+        with self._lock:
+            slots = [s for s in self._pending.values() if s.conn is conn]
+            for s in slots:
+                del self._pending[s.rid]
+        for slot in slots:
+            slot.lost = True
+            self._settle(slot)
+
+    # -- reading ----------------------------------------------------------------------------------
+    def pump(self) -> int:
+        """Read what the socket holds now and hand out the answers (never blocks; nothing when
+        another thread is reading). Returns how many answers were handed out."""
+        conn = self._conn
+        if conn is None or conn.dead.is_set() or not self._read_lock.acquire(blocking=False):
+            return 0
+        try:
+            return self._read(conn)
+        finally:
+            self._read_lock.release()
+
+    def _read(self, conn: _Conn) -> int:
+        """Read until the socket would block (with the read lock held)."""
+        from websockets.frames import Frame
+
+        frames, gone = [], False
+        while True:
+            try:
+                data = conn.sock.recv(READ_SIZE)
+            except _WOULD_BLOCK:
+                break
+            except OSError:
+                gone = True
+                break
+            with self._io_lock:
+                if data:
+                    conn.proto.receive_data(data)
+                else:
+                    conn.proto.receive_eof()
+                events = conn.proto.events_received()
+                out = conn.proto.data_to_send()   # pongs, the answer to a close
+                try:
+                    for chunk in out:
+                        if chunk:
+                            self._sendall(conn, chunk)
+                except OSError:
+                    gone = True
+            frames += [e for e in events if isinstance(e, Frame)]
+            if not data or gone:
+                gone = True
+                break
+        n = self._handle_frames(conn, frames)
+        if gone or conn.proto.close_expected():
+            self._lose(conn)
+        return n
+
+    def _handle_frames(self, conn: _Conn, frames) -> int:
+        from websockets.frames import Opcode
+
+        n = 0
+        for f in frames:
+            if f.opcode in (Opcode.TEXT, Opcode.BINARY):
+                if f.fin:
+                    n += self._dispatch(f.data)
+                else:
+                    conn.parts = [f.data]
+            elif f.opcode is Opcode.CONT and conn.parts is not None:
+                conn.parts.append(f.data)
+                if f.fin:
+                    data, conn.parts = b"".join(conn.parts), None
+                    n += self._dispatch(data)
+            elif f.opcode is Opcode.CLOSE:
+                self._lose(conn)
+        return n
+
+    def _dispatch(self, message) -> int:
         try:
             answer = orjson.loads(message)
         except orjson.JSONDecodeError:
-            return
+            return 0
         if not isinstance(answer, dict):
-            return
+            return 0
         rid = answer.get("id")
         with self._lock:
             slot = self._pending.pop(rid, None) if isinstance(rid, int) else None
         if slot is None:
-            return      # an answer after its caller gave up (it was settled by a query)
+            return 0      # an answer after its caller gave up (it was settled by a query)
         slot.answer = answer
-        slot.event.set()
+        self._settle(slot)
+        return 1
 
-    def _fail_pending(self) -> None:
+    def _settle(self, slot: _Slot) -> None:
+        """An answer, a loss or a timeout: wake the waiting caller, or call ``done``."""
+        slot.event.set()
+        if slot.done is not None:
+            try:
+                outcome = self._outcome(slot)
+            except _Resend as r:
+                threading.Thread(target=self._resend, args=(slot, r.exc), name="ws-api-resync",
+                                 daemon=True).start()
+                return
+            except Exception as exc:
+                outcome = exc
+            slot.done(outcome)
+
+    def service(self, read: bool = True) -> None:
+        """Read what came (``read``) and time out the requests of :meth:`begin` whose answer is
+        overdue; the owner calls this when :meth:`fileno` is readable and on its timers."""
+        if read:
+            self.pump()
+        now = time.monotonic()
         with self._lock:
-            slots = list(self._pending.values())
-            self._pending.clear()
+            late = [rid for rid, s in self._pending.items()
+                    if s.done is not None and s.deadline <= now]
+            slots = [self._pending.pop(rid) for rid in late]
         for slot in slots:
-            slot.lost = True
-            slot.event.set()
+            self._settle(slot)
+
+    def next_due(self) -> float | None:
+        """Seconds until the first request of :meth:`begin` times out (None: none waits)."""
+        with self._lock:
+            due = [s.deadline for s in self._pending.values() if s.done is not None]
+        return max(0.0, min(due) - time.monotonic()) if due else None
+
+    # -- writing ----------------------------------------------------------------------------------
+    def _sendall(self, conn: _Conn, data: bytes) -> None:
+        """Write all of ``data`` (with the io lock held); the socket is non-blocking."""
+        view = memoryview(data)
+        deadline = None
+        while view:
+            try:
+                n = conn.sock.send(view)
+            except _WOULD_BLOCK:
+                if deadline is None:
+                    deadline = time.monotonic() + self.timeout_s
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("the WebSocket API socket stays full") from None
+                select.select([], [conn.sock], [], left)
+                continue
+            view = view[n:]
 
     # -- one request ------------------------------------------------------------------------------
     def request(self, method: str, params: dict, *, weight: int = 1, orders: int = 0,
                 action: str = "", log: dict | None = None, _retried: bool = False):
         """Send one signed request; its ``result``, or a typed :mod:`.errors` exception."""
-        log = dict(log or {})
-        ws = self._ws
-        if ws is None or not self.connected.is_set():
+        slot = self._send(method, params, weight, orders, action, dict(log or {}), _retried,
+                          None)
+        self._wait(slot)
+        try:
+            return self._outcome(slot)
+        except _Resend as r:
+            return self._resync_and_send(slot, r.exc)
+
+    def begin(self, method: str, params: dict, done, *, weight: int = 1, orders: int = 0,
+              action: str = "", log: dict | None = None) -> None:
+        """Send one signed request and return; ``done`` gets its ``result`` or the typed
+        error, in the thread that reads the answer (the owner's, when attached) or finds it
+        lost or overdue. Raises what :meth:`request` raises before anything was sent
+        (:class:`WsUnavailable`, the limiter's :class:`RateLimited`) and :class:`Ambiguous`
+        when the write failed; ``done`` is then never called."""
+        self._send(method, params, weight, orders, action, dict(log or {}), False, done)
+
+    def _send(self, method, params, weight, orders, action, log, retried, done) -> _Slot:
+        conn = self._conn
+        if conn is None or conn.dead.is_set() or not self.connected.is_set():
             raise WsUnavailable("the WebSocket API is not connected")
         now = self.clock()
         wait = self.limiter.reserve(weight, orders, now)
@@ -224,34 +454,70 @@ class WsApiClient:
         rid = next(self._ids)
         signed = sign_params(params, self._key, self._secret, self.server_clock.now_ms(),
                              self.recv_window_ms)
-        frame = orjson.dumps({"id": rid, "method": method, "params": signed}).decode()
-        slot = _Slot()
+        frame = orjson.dumps({"id": rid, "method": method, "params": signed})
+        slot = _Slot(rid, conn, time.monotonic() + self.timeout_s, method, params, weight, orders,
+                     action, log, retried, done)
         with self._lock:
             self._pending[rid] = slot
-        t0 = time.perf_counter()
-        with self._send_lock:
-            if not _is_open(ws):
+        with self._io_lock:
+            if conn.dead.is_set():
                 with self._lock:
                     self._pending.pop(rid, None)
-                self._log(action, "not_sent", log, error="not connected", t0=t0)
+                self._log(action, "not_sent", log, error="not connected", t0=slot.t0)
                 raise WsUnavailable("the WebSocket API connection is closed")
             try:
-                ws.send(frame)
+                conn.proto.send_text(frame)
+                for chunk in conn.proto.data_to_send():
+                    if chunk:
+                        self._sendall(conn, chunk)
             except Exception as e:
                 with self._lock:
                     self._pending.pop(rid, None)
-                self._log(action, "ambiguous", log, error=f"send: {type(e).__name__}", t0=t0)
-                raise Ambiguous(f"{method}: the websocket failed while sending") from e
-        if not slot.event.wait(self.timeout_s):
-            with self._lock:
-                self._pending.pop(rid, None)
-            if slot.answer is None and not slot.lost:
-                self._log(action, "ambiguous", log, error="no answer", t0=t0)
-                raise Ambiguous(f"{method}: no answer within {self.timeout_s}s")
+                failed = e
+            else:
+                failed = None
+        if failed is not None:
+            self._lose(conn)     # a frame may be cut short: the connection is unusable
+            self._log(action, "ambiguous", log, error=f"send: {type(failed).__name__}",
+                      t0=slot.t0)
+            raise Ambiguous(f"{method}: the websocket failed while sending") from failed
+        return slot
+
+    def _wait(self, slot: _Slot) -> None:
+        """Until the answer, the loss or the timeout; reading the socket when no one else does."""
+        conn = slot.conn
+        while not slot.event.is_set():
+            left = slot.deadline - time.monotonic()
+            if left <= 0:
+                break
+            if self._attached or conn.dead.is_set():
+                slot.event.wait(left)
+                continue
+            if not self._read_lock.acquire(blocking=False):
+                slot.event.wait(min(left, 0.001))   # another caller reads: it hands ours over
+                continue
+            try:
+                if slot.event.is_set() or conn.dead.is_set():
+                    continue
+                if conn.poller.poll(max(1, int(min(left, 0.05) * 1000 + 0.999))):
+                    self._read(conn)
+            finally:
+                self._read_lock.release()
+        with self._lock:
+            if self._pending.get(slot.rid) is slot:
+                del self._pending[slot.rid]
+
+    def _outcome(self, slot: _Slot):
+        """The ``result`` of a finished request, or its typed error (:class:`_Resend`: -1021,
+        to be sent again after a clock resync)."""
+        action, log, t0, method = slot.action, slot.log, slot.t0, slot.method
         answer = slot.answer
         if answer is None:
-            self._log(action, "ambiguous", log, error="disconnected", t0=t0)
-            raise Ambiguous(f"{method}: the websocket closed before the answer")
+            if slot.lost:
+                self._log(action, "ambiguous", log, error="disconnected", t0=t0)
+                raise Ambiguous(f"{method}: the websocket closed before the answer")
+            self._log(action, "ambiguous", log, error="no answer", t0=t0)
+            raise Ambiguous(f"{method}: no answer within {self.timeout_s}s")
         done = self.clock()
         status = int(answer.get("status") or 0)
         headers = rate_limit_headers(answer.get("rateLimits"))
@@ -271,14 +537,26 @@ class WsApiClient:
                                                                          "rejected")
         self._log(action, outcome, log, t0=t0, http=status, code=exc.code,
                   error=exc.msg[:120])
-        if exc.code == -1021 and not _retried and self.resync is not None:
-            try:
-                self.resync()
-            except GatewayError:
-                raise exc from None
-            return self.request(method, params, weight=weight, orders=orders, action=action,
-                                log=log, _retried=True)
+        if exc.code == -1021 and not slot.retried and self.resync is not None:
+            raise _Resend(exc)
         raise exc
+
+    def _resync_and_send(self, slot: _Slot, exc: GatewayError):
+        """-1021: the clock is read again from the venue and the request sent once more."""
+        try:
+            self.resync()
+        except GatewayError:
+            raise exc from None
+        return self.request(slot.method, slot.params, weight=slot.weight, orders=slot.orders,
+                            action=slot.action, log=slot.log, _retried=True)
+
+    def _resend(self, slot: _Slot, exc: GatewayError) -> None:
+        """:meth:`_resync_and_send` for a request of :meth:`begin` (on a thread of its own)."""
+        try:
+            outcome = self._resync_and_send(slot, exc)
+        except Exception as exc:
+            outcome = exc
+        slot.done(outcome)
 
     def _log(self, action, outcome, log, t0=None, **fields) -> None:
         if self.exec_log is None:
@@ -290,6 +568,10 @@ class WsApiClient:
     def new_order(self, params: dict, log: dict | None = None) -> dict:
         """order.place (TRADE; IP weight 0, one order on the 10 s and 1 min order counts)."""
         return self.request("order.place", params, weight=0, orders=1, action="place", log=log)
+
+    def place_order(self, params: dict, done, log: dict | None = None) -> None:
+        """order.place, answered through ``done`` (:meth:`begin`)."""
+        self.begin("order.place", params, done, weight=0, orders=1, action="place", log=log)
 
     def cancel_order(self, symbol: str, client_order_id: str) -> dict:
         """order.cancel (TRADE, weight 1); -2011 when not open."""
@@ -306,12 +588,12 @@ class WsApiClient:
                             log={"symbol": symbol, "client_order_id": client_order_id})
 
 
-def _is_open(ws) -> bool:
-    try:
-        from websockets.protocol import State
-        return ws.protocol.state is State.OPEN
-    except Exception:
-        return True
+class _Resend(Exception):
+    """-1021 on the first try: resync the clock and send once more."""
+
+    def __init__(self, exc: GatewayError):
+        super().__init__(str(exc))
+        self.exc = exc
 
 
 def _retry_after(error: dict | None, now: float) -> float | None:
