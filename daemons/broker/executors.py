@@ -75,6 +75,12 @@ class GatewayExecutor(Executor):
     def submit(self, order: Order, mark_price: float | None = None) -> VenueOrder:
         return self.gateway.place(order, mark_price)
 
+    def submit_nowait(self, order: Order, mark_price: float | None, done) -> bool:
+        """Send ``order`` and return; ``done(outcome)`` gets what :meth:`submit` would return
+        or raise. False: this executor cannot (nothing was sent; use :meth:`submit`)."""
+        place = getattr(self.gateway, "place_nowait", None)
+        return place is not None and place(order, mark_price, done)
+
     def cancel(self, symbol: str, client_order_id: str) -> VenueOrder:
         return self.gateway.cancel(symbol, client_order_id)
 
@@ -154,6 +160,23 @@ class LiveExecutor(GatewayExecutor):
     def submit(self, order: Order, mark_price: float | None = None) -> VenueOrder:
         with self._slots:
             return super().submit(order, mark_price)
+
+    def submit_nowait(self, order: Order, mark_price: float | None, done) -> bool:
+        if not self._slots.acquire(blocking=False):
+            return False
+
+        def answered(outcome) -> None:
+            self._slots.release()
+            done(outcome)
+
+        try:
+            sent = super().submit_nowait(order, mark_price, answered)
+        except BaseException:
+            self._slots.release()
+            raise
+        if not sent:
+            self._slots.release()
+        return sent
 
 
 # -- backtest -----------------------------------------------------------------------------------

@@ -27,6 +27,9 @@ HMAC-signed) while it is connected, and over REST when it is not (nothing was se
 nothing can be doubled). An unanswered or -1007 websocket request is Ambiguous exactly like a
 REST one: never sent again, over either transport, until a query settles it. Everything else
 (stops, positions, income, listenKey) is REST. ``order_transport="rest"``: REST only.
+``place_nowait`` sends an order over the websocket and returns; its answer is read by the
+caller's loop (``attach``, ``fileno``, ``service``): the broker daemon places orders so, with no
+thread between the send and the answer.
 
 :class:`daemons.broker.mock.MockGateway` implements the same interface in process.
 """
@@ -176,6 +179,55 @@ class BinanceGateway:
             except WsUnavailable:
                 pass          # not connected: nothing was sent
         return parse_order(self.http.new_order(params, log=log))
+
+    def place_nowait(self, order: Order, mark_price: float | None, done) -> bool:
+        """Send ``order`` over the WebSocket API and return at once: ``done`` gets the
+        ``VenueOrder`` or the typed error (see :meth:`WsApiClient.begin`, in the thread that
+        reads the answer). False when the websocket is not connected: nothing was sent (use
+        :meth:`place`). Raises what is known before sending (a filter's Rejected, the limiter's
+        RateLimited) and Ambiguous when the write failed."""
+        ws = self.wsapi
+        if ws is None or not ws.connected.is_set():
+            return False
+        log = {"symbol": order.symbol, "client_order_id": order.client_order_id}
+        try:
+            params = self.order_params(order, mark_price)
+        except GatewayError as exc:
+            if self.exec_log is not None:
+                self.exec_log.write("place", outcome="rejected", error=f"filter: {exc.msg}", **log)
+            raise
+
+        def answered(result) -> None:
+            if not isinstance(result, Exception):
+                try:
+                    result = parse_order(result)
+                except Exception as exc:   # an answer we cannot read: as the pool would see it
+                    result = exc
+            done(result)
+
+        try:
+            ws.place_order(params, answered, log=log)
+        except WsUnavailable:
+            return False
+        return True
+
+    def attach(self) -> None:
+        """The caller's loop reads the WebSocket API's answers (see :meth:`service`)."""
+        if self.wsapi is not None:
+            self.wsapi.attach()
+
+    def fileno(self) -> int:
+        """The descriptor to poll for the WebSocket API's answers (-1: none)."""
+        return self.wsapi.fileno() if self.wsapi is not None else -1
+
+    def service(self) -> None:
+        """Read the WebSocket API's answers and time out the overdue ones."""
+        if self.wsapi is not None:
+            self.wsapi.service()
+
+    def next_due(self) -> float | None:
+        """Seconds until a request of :meth:`place_nowait` times out (None: none waits)."""
+        return self.wsapi.next_due() if self.wsapi is not None else None
 
     def cancel(self, symbol: str, client_order_id: str) -> VenueOrder:
         if self.wsapi is not None:

@@ -8,19 +8,26 @@ I/O around it:
             (open orders, all recent orders, fills, positions: HALTED + reason if unexplained);
             start the user data stream
     handle  an intent -> the core; write its records; hand its actions to the worker pool
-    tick    answers from the pool, user stream events and the kill-switch file -> the core;
-            the core's timers
+    tick    answers from the WebSocket API and the pool, user stream events and the kill-switch
+            file -> the core; the core's timers
     stop    settle: nothing new is sent, orders in flight are looked up until
             ``broker.settle_on_stop_s``
 
-Records are written before the actions they allow (PENDING is on disk before the send). Sends
-run on a pool of ``max_parallel_orders`` threads and lookups on a pool of their own, so an order
-hanging for the HTTP timeout delays no other, and no lookup delays a send.
+Records are written before the actions they allow (PENDING is on disk before the send). While
+the WebSocket API is connected an order is sent from the loop's own thread right after its
+PENDING record, without waiting: the loop polls the websocket's descriptor with the bus's (the
+waker's ``add_fd``) and reads each answer itself, so no thread is woken between the intent and
+the acknowledgement, and an order waiting for its answer (up to the timeout) holds up nothing.
+Otherwise (REST) sends run on a pool of ``max_parallel_orders`` threads, and lookups always run
+on a pool of their own, so an order hanging for the HTTP timeout delays no other, and no lookup
+delays a send.
 """
 from __future__ import annotations
 
 import os
 import queue
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -41,6 +48,10 @@ from .ratelimit import RateLimiter
 
 START_DEADLINE_S = 30.0
 LOOKUP_THREADS = 4
+#: how long a thread may keep the GIL while another waits for it (Python's default: 5 ms). The
+#: loop's thread sends orders and reads their answers; a lookup or the user stream's thread
+#: must not hold it up for milliseconds after each system call
+SWITCH_INTERVAL_S = 0.0005
 
 
 class BrokerStage(Stage):
@@ -60,9 +71,12 @@ class BrokerStage(Stage):
         self.marks = None     # the venue's mark prices (markPrice stream)
         self.results: queue.SimpleQueue = queue.SimpleQueue()
         self._state_mtime = None
+        self._loop_thread = threading.get_ident()
+        self._ws_fd = -1      # the WebSocket API's descriptor, polled with the bus
 
     # -- start -----------------------------------------------------------------------------------
     def start(self) -> None:
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         cfg = self.ctx.config
         b = self.b = self.ctx.settings.broker   # typed; allowed values checked at load
         self.log = self.ctx.log
@@ -101,6 +115,10 @@ class BrokerStage(Stage):
             except GatewayError as exc:
                 self.log.warning("user_stream_unavailable", error=str(exc))
             self.marks = self.gateway.start_marks(settings.symbols, self.ctx.wake)
+        if hasattr(self.gateway, "attach"):
+            self._loop_thread = threading.get_ident()
+            self.gateway.attach()      # its answers are read by this loop from now on
+            self._watch_ws()
         j = core.journal
         self.log.info("broker_started", mode=self.mode, venue=getattr(self.gateway, "rest_url", "mock"),
                       orders=len(j.orders), fills=len(j.fill_keys), active=len(j.active()),
@@ -170,6 +188,7 @@ class BrokerStage(Stage):
 
     def tick(self, now: float) -> None:
         core = self.core
+        self._watch_ws()
         self._drain(now)
         self._sync_trading(now)
         core.tick(now)
@@ -177,8 +196,11 @@ class BrokerStage(Stage):
         self.gateway.keepalive(now)
 
     def _drain(self, now: float) -> None:
-        """Answers from the pool and events from the user stream, into the core."""
+        """Answers from the WebSocket API and the pool, and events from the user stream, into
+        the core."""
         core = self.core
+        if self._ws_fd >= 0:
+            self.gateway.service()   # answers read here are handed over through self.results
         while True:
             try:
                 action, outcome = self.results.get_nowait()
@@ -219,8 +241,40 @@ class BrokerStage(Stage):
                 st = tstate.save_state(self.ctx.home, tstate.HALTED, a.reason, by="broker")
                 self._read_trading_state(force=True)
                 self.core.set_trading(st, time.time())
-            else:
+            elif not (isinstance(a, Send) and self._send_now(a)):
                 (self.sends if isinstance(a, Send) else self.lookups).submit(self._call, a)
+
+    def _send_now(self, a: Send) -> bool:
+        """Send an order from this thread over the WebSocket API, its answer to come through
+        ``self.results``; False when that cannot be done (nothing was sent: use the pool)."""
+        if self._ws_fd < 0:
+            return False
+        try:
+            return self.executor.submit_nowait(a.order, a.mark,
+                                               lambda outcome, a=a: self._answered(a, outcome))
+        except Exception as exc:   # refused before sending, or the write failed (ambiguous)
+            self._answered(a, exc)
+            return True
+
+    def _answered(self, action, outcome) -> None:
+        self.results.put((action, outcome))
+        if threading.get_ident() != self._loop_thread:
+            self.ctx.wake()
+
+    def _watch_ws(self) -> None:
+        """Poll the WebSocket API's current descriptor (it changes with each connection)."""
+        fileno = getattr(self.gateway, "fileno", None)
+        fd = fileno() if fileno is not None else -1
+        if fd == self._ws_fd:
+            return
+        waker = self.ctx.bus.waker
+        if waker is not None and self._ws_fd >= 0:
+            waker.remove_fd(self._ws_fd)
+        if waker is None:
+            fd = -1
+        elif fd >= 0:
+            waker.add_fd(fd)
+        self._ws_fd = fd
 
     def _alert(self, a: dict) -> None:
         a = dict(a)
@@ -294,7 +348,11 @@ class BrokerStage(Stage):
 
     def idle_timeout(self) -> float | None:
         due = self.core.next_due() if self.core is not None else None
-        return None if due is None else max(0.0, due - time.time())
+        wait = None if due is None else max(0.0, due - time.time())
+        ws_due = self.gateway.next_due() if self._ws_fd >= 0 else None
+        if ws_due is not None:
+            wait = ws_due if wait is None else min(wait, ws_due)
+        return wait
 
     def health(self) -> dict:
         if self.core is None:
@@ -336,6 +394,10 @@ class BrokerStage(Stage):
                     pool.shutdown(wait=False, cancel_futures=True)
             if self.marks is not None:
                 self.marks.stop()
+            waker = self.ctx.bus.waker
+            if waker is not None and self._ws_fd >= 0:
+                waker.remove_fd(self._ws_fd)
+                self._ws_fd = -1
             try:
                 self.executor.close()
             except Exception:
