@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from daemons.tools.catalog import read
-from daemons.tools.catalog.read import KINDS, Rows
+from daemons.marketdata.rows import KINDS, Rows
 from daemons.signal import columnar
 from daemons.signal.core import SignalCore
 

@@ -12,9 +12,7 @@ DAEMONS = ROOT / "daemons"
 LEAVES = ["trading.py", "venue.py", "settings.py", "proposals.py"]
 STAGES = ["harvest", "signal", "strategy", "broker", "report", "marketdata", "runtime.py"]
 #: what a stage may import of the tools: the command line that runs it (imported when it runs)
-#: and the catalog's row layout read by the columnar signal path
-ALLOWED_FROM_TOOLS = {"daemons.tools.cli", "daemons.tools.cli.daemon_cmd",
-                      "daemons.tools.catalog.read"}
+ALLOWED_FROM_TOOLS = {"daemons.tools.cli", "daemons.tools.cli.daemon_cmd"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -44,7 +42,7 @@ def test_leaf_modules_import_nothing_of_the_project(leaf):
     assert imported <= {"daemons.settings"}, imported
 
 
-def test_stages_import_from_the_tools_only_the_command_line_and_the_catalog_layout():
+def test_stages_import_from_the_tools_only_the_command_line_that_runs_them():
     found = {}
     for name in STAGES:
         target = DAEMONS / name

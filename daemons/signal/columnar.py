@@ -1,4 +1,4 @@
-"""The signals of catalog rows (:class:`daemons.tools.catalog.read.Rows`), vectorized: the same records
+"""The signals of catalog rows (:class:`daemons.marketdata.rows.Rows`), vectorized: the same records
 as :meth:`SignalCore.process` over the same records in the same order, bit for bit.
 
 numpy does the per-event work (the 1e-8 quantities, the CKS and multi-level terms, the interval
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..tools.catalog.read import BOOK, DEPTH, DEPTH_ROW, GAP_ROW, TRADE, Rows
+from ..marketdata.rows import BOOK, DEPTH, DEPTH_ROW, GAP_ROW, TRADE, Rows
 from .core import SCALE, SignalCore, _Symbol
 
 

@@ -314,7 +314,7 @@ def run(records, engine: Engine, on_progress=None, every: int = 4096) -> Summary
 
 def feed_rows(rows, signals, engine: Engine, on_progress=None, every: int = 1 << 16,
               done: int = 0) -> None:
-    """:func:`run` over catalog rows (:class:`daemons.tools.catalog.read.Rows`, one symbol, merge
+    """:func:`run` over catalog rows (:class:`daemons.marketdata.rows.Rows`, one symbol, merge
     order) whose signals are already made with ``engine.signals``: the same records as feeding
     the rows' records one by one. For consecutive pieces of the rows, each with the signals it
     closes (:class:`daemons.signal.columnar.SignalStream`); the caller then feeds the last
@@ -327,7 +327,7 @@ def feed_rows(rows, signals, engine: Engine, on_progress=None, every: int = 1 <<
     """
     import numpy as np
 
-    from ..catalog.read import BOOK, TRADE
+    from ...marketdata.rows import BOOK, TRADE
 
     n = len(rows)
     if not n:

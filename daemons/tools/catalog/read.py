@@ -12,16 +12,11 @@ take a good part of a short command's run time).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from ...marketdata.rows import DEPTH_ROW, GAP_ROW, KINDS, SNAPSHOT_ROW, Rows
 from ...report.period import epoch_ms, iso_ms
 
-#: the merged sequence's kind codes, also the merge ranks of the streams
-TRADE, BOOK, DEPTH = 0, 1, 2
-KINDS = ("trades", "book", "depth")
-#: depth row type codes
-DEPTH_ROW, SNAPSHOT_ROW, GAP_ROW = 0, 1, 2
 _DEPTH_TYPES = {"depth": DEPTH_ROW, "snapshot": SNAPSHOT_ROW, "gap": GAP_ROW}
 
 SOURCES_DIR = "_sources"
@@ -103,27 +98,6 @@ def source_files(catalog, manifest: dict, kind: str, symbol: str, start_ms: int 
 
 
 # -- rows ----------------------------------------------------------------------------------------
-
-@dataclass
-class Rows:
-    """One symbol's rows in merge order: the sequence (``kind``, ``t``, ``key``) and each kind's
-    columns, its rows in the same order (``trades``: t, E, price, qty, is_buy, market; ``book``:
-    t, E, T, bid, bid_qty, ask, ask_qty; ``depth``: t, type (codes), bid_px, bid_qty, ask_px,
-    ask_qty as (rows, levels) arrays: a missing level has price -inf / +inf and quantity 0).
-    ``E`` and ``T`` are 0 where null."""
-
-    symbol: str
-    kind: object
-    t: object
-    key: object
-    trades: dict
-    book: dict
-    depth: dict
-    levels: int
-
-    def __len__(self) -> int:
-        return len(self.kind)
-
 
 _COLUMNS = {
     "trades": ("key", "t", "E", "price", "qty", "is_buy", "market"),
