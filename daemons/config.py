@@ -18,6 +18,11 @@ from .settings import ConfigError  # noqa: F401  (defined with the settings, a l
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = Path(os.environ.get("OFI_DEFAULTS", ROOT / "etc" / "defaults.yaml"))
 
+#: libyaml's safe loader when PyYAML was built with it (the same results, several times faster
+#: than the pure-Python one), else the pure-Python one; a file it refuses is read again by the
+#: pure-Python one, whose error (and line) is the one reported
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 # environment variable -> (dotted key, converter)
 ENVIRONMENT = {
     "OFI_HOME": ("home", str),
@@ -81,7 +86,12 @@ def read_yaml(path) -> dict:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.load(text, Loader=_SafeLoader)
+        except yaml.YAMLError:   # the pure-Python loader's error (its line, as before)
+            if _SafeLoader is yaml.SafeLoader:
+                raise
+            data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -126,10 +136,18 @@ def load(path: str | os.PathLike | None = None, overrides: dict | None = None,
     return cfg
 
 
-#: the allowed values of every enumerated key and the bounds of bounded numbers: declared on the
-#: typed settings (``daemons/settings.py``), checked at load
-CHOICES = settings.choices()
-RANGES = settings.bounds()
+#: ``CHOICES`` and ``RANGES``: the allowed values of every enumerated key and the bounds of
+#: bounded numbers, declared on the typed settings (``daemons/settings.py``) and checked at load;
+#: computed when first asked for (module ``__getattr__``), not at import
+_LAZY = {"CHOICES": settings.choices, "RANGES": settings.bounds}
+
+
+def __getattr__(name: str):
+    make = _LAZY.get(name)
+    if make is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = make()
+    return value
 
 
 def get(cfg: dict, dotted: str, default=None):

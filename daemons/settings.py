@@ -253,8 +253,16 @@ class SettingsError(ConfigError, ValueError):
     """A value outside its allowed values or bounds (one line naming the dotted key)."""
 
 
+_HINTS: dict = {}
+
+
 def _hints(cls) -> dict:
-    return typing.get_type_hints(cls)
+    """``typing.get_type_hints(cls)``, computed once per class (it evaluates the annotations'
+    strings: the costly part of building the settings)."""
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
 
 
 def _walk(cls, prefix: str = ""):

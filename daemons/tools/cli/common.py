@@ -57,7 +57,11 @@ def runtime_options(f):
 #: context settings of a command run on its own (``python -m daemons.<stage>``), as under ``ofi``
 STANDALONE = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
-MODES = configmod.CHOICES["broker.mode"]
+def __getattr__(name: str):
+    """``MODES``: the allowed ``broker.mode`` values, computed when first asked for."""
+    if name == "MODES":
+        return configmod.CHOICES["broker.mode"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _symbol_list(ctx, param, value):
@@ -78,7 +82,8 @@ def symbols_option(f=None, *, help="Comma-separated symbols (default: the config
 def mode_option(f=None, *, help="Execution mode (default: the configured broker.mode)."):
     """--mode mock|sim|testnet|live."""
     def deco(f):
-        return click.option("--mode", type=click.Choice(MODES), default=None, help=help)(f)
+        return click.option("--mode", type=click.Choice(configmod.CHOICES["broker.mode"]),
+                            default=None, help=help)(f)
     return deco if f is None else deco(f)
 
 
