@@ -72,6 +72,40 @@ def test_catalog_signals_equal_raw_signals(which, request):
     assert len(got) == len(want)
 
 
+def test_integer_columns_are_delta_encoded_and_plain_ones_still_read(usdm, tmp_path):
+    """The import writes integer columns DELTA_BINARY_PACKED; a catalog written before (plain
+    encoding) reads the same."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    _, root = usdm
+    files = sorted(Path(root).glob("*/symbol=*/date=*/*.parquet"))
+    assert files
+    for path in files:
+        meta = pq.ParquetFile(path).metadata
+        schema = meta.schema.to_arrow_schema()
+        for i, field in enumerate(schema):
+            encodings = meta.row_group(0).column(i).encodings
+            if str(field.type) == "int64":
+                assert "DELTA_BINARY_PACKED" in encodings, (path.name, field.name)
+    old = tmp_path / "old"
+    shutil.copytree(root, old)
+    for path in sorted(old.glob("*/symbol=*/date=*/*.parquet")):
+        f = pq.ParquetFile(path)
+        tables = [f.read_row_group(g) for g in range(f.metadata.num_row_groups)]
+        with pq.ParquetWriter(path, f.schema_arrow, compression="zstd",
+                              use_dictionary=False) as w:
+            for t in tables:
+                w.write_table(t, row_group_size=len(t))
+        assert "DELTA_BINARY_PACKED" not in pq.ParquetFile(path).metadata.row_group(0) \
+            .column(0).encodings
+    new = ofi("signals", "--catalog", root, "--symbol", "BTCUSDT")
+    plain = ofi("signals", "--catalog", old, "--symbol", "BTCUSDT")
+    assert new.returncode == 0 and plain.returncode == 0, (new.stderr, plain.stderr)
+    assert new.stdout == plain.stdout and len(new.stdout) > 1000
+
+
 def test_catalog_signals_of_a_period_equal_the_core_over_its_records(usdm):
     """--from/--to: the rows with from <= t < to, i.e. SignalCore.process over those records."""
     from daemons.signal.core import SignalCore

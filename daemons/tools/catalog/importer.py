@@ -273,9 +273,14 @@ class Spool:
         w = self.writers.get(k)
         if w is None:
             self.dir.mkdir(parents=True, exist_ok=True)
+            schema = store.schema(kind, self.levels)
             w = self.writers[k] = pq.ParquetWriter(
-                self._tmp(k), store.schema(kind, self.levels), compression="zstd",
-                use_dictionary=False)  # faster and, for these columns, smaller
+                self._tmp(k), schema, compression="zstd",
+                use_dictionary=False,  # faster and, for these columns, smaller
+                # the integer columns (times, ids, keys: near-sorted) delta-encoded: half the
+                # decoding time of plain + zstd, and smaller files
+                column_encoding={f.name: "DELTA_BINARY_PACKED" for f in schema
+                                 if pa.types.is_integer(f.type)})
         w.write_table(table, row_group_size=len(table))
         self.rows[k] = self.rows.get(k, 0) + len(table)
 
