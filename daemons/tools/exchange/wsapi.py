@@ -88,6 +88,9 @@ class Session:
         self.authorized_since: int | None = None
         self.tasks: set[asyncio.Task] = set()
         self.closed = False
+        #: while a request is handled: the replies due at once, which serve() writes before the
+        #: loop runs anything else (the market and user-stream messages the order caused)
+        self.inline: list[str] | None = None
 
     def status(self, now: int) -> dict:
         return {"apiKey": self.api_key, "authorizedSince": self.authorized_since,
@@ -123,7 +126,11 @@ class WsApi:
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
+                    sess.inline = []
                     self._on_text(sess, msg.data)
+                    replies, sess.inline = sess.inline, None
+                    for data in replies:
+                        await self._write(sess, data)
                 elif msg.type == WSMsgType.BINARY:
                     self._send(sess, self._error(sess, None, errors.ApiError(
                         -1102, "Requests must be JSON in text frames."), None, now_ms()))
@@ -158,17 +165,26 @@ class WsApi:
         task.add_done_callback(sess.tasks.discard)
 
     def _send(self, sess: Session, reply: dict, delay_s: float = 0.0) -> None:
+        """Answer a request: at once (by serve(), ahead of what the request set off, as a venue
+        answers before its streams catch up), or after ``delay_s`` (the latency fault)."""
         data = orjson.dumps(reply).decode()
+        if delay_s <= 0 and sess.inline is not None:
+            sess.inline.append(data)
+            return
 
         async def go() -> None:
             if delay_s > 0:
                 await asyncio.sleep(delay_s)
-            if not sess.closed and not sess.ws.closed:
-                try:
-                    await sess.ws.send_str(data)
-                except (ConnectionResetError, RuntimeError):
-                    pass
+            await self._write(sess, data)
         self._spawn(sess, go())
+
+    @staticmethod
+    async def _write(sess: Session, data: str) -> None:
+        if not sess.closed and not sess.ws.closed:
+            try:
+                await sess.ws.send_str(data)
+            except (ConnectionResetError, RuntimeError):
+                pass
 
     def _stall(self, sess: Session, method: str) -> None:
         """The timeout faults: no answer; the connection is cut ``timeout_s`` later."""
