@@ -131,7 +131,11 @@ class OfflineRun:
         else:
             depth = self._depth = remote
         try:
-            yield from self._read(want, depth, remote)
+            ticks = _ticks() if remote is not None and self._fmt == "hftbacktest" else None
+            if ticks is not None:
+                yield from self._read_ticks(want, depth, remote, ticks)
+            else:
+                yield from self._read(want, depth, remote)
         finally:
             if remote is not None:
                 remote.close()
@@ -311,6 +315,185 @@ class OfflineRun:
         yield from core.flush()
 
 
+    def _read_ticks(self, want: str, depth, remote, ticks) -> Iterator[dict]:
+        """:meth:`_read` with the depth stream in the worker, the book-ticker and trade lines
+        read a block at a time by compiled code (:mod:`.fastticks`) into rows, merged and
+        summed per interval in arrays; the intervals' records are made by the core
+        (:meth:`SignalCore.close_sums`, as :meth:`SignalCore.process_items` closes them)."""
+        import numpy as np
+
+        from ..marketdata.formats import iter_blocks
+
+        ft, scan = ticks
+        core = self.core
+        stall = self.stall_ms
+        st = core.symbols.get(want)
+        fs = np.array([_NEG_INF, _NEG_INF, _NEG_INF, 0.0, 0.0])
+        is_ = np.zeros(7, np.int64)
+        if st is not None and st.pb is not None:
+            fs[ft.PB], fs[ft.PA] = st.pb, st.pa
+            is_[ft.PQB], is_[ft.PQA], is_[ft.HAS_PREV] = st.qb, st.qa, 1
+        want_b = np.frombuffer(want.encode(), np.uint8)
+        pend = _Pending(np)
+        acc = _Sums(np, core, want)
+        stalls = self._stalls
+        count = 0
+        for path in self.paths:
+            is_[ft.DIV] = 0
+            lineno = 0   # lines of the blocks before this one
+            for block in iter_blocks(path):
+                starts, ends, stamps, kinds = scan(block)
+                n = len(starts)
+                count += n
+                buf = np.frombuffer(block, np.uint8)
+                tr = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64),
+                      np.empty(n, np.bool_))
+                bk = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64),
+                      np.empty(n), np.empty(n, np.int64), np.empty(n), np.empty(n, np.int64))
+                sl = (np.empty(n + 1, np.int64), np.empty(n + 1, np.int64),
+                      np.empty(n + 1, np.int64))
+                is_[ft.NT] = is_[ft.NB] = is_[ft.NS] = 0
+                j = 0
+                while True:
+                    j = ft.tick_lines(buf, starts, ends, stamps, kinds, j, want_b, stall, fs,
+                                      is_, *tr, *bk, *sl)
+                    if is_[ft.NS]:
+                        _take_stalls(sl, int(is_[ft.NS]), stalls)
+                        is_[ft.NS] = 0
+                    if j >= n:
+                        break
+                    line = block[starts[j]:ends[j]]
+                    count -= self._tick_line(line, path, lineno + j + 1, want, fs, is_, tr,
+                                             bk, ft)
+                    j += 1
+                lineno += n
+                pend.add(tr, int(is_[ft.NT]), bk, int(is_[ft.NB]))
+                self._messages = count
+                held = pend.held() + len(depth.items)
+                if held > self._peak:
+                    self._peak = held
+                remote.poll()
+                newest = fs[ft.NEWEST]
+                bounds = (max(fs[ft.F_TRADE], newest - stall), max(fs[ft.F_BOOK], newest - stall),
+                          depth.frontier)
+                yield from acc.feed(pend.release(depth.items, *bounds))
+                while pend.books_trades() > split.MAX_PENDING and not depth.done:
+                    depth.wait()   # ahead of the depth worker: let it catch up
+                    bounds = bounds[:2] + (depth.frontier,)
+                    yield from acc.feed(pend.release(depth.items, *bounds))
+        self._messages = count
+        remote.finish()
+        newest = max(fs[ft.NEWEST], remote.newest)
+        for stream, last in (("trades", fs[ft.F_TRADE]), ("book", fs[ft.F_BOOK])):
+            if newest - stall > last != _NEG_INF:  # silent to the end
+                stalls.append({"stream": stream, "t": int(last), "until": None})
+        yield from acc.feed(pend.release(depth.items, _POS_INF, _POS_INF, _POS_INF))
+        acc.done(is_, ft)
+        st = core.symbols.get(want)
+        if st is not None:
+            st.depth = depth.prev
+        yield from core.flush()
+
+    def _tick_line(self, line: bytes, path: str, number: int, want: str, fs, is_, tr, bk,
+                   ft) -> int:
+        """One line :func:`.fastticks.tick_lines` left, read as :meth:`_read` reads it (the
+        depth stream's lines are the worker's), its row into ``tr`` / ``bk``; 1 when it is not
+        a message (blank), else 0."""
+        sp = line.find(b" ")
+        div = int(is_[ft.DIV]) or None
+        if sp > 0 and div is not None and line.startswith(split.STREAM_TAG, sp + 1) \
+                and line.find(split.DEPTH_TAG, sp + split.NAME_AT,
+                              line.find(b'"', sp + split.NAME_AT)) >= 0:
+            return 0
+        if sp <= 0:
+            bad_line(path, number, line)
+            return 1   # blank: not a message
+        try:
+            ts = int(line[:sp])
+        except ValueError:
+            bad_line(path, number, line)
+            return 0
+        if div is None:
+            div = stamp_divisor(ts)
+            is_[ft.DIV] = div
+        recv = ts // div
+        try:
+            msg = orjson.loads(line[sp + 1:])
+        except orjson.JSONDecodeError:
+            bad_line(path, number, line, True)
+            return 1   # blank: not a message
+        stream = msg.get("stream")
+        data = msg["data"] if stream is not None else msg
+        if recv > fs[ft.NEWEST]:
+            fs[ft.NEWEST] = recv
+        s = data.get("s")
+        if s is None:
+            s = self.symbol
+        if s != want:
+            return 0
+        e = data.get("e")
+        if e is None and "lastUpdateId" not in data and (
+                stream.endswith("@bookTicker") if stream is not None
+                else "b" in data and "B" in data and "A" in data):
+            e = "bookTicker"  # as formats.classify
+        stall = self.stall_ms
+        if e == "bookTicker":
+            E = data.get("E")
+            t = recv if E is None else E
+            f_book = _frontier(fs[ft.F_BOOK])
+            if t >= f_book and t >= recv - stall:
+                t_key = t
+            else:
+                t_key = _stalled(t, f_book, recv, stall, "book", self._stalls)
+            fs[ft.F_BOOK] = t_key
+            qb = round(float(data["B"]) * SCALE)
+            qa = round(float(data["A"]) * SCALE)
+            bid = float(data["b"])
+            ask = float(data["a"])
+            term = 0
+            if is_[ft.HAS_PREV]:
+                pb, pqb, pa, pqa = float(fs[ft.PB]), int(is_[ft.PQB]), float(fs[ft.PA]), \
+                    int(is_[ft.PQA])
+                if bid >= pb:
+                    term = qb
+                if bid <= pb:
+                    term -= pqb
+                if ask <= pa:
+                    term -= qa
+                if ask >= pa:
+                    term += pqa
+            fs[ft.PB], fs[ft.PA] = bid, ask
+            is_[ft.PQB], is_[ft.PQA], is_[ft.HAS_PREV] = qb, qa, 1
+            r = int(is_[ft.NB])
+            for a, x in zip(bk, (t_key * 4 + 1, t, term, bid, qb, ask, qa)):
+                a[r] = x
+            is_[ft.NB] = r + 1
+        elif e == "trade" or e == "aggTrade":
+            f_trade = _frontier(fs[ft.F_TRADE])
+            T = data.get("T")
+            if T is None:
+                T = data.get("E")
+            if T is None:  # as Merger.push does with a missing key
+                t = recv
+                t_key = _stalled(0 if f_trade == _NEG_INF else f_trade, f_trade, recv, stall,
+                                 "trades", self._stalls)
+            else:
+                t = T
+                if T >= f_trade and T >= recv - stall:
+                    t_key = T
+                else:
+                    t_key = _stalled(T, f_trade, recv, stall, "trades", self._stalls)
+            fs[ft.F_TRADE] = t_key
+            if data.get("X", "MARKET") == "MARKET":  # others are skipped
+                r = int(is_[ft.NT])
+                for a, x in zip(tr, (t_key * 4, t, round(float(data["q"]) * SCALE),
+                                     not data["m"])):
+                    a[r] = x
+                is_[ft.NT] = r + 1
+        return 0
+
+
+
 def _stalled(t, frontier, recv, stall: int, stream: str, stalls: list):
     """:func:`~daemons.marketdata.merge.stalled_key`, noting a silence in ``stalls``."""
     floor = recv - stall
@@ -345,3 +528,155 @@ def _release(trades: list, books: list, depth: list, f_trade, f_book, f_depth) -
         merged += p
     merged.sort(key=_KEY)  # stable: equal keys stay in stream order; ranks differ across
     return merged
+
+
+def _ticks():
+    """(:mod:`.fastticks`, ``fastbook.scan_block``), or None without numba."""
+    try:
+        from ..marketdata.fastbook import scan_block
+        from . import fastticks
+    except ImportError:   # numba missing or unusable here: the Python loop
+        return None
+    return fastticks, scan_block
+
+
+def _frontier(f):
+    """A frontier kept as a float: the int it is (-inf stays)."""
+    return _NEG_INF if f == _NEG_INF else int(f)
+
+
+def _take_stalls(sl, n: int, stalls: list) -> None:
+    names = ("trades", "book")
+    for s, t, until in zip(sl[0][:n].tolist(), sl[1][:n].tolist(), sl[2][:n].tolist()):
+        stalls.append({"stream": names[s], "t": t, "until": until})
+
+
+class _Pending:
+    """The trade and book rows read but not yet released (arrays, each stream in order)."""
+
+    def __init__(self, np):
+        self.np = np
+        self.tr = tuple(np.empty(0, d) for d in (np.int64, np.int64, np.int64, np.bool_))
+        self.bk = tuple(np.empty(0, d) for d in (np.int64, np.int64, np.int64, np.float64,
+                                                   np.int64, np.float64, np.int64))
+
+    def add(self, tr, nt: int, bk, nb: int) -> None:
+        cat = self.np.concatenate
+        if nt:
+            self.tr = tuple(cat((a, b[:nt])) if len(a) else b[:nt].copy()
+                            for a, b in zip(self.tr, tr))
+        if nb:
+            self.bk = tuple(cat((a, b[:nb])) if len(a) else b[:nb].copy()
+                            for a, b in zip(self.bk, bk))
+
+    def books_trades(self) -> int:
+        return len(self.tr[0]) + len(self.bk[0])
+
+    def held(self) -> int:
+        return self.books_trades()
+
+    def release(self, depth: list, f_trade, f_book, f_depth):
+        """The rows no stream can still precede (as :func:`_release`), merged by key: (kind,
+        t, value, is_buy, bid, ask, bid qty, ask qty) arrays, or None."""
+        np = self.np
+        bound = min(f_trade * 4, f_book * 4 + 1, f_depth * 4 + 2)
+        if bound == _NEG_INF:
+            return None
+        it = len(self.tr[0]) if bound == _POS_INF else int(
+            np.searchsorted(self.tr[0], bound, "left"))
+        ib = len(self.bk[0]) if bound == _POS_INF else int(
+            np.searchsorted(self.bk[0], bound, "left"))
+        idp = len(depth) if bound == _POS_INF else bisect_left(depth, bound, key=_KEY)
+        if not (it or ib or idp):
+            return None
+        tr = tuple(a[:it] for a in self.tr)
+        self.tr = tuple(a[it:] for a in self.tr)
+        bk = tuple(a[:ib] for a in self.bk)
+        self.bk = tuple(a[ib:] for a in self.bk)
+        if idp:
+            dkey, _k, dt, dv = (np.array(c, np.int64) for c in zip(*depth[:idp]))
+            del depth[:idp]
+        else:
+            dkey = dt = dv = np.empty(0, np.int64)
+        n = it + ib + idp
+        key = np.concatenate((tr[0], bk[0], dkey))
+        kind = np.concatenate((np.zeros(it, np.int8), np.ones(ib, np.int8),
+                               np.full(idp, 2, np.int8)))
+        t = np.concatenate((tr[1], bk[1], dt))
+        v = np.concatenate((tr[2], bk[2], dv))
+        buy = np.zeros(n, np.bool_)
+        buy[:it] = tr[3]
+        bid = np.zeros(n)
+        bid[it:it + ib] = bk[3]
+        ask = np.zeros(n)
+        ask[it:it + ib] = bk[5]
+        qb = np.zeros(n, np.int64)
+        qb[it:it + ib] = bk[4]
+        qa = np.zeros(n, np.int64)
+        qa[it:it + ib] = bk[6]
+        if (it and ib) or (it and idp) or (ib and idp):
+            order = np.argsort(key, kind="stable")   # equal keys: one stream, in its order
+            kind, t, v, buy, bid, ask, qb, qa = (a[order] for a in (kind, t, v, buy, bid, ask,
+                                                                    qb, qa))
+        return kind, t, v, buy, bid, ask, qb, qa
+
+
+class _Sums:
+    """:meth:`SignalCore.process_items` over merged row arrays: the per-row work in
+    :func:`.fastticks.accumulate`, each closed interval's record by the core."""
+
+    def __init__(self, np, core: SignalCore, sym: str):
+        from .core import _Symbol
+
+        self.np = np
+        self.core = core
+        self.sym = sym
+        st = core.symbols.get(sym)
+        if st is None:
+            st = core.symbols[sym] = _Symbol()
+        self.st = st
+        self.si = np.zeros(11, np.int64)
+        self.sf = np.zeros(2)
+        self.si[0] = -1 if st.bucket is None else st.bucket
+        self.si[1:7] = (st.ofi1, st.ofi5, st.buy, st.sell, st.trades, st.books)
+        if st.pb is not None:
+            self.si[7] = 1
+            self.sf[:] = (st.pb, st.pa)
+        self.started = False
+
+    def feed(self, rows) -> list[dict]:
+        if rows is None:
+            return []
+        np = self.np
+        from .fastticks import accumulate
+
+        n = len(rows[0])
+        ci = np.empty((n, 8), np.int64)
+        cf = np.empty((n, 2))
+        st = self.st
+        if st.bucket is None:
+            st.bucket = int(rows[1][0] // self.core.interval)
+        nc = accumulate(*rows, self.core.interval, self.si, self.sf, ci, cf)
+        out = []
+        close, sym = self.core.close_sums, self.sym
+        for (b, o1, o5, by, sl, nt, nb, hp), (pb, pa) in zip(ci[:nc].tolist(),
+                                                              cf[:nc].tolist()):
+            if not hp:
+                pb = pa = None
+            bucket = st.bucket
+            while bucket < b:   # SignalCore._close_until: the open one, then the empty ones
+                out.append(close(sym, st, bucket, o1, o5, by, sl, nt, nb, pb, pa))
+                st.late = 0
+                o1 = o5 = by = sl = nt = nb = 0
+                bucket += 1
+            st.bucket = bucket
+        return out
+
+    def done(self, is_, ft) -> None:
+        """Leave the open interval's sums and the last book in the core's state."""
+        st, si = self.st, self.si.tolist()
+        st.ofi1, st.ofi5, st.buy, st.sell, st.trades, st.books = si[1:7]
+        if si[7]:
+            st.pb, st.pa = self.sf.tolist()
+        if si[10]:
+            st.qb, st.qa = si[8], si[9]
