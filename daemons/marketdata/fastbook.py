@@ -757,3 +757,154 @@ def depth_message(line: bytes, at: int) -> dict | None:
     d["b"] = _LineLevels(buf, b0, bn, line, at, "b")
     d["a"] = _LineLevels(buf, a0, an, line, at, "a")
     return d
+
+
+# -- chained diffs of one symbol, applied a block at a time ------------------------------------
+
+#: :func:`chained_diffs` int state: the book's last ``u``, touched, the items / silences
+#: written, the previous levels' counts (bids, asks), the stamp's divisor
+CH_LAST_U, CH_TOUCHED, CH_NI, CH_NS, CH_NPB, CH_NPA, CH_DIV = range(7)
+
+
+@njit(cache=True, nogil=True)
+def _side_term(ppx, pqs, pn, cpx, cqs, cn, n, bid):
+    """core.side_term over arrays (a thin side's missing levels at -inf / +inf, qty 0)."""
+    e = np.int64(0)
+    edge = -np.inf if bid else np.inf
+    for i in range(n):
+        if i < cn:
+            p = cpx[i]
+            q = cqs[i]
+        else:
+            p = edge
+            q = np.int64(0)
+        if i < pn:
+            pp = ppx[i]
+            pq = pqs[i]
+        else:
+            pp = edge
+            pq = np.int64(0)
+        if bid:
+            if p >= pp:
+                e += q
+            if p <= pp:
+                e -= pq
+        else:
+            if p <= pp:
+                e -= q
+            if p >= pp:
+                e += pq
+    return e
+
+
+@njit(cache=True, nogil=True)
+def chained_diffs(buf, starts, ends, stamps, kinds, j, want, stall, si, sf,
+                  bkeys, bused, bqf, bqs, bbest, bst, bedge,
+                  akeys, aused, aqf, aqs, abest, ast, aedge,
+                  n, pbpx, pbqs, papx, paqs, tpx, tqf, tqs, px, qf, zs, out,
+                  ik, it, ie, st_t, st_until):
+    """The depth lines ``j, j+1, ...`` of a block (``scan_block``'s arrays) that chain on an
+    in-sync USD-M :class:`ArrayBook` whose previous levels are its top (``DepthTerms``'s
+    ``prev_is_book``), applied as :meth:`DepthTerms.diff` applies them: the book's sides,
+    ``si[CH_LAST_U]`` / ``si[CH_TOUCHED]``, the previous levels (``pb*`` / ``pa*``, counts in
+    ``si``), the frontier ``sf[0]``, the items (key*4+2, t, term) and the silences (t, until).
+    Lines of other streams are skipped, diffs of other symbols too; returns the index of the
+    first line it leaves to the caller (anything else: a diff that does not chain, a message
+    :func:`_depth_message` does not read, a side that must grow first), ``len(starts)`` at the
+    end."""
+    nl = starts.shape[0]
+    div = si[CH_DIV]
+    if div == 0:
+        return j
+    nw = want.shape[0]
+    while j < nl:
+        kind = kinds[j]
+        if kind == OTHER_STREAM:
+            j += 1
+            continue
+        if kind != DEPTH_STREAM:
+            return j
+        s = starts[j]
+        e = ends[j]
+        i = s
+        while buf[i] != 32:
+            i += 1
+        line = buf[:e]
+        if not _depth_message(line, i + 1, _STREAM_TAG, _DEPTH_KEY, _DEPTH_UPDATE, px, qf, zs,
+                              out):
+            return j
+        flags = out[5]
+        if not flags & _F_S:
+            return j
+        s0 = out[6]
+        if out[7] - s0 != nw:
+            j += 1
+            continue
+        same = True
+        for k in range(nw):
+            if buf[s0 + k] != want[k]:
+                same = False
+                break
+        if not same:
+            j += 1
+            continue
+        if not flags & _F_PU or out[4] != si[CH_LAST_U]:
+            return j
+        bn = out[9]
+        an = out[11]
+        if bst[_COUNT] + bn > (bkeys.shape[0] >> 1) or ast[_COUNT] + an > (akeys.shape[0] >> 1):
+            return j
+        recv = stamps[j] // div
+        if bn == 0:
+            bst[_TOUCHED] = 0
+            tb = False
+        else:
+            if _parse_levels(line, out[8], e, px, qf, zs) != bn:
+                return j    # (not reached: the message was read)
+            tb = _apply(bkeys, bused, bqf, bqs, bbest, bst, bedge, px, qf, zs, bn)
+        if an == 0:
+            ast[_TOUCHED] = 0
+            ta = False
+        else:
+            _parse_levels(line, out[10], e, px, qf, zs)
+            ta = _apply(akeys, aused, aqf, aqs, abest, ast, aedge, px, qf, zs, an)
+        si[CH_TOUCHED] = 1 if (tb or ta) else 0
+        si[CH_LAST_U] = out[3]
+        t = out[0] if flags & _F_E else recv
+        # the key: t raised to the frontier and to recv - stall (DepthTerms._key)
+        f = sf[0]
+        floor = recv - stall
+        if t >= f and t >= floor:
+            sf[0] = t
+            key = np.int64(t)
+        else:
+            kf = f if f > floor else np.float64(floor)
+            if t > kf:
+                kf = np.float64(t)
+            if floor > f and f != -np.inf:
+                m = si[CH_NS]
+                st_t[m] = np.int64(f)
+                st_until[m] = t
+                si[CH_NS] = m + 1
+            sf[0] = kf
+            key = np.int64(kf)
+        term = np.int64(0)
+        if tb:
+            c = _top(bkeys, bused, bqf, bqs, bbest, bst, n, tpx, tqf, tqs)
+            term += _side_term(pbpx, pbqs, si[CH_NPB], tpx, tqs, c, n, True)
+            pbpx[:c] = tpx[:c]
+            pbqs[:c] = tqs[:c]
+            si[CH_NPB] = c
+        if ta:
+            c = _top(akeys, aused, aqf, aqs, abest, ast, n, tpx, tqf, tqs)
+            term += _side_term(papx, paqs, si[CH_NPA], tpx, tqs, c, n, False)
+            papx[:c] = tpx[:c]
+            paqs[:c] = tqs[:c]
+            si[CH_NPA] = c
+        r = si[CH_NI]
+        ik[r] = key * 4 + 2
+        it[r] = t
+        ie[r] = term
+        si[CH_NI] = r + 1
+        j += 1
+    return j

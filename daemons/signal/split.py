@@ -11,12 +11,15 @@ so neither process needs the lines the other one owns.
 """
 from __future__ import annotations
 
+from itertools import repeat
+
 import orjson
 
 from ..marketdata.forked import DepthWorkerError, Worker, fork
 from ..marketdata.formats import (FormatError, bad_line, iter_blocks, iter_line_chunks,
                                   open_binary, stamp_divisor)
 from ..marketdata.merge import STALL_MS
+from .core import DEPTH
 from .depth_terms import DepthTerms
 
 # a combined-stream message starts with this; a depth stream's name holds DEPTH_TAG
@@ -105,68 +108,26 @@ def _send_depth(conn, paths, symbol, levels, prev, stall_ms) -> None:
     """The depth lines of ``paths`` -> batches ``("d", items, frontier)``, one per chunk read,
     then ``("end", gaps, prev, stalls, newest)``. Same digestion as :meth:`OfflineRun._fast`
     does in process. ``frontier`` includes the silence floor (the latest receive time read,
-    from the chunk's last line, minus ``stall_ms``): the main process may release below it."""
-    want = symbol.upper()
-    file_symbol = symbol
+    from the chunk's last line, minus ``stall_ms``): the main process may release below it.
+
+    With numba, the diffs that chain on the synchronized book are read and applied a block at
+    a time by compiled code (:func:`~daemons.marketdata.fastbook.chained_diffs`); every other
+    line is read here, one at a time, on the same state."""
     fast = _fast_book(levels)
     depth = DepthTerms(levels, prev, stall_ms, book=fast[0](levels=levels) if fast else None)
-    with_levels = fast[1] if fast else None
-    message = fast[3] if fast else None
+    reader = _Lines(depth, symbol, fast)
     stall = depth.stall_ms
     newest = float("-inf")
-    loads = orjson.loads
-    decode_error = orjson.JSONDecodeError
-    tag, dtag, name = STREAM_TAG, DEPTH_TAG, NAME_AT
     sent_frontier = depth.frontier
-    scan = fast[2] if fast else None
+    chained = _Chained(depth, symbol, levels) if fast else None
     for path in paths:
-        div = None
-        for lines, nos, last in _chunks(path, scan):
+        reader.div = None
+        for lines, nos, last in (_chunks(path, None) if chained is None
+                                 else chained.blocks(path, reader)):
             for j, line in enumerate(lines):
-                sp = line.find(b" ")
-                # a stream other than depth: the main process's (the first line sets `div`)
-                if sp > 0 and div is not None and line.startswith(tag, sp + 1) \
-                        and line.find(dtag, sp + name, line.find(b'"', sp + name)) < 0:
-                    continue
-                if sp <= 0:
-                    bad_line(path, nos.number(j), line)
-                    continue
-                try:
-                    ts = int(line[:sp])
-                except ValueError:
-                    bad_line(path, nos.number(j), line)
-                    continue
-                if div is None:
-                    div = stamp_divisor(ts)
-                recv = ts // div
-                if message is not None and line.startswith(tag, sp + 1):
-                    data = message(line, sp + 1)   # a plain diff, read without orjson
-                    if data is not None:
-                        s = data.get("s")
-                        if (file_symbol if s is None else s) == want:
-                            depth.diff(data, recv)
-                        continue
-                body = line[sp + 1:]
-                try:
-                    msg = loads(body)
-                except decode_error:
-                    bad_line(path, nos.number(j), line)
-                    continue
-                stream = msg.get("stream")
-                data = msg["data"] if stream is not None else msg
-                s = data.get("s")
-                if s is None:
-                    s = file_symbol
-                if s == want:
-                    e = data.get("e")
-                    if e is None:
-                        if "lastUpdateId" in data:
-                            depth.snapshot(data, recv)
-                    elif e == "depthUpdate":
-                        depth.diff(data if with_levels is None
-                                   else with_levels(data, line, sp + 1), recv)
-            if div is not None:
-                newest = max(newest, _last_stamp(last(), div))
+                reader.line(path, nos.number(j), line)
+            if reader.div is not None:
+                newest = max(newest, _last_stamp(last(), reader.div))
             frontier = max(depth.frontier, newest - stall)
             if depth.items or frontier != sent_frontier:
                 conn.send(("d", depth.items, frontier))
@@ -175,6 +136,181 @@ def _send_depth(conn, paths, symbol, levels, prev, stall_ms) -> None:
     if newest - stall > depth.frontier != float("-inf"):  # silent to the end
         depth.stalls.append({"stream": "depth", "t": depth.frontier, "until": None})
     conn.send(("end", depth.gaps, depth.prev, depth.stalls, newest))
+
+
+class _Lines:
+    """The depth worker's reading of one line (the stamp's unit ``div`` is the file's)."""
+
+    def __init__(self, depth: DepthTerms, symbol: str, fast):
+        self.depth = depth
+        self.want = symbol.upper()
+        self.file_symbol = symbol
+        self.with_levels = fast[1] if fast else None
+        self.message = fast[3] if fast else None
+        self.div = None
+
+    def line(self, path: str, number: int, line: bytes) -> None:
+        tag, dtag, name = STREAM_TAG, DEPTH_TAG, NAME_AT
+        sp = line.find(b" ")
+        div = self.div
+        # a stream other than depth: the main process's (the first line sets `div`)
+        if sp > 0 and div is not None and line.startswith(tag, sp + 1) \
+                and line.find(dtag, sp + name, line.find(b'"', sp + name)) < 0:
+            return
+        if sp <= 0:
+            bad_line(path, number, line)
+            return
+        try:
+            ts = int(line[:sp])
+        except ValueError:
+            bad_line(path, number, line)
+            return
+        if div is None:
+            div = self.div = stamp_divisor(ts)
+        recv = ts // div
+        depth, want = self.depth, self.want
+        message = self.message
+        if message is not None and line.startswith(tag, sp + 1):
+            data = message(line, sp + 1)   # a plain diff, read without orjson
+            if data is not None:
+                s = data.get("s")
+                if (self.file_symbol if s is None else s) == want:
+                    depth.diff(data, recv)
+                return
+        body = line[sp + 1:]
+        try:
+            msg = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            bad_line(path, number, line)
+            return
+        stream = msg.get("stream")
+        data = msg["data"] if stream is not None else msg
+        s = data.get("s")
+        if s is None:
+            s = self.file_symbol
+        if s == want:
+            e = data.get("e")
+            if e is None:
+                if "lastUpdateId" in data:
+                    depth.snapshot(data, recv)
+            elif e == "depthUpdate":
+                with_levels = self.with_levels
+                depth.diff(data if with_levels is None
+                           else with_levels(data, line, sp + 1), recv)
+
+
+class _Chained:
+    """The blocks of a file for the depth worker with numba: the diffs that chain on the
+    synchronized book applied by :func:`~daemons.marketdata.fastbook.chained_diffs`, the
+    other lines read by :meth:`_Lines.line` (see :meth:`blocks`)."""
+
+    def __init__(self, depth: DepthTerms, symbol: str, levels: int):
+        import numpy as np
+
+        from ..marketdata import fastbook
+
+        self.np = np
+        self.fb = fastbook
+        self.depth = depth
+        self.n = levels
+        self.want = np.frombuffer(symbol.upper().encode(), np.uint8)
+        self.si = np.zeros(7, np.int64)
+        self.sf = np.zeros(1)
+        self.prev = (np.empty(levels), np.empty(levels, np.int64), np.empty(levels),
+                     np.empty(levels, np.int64))
+        self.top = (np.empty(levels), np.empty(levels), np.empty(levels, np.int64))
+        self.scratch = (np.empty(fastbook._MAX_LEVELS), np.empty(fastbook._MAX_LEVELS),
+                        np.empty(fastbook._MAX_LEVELS, np.bool_), np.zeros(12, np.int64))
+
+    def blocks(self, path: str, reader: _Lines):
+        """:func:`_chunks` with the scan, the chained diffs of each block applied here: yields
+        each block's lines left to ``reader`` (none: they were read here), as ``_chunks``
+        does."""
+        np = self.np
+        fb = self.fb
+        lineno = 0
+        first = True
+        for block in iter_blocks(path):
+            starts, ends, stamps, kinds = fb.scan_block(block)
+            if first:   # the file's first non-blank line is read whatever it is
+                for j, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
+                    if block[a:b].strip():
+                        kinds[j] = fb.UNTAGGED
+                        first = False
+                        break
+            nl = len(starts)
+            buf = np.frombuffer(block, np.uint8)
+            out = (np.empty(nl, np.int64), np.empty(nl, np.int64), np.empty(nl, np.int64),
+                   np.empty(nl + 1, np.int64), np.empty(nl + 1, np.int64))
+            j = 0
+            while j < nl:
+                if self._ready(reader):
+                    j = self._run(buf, starts, ends, stamps, kinds, j, out, reader.div)
+                    if j >= nl:
+                        break
+                if kinds[j] != fb.OTHER_STREAM:
+                    reader.line(path, lineno + j + 1, block[starts[j]:ends[j]])
+                j += 1
+            sl = starts.tolist()
+            el = ends.tolist()
+
+            def last(block=block, sl=sl, el=el):
+                out = []   # back to the last line with a stamp (all that _last_stamp reads)
+                for a, b in zip(reversed(sl), reversed(el)):
+                    out.append(block[a:b])
+                    if out[-1].find(b" ") > 0:
+                        break
+                return out[::-1]
+            yield (), None, last
+            lineno += nl
+
+    def _ready(self, reader: _Lines) -> bool:
+        """Whether the next diffs can be applied by the compiled code."""
+        depth = self.depth
+        book = depth.book
+        return (reader.div is not None and depth.prev_is_book and book._bridged
+                and book.spot is False)
+
+    def _run(self, buf, starts, ends, stamps, kinds, j: int, out, div: int) -> int:
+        fb = self.fb
+        depth = self.depth
+        book = depth.book
+        si, sf = self.si, self.sf
+        pbpx, pbqs, papx, paqs = self.prev
+        si[fb.CH_LAST_U] = book.last_u
+        si[fb.CH_TOUCHED] = 1 if book.touched else 0
+        si[fb.CH_NI] = si[fb.CH_NS] = 0
+        si[fb.CH_DIV] = div
+        nb, na = len(depth.prev_b), len(depth.prev_a)
+        si[fb.CH_NPB], si[fb.CH_NPA] = nb, na
+        for px, qs, lv in ((pbpx, pbqs, depth.prev_b), (papx, paqs, depth.prev_a)):
+            for i, (p, q) in enumerate(lv):
+                px[i] = p
+                qs[i] = q
+        sf[0] = depth.frontier
+        bs, as_ = book.bid_side, book.ask_side
+        ik, it, ie, st_t, st_until = out
+        j = fb.chained_diffs(buf, starts, ends, stamps, kinds, j, self.want, depth.stall_ms,
+                             si, sf, bs.keys, bs.used, bs.qf, bs.qs, bs.best, bs.st, bs.edge,
+                             as_.keys, as_.used, as_.qf, as_.qs, as_.best, as_.st, as_.edge,
+                             self.n, pbpx, pbqs, papx, paqs, *self.top, *self.scratch, ik, it,
+                             ie, st_t, st_until)
+        m = int(si[fb.CH_NI])
+        if m:
+            book.last_u = int(si[fb.CH_LAST_U])
+            book.touched = bool(si[fb.CH_TOUCHED])
+            nb, na = int(si[fb.CH_NPB]), int(si[fb.CH_NPA])
+            depth.prev_b = list(zip(pbpx[:nb].tolist(), pbqs[:nb].tolist()))
+            depth.prev_a = list(zip(papx[:na].tolist(), paqs[:na].tolist()))
+            depth.items.extend(zip(ik[:m].tolist(), repeat(DEPTH, m), it[:m].tolist(),
+                                   ie[:m].tolist()))
+            f = sf[0]
+            depth.frontier = int(f) if f != float("-inf") else f
+        ns = int(si[fb.CH_NS])
+        if ns:
+            for t, until in zip(st_t[:ns].tolist(), st_until[:ns].tolist()):
+                depth.stalls.append({"stream": "depth", "t": t, "until": until})
+        return j
 
 
 def _fast_book(levels: int):
