@@ -197,7 +197,8 @@ def _apply(keys, used, qfs, qss, best, st, edge, px, qf, zs, count):
                 st[_COUNT] -= 1
                 if (f >= e) if bid else (f <= e):
                     at = np.searchsorted(best[:nb], f)
-                    best[at:nb - 1] = best[at + 1:nb].copy()
+                    for x in range(at, nb - 1):   # (in place: no copy)
+                        best[x] = best[x + 1]
                     nb -= 1
                     if (f >= nth) if bid else (f <= nth):
                         touched = True
@@ -209,7 +210,8 @@ def _apply(keys, used, qfs, qss, best, st, edge, px, qf, zs, count):
             st[_COUNT] += 1
             if (f >= e) if bid else (f <= e):
                 at = np.searchsorted(best[:nb], f)
-                best[at + 1:nb + 1] = best[at:nb].copy()
+                for x in range(nb, at, -1):
+                    best[x] = best[x - 1]
                 best[at] = f
                 nb += 1
         qfs[slot] = qf[j]
@@ -223,7 +225,8 @@ def _apply(keys, used, qfs, qss, best, st, edge, px, qf, zs, count):
         _refill(keys, used, best, st, edge)
     elif nb > 2 * k:
         if bid:
-            best[:k] = best[nb - k:nb].copy()
+            for x in range(k):   # (forward: the source is to the right)
+                best[x] = best[nb - k + x]
             edge[0] = best[0]
         else:
             edge[0] = best[k - 1]
@@ -562,7 +565,7 @@ def _levels_end(buf, i, end, px, qf, zs):
 
 
 @njit(cache=True, nogil=True)
-def _depth_message(buf, i, tag, key, update, px, qf, zs, out):
+def _depth_message(buf, i, tag, key, update, px, qf, zs, out, apx=None, aqf=None, azs=None):
     """``{"stream":"<name>","data":{...}}`` of a diff at ``buf[i]`` (the line's end is the
     message's): its fields into ``out`` (E, T, U, u, pu, flags, s start, s end, b start,
     b count, a start, a count); False when it is anything else (other keys, null values,
@@ -651,7 +654,10 @@ def _depth_message(buf, i, tag, key, update, px, qf, zs, out):
             i += 1
         elif bit == 128 or bit == 256:
             start = i
-            count, i = _levels_end(buf, i, end, px, qf, zs)
+            if bit == 256 and apx is not None:   # the asks' levels kept apart
+                count, i = _levels_end(buf, i, end, apx, aqf, azs)
+            else:
+                count, i = _levels_end(buf, i, end, px, qf, zs)
             if count < 0:
                 return False
             if bit == 128:
@@ -801,7 +807,7 @@ def _side_term(ppx, pqs, pn, cpx, cqs, cn, n, bid):
 def chained_diffs(buf, starts, ends, stamps, kinds, j, want, stall, si, sf,
                   bkeys, bused, bqf, bqs, bbest, bst, bedge,
                   akeys, aused, aqf, aqs, abest, ast, aedge,
-                  n, pbpx, pbqs, papx, paqs, tpx, tqf, tqs, px, qf, zs, out,
+                  n, pbpx, pbqs, papx, paqs, tpx, tqf, tqs, px, qf, zs, out, sapx, saqf, sazs,
                   ik, it, ie, st_t, st_until):
     """The depth lines ``j, j+1, ...`` of a block (``scan_block``'s arrays) that chain on an
     in-sync USD-M :class:`ArrayBook` whose previous levels are its top (``DepthTerms``'s
@@ -831,7 +837,7 @@ def chained_diffs(buf, starts, ends, stamps, kinds, j, want, stall, si, sf,
             i += 1
         line = buf[:e]
         if not _depth_message(line, i + 1, _STREAM_TAG, _DEPTH_KEY, _DEPTH_UPDATE, px, qf, zs,
-                              out):
+                              out, sapx, saqf, sazs):
             return j
         flags = out[5]
         if not flags & _F_S:
@@ -855,19 +861,17 @@ def chained_diffs(buf, starts, ends, stamps, kinds, j, want, stall, si, sf,
         if bst[_COUNT] + bn > (bkeys.shape[0] >> 1) or ast[_COUNT] + an > (akeys.shape[0] >> 1):
             return j
         recv = stamps[j] // div
+        # (the message's levels were read: the bids' into px, qf, zs, the asks' into sapx, ...)
         if bn == 0:
             bst[_TOUCHED] = 0
             tb = False
         else:
-            if _parse_levels(line, out[8], e, px, qf, zs) != bn:
-                return j    # (not reached: the message was read)
             tb = _apply(bkeys, bused, bqf, bqs, bbest, bst, bedge, px, qf, zs, bn)
         if an == 0:
             ast[_TOUCHED] = 0
             ta = False
         else:
-            _parse_levels(line, out[10], e, px, qf, zs)
-            ta = _apply(akeys, aused, aqf, aqs, abest, ast, aedge, px, qf, zs, an)
+            ta = _apply(akeys, aused, aqf, aqs, abest, ast, aedge, sapx, saqf, sazs, an)
         si[CH_TOUCHED] = 1 if (tb or ta) else 0
         si[CH_LAST_U] = out[3]
         t = out[0] if flags & _F_E else recv

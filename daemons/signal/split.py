@@ -220,7 +220,9 @@ class _Chained:
                      np.empty(levels, np.int64))
         self.top = (np.empty(levels), np.empty(levels), np.empty(levels, np.int64))
         self.scratch = (np.empty(fastbook._MAX_LEVELS), np.empty(fastbook._MAX_LEVELS),
-                        np.empty(fastbook._MAX_LEVELS, np.bool_), np.zeros(12, np.int64))
+                        np.empty(fastbook._MAX_LEVELS, np.bool_), np.zeros(12, np.int64),
+                        np.empty(fastbook._MAX_LEVELS), np.empty(fastbook._MAX_LEVELS),
+                        np.empty(fastbook._MAX_LEVELS, np.bool_))
 
     def blocks(self, path: str, reader: _Lines):
         """:func:`_chunks` with the scan, the chained diffs of each block applied here: yields
