@@ -136,9 +136,13 @@ def _filled(home, cids) -> bool:
 
 
 def _exec_places(home) -> Counter:
-    lines = (home / "log" / "exec_log.jsonl").read_text().splitlines()
-    return Counter(e.get("client_order_id") for e in map(orjson.loads, lines)
+    return Counter(e.get("client_order_id") for e in _exec_lines(home)
                    if e.get("action") == "place")
+
+
+def _exec_lines(home) -> list[dict]:
+    return [orjson.loads(x) for x in
+            (home / "log" / "exec_log.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.timeout(120)
@@ -190,6 +194,9 @@ def test_broker_places_over_the_ws_api_and_falls_back_to_rest_while_it_is_down(
     assert ws_after == ws_before + 1             # the last one of `again`
     places = _exec_places(home)
     assert all(places[c] == 1 for c in over_ws + over_rest + again), places
+    way = {e["client_order_id"]: e.get("transport") for e in _exec_lines(home)
+           if e.get("action") == "place"}
+    assert {way[c] for c in over_ws} == {"ws"} and {way[c] for c in over_rest} == {"rest"}, way
     _assert_books_agree(home, venue)
 
 

@@ -2,7 +2,7 @@
 
 Fields: ts (epoch s), mode, action, symbol, client_order_id, order_id, outcome (ok | rejected |
 ambiguous | not_sent | not_found | error), status (the order's venue status), http (HTTP status),
-code (venue error code), ms (round-trip time). Never keys, signatures, listen keys or URLs with
+code (venue error code), ms (round-trip time), transport (rest | ws: the way the call went). Never keys, signatures, listen keys or URLs with
 query strings: only the fields above are written.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 import orjson
 
 FIELDS = ("mode", "action", "symbol", "client_order_id", "order_id", "outcome", "status", "http",
-          "code", "ms", "error")
+          "code", "ms", "error", "transport")
 
 
 class ExecLog:

@@ -122,7 +122,7 @@ class BinanceHttp:
         if self.exec_log is None:
             return
         ms = round((time.perf_counter() - t0) * 1000, 3) if t0 is not None else None
-        self.exec_log.write(action, outcome=outcome, ms=ms, **log, **fields)
+        self.exec_log.write(action, outcome=outcome, ms=ms, transport="rest", **log, **fields)
 
     # -- endpoints ------------------------------------------------------------------------------
     def sync_time(self) -> int:
