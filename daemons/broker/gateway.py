@@ -165,14 +165,18 @@ class BinanceGateway:
         params["newOrderRespType"] = self.order_resp_type
         return params
 
-    def place(self, order: Order, mark_price: float | None = None) -> VenueOrder:
+    def _checked_params(self, order: Order, mark_price: float | None) -> tuple[dict, dict]:
+        """``(params, log fields)`` of an order; a filter's refusal is logged and raised."""
         log = {"symbol": order.symbol, "client_order_id": order.client_order_id}
         try:
-            params = self.order_params(order, mark_price)
+            return self.order_params(order, mark_price), log
         except GatewayError as exc:
             if self.exec_log is not None:
                 self.exec_log.write("place", outcome="rejected", error=f"filter: {exc.msg}", **log)
             raise
+
+    def place(self, order: Order, mark_price: float | None = None) -> VenueOrder:
+        params, log = self._checked_params(order, mark_price)
         if self.wsapi is not None:
             try:
                 return parse_order(self.wsapi.new_order(params, log=log))
@@ -189,13 +193,7 @@ class BinanceGateway:
         ws = self.wsapi
         if ws is None or not ws.connected.is_set():
             return False
-        log = {"symbol": order.symbol, "client_order_id": order.client_order_id}
-        try:
-            params = self.order_params(order, mark_price)
-        except GatewayError as exc:
-            if self.exec_log is not None:
-                self.exec_log.write("place", outcome="rejected", error=f"filter: {exc.msg}", **log)
-            raise
+        params, log = self._checked_params(order, mark_price)
 
         def answered(result) -> None:
             if not isinstance(result, Exception):
