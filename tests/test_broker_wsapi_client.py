@@ -164,3 +164,30 @@ def test_an_overdue_answer_is_ambiguous_through_the_callback(procs, tmp_path):
         client.stop()
     # Assert
     assert isinstance(outcome, Ambiguous) and "no answer" in str(outcome)
+
+
+@pytest.mark.timeout(60)
+def test_an_old_connection_is_replaced_while_idle_and_requests_go_on(procs, tmp_path):
+    # Arrange: connections live 0.6 s (Binance's 24 h, shortened)
+    _p, port, _ = start_exchange(procs, tmp_path / "ex", "--symbols", SYMBOL)
+    client = _client(port, max_age_s=0.6)
+    price = _price(port, 0.97)
+    placed, refused = [], 0
+    try:
+        # Act: orders one after another across several rollovers
+        deadline = time.monotonic() + 3.0
+        i = 0
+        while time.monotonic() < deadline:
+            try:
+                placed.append(client.new_order(_limit(f"r-{i}", price)))
+            except WsUnavailable:   # between two connections: the caller goes over REST
+                refused += 1
+            i += 1
+            time.sleep(0.05)
+        connects = client.connects
+    finally:
+        client.stop()
+    # Assert: replaced, and every order sent was answered (none lost to a closing connection)
+    assert connects >= 3
+    assert len(placed) + refused == i and len(placed) >= i // 2
+    assert all(r["status"] == "NEW" for r in placed)

@@ -21,7 +21,9 @@ sans-I/O protocol over a plain (or TLS) socket that this module reads itself:
   timers: the answer is then read and handled in the owner's thread, with no other thread woken.
   While attached, callers of ``request`` leave the reading to the owner.
 * A background thread connects and reconnects; unattached, it also reads every
-  :data:`IDLE_READ_S` what no caller reads (pings, a closed connection).
+  :data:`IDLE_READ_S` what no caller reads (pings, a closed connection). A connection older
+  than :data:`MAX_AGE_S` is replaced when no request waits on it (a planned rollover: the
+  requests of the moment go over REST, none is ever made ambiguous by it).
 
 What an outcome means is the same as over REST (:mod:`.errors`):
 
@@ -54,6 +56,9 @@ from .errors import Ambiguous, GatewayError, NotSent, RateLimited, classify
 
 _LETTER = {"SECOND": "s", "MINUTE": "m", "HOUR": "h", "DAY": "d"}
 IDLE_READ_S = 0.2        # unattached: the background thread reads this often
+#: Binance closes a WebSocket API connection after 24 h; the client replaces it before then, at a
+#: moment no request waits on it, rather than have the venue cut it under an order in flight
+MAX_AGE_S = 23 * 3600.0
 READ_SIZE = 1 << 16
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
@@ -150,7 +155,7 @@ class WsApiClient:
     def __init__(self, url: str, api_key: str, api_secret: str, *, limiter, server_clock,
                  exec_log=None, timeout_s: float = 5.0, recv_window_ms: int = 5000,
                  resync=None, open_timeout_s: float = 5.0, reconnect_max_s: float = 10.0,
-                 clock=time.time):
+                 max_age_s: float = MAX_AGE_S, clock=time.time):
         self.url = url
         self._key = api_key
         self._secret = api_secret
@@ -162,6 +167,7 @@ class WsApiClient:
         self.resync = resync
         self.open_timeout_s = open_timeout_s
         self.reconnect_max_s = reconnect_max_s
+        self.max_age_s = max_age_s
         self.clock = clock
         self.connected = threading.Event()
         self.connects = 0
@@ -255,20 +261,38 @@ class WsApiClient:
                 self.connected.set()
                 self._log("ws_api_connect", "ok", {})
                 delay = 0.2
+                retire_at = time.monotonic() + self.max_age_s
+                retired = False
                 while not self._stop.is_set() and not conn.dead.wait(IDLE_READ_S):
                     if not self._attached:
                         self.pump()
                     self.service(read=False)
+                    if time.monotonic() >= retire_at and self._retire(conn):
+                        retired = True
+                        break
                 self._lose(conn)
                 with self._io_lock:
                     try:
                         conn.sock.close()
                     except OSError:
                         pass
-                self._log("ws_api_disconnect", "lost", {})
+                self._log("ws_api_disconnect", "retired" if retired else "lost", {})
+                if retired:
+                    continue          # the next connection at once
             if self._stop.wait(delay):
                 break
             delay = min(self.reconnect_max_s, delay * 2)
+
+    def _retire(self, conn: _Conn) -> bool:
+        """Close ``conn`` to new requests if none waits on it (True); a request already sent
+        keeps it open until answered. A sender that comes after finds it closed, and nothing
+        sent: it goes over REST."""
+        with self._io_lock, self._lock:
+            if any(s.conn is conn for s in self._pending.values()):
+                return False
+            self.connected.clear()
+            conn.dead.set()
+            return True
 
     def _lose(self, conn: _Conn) -> None:
         """The connection is gone: nothing more is sent on it, its requests are lost."""
