@@ -189,6 +189,23 @@ def test_backtest_report_files_exist(setup):
     assert f"| Fills | {fills} |" in text
 
 
+def test_backtest_report_equals_one_built_from_the_records(setup, tmp_path):
+    """The report process (records read during the run, charts drawn by two processes)
+    writes the files a plain build from the records on disk writes."""
+    from types import SimpleNamespace
+
+    from daemons.report.build import build
+
+    summary = orjson.loads((setup["home"] / runner.SUMMARY_FILE).read_bytes())["summary"]
+    result = SimpleNamespace(summary=SimpleNamespace(first_ms=summary["first_ms"],
+                                                     last_ms=summary["last_ms"]))
+    build(setup["home"], runner.report_period(result, "BTCUSDT"), out_dir=tmp_path)
+    got = setup["home"] / "reports" / "backtest"
+    assert sorted(p.name for p in got.iterdir()) == sorted(p.name for p in tmp_path.iterdir())
+    for p in tmp_path.iterdir():
+        assert (got / p.name).read_bytes() == p.read_bytes(), p.name
+
+
 def test_backtest_run_twice_gives_identical_records(setup, tmp_path):
     """A second run (in process, the library behind the verb) writes the same records."""
     cfg = configmod.load(setup["config"], {"home": str(tmp_path)})

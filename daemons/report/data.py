@@ -97,6 +97,86 @@ def load(home: str | os.PathLike, period: Period, topics: tuple[str, ...] = SMAL
     return ds
 
 
+class Tail:
+    """The small topics of a home read while they are being written (a backtest's report
+    process reads them during the run, so that little is left to read once it ends).
+
+        tail = Tail(home)
+        tail.poll()                 # now and then: reads what is new
+        ds = tail.load(period)      # once the writers are closed
+
+    :meth:`load` gives what :func:`load` gives: the records read, when every one of them lies
+    inside the period (so none is a look-back or start position, and a seek would have
+    started at the beginning) and there is no market-data feed and no unreadable line;
+    otherwise :func:`load` itself.
+    """
+
+    def __init__(self, home: str | os.PathLike):
+        self.home = home
+        self.bus = None
+        self.readers: dict = {}
+        self.records: dict[str, list[dict]] = {t: [] for t in SMALL_TOPICS}
+        self.bad = 0
+
+    def poll(self) -> None:
+        """Read what has been written since the last poll."""
+        if self.bus is None:
+            if not os.path.isdir(os.path.join(os.fspath(self.home), "bus")):
+                return
+            self.bus = open_bus(self.home)
+        for topic in SMALL_TOPICS:
+            reader = self.readers.get(topic)
+            if reader is None:
+                if not _exists(self.bus, topic):
+                    continue
+                reader = self.readers[topic] = self.bus.reader(topic)
+            out = self.records[topic]
+            while True:
+                batch = reader.read(5000)
+                if not batch:
+                    break
+                for rec, _pos in batch:
+                    if isinstance(rec, BadRecord):
+                        self.bad += 1
+                    else:
+                        out.append(rec)
+
+    def close(self) -> None:
+        for reader in self.readers.values():
+            reader.close()
+        self.readers = {}
+        if self.bus is not None:
+            self.bus.close()
+            self.bus = None
+
+    def load(self, period: Period) -> Dataset:
+        """The rest, and the period's :class:`Dataset` (as :func:`load` gives it)."""
+        try:
+            self.poll()
+            ds = self._dataset(period)
+        finally:
+            self.close()
+        return ds if ds is not None else load(self.home, period)
+
+    def _dataset(self, period: Period) -> Dataset | None:
+        if self.bus is None or self.bad:
+            return None
+        since, until = period.since_ms, period.until_ms
+        sinks = {}
+        for topic in SMALL_TOPICS + FEED_TOPICS:
+            if _exists(self.bus, topic):
+                if topic in FEED_TOPICS or topic not in self.readers:
+                    return None
+                sinks[topic] = self.bus.sink_of(topic)
+        for recs in self.records.values():
+            for rec in recs:
+                ts = rec["ts"]
+                if (since is not None and ts < since) or (until is not None and ts >= until):
+                    return None
+        return Dataset(period, self.records, {t: [] for t in JOIN_TOPICS}, {},
+                       {t: Feed() for t in FEED_TOPICS}, sinks, {})
+
+
 def _exists(bus, topic: str) -> bool:
     d = bus.topic_dir(topic)
     return os.path.isdir(d) and bus.last_seq(topic) > 0

@@ -260,16 +260,18 @@ def build_report(result: Result, symbol: str, charts: bool = True) -> Path:
 
 class ReportProcess:
     """:func:`build_report` in a process forked before the backtest starts, which imports the
-    report's modules (matplotlib: a good part of a second) while this one runs the backtest.
+    report's modules (matplotlib: a good part of a second) while this one runs the backtest,
+    and, once told the home (:meth:`watch`), reads its records as they are written.
 
         with ReportProcess() as reports:
-            result = run_catalog(...)
+            reports.watch(home)
+            result = run_catalog(..., home, ...)
             path = reports.build(result, symbol, charts)
 
     The report is the one :func:`build_report` writes (the same function, from the records on
-    disk). Without ``os.fork``, or when the forked process fails, it is built in this process
-    (an error in it then surfaces here as it would have). Leaving the ``with`` block without
-    :meth:`build` ends the forked process.
+    disk; :class:`daemons.report.data.Tail`). Without ``os.fork``, or when the forked process
+    fails, it is built in this process (an error in it then surfaces here as it would have).
+    Leaving the ``with`` block without :meth:`build` ends the forked process.
     """
 
     def __init__(self):
@@ -295,16 +297,22 @@ class ReportProcess:
         self.pid, self._jobs, self._answers = pid, jobs_w, answers_r
         return self
 
+    def watch(self, home) -> None:
+        """Have the forked process read ``home``'s records while they are written."""
+        if self.pid is not None and self._jobs is not None:
+            try:
+                _send(self._jobs, ("watch", str(home)))
+            except OSError:
+                pass
+
     def build(self, result: Result, symbol: str, charts: bool = True) -> Path:
         """:func:`build_report`, by the forked process when there is one."""
         if self.pid is not None:
-            import pickle
-
-            job = pickle.dumps((str(result.home), report_period(result, symbol), charts))
+            job = ("build", str(result.home), report_period(result, symbol), charts)
             try:
                 with open(self._jobs, "wb", closefd=True) as f:
                     self._jobs = None
-                    f.write(job)
+                    _send(f.fileno(), job)
                 with open(self._answers, "rb", closefd=True) as f:
                     self._answers = None
                     answer = f.read()
@@ -332,20 +340,58 @@ class ReportProcess:
             os.waitpid(pid, 0)
 
 
-def _report_child(jobs: int, answers: int) -> int:
-    """The forked process of :class:`ReportProcess`: import, wait for the job, build."""
+#: how often the report's process reads the records written since it last did (seconds)
+TAIL_EVERY_S = 0.05
+
+
+def _send(fd: int, message) -> None:
+    """One message to the report's process: its pickle's length (4 bytes), the pickle."""
     import pickle
+
+    data = pickle.dumps(message)
+    data = len(data).to_bytes(4, "big") + data
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _report_child(jobs: int, answers: int) -> int:
+    """The forked process of :class:`ReportProcess`: import, read the home's records while
+    they are written (once told it), wait for the job, build."""
+    import pickle
+    import select
 
     from ...report import charts  # noqa: F401  (the slow import, before the job comes)
     from ...report.build import build
+    from ...report.data import Tail
 
-    with open(jobs, "rb") as f:
-        job = f.read()
-    if not job:
-        return 0
-    home, period, with_charts = pickle.loads(job)
+    tail = None
+    buf = b""
+    job = None
+    while job is None:
+        if tail is not None and not select.select([jobs], [], [], TAIL_EVERY_S)[0]:
+            try:
+                tail.poll()
+            except Exception:   # reading it again at the end will tell
+                tail.close()
+                tail = None
+            continue
+        chunk = os.read(jobs, 1 << 16)
+        if not chunk:   # the backtest ended without a report
+            return 0
+        buf += chunk
+        while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big"):
+            n = int.from_bytes(buf[:4], "big")
+            message, buf = pickle.loads(buf[4:4 + n]), buf[4 + n:]
+            if message[0] == "watch":
+                tail = Tail(message[1])
+            elif message[0] == "build":
+                job = message[1:]
+    home, period, with_charts = job
+    if tail is not None and os.path.abspath(tail.home) != os.path.abspath(home):
+        tail.close()
+        tail = None
     try:
-        path = build(home, period, charts=with_charts)
+        path = build(home, period, charts=with_charts, fork=True, tail=tail)
     except BaseException:   # the caller builds it again itself, and shows the error
         return 1
     with open(answers, "wb") as f:

@@ -64,6 +64,8 @@ def _from_files(runner, paths, symbol, out, no_report, charts, progress, config_
         runner.make_engine(cfg, symbol, out=None)   # bad settings: ConfigError before any output
         home = runner.check_home(out) if out else \
             runner.new_home(home_of(cfg) / "backtests", symbol, info.first_ms)
+        if reports is not None:
+            reports.watch(home)
         show = sys.stderr.isatty() if progress is None else progress
         if show:
             result = _run_with_bar(runner, paths, symbol, cfg, home)
@@ -99,6 +101,8 @@ def _from_catalog(runner, catalog, start, end, symbol, out, no_report, charts, p
         first = max(sources[0]["first_ms"], start_ms or 0)
         home = runner.check_home(out) if out else \
             runner.new_home(home_of(cfg) / "backtests", symbol, first)
+        if reports is not None:
+            reports.watch(home)
         show = sys.stderr.isatty() if progress is None else progress
         if show:
             result = _catalog_with_bar(runner, catalog, symbol, cfg, home, start_ms, end_ms)
