@@ -70,3 +70,16 @@ def test_charts_drawn_by_a_forked_process_are_the_same(tmp_path):
     serial = build.draw(a)
     assert set(serial) == set(sections.CHARTS)
     assert build.draw(a, fork=True) == serial
+
+
+def test_build_with_a_forked_process_writes_the_same_files(tmp_path):
+    scenario.write(tmp_path / "home", "jsonl")
+    period = day(dt.date.fromisoformat(scenario.DATE))
+    build.build(tmp_path / "home", period, out_dir=tmp_path / "a")
+    build.build(tmp_path / "home", period, out_dir=tmp_path / "b", fork=True,
+                tail=data.Tail(tmp_path / "home"))
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert set(sections.CHARTS) <= set(names)
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()

@@ -28,8 +28,15 @@ def build(home: str | os.PathLike, period: Period,
     records of ``home`` read while they were written (:class:`data.Tail`), the same dataset.
     """
     ds = data.load(home, period) if tail is None else tail.load(period)
-    a = sections.analyse(ds)
-    images = draw(a, fork=fork) if charts else {}
+    # the forked process draws its charts from the dataset while this one analyses it
+    forked = _fork_draw(_dataset_jobs(ds)) if charts and fork else None
+    try:
+        a = sections.analyse(ds)
+    except BaseException:
+        if forked is not None:
+            forked.discard()
+        raise
+    images = draw(a, fork=fork, forked=forked) if charts else {}
     blocks = sections.blocks(a, set(images), drawn=charts)
     out = Path(out_dir) if out_dir is not None else report_dir(home, period)
     out.mkdir(parents=True, exist_ok=True)
@@ -43,10 +50,12 @@ def build(home: str | os.PathLike, period: Period,
     return out / REPORT_MD
 
 
-def draw(a: sections.Analysis, fork: bool = False) -> dict[str, bytes]:
-    """The charts that have data, as PNG bytes by file name. ``fork=True``: the latency chart
-    (about half of the drawing time) is drawn by a forked process while this one draws the
-    others; should that process fail, this one draws it too."""
+def draw(a: sections.Analysis, fork: bool = False, forked: _Forked | None = None
+         ) -> dict[str, bytes]:
+    """The charts that have data, as PNG bytes by file name. ``fork=True``: the latency and
+    fusion charts (about half of the drawing time) are drawn by a forked process while this
+    one draws the others (``forked``: that process, started already); should that process
+    fail, this one draws them too."""
     from . import charts  # lazy: matplotlib is slow to import
 
     jobs = {
@@ -55,7 +64,8 @@ def draw(a: sections.Analysis, fork: bool = False) -> dict[str, bytes]:
         "fusion.png": lambda: charts.fusion(a.fusion),
         "latency.png": lambda: charts.latency(a.latency),
     }
-    forked = _fork_draw({"latency.png": jobs["latency.png"]}) if fork else None
+    if fork and forked is None:
+        forked = _fork_draw({name: jobs[name] for name in FORKED})
     here = [name for name in jobs if forked is None or name not in forked.names]
     try:
         drawn = {name: jobs[name]() for name in here}
@@ -66,6 +76,22 @@ def draw(a: sections.Analysis, fork: bool = False) -> dict[str, bytes]:
     if forked is not None:
         drawn.update(forked.result(jobs))
     return {name: drawn[name] for name in jobs if drawn[name] is not None}
+
+
+#: the charts a forked process draws (``fork=True``)
+FORKED = ("fusion.png", "latency.png")
+
+
+def _dataset_jobs(ds: data.Dataset) -> dict:
+    """The :data:`FORKED` charts drawn from the dataset (the same data as the analysis')."""
+    from . import charts
+    from .metrics import signals_by_symbol
+
+    return {
+        "fusion.png": lambda: charts.fusion(
+            sections.fusion_series(signals_by_symbol(ds.records["signals"]))),
+        "latency.png": lambda: charts.latency(sections.latency_samples(ds)),
+    }
 
 
 class _Forked:

@@ -51,23 +51,34 @@ def analyse(ds: Dataset) -> Analysis:
         reason = str((intents.get(f.get("client_order_id")) or {}).get("reason") or "")
         marks.setdefault(f["symbol"], []).append(
             (m.fill_time(f), float(f["price"]), m.side_sign(f["side"]), reason))
-    feed_lat = {t: [v for sym in sorted(ds.feeds[t].latency_ms)
-                    for v in ds.feeds[t].latency_ms[sym]] for t in FEED_TOPICS}
     return Analysis(
         ds=ds, fills=fills, books=dict(sorted(books.items())), trips=trips,
         end_positions=_end_positions(ds),
         slippage=m.slippage(fills, intents), signals=sig,
         ic={s: m.information_coefficient(rows) for s, rows in sig.items()},
-        latency=m.latencies(rec["signals"], rec["intents"], rec["orders"],
-                            ds.lookback["signals"], ds.lookback["intents"], feed_lat),
+        latency=latency_samples(ds),
         orders=dict(sorted(m.order_outcomes(rec["orders"]).items())),
         equity=m.equity_series(fills, rec["positions"], ds.start_positions),
         position=m.position_series(fills, rec["positions"], ds.start_positions),
         prices=m.price_series(sig, ds.feeds["book"].price, ds.feeds["trades"].price),
         marks=dict(sorted(marks.items())),
-        fusion={s: [(int(r["bucket_ms"] + (r.get("interval_ms") or 0)), float(r["fusion"]))
-                    for r in rows if m.num(r.get("fusion"))] for s, rows in sig.items()},
+        fusion=fusion_series(sig),
     )
+
+
+def latency_samples(ds: Dataset) -> dict[str, list[float]]:
+    """:attr:`Analysis.latency` (the latency chart's data, alone)."""
+    rec = ds.records
+    feed_lat = {t: [v for sym in sorted(ds.feeds[t].latency_ms)
+                    for v in ds.feeds[t].latency_ms[sym]] for t in FEED_TOPICS}
+    return m.latencies(rec["signals"], rec["intents"], rec["orders"],
+                       ds.lookback["signals"], ds.lookback["intents"], feed_lat)
+
+
+def fusion_series(sig: dict[str, list[dict]]) -> dict[str, list[tuple[int, float]]]:
+    """:attr:`Analysis.fusion` of :func:`metrics.signals_by_symbol`'s rows."""
+    return {s: [(int(r["bucket_ms"] + (r.get("interval_ms") or 0)), float(r["fusion"]))
+                for r in rows if m.num(r.get("fusion"))] for s, rows in sig.items()}
 
 
 def _end_positions(ds: Dataset) -> dict[str, dict]:

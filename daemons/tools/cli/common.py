@@ -5,8 +5,6 @@ import functools
 
 import click
 
-from bus import open_bus
-
 from ... import config as configmod
 
 
@@ -103,6 +101,8 @@ def load_config(config_path=None, **overrides) -> dict:
 
 
 def open_cli_bus(cfg: dict, sink: str | None = None):
+    from bus import open_bus   # here: most verbs never open the bus
+
     return open_bus(configmod.home_of(cfg), sink=sink or cfg["sink"], **cfg["bus"])
 
 
