@@ -113,3 +113,14 @@ def test_compiled_reader_bad_line_is_reported_with_its_number(data_dir, tmp_path
     for workers in (2, 1):
         with pytest.raises(FormatError, match=rf":{at + 1}: unparseable JSON"):
             list(OfflineRun([str(p)], "BTCUSDT", workers=workers))
+
+
+@pytest.mark.slow   # forks the depth worker
+def test_compiled_reader_symbol_not_in_the_recording_leaves_the_core_as_python_does(data_dir):
+    paths = [str(data_dir / "hftbacktest/usdm/btcusdt_20240718.gz")]
+    fast, got = _run(paths, "ethusdt", 2)   # (the untagged snapshot is "ethusdt"'s)
+    one, want = _run(paths, "ethusdt", 1)
+    assert fast.workers == 2
+    assert got == want == b"[]"
+    assert orjson.dumps(fast.core.state()) == orjson.dumps(one.core.state())
+    assert fast.messages == one.messages

@@ -626,11 +626,15 @@ class _Sums:
     :func:`.fastticks.accumulate`, each closed interval's record by the core."""
 
     def __init__(self, np, core: SignalCore, sym: str):
-        from .core import _Symbol
-
         self.np = np
         self.core = core
         self.sym = sym
+        self.st = None   # the symbol's state, made (if new) by the first rows, as process_items
+
+    def _start(self) -> None:
+        from .core import _Symbol
+
+        np, core, sym = self.np, self.core, self.sym
         st = core.symbols.get(sym)
         if st is None:
             st = core.symbols[sym] = _Symbol()
@@ -642,11 +646,12 @@ class _Sums:
         if st.pb is not None:
             self.si[7] = 1
             self.sf[:] = (st.pb, st.pa)
-        self.started = False
 
     def feed(self, rows) -> list[dict]:
         if rows is None:
             return []
+        if self.st is None:
+            self._start()
         np = self.np
         from .fastticks import accumulate
 
@@ -674,6 +679,8 @@ class _Sums:
 
     def done(self, is_, ft) -> None:
         """Leave the open interval's sums and the last book in the core's state."""
+        if self.st is None:
+            return
         st, si = self.st, self.si.tolist()
         st.ofi1, st.ofi5, st.buy, st.sell, st.trades, st.books = si[1:7]
         if si[7]:
