@@ -503,13 +503,12 @@ class StrategyCore:
         if not loss and not dd_limit:
             return None
         pnl, dd = self.daily_pnl(), self.drawdown()
-        date = time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
         if st.state == ACTIVE:
             if loss and pnl <= -loss:
-                return REDUCING, f"{DAILY_LOSS_REASON}: PnL {pnl:.2f} USDT on {date}"
+                return REDUCING, f"{DAILY_LOSS_REASON}: PnL {pnl:.2f} USDT on {_date(day)}"
             if dd_limit and dd >= dd_limit:
                 return REDUCING, (f"{DRAWDOWN_REASON}: PnL {pnl:.2f} USDT, {dd:.2f} below the "
-                                  f"day's high, on {date}")
+                                  f"day's high, on {_date(day)}")
         if st.state == REDUCING and st.by == "strategy" \
                 and st.reason.startswith((DAILY_LOSS_REASON, DRAWDOWN_REASON)) and st.since \
                 and day > int(st.since // 86400) and not (loss and pnl <= -loss) \
@@ -612,3 +611,8 @@ class StrategyCore:
             "max_drawdown_usdt": self.limits.max_drawdown_usdt,
             "denied": self.counts["denied"], "denials": dict(self.denials),
         }
+
+
+def _date(day: int) -> str:
+    """``YYYY-MM-DD`` of a UTC day number."""
+    return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
