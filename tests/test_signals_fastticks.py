@@ -13,6 +13,11 @@ from daemons.signal.core import SignalCore
 from daemons.signal.offline import OfflineRun
 
 
+@pytest.fixture(autouse=True)
+def _compiled_for_small_files(monkeypatch):
+    monkeypatch.setattr(offline, "TICKS_MIN_BYTES", 0)
+
+
 def _run(paths, symbol, workers, stall_ms=30000):
     run = OfflineRun(paths, symbol, SignalCore(), workers=workers, stall_ms=stall_ms)
     out = orjson.dumps(list(run))

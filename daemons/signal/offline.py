@@ -21,6 +21,7 @@ are the results. ``workers=1`` keeps it in one process.
 """
 from __future__ import annotations
 
+import os
 from bisect import bisect_left
 from operator import itemgetter
 from typing import Iterator
@@ -38,6 +39,11 @@ _NEG_INF = float("-inf")
 _POS_INF = float("inf")
 _FAST_FORMATS = ("hftbacktest", "wsjson")
 _KEY = itemgetter(0)
+
+#: inputs (bytes on disk) from which the two-process path reads the book-ticker and trade
+#: lines with compiled code (:mod:`.fastticks`): loading it costs about 0.3 s, which the Python
+#: loop spends on about 4 MB of gzipped recording
+TICKS_MIN_BYTES = 12 << 20
 
 
 def run_files(paths: list[str], symbol: str, core: SignalCore | None = None,
@@ -131,7 +137,8 @@ class OfflineRun:
         else:
             depth = self._depth = remote
         try:
-            ticks = _ticks() if remote is not None and self._fmt == "hftbacktest" else None
+            ticks = _ticks() if (remote is not None and self._fmt == "hftbacktest"
+                                 and _size(self.paths) >= TICKS_MIN_BYTES) else None
             if ticks is not None:
                 yield from self._read_ticks(want, depth, remote, ticks)
             else:
@@ -538,6 +545,16 @@ def _ticks():
     except ImportError:   # numba missing or unusable here: the Python loop
         return None
     return fastticks, scan_block
+
+
+def _size(paths: list[str]) -> int:
+    total = 0
+    for p in paths:
+        try:
+            total += os.path.getsize(p)
+        except OSError:
+            pass
+    return total
 
 
 def _frontier(f):
