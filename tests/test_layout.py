@@ -56,3 +56,13 @@ def test_stages_import_from_the_tools_only_the_command_line_that_runs_them():
 
 def test_the_runtime_imports_nothing_of_the_tools():
     assert not {m for m in _imports(DAEMONS / "runtime.py") if m.startswith("daemons.tools")}
+
+
+def test_the_tools_find_the_shared_folder_beside_the_checkout(monkeypatch):
+    from daemons.tools.bench import signals
+    from daemons.tools.catalog import bench
+
+    monkeypatch.delenv("OFI_DATA_DIR", raising=False)
+    monkeypatch.delenv("OFI_BENCH_BASELINES", raising=False)
+    assert signals.data_dir() == ROOT.parent / "shared" / "data"
+    assert bench.baselines_dir() == ROOT.parent / "shared" / "bench-baselines" / "signals"

@@ -26,8 +26,9 @@ from ...signal.offline import OfflineRun
 
 def data_dir() -> Path:
     """The recorded data (``$OFI_DATA_DIR`` or ../shared/data beside the checkout)."""
-    root = Path(__file__).resolve().parents[2]
-    return Path(os.environ.get("OFI_DATA_DIR", root.parent / "shared" / "data"))
+    from ...config import ROOT
+
+    return Path(os.environ.get("OFI_DATA_DIR", ROOT.parent / "shared" / "data"))
 
 
 def default_inputs() -> list[str]:

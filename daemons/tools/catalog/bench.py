@@ -31,9 +31,10 @@ RECORDING = ("btcusdt_20240718.gz", "btcusdt_20240719.gz")
 
 def baselines_dir() -> Path:
     """The bench baselines' signal scripts (``$OFI_BENCH_BASELINES`` or ../shared/...)."""
-    root = Path(__file__).resolve().parents[2]
+    from ...config import ROOT
+
     return Path(os.environ.get("OFI_BENCH_BASELINES",
-                               root.parent / "shared" / "bench-baselines")) / "signals"
+                               ROOT.parent / "shared" / "bench-baselines")) / "signals"
 
 
 def make_corpus(copies: int, out: Path, data_dir: Path) -> Path:
