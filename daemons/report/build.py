@@ -36,7 +36,7 @@ def build(home: str | os.PathLike, period: Period,
         if forked is not None:
             forked.discard()
         raise
-    images = draw(a, fork=fork, forked=forked) if charts else {}
+    images = draw(a, forked) if charts else {}
     blocks = sections.blocks(a, set(images), drawn=charts)
     out = Path(out_dir) if out_dir is not None else report_dir(home, period)
     out.mkdir(parents=True, exist_ok=True)
@@ -50,12 +50,10 @@ def build(home: str | os.PathLike, period: Period,
     return out / REPORT_MD
 
 
-def draw(a: sections.Analysis, fork: bool = False, forked: _Forked | None = None
-         ) -> dict[str, bytes]:
-    """The charts that have data, as PNG bytes by file name. ``fork=True``: the latency and
-    fusion charts (about half of the drawing time) are drawn by a forked process while this
-    one draws the others (``forked``: that process, started already); should that process
-    fail, this one draws them too."""
+def draw(a: sections.Analysis, forked: _Forked | None = None) -> dict[str, bytes]:
+    """The charts that have data, as PNG bytes by file name. ``forked``: a process already
+    drawing the charts of :func:`_dataset_jobs` (about half of the drawing time) while this one draws
+    the others; should that process fail, this one draws them too."""
     from . import charts  # lazy: matplotlib is slow to import
 
     jobs = {
@@ -64,8 +62,6 @@ def draw(a: sections.Analysis, fork: bool = False, forked: _Forked | None = None
         "fusion.png": lambda: charts.fusion(a.fusion),
         "latency.png": lambda: charts.latency(a.latency),
     }
-    if fork and forked is None:
-        forked = _fork_draw({name: jobs[name] for name in FORKED})
     here = [name for name in jobs if forked is None or name not in forked.names]
     try:
         drawn = {name: jobs[name]() for name in here}
@@ -78,12 +74,9 @@ def draw(a: sections.Analysis, fork: bool = False, forked: _Forked | None = None
     return {name: drawn[name] for name in jobs if drawn[name] is not None}
 
 
-#: the charts a forked process draws (``fork=True``)
-FORKED = ("fusion.png", "latency.png")
-
-
 def _dataset_jobs(ds: data.Dataset) -> dict:
-    """The :data:`FORKED` charts drawn from the dataset (the same data as the analysis')."""
+    """The charts a forked process draws (``build(fork=True)``): the fusion and latency
+    charts, from the dataset (the same data as the analysis')."""
     from . import charts
     from .metrics import signals_by_symbol
 
