@@ -664,8 +664,8 @@ class OrderManager:
             elif o.order_id is None and fill.get("order_id") is not None:
                 self.journal.put(replace(o, order_id=int(fill["order_id"])))
         fill = {**fill, "client_order_id": cid}
-        if known and self.journal.orders[cid].trace is not None:
-            fill["trace"] = self.journal.orders[cid].trace
+        if known and o.trace is not None:
+            fill["trace"] = o.trace
         self._records.append(("fills", fill))
         self.journal.load_fill(fill)
         if known:

@@ -116,7 +116,6 @@ class BrokerStage(Stage):
                 self.log.warning("user_stream_unavailable", error=str(exc))
             self.marks = self.gateway.start_marks(settings.symbols, self.ctx.wake)
         if hasattr(self.gateway, "attach"):
-            self._loop_thread = threading.get_ident()
             self.gateway.attach()      # its answers are read by this loop from now on
             self._watch_ws()
         j = core.journal

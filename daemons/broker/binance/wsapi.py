@@ -51,6 +51,10 @@ import time
 from decimal import Decimal
 
 import orjson
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
 from .errors import Ambiguous, GatewayError, NotSent, RateLimited, classify
 
@@ -209,11 +213,6 @@ class WsApiClient:
         return conn.fd if conn is not None and not conn.dead.is_set() else -1
 
     def _open(self) -> _Conn:
-        from websockets.client import ClientProtocol
-        from websockets.frames import Frame
-        from websockets.protocol import State
-        from websockets.uri import parse_uri
-
         uri = parse_uri(self.url)
         sock = socket.create_connection((uri.host, uri.port), timeout=self.open_timeout_s)
         try:
@@ -324,8 +323,6 @@ class WsApiClient:
 
     def _read(self, conn: _Conn) -> int:
         """Read until the socket would block (with the read lock held)."""
-        from websockets.frames import Frame
-
         frames, gone = [], False
         while True:
             try:
@@ -358,8 +355,6 @@ class WsApiClient:
         return n
 
     def _handle_frames(self, conn: _Conn, frames) -> int:
-        from websockets.frames import Opcode
-
         n = 0
         for f in frames:
             if f.opcode in (Opcode.TEXT, Opcode.BINARY):
