@@ -2,6 +2,7 @@
 slow poll. Run as a script, this file is that consumer (see :func:`child_tail`)."""
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -107,14 +108,8 @@ def test_waker_naps_after_wake_ups_close_together(tmp_path, monkeypatch):
         waker.close()
 
 
-if __name__ == "__main__":
-    child_tail(sys.argv[1], sys.argv[2])
-
-
 def test_a_readable_descriptor_ends_a_wait_until_it_is_removed(tmp_path):
     # Arrange
-    import socket
-
     bus = open_bus(tmp_path)
     bus.watch("intents")
     waker = bus.waker
@@ -135,3 +130,7 @@ def test_a_readable_descriptor_ends_a_wait_until_it_is_removed(tmp_path):
     # Assert
     assert woke is True and waker.readable == 1
     assert later is False
+
+
+if __name__ == "__main__":
+    child_tail(sys.argv[1], sys.argv[2])
