@@ -7,7 +7,7 @@ import random
 import orjson
 import pytest
 
-pytest.importorskip("numba")
+pytest.importorskip("numba", reason="the compiled depth book needs numba (pinned in setup.cfg; missing only on a hand-made install)")
 
 from daemons.marketdata import formats  # noqa: E402
 from daemons.marketdata.book import LocalBook  # noqa: E402
