@@ -912,3 +912,142 @@ def chained_diffs(buf, starts, ends, stamps, kinds, j, want, stall, si, sf,
         si[CH_NI] = r + 1
         j += 1
     return j
+
+
+# -- chained diffs of one symbol as catalog rows (ofi data import) ------------------------------
+
+#: :func:`import_diffs` int state: the book's last ``u``, touched, may apply (the book is in
+#: sync and chained, USD-M), the current top levels are valid, their counts (bids, asks), rows
+#: in the buffer, its capacity, silences written, the stamp's divisor, messages counted, the
+#: message count at which the next batch floor is taken
+IM_LAST_U, IM_TOUCHED, IM_SYNC, IM_VALID, IM_NPB, IM_NPA, IM_N, IM_CAP, IM_NS, IM_DIV, \
+    IM_COUNT, IM_NB = range(12)
+#: :func:`import_diffs` float state: the merge frontier, the last key, the newest receive time
+IF_F, IF_LAST, IF_NEWEST = range(3)
+
+
+@njit(cache=True, nogil=True)
+def _counted(si, sf, recv, stall, batch):
+    """One more message read: Replay's batch floor first (its frontier rises to the newest
+    receive time read minus ``stall`` after every ``batch`` messages), then the count."""
+    if si[IM_COUNT] == si[IM_NB]:
+        si[IM_NB] += batch
+        fl = sf[IF_NEWEST] - stall
+        if fl > sf[IF_F]:
+            sf[IF_F] = fl
+    si[IM_COUNT] += 1
+    if recv > sf[IF_NEWEST]:
+        sf[IF_NEWEST] = recv
+
+
+@njit(cache=True, nogil=True)
+def import_diffs(buf, starts, ends, stamps, kinds, j, want, stall, batch, si, sf,
+                 bkeys, bused, bqf, bqs, bbest, bst, bedge,
+                 akeys, aused, aqf, aqs, abest, ast, aedge,
+                 n, cur, tpx, tqf, tqs, px, qf, zs, out, sapx, saqf, sazs,
+                 rint, rlv, st_idx, st_t, st_until):
+    """The lines ``j, j+1, ...`` of a block (``scan_block``'s arrays) as the import's depth
+    worker reads them: every line of another stream counted (Replay's batches), and the diffs
+    of ``want`` that chain on its in-sync USD-M :class:`ArrayBook` applied, each one a
+    ``depth`` row (the import's ``DepthRows``: its key, silences and top ``n`` levels).
+
+    Rows go to the buffer at ``si[IM_N]``: ``rint`` (key, t, recv, U, u, pu) x rows and
+    ``rlv`` (bid px, bid qty, ask px, ask qty) x levels x rows, NaN past the book's levels;
+    ``cur`` holds the top levels of the last row (same layout, counts in ``si``). Returns the
+    index of the first line it leaves to the caller (anything else, a full buffer, a side that
+    must grow first), ``len(starts)`` at the end."""
+    nl = starts.shape[0]
+    div = si[IM_DIV]
+    if div == 0:
+        return j
+    nw = want.shape[0]
+    while j < nl:
+        kind = kinds[j]
+        if kind == OTHER_STREAM:
+            _counted(si, sf, stamps[j] // div, stall, batch)
+            j += 1
+            continue
+        if kind != DEPTH_STREAM or si[IM_SYNC] == 0 or si[IM_N] >= si[IM_CAP]:
+            return j
+        s = starts[j]
+        e = ends[j]
+        i = s
+        while buf[i] != 32:
+            i += 1
+        if not _depth_message(buf[:e], i + 1, _STREAM_TAG, _DEPTH_KEY, _DEPTH_UPDATE, px, qf,
+                              zs, out, sapx, saqf, sazs):
+            return j
+        flags = out[5]
+        if not flags & _F_S or not flags & _F_PU or out[4] != si[IM_LAST_U]:
+            return j
+        s0 = out[6]
+        if out[7] - s0 != nw:
+            return j
+        for k in range(nw):
+            if buf[s0 + k] != want[k]:
+                return j
+        bn = out[9]
+        an = out[11]
+        if bst[_COUNT] + bn > (bkeys.shape[0] >> 1) or ast[_COUNT] + an > (akeys.shape[0] >> 1):
+            return j
+        recv = stamps[j] // div
+        _counted(si, sf, recv, stall, batch)
+        if bn == 0:
+            bst[_TOUCHED] = 0
+            tb = False
+        else:
+            tb = _apply(bkeys, bused, bqf, bqs, bbest, bst, bedge, px, qf, zs, bn)
+        if an == 0:
+            ast[_TOUCHED] = 0
+            ta = False
+        else:
+            ta = _apply(akeys, aused, aqf, aqs, abest, ast, aedge, sapx, saqf, sazs, an)
+        si[IM_TOUCHED] = 1 if (tb or ta) else 0
+        si[IM_LAST_U] = out[3]
+        t = out[0] if flags & _F_E else recv
+        # the key and the silence before it (DepthRows._key)
+        fl = recv - stall
+        last = sf[IF_LAST]
+        if fl > last and last != -np.inf:
+            m = si[IM_NS]
+            st_idx[m] = si[IM_COUNT]
+            st_t[m] = np.int64(last)
+            st_until[m] = t
+            si[IM_NS] = m + 1
+        f = sf[IF_F]
+        if t >= f and t >= fl:
+            kf = np.float64(t)
+        else:
+            kf = f if f > t else np.float64(t)
+            if fl > kf:
+                kf = np.float64(fl)
+        sf[IF_F] = kf
+        sf[IF_LAST] = kf
+        # the top levels, read again where the side may have changed (DepthRows._top)
+        valid = si[IM_VALID] == 1
+        if not valid or bst[_TOUCHED]:
+            c = _top(bkeys, bused, bqf, bqs, bbest, bst, n, tpx, tqf, tqs)
+            for x in range(n):
+                cur[0, x] = tpx[x] if x < c else np.nan
+                cur[1, x] = tqf[x] if x < c else np.nan
+            si[IM_NPB] = c
+        if not valid or ast[_TOUCHED]:
+            c = _top(akeys, aused, aqf, aqs, abest, ast, n, tpx, tqf, tqs)
+            for x in range(n):
+                cur[2, x] = tpx[x] if x < c else np.nan
+                cur[3, x] = tqf[x] if x < c else np.nan
+            si[IM_NPA] = c
+        si[IM_VALID] = 1
+        r = si[IM_N]
+        rint[0, r] = np.int64(kf)
+        rint[1, r] = t
+        rint[2, r] = recv
+        rint[3, r] = out[2]
+        rint[4, r] = out[3]
+        rint[5, r] = out[4]
+        for k in range(4):
+            for x in range(n):
+                rlv[k, x, r] = cur[k, x]
+        si[IM_N] = r + 1
+        j += 1
+    return j

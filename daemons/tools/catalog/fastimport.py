@@ -74,23 +74,6 @@ def _floats(values) -> pa.Array:
         return pa.array([float(v) for v in values], type=_F64)
 
 
-def _level_arrays(sides, levels: int) -> tuple[list, np.ndarray | None]:
-    """Per row a tuple of at most ``levels`` floats -> ``levels`` columns (null past a row's
-    length) and the row lengths' mask (None when every row is full)."""
-    n = len(sides)
-    lens = np.fromiter(map(len, sides), np.int64, n)
-    if n and (lens == levels).all():
-        flat = np.fromiter(chain.from_iterable(sides), np.float64, n * levels)
-        mat = flat.reshape(n, levels).T.copy()
-        return [pa.array(mat[i]) for i in range(levels)], None
-    pad = [(0.0,) * (levels - k) for k in range(levels + 1)]
-    flat = np.fromiter(chain.from_iterable(s if len(s) == levels else s + pad[len(s)]
-                                           for s in sides), np.float64, n * levels)
-    mat = flat.reshape(n, levels).T.copy()
-    missing = (np.arange(levels)[:, None] >= lens[None, :])
-    return [pa.array(mat[i], mask=missing[i]) for i in range(levels)], missing
-
-
 def _table(kind: str, rows: list, seq0: int, levels: int) -> tuple[pa.Table, np.ndarray]:
     """A batch of rows (see :class:`Sink`) as a table of ``store.schema(kind)``, and its ``t``."""
     n = len(rows)
@@ -107,13 +90,107 @@ def _table(kind: str, rows: list, seq0: int, levels: int) -> tuple[pa.Table, np.
                          pa.array(np.array(cols[7], dtype=np.bool_)),
                          pa.array(np.array(cols[8], dtype=np.bool_))]
     else:
-        arrays = head + [pa.array(cols[3], type=pa.string()), _ints(cols[4]), _ints(cols[5]),
-                         _ints(cols[6])]
-        for px, qty in ((cols[7], cols[8]), (cols[9], cols[10])):
-            p, _ = _level_arrays(px, levels)
-            q, _ = _level_arrays(qty, levels)
-            arrays += p + q
+        raise ValueError(f"no row table for {kind}")   # depth rows are DepthColumns
     return pa.Table.from_arrays(arrays, schema=store.schema(kind, levels)), t
+
+
+#: the ``type`` of depth rows, by code (:class:`DepthColumns`)
+DEPTH_TYPES = ("depth", "gap", "snapshot")
+_TYPE_CODE = {name: i for i, name in enumerate(DEPTH_TYPES)}
+_NAN = float("nan")
+
+
+class DepthColumns:
+    """A depth stream's rows (see :class:`Sink`) in columns, where the compiled reader
+    (:func:`~daemons.marketdata.fastbook.import_diffs`) writes them too: ``ints`` (key, t,
+    recv, U, u, pu) x rows with their nulls (U, u, pu), ``types`` (codes of
+    :data:`DEPTH_TYPES`), ``levels`` (bid px, bid qty, ask px, ask qty) x level x rows, NaN
+    past a row's levels. Rows appended as tuples wait in a list until :meth:`settle`."""
+
+    def __init__(self, levels: int, cap: int):
+        self.nlev = levels
+        self.n = 0
+        self.pending: list[tuple] = []
+        self.append = self.pending.append
+        self._alloc(cap)
+
+    def _alloc(self, cap: int) -> None:
+        self.cap = cap
+        self.ints = np.zeros((6, cap), np.int64)
+        self.nulls = np.zeros((3, cap), np.bool_)
+        self.types = np.zeros(cap, np.int8)
+        self.levels = np.full((4, self.nlev, cap), _NAN)
+
+    def __len__(self) -> int:
+        return self.n + len(self.pending)
+
+    def settle(self) -> None:
+        """The appended tuples into the columns."""
+        rows = self.pending
+        m = len(rows)
+        if not m:
+            return
+        a, b = self.n, self.n + m
+        if b > self.cap:
+            old = (self.ints, self.nulls, self.types, self.levels)
+            self._alloc(max(b, 2 * self.cap))
+            for new, o in zip((self.ints, self.nulls, self.types, self.levels), old):
+                new[..., :a] = o[..., :a]
+        cols = list(zip(*rows))
+        ints = self.ints
+        for c in range(3):
+            ints[c, a:b] = cols[c]
+        self.types[a:b] = [_TYPE_CODE[x] for x in cols[3]]
+        for c in range(3):
+            vals = cols[4 + c]
+            miss = False
+            if None in vals:
+                miss = [v is None for v in vals]
+                vals = [0 if v is None else v for v in vals]
+            ints[3 + c, a:b] = vals
+            self.nulls[c, a:b] = miss
+        nlev = self.nlev
+        pad = [(_NAN,) * (nlev - k) for k in range(nlev + 1)]
+        for k in range(4):
+            flat = np.fromiter(chain.from_iterable(
+                v if len(v) == nlev else v + pad[len(v)] for v in cols[7 + k]), np.float64,
+                m * nlev)
+            self.levels[k, :, a:b] = flat.reshape(m, nlev).T
+        self.n = b
+        del rows[:]
+
+    def take(self, limit: int, seq0: int) -> tuple[pa.Table, np.ndarray]:
+        """The first ``limit`` rows (at most) out of the buffer, as a table of
+        ``store.schema("depth")`` (``seq`` from ``seq0``), and their ``t``."""
+        self.settle()
+        m = min(limit, self.n)
+        ints, nulls = self.ints, self.nulls
+        t = ints[1, :m].copy()
+        arrays = [pa.array(np.arange(seq0, seq0 + m, dtype=np.int64)),
+                  pa.array(ints[0, :m].copy()), pa.array(t), pa.array(ints[2, :m].copy()),
+                  pa.DictionaryArray.from_arrays(self.types[:m].copy(),
+                                                 DEPTH_TYPES).cast(pa.string())]
+        for c in range(3):
+            miss = nulls[c, :m]
+            arrays.append(pa.array(ints[3 + c, :m].copy(), mask=miss.copy() if miss.any()
+                                   else None))
+        for side in self.levels:
+            for col in side:
+                col = col[:m].copy()
+                miss = np.isnan(col)
+                arrays.append(pa.array(col, mask=miss if miss.any() else None))
+        rest = self.n - m
+        if rest:   # (few: a buffer is taken as soon as it holds a row group)
+            ints[:, :rest] = ints[:, m:self.n]
+            nulls[:, :rest] = nulls[:, m:self.n]
+            self.types[:rest] = self.types[m:self.n]
+            self.levels[:, :, :rest] = self.levels[:, :, m:self.n]
+        # the compiled reader writes neither types (0: depth) nor nulls nor missing levels
+        self.levels[:, :, rest:self.n] = _NAN
+        self.nulls[:, rest:self.n] = False
+        self.types[rest:self.n] = 0
+        self.n = rest
+        return pa.Table.from_arrays(arrays, schema=store.schema("depth", self.nlev)), t
 
 
 class Sink:
@@ -133,11 +210,12 @@ class Sink:
         self.written: dict[tuple, int] = {}
         self.first = self.last = None
 
-    def rows(self, kind: str, symbol) -> list:
+    def rows(self, kind: str, symbol) -> list | DepthColumns:
         k = (kind, symbol)
         b = self.bufs.get(k)
         if b is None:
-            b = self.bufs[k] = []
+            b = self.bufs[k] = DepthColumns(self.levels, self.spool.depth_rows) \
+                if kind == "depth" else []
         return b
 
     def symbols(self) -> set:
@@ -148,16 +226,18 @@ class Sink:
         sp = self.spool
         for (kind, sym), buf in self.bufs.items():
             limit = sp.depth_rows if kind == "depth" else sp.flush_rows
-            while len(buf) >= limit or (final and buf):
-                part = buf[:limit]
-                del buf[:limit]
-                self._write(kind, sym, part)
+            while len(buf) >= limit or (final and len(buf)):
+                k = (kind, sym)
+                seq0 = self.written.get(k, 0)
+                if kind == "depth":
+                    table, t = buf.take(limit, seq0)
+                else:
+                    table, t = _table(kind, buf[:limit], seq0, self.levels)
+                    del buf[:limit]
+                self.written[k] = seq0 + len(t)
+                self._write(kind, sym, table, t)
 
-    def _write(self, kind: str, sym, rows: list) -> None:
-        k = (kind, sym)
-        seq0 = self.written.get(k, 0)
-        table, t = _table(kind, rows, seq0, self.levels)
-        self.written[k] = seq0 + len(rows)
+    def _write(self, kind: str, sym, table: pa.Table, t: np.ndarray) -> None:
         lo, hi = int(t.min()), int(t.max())
         if self.first is None or lo < self.first:
             self.first = lo
@@ -639,12 +719,13 @@ class _BlockLines:
 
 def _read_depth_blocks(paths, sink: Sink, symbol, stall, depth: DepthRows, with_levels,
                        scan, message) -> dict:
-    """:func:`_read_depth` with the lines of other streams classified by compiled code
-    (:func:`daemons.marketdata.fastbook.scan_block`) and never cut out: their receive times
-    count for Replay's batch floors as arrays (only the last floor of a run of them matters,
-    and it is the largest: no depth line comes between)."""
-    import numpy as np
-
+    """:func:`_read_depth` with the lines classified by compiled code
+    (:func:`daemons.marketdata.fastbook.scan_block`) and never cut out unless read here: the
+    diffs that chain on an in-sync book, and every line of another stream between them, are
+    read by :func:`daemons.marketdata.fastbook.import_diffs` (:class:`_Compiled`); before the
+    first sync, the other streams' receive times count for Replay's batch floors as arrays
+    (only the last floor of a run of them matters, and it is the largest: no depth line comes
+    between)."""
     from ...marketdata.fastbook import OTHER_STREAM
 
     loads = orjson.loads
@@ -653,6 +734,7 @@ def _read_depth_blocks(paths, sink: Sink, symbol, stall, depth: DepthRows, with_
     count = 0
     nb = BATCH
     newest = _NEG
+    fast = _Compiled(depth)
     for path in paths:
         div = None
         lineno = 0
@@ -662,15 +744,24 @@ def _read_depth_blocks(paths, sink: Sink, symbol, stall, depth: DepthRows, with_
             nl = len(kinds)
             sl, el = starts.tolist(), ends.tolist()
             lines = _BlockLines(block, sl, el)
-            todo = np.flatnonzero(kinds != OTHER_STREAM).tolist()
-            todo.append(nl)
-            prev = 0
-            for j in todo:
-                if j > prev:   # lines prev..j-1: other streams, counted and their times read
+            buf = np.frombuffer(block, np.uint8)
+            todo = np.flatnonzero(kinds != OTHER_STREAM)
+            j = 0
+            while j < nl:
+                if div is not None:
+                    j, count, nb, newest = fast.run(buf, starts, ends, stamps, kinds, j, div,
+                                                    count, nb, newest)
+                    if j >= nl:
+                        break
+                    if fast.full:
+                        sink.flush()
+                        continue
+                k = int(todo[np.searchsorted(todo, j)]) if todo.size and j <= todo[-1] else nl
+                if k > j:   # lines j..k-1: other streams, counted and their times read
                     if div is None:
-                        div = stamp_divisor(int(stamps[prev]))
-                    recvs = stamps[prev:j] // div
-                    run = j - prev
+                        div = stamp_divisor(int(stamps[j]))
+                    recvs = stamps[j:k] // div
+                    run = k - j
                     if count + run > nb:   # batch ends in the run: the last one counts
                         last = nb + (count + run - 1 - nb) // BATCH * BATCH
                         upto = last - count   # the floor reads the times before that line
@@ -681,18 +772,18 @@ def _read_depth_blocks(paths, sink: Sink, symbol, stall, depth: DepthRows, with_
                     if top > newest:
                         newest = top
                     count += run
-                prev = j + 1
-                if j == nl:
-                    break
+                    j = k
+                    continue
                 line = block[sl[j]:el[j]]
+                j += 1
                 sp = line.find(b" ")
                 if sp <= 0:
-                    bad_line(path, lineno + j + 1, line)
+                    bad_line(path, lineno + j, line)
                     continue
                 try:
                     ts = int(line[:sp])
                 except ValueError:
-                    bad_line(path, lineno + j + 1, line)
+                    bad_line(path, lineno + j, line)
                     continue
                 if div is None:
                     div = stamp_divisor(ts)
@@ -713,7 +804,7 @@ def _read_depth_blocks(paths, sink: Sink, symbol, stall, depth: DepthRows, with_
                     try:
                         msg = loads(body)
                     except decode_error:
-                        bad_line(path, lineno + j + 1, line)
+                        bad_line(path, lineno + j, line)
                         continue
                 if count == nb:
                     nb += BATCH
@@ -731,16 +822,17 @@ def _read_depth_blocks(paths, sink: Sink, symbol, stall, depth: DepthRows, with_
                     s = data.get("s")
                     if s is None:
                         s = file_symbol if symbol is not None else \
-                            _last_symbol(lines, j, file_symbol)
+                            _last_symbol(lines, j - 1, file_symbol)
                     if e is None:
                         depth.snapshot(data, recv, s, count)
                     else:
                         depth.diff(data if type(data["b"]) is not list
                                    else with_levels(data, line, sp + 1), recv, s, count)
+                    fast.symbol(s)
                 elif line.startswith(tag, sp + 1) and (e in ("bookTicker", "trade", "aggTrade")
                                                       or (e is None and _is_book(e, data,
                                                                                  stream))):
-                    raise Fallback(f"{path}:{lineno + j + 1}: trades or book under a depth "
+                    raise Fallback(f"{path}:{lineno + j}: trades or book under a depth "
                                    "stream name")
             lineno += nl
             if symbol is None:
@@ -748,6 +840,95 @@ def _read_depth_blocks(paths, sink: Sink, symbol, stall, depth: DepthRows, with_
             sink.flush()
     sink.flush(final=True)
     return {"newest": newest, "lines": count}
+
+
+def _int_or_neg(x: float):
+    """A state value back from the compiled code: an int, or -inf."""
+    return x if x == _NEG else int(x)
+
+
+class _Compiled:
+    """:func:`~daemons.marketdata.fastbook.import_diffs` over the book of the symbol whose
+    diff was read last, its state shared with :class:`DepthRows` (handed over on each call,
+    taken back after it)."""
+
+    def __init__(self, depth: DepthRows):
+        from ...marketdata import fastbook
+
+        self.fb = fb = fastbook
+        self.depth = depth
+        n = self.n = depth.levels
+        self.si = np.zeros(12, np.int64)
+        self.sf = np.zeros(3)
+        self.cur = np.full((4, n), np.nan)
+        self.top = (np.empty(n), np.empty(n), np.empty(n, np.int64))
+        m = fb._MAX_LEVELS
+        self.scratch = (np.empty(m), np.empty(m), np.empty(m, np.bool_), np.zeros(12, np.int64),
+                        np.empty(m), np.empty(m), np.empty(m, np.bool_))
+        self.idle = (fb.ArrayBook(levels=n), DepthColumns(n, 1))   # before any book is synced
+        self.sym = None
+        self.want = np.zeros(0, np.uint8)
+        self.full = False
+
+    def symbol(self, s) -> None:
+        """The symbol of the diff or snapshot just read."""
+        if s != self.sym and isinstance(s, str):
+            self.sym = s
+            self.want = np.frombuffer(s.encode(), np.uint8)
+
+    def run(self, buf, starts, ends, stamps, kinds, j: int, div: int, count: int, nb: int,
+            newest):
+        """Lines from ``j`` on; ``(next line, count, nb, newest)``."""
+        fb, si, sf, depth, cur = self.fb, self.si, self.sf, self.depth, self.cur
+        b = depth.books.get(self.sym)
+        book = b.book if b is not None else None
+        sync = (book is not None and book._bridged and book.spot is False
+                and isinstance(book, fb.ArrayBook))
+        if sync:
+            rows = b.rows
+            rows.settle()
+            si[fb.IM_LAST_U] = book.last_u
+            si[fb.IM_TOUCHED] = book.touched
+            si[fb.IM_VALID] = b.valid
+            if b.valid:
+                for k, v in enumerate((b.bpx, b.bq, b.apx, b.aq)):
+                    cur[k, :len(v)] = v
+                    cur[k, len(v):] = np.nan
+                si[fb.IM_NPB], si[fb.IM_NPA] = len(b.bpx), len(b.apx)
+        else:
+            book, rows = self.idle
+        si[fb.IM_SYNC] = sync
+        si[fb.IM_N], si[fb.IM_CAP] = rows.n, rows.cap
+        si[fb.IM_NS] = 0
+        si[fb.IM_DIV], si[fb.IM_COUNT], si[fb.IM_NB] = div, count, nb
+        sf[fb.IF_F], sf[fb.IF_LAST], sf[fb.IF_NEWEST] = depth.f, depth.last, newest
+        bs, as_ = book.bid_side, book.ask_side
+        nl = len(starts)
+        st_idx, st_t, st_until = (np.empty(nl, np.int64), np.empty(nl, np.int64),
+                                  np.empty(nl, np.int64))
+        n0 = rows.n
+        j = fb.import_diffs(buf, starts, ends, stamps, kinds, j, self.want, depth.stall, BATCH,
+                            si, sf, bs.keys, bs.used, bs.qf, bs.qs, bs.best, bs.st,
+                            bs.edge, as_.keys, as_.used, as_.qf, as_.qs, as_.best, as_.st,
+                            as_.edge, self.n, cur, *self.top, *self.scratch, rows.ints,
+                            rows.levels, st_idx, st_t, st_until)
+        count, nb = int(si[fb.IM_COUNT]), int(si[fb.IM_NB])
+        newest = _int_or_neg(sf[fb.IF_NEWEST])
+        depth.f, depth.last = _int_or_neg(sf[fb.IF_F]), _int_or_neg(sf[fb.IF_LAST])
+        ns = int(si[fb.IM_NS])
+        for idx, t, until in zip(st_idx[:ns].tolist(), st_t[:ns].tolist(),
+                                 st_until[:ns].tolist()):
+            depth.stalls.append((idx, {"stream": "depth", "t": t, "until": until}))
+        if sync and si[fb.IM_N] > n0:
+            rows.n = int(si[fb.IM_N])
+            book.last_u = int(si[fb.IM_LAST_U])
+            book.touched = bool(si[fb.IM_TOUCHED])
+            b.valid = True
+            nbid, nask = int(si[fb.IM_NPB]), int(si[fb.IM_NPA])
+            b.bpx, b.bq = tuple(cur[0, :nbid].tolist()), tuple(cur[1, :nbid].tolist())
+            b.apx, b.aq = tuple(cur[2, :nask].tolist()), tuple(cur[3, :nask].tolist())
+        self.full = sync and rows.n >= rows.cap
+        return j, count, nb, newest
 
 
 # -- the worker ---------------------------------------------------------------------------------
