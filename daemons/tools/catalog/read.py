@@ -12,6 +12,7 @@ take a good part of a short command's run time).
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ...marketdata.rows import DEPTH_ROW, GAP_ROW, KINDS, SNAPSHOT_ROW, Rows
@@ -152,29 +153,32 @@ def iter_symbol(catalog, symbol: str, start_ms: int | None = None, end_ms: int |
     hi = store.date_of(end_ms - 1) if end_ms is not None else "9999"
     dates = sorted({d for m in sources for d in m.get("dates", ()) if lo <= d <= hi})
     n = len(sources)
-    carry: dict = {}   # (source index, kind rank) -> rows keyed in a later day, in seq order
-    for d in dates:
-        bound = (_day_number(d) + 1) * store.DAY_MS   # the first key of the next day
-        streams = []
-        for r, kind in enumerate(KINDS):
-            for si, m in enumerate(sources):
-                p = None
-                if d in m.get("dates", ()) and m.get("kinds", {}).get(kind):
-                    p = store.parquet_path(catalog, kind, symbol, d, m["source_id"])
-                    p = p if p.is_file() else None
-                c = carry.pop((si, r), None)
-                if p is not None or c is not None:
-                    streams.append(_Stream(si, r, p, c, cols[kind], _levels_of(kind, levels),
-                                           bound, start_ms, end_ms))
-        for parts in _cut_by_key(streams, bound):
-            yield _piece(symbol, parts, cols, n, levels)
-        for s in streams:
-            rest = s.rest()
-            if rest is not None:
-                carry[(s.si, s.rank)] = rest
-    if carry:
-        yield _piece(symbol, list(carry.items()), cols, n, levels)
-        carry.clear()
+    # one thread decodes each stream's next row group (pyarrow lets go of the GIL) while this
+    # one merges and hands out the pieces
+    with ThreadPoolExecutor(1, thread_name_prefix="ofi-catalog-read") as pool:
+        carry: dict = {}   # (source index, kind rank) -> rows keyed in a later day, in seq order
+        for d in dates:
+            bound = (_day_number(d) + 1) * store.DAY_MS   # the first key of the next day
+            streams = []
+            for r, kind in enumerate(KINDS):
+                for si, m in enumerate(sources):
+                    p = None
+                    if d in m.get("dates", ()) and m.get("kinds", {}).get(kind):
+                        p = store.parquet_path(catalog, kind, symbol, d, m["source_id"])
+                        p = p if p.is_file() else None
+                    c = carry.pop((si, r), None)
+                    if p is not None or c is not None:
+                        streams.append(_Stream(si, r, p, c, cols[kind], _levels_of(kind, levels),
+                                               bound, start_ms, end_ms, pool))
+            for parts in _cut_by_key(streams, bound):
+                yield _piece(symbol, parts, cols, n, levels)
+            for s in streams:
+                rest = s.rest()
+                if rest is not None:
+                    carry[(s.si, s.rank)] = rest
+        if carry:
+            yield _piece(symbol, list(carry.items()), cols, n, levels)
+            carry.clear()
 
 
 def _cut_by_key(streams: list, bound: int):
@@ -483,7 +487,8 @@ class _Stream:
     rows carried from the day before merged in), within ``[start_ms, end_ms)``; a buffer of
     the rows read and not yet taken (their keys never go down)."""
 
-    def __init__(self, si, rank, path, carried, columns, levels, bound, start_ms, end_ms):
+    def __init__(self, si, rank, path, carried, columns, levels, bound, start_ms, end_ms,
+                 pool):
         self.si, self.rank = si, rank
         self.carried = carried
         self.within = (start_ms, end_ms)
@@ -491,7 +496,7 @@ class _Stream:
         self.done = False
         self.groups = iter(())
         if path is not None:
-            self.groups = _row_groups(path, columns, levels, carried is not None, bound)
+            self.groups = _row_groups(path, columns, levels, carried is not None, bound, pool)
 
     def _next_chunk(self):
         """The next rows in seq order (None at the end)."""
@@ -555,7 +560,7 @@ class _Stream:
         return b
 
 
-def _row_groups(path, columns: tuple, levels: int, with_seq: bool, bound: int):
+def _row_groups(path, columns: tuple, levels: int, with_seq: bool, bound: int, pool):
     """One Parquet file's rows a row group at a time, as :func:`_read_stream` gives them (the
     same columns, types, codes and fills); ``seq`` too when ``with_seq`` or when a row may be
     keyed at or after ``bound`` (by the file's statistics)."""
@@ -574,8 +579,12 @@ def _row_groups(path, columns: tuple, levels: int, with_seq: bool, bound: int):
         level_cols[name] = [f"{side}_{x}_{i}" for i in range(levels)]
     read = [c for c in columns if c in names] + \
         [c for cs in level_cols.values() for c in cs if c in names]
-    for g in range(f.metadata.num_row_groups):
-        tab = f.read_row_group(g, columns=read)
+    groups = f.metadata.num_row_groups
+    ahead = pool.submit(f.read_row_group, 0, columns=read) if groups else None
+    for g in range(groups):
+        tab = ahead.result()
+        if g + 1 < groups:   # the next group is decoded (GIL released) while this one is used
+            ahead = pool.submit(f.read_row_group, g + 1, columns=read)
         m = tab.num_rows
         out = {}
         for c in columns:
