@@ -201,8 +201,27 @@ def test_silences_and_chain_breaks_land_in_gaps(data_dir, tmp_path):
     assert ("depth", "stream silent") in reasons and ("depth", "pu != previous u") in reasons
 
 
+def two_symbols(data_dir, tmp_path, lines=6000):
+    """The starts of the BTCUSDT and ETHUSDT recordings of one day in one file, by receive
+    time (their REST snapshots given their symbol): the depth worker switches books from line
+    to line."""
+    d = data_dir / "hftbacktest" / "usdm"
+    both = []
+    for name in ("btcusdt_20240718.gz", "ethusdt_20240718.gz"):
+        sym = name.split("_")[0].upper().encode()
+        for line in gzip.decompress((d / name).read_bytes()).splitlines()[:lines]:
+            ts, _, js = line.partition(b" ")
+            if not js.startswith(b'{"stream"'):   # a REST snapshot: no symbol of its own
+                js = b'{"s":"%s",%s' % (sym, js[1:])
+            both.append(b"%s %s" % (ts, js))
+    both.sort(key=lambda line: int(line.partition(b" ")[0]))
+    f = tmp_path / "usdm_two_20240718.gz"
+    f.write_bytes(gzip.compress(b"\n".join(both) + b"\n"))
+    return f
+
+
 @pytest.mark.slow   # forks the depth worker (daemons/marketdata/forked.py)
-@pytest.mark.parametrize("case", ["usdm", "spot", "twice"])
+@pytest.mark.parametrize("case", ["usdm", "spot", "twice", "two symbols"])
 def test_one_pass_import_writes_the_general_paths_rows(case, data_dir, tmp_path):
     """hftbacktest recordings are read in one pass (the depth stream in a worker process, or
     in this one): every table and the manifest are those of the Replay path."""
@@ -210,18 +229,23 @@ def test_one_pass_import_writes_the_general_paths_rows(case, data_dir, tmp_path)
 
     files = {"usdm": btc_files(data_dir),
              "spot": [data_dir / "hftbacktest" / "spot" / "btcusdt_20240808.gz"],
-             "twice": [recording_twice(data_dir, tmp_path)]}[case]
+             "twice": [recording_twice(data_dir, tmp_path)],
+             "two symbols": [two_symbols(data_dir, tmp_path)]}[case]
+    symbols = ("BTCUSDT", "ETHUSDT") if case == "two symbols" else ("BTCUSDT",)
     [src] = sources_of(prepare([str(p) for p in files], str(tmp_path)))
     got = {}
     for mode, kw in (("replay", {"fast": False}), ("worker", {}), ("one", {"workers": 1})):
         res = import_source(tmp_path / mode, src, levels=LEVELS, **kw)
         m = dict(res.manifest)
         del m["imported_at"]
-        tables = {(kind, p.parent.name): pq.read_table(p) for kind in store.KINDS
-                  for p in store.source_files(tmp_path / mode, kind, "BTCUSDT")}
+        tables = {(kind, sym, p.parent.name): pq.read_table(p) for kind in store.KINDS
+                  for sym in symbols for p in store.source_files(tmp_path / mode, kind, sym)}
         got[mode] = (m, tables, res.lines)
     want = got.pop("replay")
     assert want[0]["kinds"]["depth"] and want[0]["kinds"]["trades"] and want[0]["kinds"]["book"]
+    for sym in symbols:   # every symbol's book synced: diffs applied, rows with levels
+        depth = [t for k, t in want[1].items() if k[:2] == ("depth", sym)]
+        assert sum(t["type"].to_pylist().count("depth") for t in depth) > 100, sym
     if case == "twice":
         reasons = {r for k, t in want[1].items() if k[0] == "gaps"
                    for r in t["reason"].to_pylist()}

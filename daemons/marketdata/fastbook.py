@@ -804,6 +804,15 @@ def _side_term(ppx, pqs, pn, cpx, cqs, cn, n, bid):
 
 
 @njit(cache=True, nogil=True)
+def _apply_side(keys, used, qfs, qss, best, st, edge, px, qf, zs, count):
+    """A diff side's ``count`` parsed levels applied (``ArraySide.apply``): touched or not."""
+    if count == 0:
+        st[_TOUCHED] = 0
+        return False
+    return _apply(keys, used, qfs, qss, best, st, edge, px, qf, zs, count)
+
+
+@njit(cache=True, nogil=True)
 def chained_diffs(buf, starts, ends, stamps, kinds, j, want, stall, si, sf,
                   bkeys, bused, bqf, bqs, bbest, bst, bedge,
                   akeys, aused, aqf, aqs, abest, ast, aedge,
@@ -862,16 +871,8 @@ def chained_diffs(buf, starts, ends, stamps, kinds, j, want, stall, si, sf,
             return j
         recv = stamps[j] // div
         # (the message's levels were read: the bids' into px, qf, zs, the asks' into sapx, ...)
-        if bn == 0:
-            bst[_TOUCHED] = 0
-            tb = False
-        else:
-            tb = _apply(bkeys, bused, bqf, bqs, bbest, bst, bedge, px, qf, zs, bn)
-        if an == 0:
-            ast[_TOUCHED] = 0
-            ta = False
-        else:
-            ta = _apply(akeys, aused, aqf, aqs, abest, ast, aedge, sapx, saqf, sazs, an)
+        tb = _apply_side(bkeys, bused, bqf, bqs, bbest, bst, bedge, px, qf, zs, bn)
+        ta = _apply_side(akeys, aused, aqf, aqs, abest, ast, aedge, sapx, saqf, sazs, an)
         si[CH_TOUCHED] = 1 if (tb or ta) else 0
         si[CH_LAST_U] = out[3]
         t = out[0] if flags & _F_E else recv
@@ -992,16 +993,8 @@ def import_diffs(buf, starts, ends, stamps, kinds, j, want, stall, batch, si, sf
             return j
         recv = stamps[j] // div
         _counted(si, sf, recv, stall, batch)
-        if bn == 0:
-            bst[_TOUCHED] = 0
-            tb = False
-        else:
-            tb = _apply(bkeys, bused, bqf, bqs, bbest, bst, bedge, px, qf, zs, bn)
-        if an == 0:
-            ast[_TOUCHED] = 0
-            ta = False
-        else:
-            ta = _apply(akeys, aused, aqf, aqs, abest, ast, aedge, sapx, saqf, sazs, an)
+        tb = _apply_side(bkeys, bused, bqf, bqs, bbest, bst, bedge, px, qf, zs, bn)
+        ta = _apply_side(akeys, aused, aqf, aqs, abest, ast, aedge, sapx, saqf, sazs, an)
         si[IM_TOUCHED] = 1 if (tb or ta) else 0
         si[IM_LAST_U] = out[3]
         t = out[0] if flags & _F_E else recv
