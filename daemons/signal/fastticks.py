@@ -36,6 +36,7 @@ _BOOK_TICKER = np.frombuffer(b"bookTicker", np.uint8)
 _TRADE = np.frombuffer(b"trade", np.uint8)
 _MARKET = np.frombuffer(b"MARKET", np.uint8)
 _TAG = np.frombuffer(b'{"stream":"', np.uint8)
+_BOOK_STREAM = np.frombuffer(b"@bookTicker", np.uint8)
 
 
 @njit(cache=True, nogil=True)
@@ -100,14 +101,133 @@ def _key(t, f, recv, stall, stream, fs_idx, fs, is_, st_stream, st_t, st_until):
     return np.int64(key)
 
 
+#: :func:`_flat` fields (``f``): where the strings e, s start and end, where the quoted b, B, a,
+#: A, q, p start, where X starts and ends (-1: absent), the ints E, T, u, t, m (1 true, 0 false,
+#: -1 absent), the keys seen (bits: e s b B a A q X p E T u t m M)
+FE0, FE1, FS0, FS1, FB, FBB, FA, FAA, FQ, FP, FX0, FX1, FEV, FTV, FUV, FTID, FM, FSEEN = \
+    range(18)
+NF = 18
+
+
 @njit(cache=True, nogil=True)
-def tick_lines(buf, starts, ends, stamps, kinds, j, want, stall, fs, is_,
+def _flat(buf, i, end, f):
+    """The flat object of a book-ticker or trade event at ``buf[i]`` (after its ``{``): its
+    fields into ``f``; the index after its ``}``, -1 when it is anything else (another key, a
+    key twice, a value that is not a plain string, integer or boolean)."""
+    for k in range(NF):
+        f[k] = -1
+    f[FEV] = f[FTV] = f[FUV] = f[FTID] = 0
+    seen = 0
+    while True:
+        if i >= end or buf[i] != 34 or i + 4 > end or buf[i + 2] != 34 or buf[i + 3] != 58:
+            return -1
+        c = buf[i + 1]
+        i += 4
+        if c == 101:
+            bit = 1
+        elif c == 115:
+            bit = 2
+        elif c == 98:
+            bit = 4
+        elif c == 66:
+            bit = 8
+        elif c == 97:
+            bit = 16
+        elif c == 65:
+            bit = 32
+        elif c == 113:
+            bit = 64
+        elif c == 88:
+            bit = 128
+        elif c == 112:
+            bit = 256
+        elif c == 69:
+            bit = 512
+        elif c == 84:
+            bit = 1024
+        elif c == 117:
+            bit = 2048
+        elif c == 116:
+            bit = 4096
+        elif c == 109:
+            bit = 8192
+        elif c == 77:
+            bit = 16384   # spot's "M" (ignore): a boolean read and left
+        else:
+            return -1
+        if seen & bit:
+            return -1
+        seen |= bit
+        if bit <= 256:   # strings
+            q = _string(buf, i, end)
+            if q < 0:
+                return -1
+            if bit == 1:
+                f[FE0] = i + 1
+                f[FE1] = q
+            elif bit == 2:
+                f[FS0] = i + 1
+                f[FS1] = q
+            elif bit == 4:
+                f[FB] = i
+            elif bit == 8:
+                f[FBB] = i
+            elif bit == 16:
+                f[FA] = i
+            elif bit == 32:
+                f[FAA] = i
+            elif bit == 64:
+                f[FQ] = i
+            elif bit == 128:
+                f[FX0] = i + 1
+                f[FX1] = q
+            else:
+                f[FP] = i
+            i = q + 1
+        elif bit >= 8192:   # true / false
+            if i + 4 <= end and buf[i] == 116 and buf[i + 1] == 114 and buf[i + 2] == 117 \
+                    and buf[i + 3] == 101:
+                v = 1
+                i += 4
+            elif i + 5 <= end and buf[i] == 102 and buf[i + 1] == 97 \
+                    and buf[i + 2] == 108 and buf[i + 3] == 115 and buf[i + 4] == 101:
+                v = 0
+                i += 5
+            else:
+                return -1
+            if bit == 8192:
+                f[FM] = v
+        else:
+            ok, v, i = _int(buf, i, end)
+            if not ok:
+                return -1
+            if bit == 512:
+                f[FEV] = v
+            elif bit == 1024:
+                f[FTV] = v
+            elif bit == 2048:
+                f[FUV] = v
+            else:
+                f[FTID] = v
+        if i >= end:
+            return -1
+        if buf[i] == 44:
+            i += 1
+            continue
+        if buf[i] != 125:
+            return -1
+        f[FSEEN] = seen
+        return i + 1
+
+
+@njit(cache=True, nogil=True)
+def tick_lines(buf, starts, ends, stamps, kinds, j, want, stall, fs, is_, f,
                tk, tt, tq, tb, bk, bt, be, bbid, bqb, bask, bqa, st_stream, st_t, st_until):
     """Read lines ``j, j+1, ...`` of a block (``fastbook.scan_block``'s arrays) until one this
     does not read (returned: its index; ``len(starts)`` at the end). Depth stream lines are
     skipped once the stamp's divisor is known. Rows go to the trade arrays (key*4, t, qty,
     is_buy) and book arrays (key*4+1, t, term, bid, bid qty, ask, ask qty) at ``is_[NT]`` /
-    ``is_[NB]``; silences to ``st_*`` at ``is_[NS]``."""
+    ``is_[NB]``; silences to ``st_*`` at ``is_[NS]``. ``f``: :func:`_flat`'s scratch."""
     n = starts.shape[0]
     div = is_[DIV]
     if div == 0:
@@ -136,102 +256,15 @@ def tick_lines(buf, starts, ends, stamps, kinds, j, want, stall, fs, is_,
         if not _equal(buf, i, min(i + _DATA_KEY.shape[0], end), _DATA_KEY):
             return j
         i += _DATA_KEY.shape[0]
-        # the flat object: e s b B a A q X (strings) E T u t (ints) m (bool)
-        e0 = e1 = s0 = s1 = -1
-        b0 = B0 = a0 = A0 = q0 = X0 = X1 = -1
-        E = T = np.int64(0)
-        hasE = hasT = False
-        m = -1
-        seen = 0
-        while True:
-            if i >= end or buf[i] != 34 or i + 4 > end or buf[i + 2] != 34 or buf[i + 3] != 58:
-                return j
-            c = buf[i + 1]
-            i += 4
-            if c == 101:
-                bit = 1
-            elif c == 115:
-                bit = 2
-            elif c == 98:
-                bit = 4
-            elif c == 66:
-                bit = 8
-            elif c == 97:
-                bit = 16
-            elif c == 65:
-                bit = 32
-            elif c == 113:
-                bit = 64
-            elif c == 88:
-                bit = 128
-            elif c == 112:
-                bit = 256
-            elif c == 69:
-                bit = 512
-            elif c == 84:
-                bit = 1024
-            elif c == 117:
-                bit = 2048
-            elif c == 116:
-                bit = 4096
-            elif c == 109:
-                bit = 8192
-            else:
-                return j
-            if seen & bit:
-                return j
-            seen |= bit
-            if bit <= 256:   # strings
-                q = _string(buf, i, end)
-                if q < 0:
-                    return j
-                if bit == 1:
-                    e0, e1 = i + 1, q
-                elif bit == 2:
-                    s0, s1 = i + 1, q
-                elif bit == 4:
-                    b0 = i
-                elif bit == 8:
-                    B0 = i
-                elif bit == 16:
-                    a0 = i
-                elif bit == 32:
-                    A0 = i
-                elif bit == 64:
-                    q0 = i
-                elif bit == 128:
-                    X0, X1 = i + 1, q
-                i = q + 1
-            elif bit == 8192:   # true / false
-                if i + 4 <= end and buf[i] == 116 and buf[i + 1] == 114 and buf[i + 2] == 117 \
-                        and buf[i + 3] == 101:
-                    m = 1
-                    i += 4
-                elif i + 5 <= end and buf[i] == 102 and buf[i + 1] == 97 \
-                        and buf[i + 2] == 108 and buf[i + 3] == 115 and buf[i + 4] == 101:
-                    m = 0
-                    i += 5
-                else:
-                    return j
-            else:
-                ok, v, i = _int(buf, i, end)
-                if not ok:
-                    return j
-                if bit == 512:
-                    E = v
-                    hasE = True
-                elif bit == 1024:
-                    T = v
-                    hasT = True
-            if i >= end:
-                return j
-            if buf[i] == 44:
-                i += 1
-                continue
-            if buf[i] != 125:
-                return j
-            i += 1
-            break
+        i = _flat(buf, i, end, f)
+        if i < 0:
+            return j
+        e0, e1, s0, s1 = f[FE0], f[FE1], f[FS0], f[FS1]
+        b0, B0, a0, A0, q0, X0, X1 = f[FB], f[FBB], f[FA], f[FAA], f[FQ], f[FX0], f[FX1]
+        seen = f[FSEEN]
+        hasE = (seen & 512) != 0
+        hasT = (seen & 1024) != 0
+        E, T, m = f[FEV], f[FTV], f[FM]
         if i + 1 != end or buf[i] != 125 or e0 < 0 or s0 < 0:
             return j
         if recv > fs[NEWEST]:
@@ -372,3 +405,170 @@ def accumulate(kind, t, v, buy, bid, ask, qb, qa, interval, si, sf, ci, cf):
     si[1], si[2], si[3], si[4], si[5], si[6], si[7] = ofi1, ofi5, bsum, ssum, trades, books, hp
     sf[0], sf[1] = pb, pa
     return nc
+
+
+# -- book-ticker and trade lines as catalog rows (ofi data import) ------------------------------
+
+#: :func:`tick_rows` int state: the stamp's divisor, messages counted, the count at which the
+#: next batch floor is taken, book rows in the buffer and its capacity, the same of trades,
+#: silences written
+R_DIV, R_COUNT, R_NB, R_NBK, R_CAPB, R_NTR, R_CAPT, R_NS = range(8)
+#: :func:`tick_rows` float state: the merge frontiers of trades and book, their last keys, the
+#: newest receive time
+R_FT, R_FB, R_LT, R_LB, R_NEWEST = range(5)
+
+
+@njit(cache=True, nogil=True)
+def _row_key(t, recv, stall, fi, li, sf, si, stream, st_idx, st_stream, st_t, st_until):
+    """The import's merge key of a row at time ``t`` of the stream whose frontier and last key
+    are ``sf[fi]``, ``sf[li]`` (``merge.stalled_key``), the silence before it noted."""
+    fl = recv - stall
+    last = sf[li]
+    if fl > last and last != -np.inf:
+        m = si[R_NS]
+        st_idx[m] = si[R_COUNT]
+        st_stream[m] = stream
+        st_t[m] = np.int64(last)
+        st_until[m] = t
+        si[R_NS] = m + 1
+    f = sf[fi]
+    if t >= f and t >= fl:
+        key = np.float64(t)
+    else:
+        key = f if f > t else np.float64(t)
+        if fl > key:
+            key = np.float64(fl)
+    sf[fi] = key
+    sf[li] = key
+    return np.int64(key)
+
+
+@njit(cache=True, nogil=True)
+def tick_rows(buf, starts, ends, stamps, kinds, j, want, stall, batch, si, sf, f,
+              bi, bnull, bf, ti, tf, tb, st_idx, st_stream, st_t, st_until):
+    """The lines ``j, j+1, ...`` of a block as the import's main process reads them while the
+    depth worker reads the depth stream: every depth line counted (Replay's batches), each
+    ``bookTicker`` and ``trade`` event of ``want`` (a book ticker without ``e`` on a
+    ``@bookTicker`` stream too, as spot's) a row with its merge key (the silence before it
+    noted: message number, stream 0 trades / 1 book, t, until).
+
+    Book rows: ``bi`` (key, t, recv, E, T, u) with ``bnull`` (E, T, u absent) and ``bf`` (bid,
+    bid qty, ask, ask qty) at ``si[R_NBK]``; trade rows: ``ti`` (key, t, recv, E, trade id),
+    ``tf`` (price, qty), ``tb`` (is buy, MARKET) at ``si[R_NTR]``. Returns the index of the
+    first line it leaves to the caller (another symbol or event, a value it does not read
+    exactly as orjson and ``float`` would, a full buffer), ``len(starts)`` at the end."""
+    n = starts.shape[0]
+    div = si[R_DIV]
+    if div == 0:
+        return j
+    nw = want.shape[0]
+    ntag = _TAG.shape[0]
+    while j < n:
+        kind = kinds[j]
+        if kind == _DEPTH_STREAM:   # the worker's: counted only
+            _floor_count(si, sf, stamps[j] // div, stall, batch)
+            j += 1
+            continue
+        if kind != _OTHER_STREAM:
+            return j
+        end = ends[j]
+        i = starts[j]
+        while buf[i] != 32:
+            i += 1
+        i += 1 + ntag
+        q = _string(buf, i - 1, end)
+        if q < 0 or not _equal(buf, q, min(q + _DATA_KEY.shape[0], end), _DATA_KEY):
+            return j
+        name_end = q
+        i = _flat(buf, q + _DATA_KEY.shape[0], end, f)
+        if i < 0 or i + 1 != end or buf[i] != 125 or f[FS0] < 0:
+            return j
+        s0 = f[FS0]
+        if f[FS1] - s0 != nw:
+            return j
+        for k in range(nw):
+            if buf[s0 + k] != want[k]:
+                return j
+        if f[FE0] >= 0:
+            book = _equal(buf, f[FE0], f[FE1], _BOOK_TICKER)
+            if not book and not _equal(buf, f[FE0], f[FE1], _TRADE):
+                return j
+        else:   # no event type (spot's book ticker): the stream's name says
+            nb = _BOOK_STREAM.shape[0]
+            book = name_end - nb >= 0 and _equal(buf, name_end - nb, name_end, _BOOK_STREAM)
+            if not book:
+                return j
+        seen = f[FSEEN]
+        hasE = (seen & 512) != 0
+        recv = stamps[j] // div
+        if book:
+            r = si[R_NBK]
+            if r >= si[R_CAPB] or f[FB] < 0 or f[FBB] < 0 or f[FA] < 0 or f[FAA] < 0:
+                return j
+            ok1, bid, _z, _n = _number(buf, f[FB], end)
+            ok2, bq, _z, _n = _number(buf, f[FBB], end)
+            ok3, ask, _z, _n = _number(buf, f[FA], end)
+            ok4, aq, _z, _n = _number(buf, f[FAA], end)
+            if not (ok1 and ok2 and ok3 and ok4):
+                return j
+            _floor_count(si, sf, recv, stall, batch)
+            t = f[FEV] if hasE else recv
+            key = _row_key(t, recv, stall, R_FB, R_LB, sf, si, 1, st_idx, st_stream, st_t,
+                           st_until)
+            bi[0, r] = key
+            bi[1, r] = t
+            bi[2, r] = recv
+            bi[3, r] = f[FEV]
+            bi[4, r] = f[FTV]
+            bi[5, r] = f[FUV]
+            bnull[0, r] = not hasE
+            bnull[1, r] = (seen & 1024) == 0
+            bnull[2, r] = (seen & 2048) == 0
+            bf[0, r] = bid
+            bf[1, r] = bq
+            bf[2, r] = ask
+            bf[3, r] = aq
+            si[R_NBK] = r + 1
+        else:
+            r = si[R_NTR]
+            hasT = (seen & 1024) != 0
+            if r >= si[R_CAPT] or not (hasT or hasE) or (seen & 4096) == 0 or f[FP] < 0 \
+                    or f[FQ] < 0 or f[FM] < 0:
+                return j
+            ok1, price, _z, _n = _number(buf, f[FP], end)
+            ok2, qty, _z, _n = _number(buf, f[FQ], end)
+            if not (ok1 and ok2):
+                return j
+            _floor_count(si, sf, recv, stall, batch)
+            T = f[FTV] if hasT else f[FEV]
+            E = f[FEV] if hasE else T
+            key = _row_key(T, recv, stall, R_FT, R_LT, sf, si, 0, st_idx, st_stream, st_t,
+                           st_until)
+            ti[0, r] = key
+            ti[1, r] = T
+            ti[2, r] = recv
+            ti[3, r] = E
+            ti[4, r] = f[FTID]
+            tf[0, r] = price
+            tf[1, r] = qty
+            tb[0, r] = f[FM] == 0
+            tb[1, r] = f[FX0] < 0 or _equal(buf, f[FX0], f[FX1], _MARKET)
+            si[R_NTR] = r + 1
+        j += 1
+    return j
+
+
+@njit(cache=True, nogil=True)
+def _floor_count(si, sf, recv, stall, batch):
+    """One more message read: Replay's batch floor first (both frontiers rise to the newest
+    receive time read minus ``stall`` after every ``batch`` messages), then the count."""
+    if si[R_COUNT] == si[R_NB]:
+        si[R_NB] += batch
+        fl = sf[R_NEWEST] - stall
+        if fl > sf[R_FT]:
+            sf[R_FT] = fl
+        if fl > sf[R_FB]:
+            sf[R_FB] = fl
+    si[R_COUNT] += 1
+    if recv > sf[R_NEWEST]:
+        sf[R_NEWEST] = recv

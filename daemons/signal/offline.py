@@ -337,6 +337,7 @@ class OfflineRun:
         st = core.symbols.get(want)
         fs = np.array([_NEG_INF, _NEG_INF, _NEG_INF, 0.0, 0.0])
         is_ = np.zeros(7, np.int64)
+        flat = np.zeros(ft.NF, np.int64)
         if st is not None and st.pb is not None:
             fs[ft.PB], fs[ft.PA] = st.pb, st.pa
             is_[ft.PQB], is_[ft.PQA], is_[ft.HAS_PREV] = st.qb, st.qa, 1
@@ -363,7 +364,7 @@ class OfflineRun:
                 j = 0
                 while True:
                     j = ft.tick_lines(buf, starts, ends, stamps, kinds, j, want_b, stall, fs,
-                                      is_, *tr, *bk, *sl)
+                                      is_, flat, *tr, *bk, *sl)
                     if is_[ft.NS]:
                         _take_stalls(sl, int(is_[ft.NS]), stalls)
                         is_[ft.NS] = 0

@@ -60,12 +60,6 @@ def applies(fmt: str) -> bool:
 
 # -- columns ------------------------------------------------------------------------------------
 
-def _ints(values) -> pa.Array:
-    if None not in values:
-        return pa.array(np.array(values, dtype=np.int64), type=_I64)
-    return pa.array(values, type=_I64)
-
-
 def _floats(values) -> pa.Array:
     """Binance's decimal strings as float64, parsed in C (correctly rounded, as ``float``)."""
     try:
@@ -74,50 +68,48 @@ def _floats(values) -> pa.Array:
         return pa.array([float(v) for v in values], type=_F64)
 
 
-def _table(kind: str, rows: list, seq0: int, levels: int) -> tuple[pa.Table, np.ndarray]:
-    """A batch of rows (see :class:`Sink`) as a table of ``store.schema(kind)``, and its ``t``."""
-    n = len(rows)
-    cols = list(zip(*rows))
-    t = np.array(cols[1], dtype=np.int64)
-    head = [pa.array(np.arange(seq0, seq0 + n, dtype=np.int64)),
-            pa.array(np.array(cols[0], dtype=np.int64)), pa.array(t),
-            pa.array(np.array(cols[2], dtype=np.int64))]
-    if kind == "book":
-        arrays = head + [_ints(cols[3]), _ints(cols[4]), _ints(cols[5]), _floats(cols[6]),
-                         _floats(cols[7]), _floats(cols[8]), _floats(cols[9])]
-    elif kind == "trades":
-        arrays = head + [_ints(cols[3]), _ints(cols[4]), _floats(cols[5]), _floats(cols[6]),
-                         pa.array(np.array(cols[7], dtype=np.bool_)),
-                         pa.array(np.array(cols[8], dtype=np.bool_))]
-    else:
-        raise ValueError(f"no row table for {kind}")   # depth rows are DepthColumns
-    return pa.Table.from_arrays(arrays, schema=store.schema(kind, levels)), t
-
-
-#: the ``type`` of depth rows, by code (:class:`DepthColumns`)
+#: the ``type`` of depth rows, by code (:class:`Columns`)
 DEPTH_TYPES = ("depth", "gap", "snapshot")
 _TYPE_CODE = {name: i for i, name in enumerate(DEPTH_TYPES)}
 _NAN = float("nan")
+#: per kind: where a row tuple (see :class:`Sink`) holds its int columns (key, t, recv first,
+#: never null; the others nullable), its float columns (decimal strings) and its bool columns
+_LAYOUT = {
+    "book": ((0, 1, 2, 3, 4, 5), (6, 7, 8, 9), ()),
+    "trades": ((0, 1, 2, 3, 4), (5, 6), (7, 8)),
+    "depth": ((0, 1, 2, 4, 5, 6), (), ()),   # the type at 3, the four level tuples at 7..10
+}
 
 
-class DepthColumns:
-    """A depth stream's rows (see :class:`Sink`) in columns, where the compiled reader
-    (:func:`~daemons.marketdata.fastbook.import_diffs`) writes them too: ``ints`` (key, t,
-    recv, U, u, pu) x rows with their nulls (U, u, pu), ``types`` (codes of
-    :data:`DEPTH_TYPES`), ``levels`` (bid px, bid qty, ask px, ask qty) x level x rows, NaN
-    past a row's levels. Rows appended as tuples wait in a list until :meth:`settle`."""
+class Columns:
+    """A stream's rows (see :class:`Sink`) in columns, where the compiled readers write them
+    too (:func:`~daemons.signal.fastticks.tick_rows`,
+    :func:`~daemons.marketdata.fastbook.import_diffs`): ``ints`` x rows (key, t, recv, then the
+    kind's nullable ones, ``nulls`` saying which are null), ``floats``, ``bools``; for depth
+    also ``types`` (codes of :data:`DEPTH_TYPES`) and ``levels`` (bid px, bid qty, ask px, ask
+    qty) x level x rows, NaN past a row's levels. Rows appended as tuples wait in a list until
+    :meth:`settle`."""
 
-    def __init__(self, levels: int, cap: int):
-        self.nlev = levels
+    def __init__(self, kind: str, levels: int, cap: int):
+        self.kind = kind
+        self.pos = _LAYOUT[kind]
+        self.nlev = levels if kind == "depth" else 0
+        self.schema = store.schema(kind, levels)
         self.n = 0
         self.pending: list[tuple] = []
         self.append = self.pending.append
         self._alloc(cap)
 
+    def _arrays(self) -> tuple:
+        return self.ints, self.nulls, self.floats, self.bools, self.types, self.levels
+
     def _alloc(self, cap: int) -> None:
+        ni, nf, nb = (len(x) for x in self.pos)
         self.cap = cap
-        self.ints = np.zeros((6, cap), np.int64)
-        self.nulls = np.zeros((3, cap), np.bool_)
+        self.ints = np.zeros((ni, cap), np.int64)
+        self.nulls = np.zeros((ni - 3, cap), np.bool_)
+        self.floats = np.zeros((nf, cap))
+        self.bools = np.zeros((nb, cap), np.bool_)
         self.types = np.zeros(cap, np.int8)
         self.levels = np.full((4, self.nlev, cap), _NAN)
 
@@ -132,48 +124,55 @@ class DepthColumns:
             return
         a, b = self.n, self.n + m
         if b > self.cap:
-            old = (self.ints, self.nulls, self.types, self.levels)
+            old = self._arrays()
             self._alloc(max(b, 2 * self.cap))
-            for new, o in zip((self.ints, self.nulls, self.types, self.levels), old):
+            for new, o in zip(self._arrays(), old):
                 new[..., :a] = o[..., :a]
         cols = list(zip(*rows))
-        ints = self.ints
-        for c in range(3):
-            ints[c, a:b] = cols[c]
-        self.types[a:b] = [_TYPE_CODE[x] for x in cols[3]]
-        for c in range(3):
-            vals = cols[4 + c]
-            miss = False
-            if None in vals:
-                miss = [v is None for v in vals]
-                vals = [0 if v is None else v for v in vals]
-            ints[3 + c, a:b] = vals
-            self.nulls[c, a:b] = miss
-        nlev = self.nlev
-        pad = [(_NAN,) * (nlev - k) for k in range(nlev + 1)]
-        for k in range(4):
-            flat = np.fromiter(chain.from_iterable(
-                v if len(v) == nlev else v + pad[len(v)] for v in cols[7 + k]), np.float64,
-                m * nlev)
-            self.levels[k, :, a:b] = flat.reshape(m, nlev).T
+        ints_at, floats_at, bools_at = self.pos
+        for c, at in enumerate(ints_at):
+            vals = cols[at]
+            if c >= 3:
+                miss = False
+                if None in vals:
+                    miss = [v is None for v in vals]
+                    vals = [0 if v is None else v for v in vals]
+                self.nulls[c - 3, a:b] = miss
+            self.ints[c, a:b] = vals
+        for c, at in enumerate(floats_at):
+            self.floats[c, a:b] = _floats(cols[at]).to_numpy(zero_copy_only=False)
+        for c, at in enumerate(bools_at):
+            self.bools[c, a:b] = cols[at]
+        if self.nlev:
+            self.types[a:b] = [_TYPE_CODE[x] for x in cols[3]]
+            nlev = self.nlev
+            pad = [(_NAN,) * (nlev - k) for k in range(nlev + 1)]
+            for k in range(4):
+                flat = np.fromiter(chain.from_iterable(
+                    v if len(v) == nlev else v + pad[len(v)] for v in cols[7 + k]),
+                    np.float64, m * nlev)
+                self.levels[k, :, a:b] = flat.reshape(m, nlev).T
         self.n = b
         del rows[:]
 
     def take(self, limit: int, seq0: int) -> tuple[pa.Table, np.ndarray]:
-        """The first ``limit`` rows (at most) out of the buffer, as a table of
-        ``store.schema("depth")`` (``seq`` from ``seq0``), and their ``t``."""
+        """The first ``limit`` rows (at most) out of the buffer, as a table of the kind's
+        schema (``seq`` from ``seq0``), and their ``t``."""
         self.settle()
         m = min(limit, self.n)
         ints, nulls = self.ints, self.nulls
         t = ints[1, :m].copy()
         arrays = [pa.array(np.arange(seq0, seq0 + m, dtype=np.int64)),
-                  pa.array(ints[0, :m].copy()), pa.array(t), pa.array(ints[2, :m].copy()),
-                  pa.DictionaryArray.from_arrays(self.types[:m].copy(),
-                                                 DEPTH_TYPES).cast(pa.string())]
-        for c in range(3):
-            miss = nulls[c, :m]
-            arrays.append(pa.array(ints[3 + c, :m].copy(), mask=miss.copy() if miss.any()
-                                   else None))
+                  pa.array(ints[0, :m].copy()), pa.array(t), pa.array(ints[2, :m].copy())]
+        if self.nlev:
+            arrays.append(pa.DictionaryArray.from_arrays(self.types[:m].copy(),
+                                                         DEPTH_TYPES).cast(pa.string()))
+        for c in range(3, len(ints)):
+            miss = nulls[c - 3, :m]
+            arrays.append(pa.array(ints[c, :m].copy(),
+                                   mask=miss.copy() if miss.any() else None))
+        arrays += [pa.array(col[:m].copy()) for col in self.floats]
+        arrays += [pa.array(col[:m].copy()) for col in self.bools]
         for side in self.levels:
             for col in side:
                 col = col[:m].copy()
@@ -181,16 +180,15 @@ class DepthColumns:
                 arrays.append(pa.array(col, mask=miss if miss.any() else None))
         rest = self.n - m
         if rest:   # (few: a buffer is taken as soon as it holds a row group)
-            ints[:, :rest] = ints[:, m:self.n]
-            nulls[:, :rest] = nulls[:, m:self.n]
-            self.types[:rest] = self.types[m:self.n]
-            self.levels[:, :, :rest] = self.levels[:, :, m:self.n]
-        # the compiled reader writes neither types (0: depth) nor nulls nor missing levels
+            for arr in self._arrays():
+                arr[..., :rest] = arr[..., m:self.n]
+        # the compiled readers write neither depth types (0: depth), nor the nulls they do not
+        # know of, nor missing levels
         self.levels[:, :, rest:self.n] = _NAN
         self.nulls[:, rest:self.n] = False
         self.types[rest:self.n] = 0
         self.n = rest
-        return pa.Table.from_arrays(arrays, schema=store.schema("depth", self.nlev)), t
+        return pa.Table.from_arrays(arrays, schema=self.schema), t
 
 
 class Sink:
@@ -210,30 +208,28 @@ class Sink:
         self.written: dict[tuple, int] = {}
         self.first = self.last = None
 
-    def rows(self, kind: str, symbol) -> list | DepthColumns:
+    def rows(self, kind: str, symbol) -> Columns:
         k = (kind, symbol)
         b = self.bufs.get(k)
         if b is None:
-            b = self.bufs[k] = DepthColumns(self.levels, self.spool.depth_rows) \
-                if kind == "depth" else []
+            b = self.bufs[k] = Columns(kind, self.levels, self.limit(kind))
         return b
+
+    def limit(self, kind: str) -> int:
+        """Rows per row group of ``kind``."""
+        return self.spool.depth_rows if kind == "depth" else self.spool.flush_rows
 
     def symbols(self) -> set:
         return {sym for (_kind, sym), n in self.written.items() if n}
 
     def flush(self, final: bool = False) -> None:
         """Write every full row group (``final``: everything)."""
-        sp = self.spool
         for (kind, sym), buf in self.bufs.items():
-            limit = sp.depth_rows if kind == "depth" else sp.flush_rows
+            limit = self.limit(kind)
             while len(buf) >= limit or (final and len(buf)):
                 k = (kind, sym)
                 seq0 = self.written.get(k, 0)
-                if kind == "depth":
-                    table, t = buf.take(limit, seq0)
-                else:
-                    table, t = _table(kind, buf[:limit], seq0, self.levels)
-                    del buf[:limit]
+                table, t = buf.take(limit, seq0)
                 self.written[k] = seq0 + len(t)
                 self._write(kind, sym, table, t)
 
@@ -473,159 +469,285 @@ def _end_stall(stream: str, last, newest, stall) -> list:
     return []
 
 
-def _read_main(paths, sink: Sink, symbol, stall, depth: DepthRows | None, remote,
-               progress) -> Result:
-    """Trades and book (and, without a worker, depth) rows; every line's receive time."""
-    out = Result()
-    skip = remote is not None
-    stalls = out.stalls   # (message number, stall) of trades and book
-    loads = orjson.loads
-    decode_error = orjson.JSONDecodeError
-    tag, dtag, name = _TAG, _DTAG, _NAME
-    f_t = f_b = _NEG      # merge frontiers (keys, batch floors)
-    l_t = l_b = _NEG      # last keys
-    count = 0
-    nb = BATCH
-    newest = _NEG
-    tsym = bsym = object()
-    tadd = badd = None
-    for path in paths:
-        div = None
-        lineno = 0
-        file_symbol = symbol or symbol_from_path(path)
-        for lines in iter_line_chunks(path):
-            for j, line in enumerate(lines):
-                sp = line.find(b" ")
-                if sp <= 0:
-                    bad_line(path, lineno + j + 1, line)
-                    continue
-                try:
-                    ts = int(line[:sp])
-                except ValueError:
-                    bad_line(path, lineno + j + 1, line)
-                    continue
-                if div is None:
-                    div = stamp_divisor(ts)
-                recv = ts // div
-                if skip and line.startswith(tag, sp + 1) \
-                        and line.find(dtag, sp + name, line.find(b'"', sp + name)) >= 0:
-                    if count == nb:   # the depth worker's line (counted: Replay's batches)
-                        nb += BATCH
-                        fl = newest - stall
-                        if fl > f_t:
-                            f_t = fl
-                        if fl > f_b:
-                            f_b = fl
-                    count += 1
-                    if recv > newest:
-                        newest = recv
-                    continue
-                body = line[sp + 1:]
-                try:
-                    msg = loads(body)
-                except decode_error:
-                    bad_line(path, lineno + j + 1, line)
-                    continue
-                if count == nb:
+class _Main:
+    """The main process's reading state (trades and book; depth too without a worker), kept
+    between calls of :meth:`lines` (whose loop works on local copies of it)."""
+
+    def __init__(self, sink: Sink, symbol, stall: int, depth: DepthRows | None, skip: bool):
+        self.sink, self.symbol, self.stall, self.depth, self.skip = sink, symbol, stall, depth, skip
+        self.stalls: list[tuple] = []   # (message number, stall) of trades and book
+        self.f_t = self.f_b = _NEG      # merge frontiers (keys, batch floors)
+        self.l_t = self.l_b = _NEG      # last keys
+        self.count = 0
+        self.nb = BATCH
+        self.newest = _NEG
+        self.tsym = self.bsym = object()
+        self.tadd = self.badd = None
+        self.div = None
+        self.file_symbol = None
+
+    def start(self, path: str) -> None:
+        """A new file (its stamps' unit is found again)."""
+        self.div = None
+        self.file_symbol = self.symbol or symbol_from_path(path)
+
+    def lines(self, path: str, lines, first: int, end: int, lineno: int) -> None:
+        """Read ``lines[first:end]`` (``lineno``: the number of the line before ``lines[0]``)."""
+        sink, symbol, stall, depth, skip = self.sink, self.symbol, self.stall, self.depth, \
+            self.skip
+        stalls = self.stalls
+        loads = orjson.loads
+        decode_error = orjson.JSONDecodeError
+        tag, dtag, name = _TAG, _DTAG, _NAME
+        f_t, f_b, l_t, l_b = self.f_t, self.f_b, self.l_t, self.l_b
+        count, nb, newest = self.count, self.nb, self.newest
+        tsym, bsym, tadd, badd = self.tsym, self.bsym, self.tadd, self.badd
+        div, file_symbol = self.div, self.file_symbol
+        for j in range(first, end):
+            line = lines[j]
+            sp = line.find(b" ")
+            if sp <= 0:
+                bad_line(path, lineno + j + 1, line)
+                continue
+            try:
+                ts = int(line[:sp])
+            except ValueError:
+                bad_line(path, lineno + j + 1, line)
+                continue
+            if div is None:
+                div = stamp_divisor(ts)
+            recv = ts // div
+            if skip and line.startswith(tag, sp + 1) \
+                    and line.find(dtag, sp + name, line.find(b'"', sp + name)) >= 0:
+                if count == nb:   # the depth worker's line (counted: Replay's batches)
                     nb += BATCH
                     fl = newest - stall
                     if fl > f_t:
                         f_t = fl
                     if fl > f_b:
                         f_b = fl
-                    if depth is not None:
-                        depth.floor(fl)
                 count += 1
                 if recv > newest:
                     newest = recv
-                stream = msg.get("stream")
-                data = msg["data"] if stream is not None else msg
-                e = data.get("e")
-                if e == "bookTicker" or (e is None and _is_book(e, data, stream)):
-                    s = data.get("s")
-                    if s is None:
-                        s = file_symbol if symbol is not None else \
-                            _last_symbol(lines, j, file_symbol)
-                    if s != bsym:
-                        bsym = s
-                        badd = sink.rows("book", s).append
-                    E = data.get("E")
-                    t = recv if E is None else E
-                    fl = recv - stall
-                    if fl > l_b != _NEG:
-                        stalls.append((count, {"stream": "book", "t": l_b, "until": t}))
-                    if t >= f_b and t >= fl:
-                        key = t
+                continue
+            body = line[sp + 1:]
+            try:
+                msg = loads(body)
+            except decode_error:
+                bad_line(path, lineno + j + 1, line)
+                continue
+            if count == nb:
+                nb += BATCH
+                fl = newest - stall
+                if fl > f_t:
+                    f_t = fl
+                if fl > f_b:
+                    f_b = fl
+                if depth is not None:
+                    depth.floor(fl)
+            count += 1
+            if recv > newest:
+                newest = recv
+            stream = msg.get("stream")
+            data = msg["data"] if stream is not None else msg
+            e = data.get("e")
+            if e == "bookTicker" or (e is None and _is_book(e, data, stream)):
+                s = data.get("s")
+                if s is None:
+                    s = file_symbol if symbol is not None else \
+                        _last_symbol(lines, j, file_symbol)
+                if s != bsym:
+                    bsym = s
+                    badd = sink.rows("book", s).append
+                E = data.get("E")
+                t = recv if E is None else E
+                fl = recv - stall
+                if fl > l_b != _NEG:
+                    stalls.append((count, {"stream": "book", "t": l_b, "until": t}))
+                if t >= f_b and t >= fl:
+                    key = t
+                else:
+                    key = f_b if f_b > t else t
+                    if fl > key:
+                        key = fl
+                f_b = l_b = key
+                badd((key, t, recv, E, data.get("T"), data.get("u"), data["b"], data["B"],
+                      data["a"], data["A"]))
+            elif e == "trade" or e == "aggTrade":
+                s = data.get("s")
+                if s is None:
+                    s = file_symbol if symbol is not None else \
+                        _last_symbol(lines, j, file_symbol)
+                if s != tsym:
+                    tsym = s
+                    tadd = sink.rows("trades", s).append
+                T = data.get("T")
+                E = data.get("E")
+                if T is None:
+                    T = E
+                elif E is None:
+                    E = T
+                fl = recv - stall
+                if fl > l_t != _NEG:
+                    stalls.append((count, {"stream": "trades", "t": l_t, "until": T}))
+                if T is None:   # no time: the frontier (merge.stalled_key)
+                    t = recv
+                    key = f_t if f_t != _NEG else 0
+                    if fl > key:
+                        key = fl
+                else:
+                    t = T
+                    if T >= f_t and T >= fl:
+                        key = T
                     else:
-                        key = f_b if f_b > t else t
+                        key = f_t if f_t > T else T
                         if fl > key:
                             key = fl
-                    f_b = l_b = key
-                    badd((key, t, recv, E, data.get("T"), data.get("u"), data["b"], data["B"],
-                          data["a"], data["A"]))
-                elif e == "trade" or e == "aggTrade":
-                    s = data.get("s")
-                    if s is None:
-                        s = file_symbol if symbol is not None else \
-                            _last_symbol(lines, j, file_symbol)
-                    if s != tsym:
-                        tsym = s
-                        tadd = sink.rows("trades", s).append
-                    T = data.get("T")
-                    E = data.get("E")
-                    if T is None:
-                        T = E
-                    elif E is None:
-                        E = T
-                    fl = recv - stall
-                    if fl > l_t != _NEG:
-                        stalls.append((count, {"stream": "trades", "t": l_t, "until": T}))
-                    if T is None:   # no time: the frontier (merge.stalled_key)
-                        t = recv
-                        key = f_t if f_t != _NEG else 0
-                        if fl > key:
-                            key = fl
-                    else:
-                        t = T
-                        if T >= f_t and T >= fl:
-                            key = T
-                        else:
-                            key = f_t if f_t > T else T
-                            if fl > key:
-                                key = fl
-                    f_t = l_t = key
-                    tid = data.get("t")
-                    if tid is None:
-                        tid = data.get("a")
-                    tadd((key, t, recv, E, tid, data["p"], data["q"], not data["m"],
-                          data.get("X", "MARKET") == "MARKET"))
-                elif e == "depthUpdate" or (e is None and "lastUpdateId" in data):
-                    if skip:
-                        if line.startswith(tag, sp + 1):
-                            raise Fallback(f"{path}:{lineno + j + 1}: depth under another "
-                                           "stream name")
-                        continue   # untagged: the worker's too
-                    s = data.get("s")
-                    if s is None:
-                        s = file_symbol if symbol is not None else \
-                            _last_symbol(lines, j, file_symbol)
-                    if e is None:
-                        depth.snapshot(data, recv, s, count)
-                    else:
-                        depth.diff(data, recv, s, count)
+                f_t = l_t = key
+                tid = data.get("t")
+                if tid is None:
+                    tid = data.get("a")
+                tadd((key, t, recv, E, tid, data["p"], data["q"], not data["m"],
+                      data.get("X", "MARKET") == "MARKET"))
+            elif e == "depthUpdate" or (e is None and "lastUpdateId" in data):
+                if skip:
+                    if line.startswith(tag, sp + 1):
+                        raise Fallback(f"{path}:{lineno + j + 1}: depth under another "
+                                       "stream name")
+                    continue   # untagged: the worker's too
+                s = data.get("s")
+                if s is None:
+                    s = file_symbol if symbol is not None else \
+                        _last_symbol(lines, j, file_symbol)
+                if e is None:
+                    depth.snapshot(data, recv, s, count)
+                else:
+                    depth.diff(data, recv, s, count)
+        self.f_t, self.f_b, self.l_t, self.l_b = f_t, f_b, l_t, l_b
+        self.count, self.nb, self.newest = count, nb, newest
+        self.tsym, self.bsym, self.tadd, self.badd = tsym, bsym, tadd, badd
+        self.div = div
+
+    def result(self) -> Result:
+        out = Result()
+        out.stalls = self.stalls
+        out.lines = self.count
+        out.newest = self.newest
+        out.end_stalls = _end_stall("trades", self.l_t, self.newest, self.stall) \
+            + _end_stall("book", self.l_b, self.newest, self.stall)
+        return out
+
+
+def _read_main(paths, sink: Sink, symbol, stall, depth: DepthRows | None, remote,
+               progress) -> Result:
+    """Trades and book (and, without a worker, depth) rows; every line's receive time."""
+    st = _Main(sink, symbol, stall, depth, remote is not None)
+    ticks = _Ticks.make(st) if remote is not None else None
+    for path in paths:
+        st.start(path)
+        lineno = 0
+        if ticks is not None:
+            lineno = ticks.file(path, progress, remote)
+            continue
+        for lines in iter_line_chunks(path):
+            st.lines(path, lines, 0, len(lines), lineno)
             lineno += len(lines)
             if symbol is None:
-                file_symbol = _last_symbol(lines, len(lines), file_symbol)
+                st.file_symbol = _last_symbol(lines, len(lines), st.file_symbol)
             sink.flush()
             if remote is not None:
                 remote.poll()
             if progress is not None:
-                progress(count)
-    out.lines = count
-    out.newest = newest
-    out.end_stalls = _end_stall("trades", l_t, newest, stall) \
-        + _end_stall("book", l_b, newest, stall)
-    return out
+                progress(st.count)
+    return st.result()
+
+
+class _Ticks:
+    """The main process's lines read by :func:`~daemons.signal.fastticks.tick_rows` a block at
+    a time, every line it leaves read by :meth:`_Main.lines`; the state they share is handed
+    over on each call and taken back after it."""
+
+    def __init__(self, st: _Main, ft, scan):
+        self.st, self.ft, self.scan = st, ft, scan
+        self.si = np.zeros(8, np.int64)
+        self.sf = np.zeros(5)
+        self.flat = np.zeros(ft.NF, np.int64)
+        self.sym = None
+        self.want = np.zeros(0, np.uint8)
+        self.full = False
+
+    @classmethod
+    def make(cls, st: _Main) -> "_Ticks | None":
+        """None without numba (every line read the Python way)."""
+        try:
+            from ...marketdata.fastbook import scan_block
+            from ...signal import fastticks
+        except ImportError:
+            return None
+        return cls(st, fastticks, scan_block)
+
+    def file(self, path: str, progress, remote) -> int:
+        """Read one file; its lines' count."""
+        st = self.st
+        lineno = 0
+        for block in iter_blocks(path):
+            starts, ends, stamps, kinds = self.scan(block)
+            nl = len(kinds)
+            lines = _BlockLines(block, starts.tolist(), ends.tolist())
+            buf = np.frombuffer(block, np.uint8)
+            j = 0
+            while j < nl:
+                if st.div is not None:
+                    j = self.run(buf, starts, ends, stamps, kinds, j)
+                    if j >= nl:
+                        break
+                    if self.full:
+                        st.sink.flush()
+                        continue
+                st.lines(path, lines, j, j + 1, lineno)
+                j += 1
+            lineno += nl
+            if st.symbol is None:
+                st.file_symbol = _last_symbol(lines, nl, st.file_symbol)
+            st.sink.flush()
+            remote.poll()
+            if progress is not None:
+                progress(st.count)
+        return lineno
+
+    def run(self, buf, starts, ends, stamps, kinds, j: int) -> int:
+        """Lines from ``j`` on; the first one left to Python."""
+        ft, st, si, sf = self.ft, self.st, self.si, self.sf
+        sym = st.bsym if isinstance(st.bsym, str) else st.file_symbol
+        if sym != self.sym:
+            self.sym = sym
+            self.want = np.frombuffer(str(sym).encode(), np.uint8)
+        book, trades = st.sink.rows("book", sym), st.sink.rows("trades", sym)
+        book.settle()
+        trades.settle()
+        si[ft.R_DIV], si[ft.R_COUNT], si[ft.R_NB] = st.div, st.count, st.nb
+        si[ft.R_NBK], si[ft.R_CAPB] = book.n, book.cap
+        si[ft.R_NTR], si[ft.R_CAPT] = trades.n, trades.cap
+        si[ft.R_NS] = 0
+        sf[ft.R_FT], sf[ft.R_FB], sf[ft.R_LT], sf[ft.R_LB] = st.f_t, st.f_b, st.l_t, st.l_b
+        sf[ft.R_NEWEST] = st.newest
+        nl = len(starts)
+        marks = (np.empty(nl, np.int64), np.empty(nl, np.int8), np.empty(nl, np.int64),
+                 np.empty(nl, np.int64))
+        j = ft.tick_rows(buf, starts, ends, stamps, kinds, j, self.want, st.stall, BATCH, si, sf,
+                         self.flat, book.ints, book.nulls, book.floats, trades.ints,
+                         trades.floats, trades.bools, *marks)
+        st.count, st.nb = int(si[ft.R_COUNT]), int(si[ft.R_NB])
+        st.f_t, st.f_b = _int_or_neg(sf[ft.R_FT]), _int_or_neg(sf[ft.R_FB])
+        st.l_t, st.l_b = _int_or_neg(sf[ft.R_LT]), _int_or_neg(sf[ft.R_LB])
+        st.newest = _int_or_neg(sf[ft.R_NEWEST])
+        ns = int(si[ft.R_NS])
+        for idx, stream, t, until in zip(*(m[:ns].tolist() for m in marks)):
+            st.stalls.append((idx, {"stream": "book" if stream else "trades", "t": t,
+                                    "until": until}))
+        book.n, trades.n = int(si[ft.R_NBK]), int(si[ft.R_NTR])
+        self.full = book.n >= book.cap or trades.n >= trades.cap
+        return j
 
 
 def _read_depth(paths, sink: Sink, symbol, stall, depth: DepthRows, with_levels=None) -> dict:
@@ -865,7 +987,7 @@ class _Compiled:
         m = fb._MAX_LEVELS
         self.scratch = (np.empty(m), np.empty(m), np.empty(m, np.bool_), np.zeros(12, np.int64),
                         np.empty(m), np.empty(m), np.empty(m, np.bool_))
-        self.idle = (fb.ArrayBook(levels=n), DepthColumns(n, 1))   # before any book is synced
+        self.idle = (fb.ArrayBook(levels=n), Columns("depth", n, 1))   # before any book is synced
         self.sym = None
         self.want = np.zeros(0, np.uint8)
         self.full = False
