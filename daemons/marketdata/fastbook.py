@@ -928,17 +928,49 @@ IF_F, IF_LAST, IF_NEWEST = range(3)
 
 
 @njit(cache=True, nogil=True)
-def _counted(si, sf, recv, stall, batch):
-    """One more message read: Replay's batch floor first (its frontier rises to the newest
-    receive time read minus ``stall`` after every ``batch`` messages), then the count."""
-    if si[IM_COUNT] == si[IM_NB]:
-        si[IM_NB] += batch
-        fl = sf[IF_NEWEST] - stall
-        if fl > sf[IF_F]:
-            sf[IF_F] = fl
-    si[IM_COUNT] += 1
-    if recv > sf[IF_NEWEST]:
-        sf[IF_NEWEST] = recv
+def batch_count(si, sf, recv, stall, batch, count, nb, newest, fa, fb):
+    """One more message read (``si[count]``): Replay's batch floor first (the frontiers
+    ``sf[fa]`` and ``sf[fb]`` rise to the newest receive time read, ``sf[newest]``, minus
+    ``stall`` each time ``batch`` more messages were read, ``si[nb]`` the next such count),
+    then the count and the newest time."""
+    if si[count] == si[nb]:
+        si[nb] += batch
+        fl = sf[newest] - stall
+        if fl > sf[fa]:
+            sf[fa] = fl
+        if fl > sf[fb]:
+            sf[fb] = fl
+    si[count] += 1
+    if recv > sf[newest]:
+        sf[newest] = recv
+
+
+@njit(cache=True, nogil=True)
+def stalled_key(t, recv, stall, sf, fi, li, si, ns, count, stream, st_idx, st_stream, st_t,
+                st_until):
+    """The import's merge key of a row at time ``t`` (``merge.stalled_key``) of the stream whose
+    frontier and last key are ``sf[fi]`` and ``sf[li]`` (both become the key); a silence before
+    it (``recv - stall`` past the last key) is noted at ``si[ns]``: the message number
+    ``si[count]``, ``stream``, the last key, ``t``."""
+    fl = recv - stall
+    last = sf[li]
+    if fl > last and last != -np.inf:
+        m = si[ns]
+        st_idx[m] = si[count]
+        st_stream[m] = stream
+        st_t[m] = np.int64(last)
+        st_until[m] = t
+        si[ns] = m + 1
+    f = sf[fi]
+    if t >= f and t >= fl:
+        key = np.float64(t)
+    else:
+        key = f if f > t else np.float64(t)
+        if fl > key:
+            key = np.float64(fl)
+    sf[fi] = key
+    sf[li] = key
+    return np.int64(key)
 
 
 @njit(cache=True, nogil=True)
@@ -946,7 +978,7 @@ def import_diffs(buf, starts, ends, stamps, kinds, j, want, stall, batch, si, sf
                  bkeys, bused, bqf, bqs, bbest, bst, bedge,
                  akeys, aused, aqf, aqs, abest, ast, aedge,
                  n, cur, tpx, tqf, tqs, px, qf, zs, out, sapx, saqf, sazs,
-                 rint, rlv, st_idx, st_t, st_until):
+                 rint, rlv, st_idx, st_stream, st_t, st_until):
     """The lines ``j, j+1, ...`` of a block (``scan_block``'s arrays) as the import's depth
     worker reads them: every line of another stream counted (Replay's batches), and the diffs
     of ``want`` that chain on its in-sync USD-M :class:`ArrayBook` applied, each one a
@@ -965,7 +997,8 @@ def import_diffs(buf, starts, ends, stamps, kinds, j, want, stall, batch, si, sf
     while j < nl:
         kind = kinds[j]
         if kind == OTHER_STREAM:
-            _counted(si, sf, stamps[j] // div, stall, batch)
+            batch_count(si, sf, stamps[j] // div, stall, batch, IM_COUNT, IM_NB, IF_NEWEST, IF_F,
+                        IF_F)
             j += 1
             continue
         if kind != DEPTH_STREAM or si[IM_SYNC] == 0 or si[IM_N] >= si[IM_CAP]:
@@ -992,30 +1025,15 @@ def import_diffs(buf, starts, ends, stamps, kinds, j, want, stall, batch, si, sf
         if bst[_COUNT] + bn > (bkeys.shape[0] >> 1) or ast[_COUNT] + an > (akeys.shape[0] >> 1):
             return j
         recv = stamps[j] // div
-        _counted(si, sf, recv, stall, batch)
+        batch_count(si, sf, recv, stall, batch, IM_COUNT, IM_NB, IF_NEWEST, IF_F, IF_F)
         tb = _apply_side(bkeys, bused, bqf, bqs, bbest, bst, bedge, px, qf, zs, bn)
         ta = _apply_side(akeys, aused, aqf, aqs, abest, ast, aedge, sapx, saqf, sazs, an)
         si[IM_TOUCHED] = 1 if (tb or ta) else 0
         si[IM_LAST_U] = out[3]
         t = out[0] if flags & _F_E else recv
         # the key and the silence before it (DepthRows._key)
-        fl = recv - stall
-        last = sf[IF_LAST]
-        if fl > last and last != -np.inf:
-            m = si[IM_NS]
-            st_idx[m] = si[IM_COUNT]
-            st_t[m] = np.int64(last)
-            st_until[m] = t
-            si[IM_NS] = m + 1
-        f = sf[IF_F]
-        if t >= f and t >= fl:
-            kf = np.float64(t)
-        else:
-            kf = f if f > t else np.float64(t)
-            if fl > kf:
-                kf = np.float64(fl)
-        sf[IF_F] = kf
-        sf[IF_LAST] = kf
+        key = stalled_key(t, recv, stall, sf, IF_F, IF_LAST, si, IM_NS, IM_COUNT, 2, st_idx,
+                          st_stream, st_t, st_until)
         # the top levels, read again where the side may have changed (DepthRows._top)
         valid = si[IM_VALID] == 1
         if not valid or bst[_TOUCHED]:
@@ -1032,7 +1050,7 @@ def import_diffs(buf, starts, ends, stamps, kinds, j, want, stall, batch, si, sf
             si[IM_NPA] = c
         si[IM_VALID] = 1
         r = si[IM_N]
-        rint[0, r] = np.int64(kf)
+        rint[0, r] = key
         rint[1, r] = t
         rint[2, r] = recv
         rint[3, r] = out[2]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..marketdata.fastbook import _number
+from ..marketdata.fastbook import _number, batch_count, stalled_key
 
 # float state (``fs``): frontiers of trades and book, the latest receive time, previous bid/ask
 F_TRADE, F_BOOK, NEWEST, PB, PA = range(5)
@@ -221,6 +221,21 @@ def _flat(buf, i, end, f):
 
 
 @njit(cache=True, nogil=True)
+def _data_at(buf, s, end):
+    """In the line ``buf[s:end]``, ``<stamp> {"stream":"<name>","data":{...}}``: where the data
+    object's fields start and where the stream's name ends; (-1, -1) when it is not such a
+    line (the stream name is not a plain string)."""
+    i = s
+    while buf[i] != 32:
+        i += 1
+    i += 1 + _TAG.shape[0]
+    q = _string(buf, i - 1, end)
+    if q < 0 or not _equal(buf, q, min(q + _DATA_KEY.shape[0], end), _DATA_KEY):
+        return -1, -1
+    return q + _DATA_KEY.shape[0], q
+
+
+@njit(cache=True, nogil=True)
 def tick_lines(buf, starts, ends, stamps, kinds, j, want, stall, fs, is_, f,
                tk, tt, tq, tb, bk, bt, be, bbid, bqb, bask, bqa, st_stream, st_t, st_until):
     """Read lines ``j, j+1, ...`` of a block (``fastbook.scan_block``'s arrays) until one this
@@ -233,7 +248,6 @@ def tick_lines(buf, starts, ends, stamps, kinds, j, want, stall, fs, is_, f,
     if div == 0:
         return j
     nw = want.shape[0]
-    ntag = _TAG.shape[0]
     while j < n:
         kind = kinds[j]
         if kind == _DEPTH_STREAM:
@@ -241,21 +255,11 @@ def tick_lines(buf, starts, ends, stamps, kinds, j, want, stall, fs, is_, f,
             continue
         if kind != _OTHER_STREAM:
             return j
-        s = starts[j]
         end = ends[j]
-        i = s
-        while buf[i] != 32:
-            i += 1
         recv = stamps[j] // div
-        i += 1 + ntag
-        # the stream name, then "data"
-        q = _string(buf, i - 1, end)
-        if q < 0:
+        i, _q = _data_at(buf, starts[j], end)
+        if i < 0:
             return j
-        i = q
-        if not _equal(buf, i, min(i + _DATA_KEY.shape[0], end), _DATA_KEY):
-            return j
-        i += _DATA_KEY.shape[0]
         i = _flat(buf, i, end, f)
         if i < 0:
             return j
@@ -419,31 +423,6 @@ R_FT, R_FB, R_LT, R_LB, R_NEWEST = range(5)
 
 
 @njit(cache=True, nogil=True)
-def _row_key(t, recv, stall, fi, li, sf, si, stream, st_idx, st_stream, st_t, st_until):
-    """The import's merge key of a row at time ``t`` of the stream whose frontier and last key
-    are ``sf[fi]``, ``sf[li]`` (``merge.stalled_key``), the silence before it noted."""
-    fl = recv - stall
-    last = sf[li]
-    if fl > last and last != -np.inf:
-        m = si[R_NS]
-        st_idx[m] = si[R_COUNT]
-        st_stream[m] = stream
-        st_t[m] = np.int64(last)
-        st_until[m] = t
-        si[R_NS] = m + 1
-    f = sf[fi]
-    if t >= f and t >= fl:
-        key = np.float64(t)
-    else:
-        key = f if f > t else np.float64(t)
-        if fl > key:
-            key = np.float64(fl)
-    sf[fi] = key
-    sf[li] = key
-    return np.int64(key)
-
-
-@njit(cache=True, nogil=True)
 def tick_rows(buf, starts, ends, stamps, kinds, j, want, stall, batch, si, sf, f,
               bi, bnull, bf, ti, tf, tb, st_idx, st_stream, st_t, st_until):
     """The lines ``j, j+1, ...`` of a block as the import's main process reads them while the
@@ -462,25 +441,20 @@ def tick_rows(buf, starts, ends, stamps, kinds, j, want, stall, batch, si, sf, f
     if div == 0:
         return j
     nw = want.shape[0]
-    ntag = _TAG.shape[0]
     while j < n:
         kind = kinds[j]
         if kind == _DEPTH_STREAM:   # the worker's: counted only
-            _floor_count(si, sf, stamps[j] // div, stall, batch)
+            batch_count(si, sf, stamps[j] // div, stall, batch, R_COUNT, R_NB, R_NEWEST, R_FT,
+                        R_FB)
             j += 1
             continue
         if kind != _OTHER_STREAM:
             return j
         end = ends[j]
-        i = starts[j]
-        while buf[i] != 32:
-            i += 1
-        i += 1 + ntag
-        q = _string(buf, i - 1, end)
-        if q < 0 or not _equal(buf, q, min(q + _DATA_KEY.shape[0], end), _DATA_KEY):
+        i, name_end = _data_at(buf, starts[j], end)
+        if i < 0:
             return j
-        name_end = q
-        i = _flat(buf, q + _DATA_KEY.shape[0], end, f)
+        i = _flat(buf, i, end, f)
         if i < 0 or i + 1 != end or buf[i] != 125 or f[FS0] < 0:
             return j
         s0 = f[FS0]
@@ -511,10 +485,10 @@ def tick_rows(buf, starts, ends, stamps, kinds, j, want, stall, batch, si, sf, f
             ok4, aq, _z, _n = _number(buf, f[FAA], end)
             if not (ok1 and ok2 and ok3 and ok4):
                 return j
-            _floor_count(si, sf, recv, stall, batch)
+            batch_count(si, sf, recv, stall, batch, R_COUNT, R_NB, R_NEWEST, R_FT, R_FB)
             t = f[FEV] if hasE else recv
-            key = _row_key(t, recv, stall, R_FB, R_LB, sf, si, 1, st_idx, st_stream, st_t,
-                           st_until)
+            key = stalled_key(t, recv, stall, sf, R_FB, R_LB, si, R_NS, R_COUNT, 1, st_idx,
+                              st_stream, st_t, st_until)
             bi[0, r] = key
             bi[1, r] = t
             bi[2, r] = recv
@@ -539,11 +513,11 @@ def tick_rows(buf, starts, ends, stamps, kinds, j, want, stall, batch, si, sf, f
             ok2, qty, _z, _n = _number(buf, f[FQ], end)
             if not (ok1 and ok2):
                 return j
-            _floor_count(si, sf, recv, stall, batch)
+            batch_count(si, sf, recv, stall, batch, R_COUNT, R_NB, R_NEWEST, R_FT, R_FB)
             T = f[FTV] if hasT else f[FEV]
             E = f[FEV] if hasE else T
-            key = _row_key(T, recv, stall, R_FT, R_LT, sf, si, 0, st_idx, st_stream, st_t,
-                           st_until)
+            key = stalled_key(T, recv, stall, sf, R_FT, R_LT, si, R_NS, R_COUNT, 0, st_idx,
+                              st_stream, st_t, st_until)
             ti[0, r] = key
             ti[1, r] = T
             ti[2, r] = recv
@@ -556,19 +530,3 @@ def tick_rows(buf, starts, ends, stamps, kinds, j, want, stall, batch, si, sf, f
             si[R_NTR] = r + 1
         j += 1
     return j
-
-
-@njit(cache=True, nogil=True)
-def _floor_count(si, sf, recv, stall, batch):
-    """One more message read: Replay's batch floor first (both frontiers rise to the newest
-    receive time read minus ``stall`` after every ``batch`` messages), then the count."""
-    if si[R_COUNT] == si[R_NB]:
-        si[R_NB] += batch
-        fl = sf[R_NEWEST] - stall
-        if fl > sf[R_FT]:
-            sf[R_FT] = fl
-        if fl > sf[R_FB]:
-            sf[R_FB] = fl
-    si[R_COUNT] += 1
-    if recv > sf[R_NEWEST]:
-        sf[R_NEWEST] = recv

@@ -1026,14 +1026,14 @@ class _Compiled:
         sf[fb.IF_F], sf[fb.IF_LAST], sf[fb.IF_NEWEST] = depth.f, depth.last, newest
         bs, as_ = book.bid_side, book.ask_side
         nl = len(starts)
-        st_idx, st_t, st_until = (np.empty(nl, np.int64), np.empty(nl, np.int64),
-                                  np.empty(nl, np.int64))
+        st_idx, st_stream, st_t, st_until = (np.empty(nl, np.int64), np.empty(nl, np.int8),
+                                             np.empty(nl, np.int64), np.empty(nl, np.int64))
         n0 = rows.n
         j = fb.import_diffs(buf, starts, ends, stamps, kinds, j, self.want, depth.stall, BATCH,
                             si, sf, bs.keys, bs.used, bs.qf, bs.qs, bs.best, bs.st,
                             bs.edge, as_.keys, as_.used, as_.qf, as_.qs, as_.best, as_.st,
                             as_.edge, self.n, cur, *self.top, *self.scratch, rows.ints,
-                            rows.levels, st_idx, st_t, st_until)
+                            rows.levels, st_idx, st_stream, st_t, st_until)
         count, nb = int(si[fb.IM_COUNT]), int(si[fb.IM_NB])
         newest = _int_or_neg(sf[fb.IF_NEWEST])
         depth.f, depth.last = _int_or_neg(sf[fb.IF_F]), _int_or_neg(sf[fb.IF_LAST])
