@@ -20,6 +20,11 @@ other lines (it skips depth lines by a bytes check on the stream name) and write
 book rows, then the ``gaps`` rows (the worker's chain breaks, then every silence). Both
 processes parse every line's receive time, so each knows Replay's batch floors on its own.
 
+With numba, each process reads its common lines in compiled code, a block at a time, straight
+into the row groups' columns (:class:`Columns`): the worker the diffs that chain on an in-sync
+book (:class:`_Compiled`), this process the book tickers and trades of its symbol
+(:class:`_Ticks`). Every other line is read by the Python loop on the same state.
+
 A line whose content does not fit its stream name (a depth message under a stream name without
 ``@depth``, or the reverse) raises :class:`Fallback`: the caller imports with Replay instead.
 """
@@ -195,10 +200,11 @@ class Sink:
     """Rows per (kind, symbol) in stream order, written through ``spool`` split by UTC date
     once a row group's worth is there (``seq`` is the row's position in its stream).
 
-    Rows: ``trades`` ``(key, t, recv, E, trade_id, price str, qty str, is_buy, market)``;
-    ``book`` ``(key, t, recv, E, T, u, bid, bid_qty, ask, ask_qty)`` (strings);
-    ``depth`` ``(key, t, recv, type, U, u, pu, bid_px, bid_qty, ask_px, ask_qty)`` (tuples of
-    floats, best first, shorter when the book has fewer levels).
+    Rows (appended as tuples by the Python readers, kept in :class:`Columns`): ``trades``
+    ``(key, t, recv, E, trade_id, price str, qty str, is_buy, market)``; ``book`` ``(key, t,
+    recv, E, T, u, bid, bid_qty, ask, ask_qty)`` (strings); ``depth`` ``(key, t, recv, type,
+    U, u, pu, bid_px, bid_qty, ask_px, ask_qty)`` (tuples of floats, best first, shorter when
+    the book has fewer levels).
     """
 
     def __init__(self, spool, levels: int):
