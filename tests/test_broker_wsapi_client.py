@@ -29,6 +29,36 @@ def _client(port: int, **kw) -> WsApiClient:
     return c
 
 
+def _venue(procs, tmp_path, *faults: str) -> tuple:
+    """The exchange (process, port), with ``--faults`` when given."""
+    args = ("--faults", *faults) if faults else ()
+    p, port, _ = start_exchange(procs, tmp_path / "ex", "--symbols", SYMBOL, *args)
+    return p, port
+
+
+def _owner(port: int, **kw) -> tuple[WsApiClient, queue.SimpleQueue]:
+    """A client whose answers the test's own loop reads (:func:`_serve_until`), and a queue
+    for the answers of its ``begin`` requests."""
+    client = _client(port, **kw)
+    client.attach()
+    return client, queue.SimpleQueue()
+
+
+def _serve_until(client: WsApiClient, done, timeout: float = 10.0) -> None:
+    """The owner's loop: wait for the descriptor (or the next request's deadline) and service
+    the client until ``done()`` or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        due = client.next_due()
+        wait = 0.2 if due is None else min(0.2, due)
+        fd = client.fileno()
+        if fd >= 0:
+            select.select([fd], [], [], wait)
+        else:
+            time.sleep(min(wait, 0.01))
+        client.service()
+
+
 def _price(port: int, below: float) -> str:
     r = requests.get(f"http://127.0.0.1:{port}/fapi/v1/premiumIndex", params={"symbol": SYMBOL},
                      timeout=5)
@@ -44,7 +74,7 @@ def _limit(cid: str, price: str) -> dict:
 @pytest.mark.timeout(60)
 def test_requests_from_several_threads_share_the_connection(procs, tmp_path):
     # Arrange
-    _p, port, _ = start_exchange(procs, tmp_path / "ex", "--symbols", SYMBOL)
+    _p, port = _venue(procs, tmp_path)
     client = _client(port)
     price = _price(port, 0.97)
     results: dict[int, dict] = {}
@@ -77,31 +107,22 @@ def test_requests_from_several_threads_share_the_connection(procs, tmp_path):
 @pytest.mark.timeout(60)
 def test_begin_answers_in_the_thread_that_services_the_socket(procs, tmp_path):
     # Arrange
-    _p, port, _ = start_exchange(procs, tmp_path / "ex", "--symbols", SYMBOL)
-    client = _client(port)
-    client.attach()
+    _p, port = _venue(procs, tmp_path)
+    client, answers = _owner(port)
     price = _price(port, 0.97)
-    answers: queue.SimpleQueue = queue.SimpleQueue()
     me = threading.get_ident()
     try:
         # Act: the owner's loop: poll the descriptor, service it
         for i in range(3):
             client.place_order(_limit(f"b-{i}", price),
                                lambda res: answers.put((threading.get_ident(), res)))
-        got = []
-        deadline = time.monotonic() + 10
-        while len(got) < 3 and time.monotonic() < deadline:
-            select.select([client.fileno()], [], [], 0.5)
-            client.service()
-            while not answers.empty():
-                got.append(answers.get())
+        _serve_until(client, lambda: answers.qsize() >= 3)
+        got = [answers.get() for _ in range(answers.qsize())]
         # a blocking request of another thread is read by the owner too
         other: list = []
         t = threading.Thread(target=lambda: other.append(client.query_order(SYMBOL, "b-1")))
         t.start()
-        while t.is_alive() and time.monotonic() < deadline:
-            select.select([client.fileno()], [], [], 0.05)
-            client.service()
+        _serve_until(client, lambda: not t.is_alive())
         t.join(5)
     finally:
         client.stop()
@@ -116,11 +137,8 @@ def test_begin_answers_in_the_thread_that_services_the_socket(procs, tmp_path):
 @pytest.mark.timeout(60)
 def test_a_lost_connection_makes_requests_in_flight_ambiguous(procs, tmp_path):
     # Arrange: the exchange never answers a new order (timeout fault), then dies
-    p, port, _ = start_exchange(procs, tmp_path / "ex", "--symbols", SYMBOL,
-                                "--faults", "timeout=1,timeout_s=30,seed=1")
-    client = _client(port, timeout_s=20.0)
-    client.attach()
-    answers: queue.SimpleQueue = queue.SimpleQueue()
+    p, port = _venue(procs, tmp_path, "timeout=1,timeout_s=30,seed=1")
+    client, answers = _owner(port, timeout_s=20.0)
     price = _price(port, 0.97)
     try:
         client.place_order(_limit("lost-1", price), answers.put)
@@ -128,10 +146,7 @@ def test_a_lost_connection_makes_requests_in_flight_ambiguous(procs, tmp_path):
         # Act
         p.kill()
         p.wait(10)
-        deadline = time.monotonic() + 10
-        while answers.empty() and time.monotonic() < deadline:
-            select.select([client.fileno()], [], [], 0.2)
-            client.service()
+        _serve_until(client, lambda: not answers.empty())
         outcome = answers.get(timeout=1)
         with pytest.raises(WsUnavailable):
             client.new_order(_limit("lost-2", price))
@@ -145,20 +160,13 @@ def test_a_lost_connection_makes_requests_in_flight_ambiguous(procs, tmp_path):
 @pytest.mark.timeout(60)
 def test_an_overdue_answer_is_ambiguous_through_the_callback(procs, tmp_path):
     # Arrange
-    _p, port, _ = start_exchange(procs, tmp_path / "ex", "--symbols", SYMBOL,
-                                 "--faults", "timeout=1,timeout_s=30,seed=1")
-    client = _client(port, timeout_s=0.3)
-    client.attach()
-    answers: queue.SimpleQueue = queue.SimpleQueue()
+    _p, port = _venue(procs, tmp_path, "timeout=1,timeout_s=30,seed=1")
+    client, answers = _owner(port, timeout_s=0.3)
     price = _price(port, 0.97)
     try:
         # Act
         client.place_order(_limit("late-1", price), answers.put)
-        deadline = time.monotonic() + 10
-        while answers.empty() and time.monotonic() < deadline:
-            due = client.next_due()
-            select.select([client.fileno()], [], [], 0.5 if due is None else due)
-            client.service()
+        _serve_until(client, lambda: not answers.empty())
         outcome = answers.get(timeout=1)
     finally:
         client.stop()
@@ -169,7 +177,7 @@ def test_an_overdue_answer_is_ambiguous_through_the_callback(procs, tmp_path):
 @pytest.mark.timeout(60)
 def test_an_old_connection_is_replaced_while_idle_and_requests_go_on(procs, tmp_path):
     # Arrange: connections live 0.6 s (Binance's 24 h, shortened)
-    _p, port, _ = start_exchange(procs, tmp_path / "ex", "--symbols", SYMBOL)
+    _p, port = _venue(procs, tmp_path)
     client = _client(port, max_age_s=0.6)
     price = _price(port, 0.97)
     placed, refused = [], 0
@@ -191,3 +199,4 @@ def test_an_old_connection_is_replaced_while_idle_and_requests_go_on(procs, tmp_
     assert connects >= 3
     assert len(placed) + refused == i and len(placed) >= i // 2
     assert all(r["status"] == "NEW" for r in placed)
+

@@ -266,12 +266,10 @@ class BrokerStage(Stage):
         fd = fileno() if fileno is not None else -1
         if fd == self._ws_fd:
             return
-        waker = self.ctx.bus.waker
-        if waker is not None and self._ws_fd >= 0:
+        waker = self.ctx.bus.waker    # there is one: the runtime watches the intents topic
+        if self._ws_fd >= 0:
             waker.remove_fd(self._ws_fd)
-        if waker is None:
-            fd = -1
-        elif fd >= 0:
+        if fd >= 0:
             waker.add_fd(fd)
         self._ws_fd = fd
 
@@ -393,9 +391,8 @@ class BrokerStage(Stage):
                     pool.shutdown(wait=False, cancel_futures=True)
             if self.marks is not None:
                 self.marks.stop()
-            waker = self.ctx.bus.waker
-            if waker is not None and self._ws_fd >= 0:
-                waker.remove_fd(self._ws_fd)
+            if self._ws_fd >= 0:
+                self.ctx.bus.waker.remove_fd(self._ws_fd)
                 self._ws_fd = -1
             try:
                 self.executor.close()

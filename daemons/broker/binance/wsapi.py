@@ -21,9 +21,11 @@ sans-I/O protocol over a plain (or TLS) socket that this module reads itself:
   timers: the answer is then read and handled in the owner's thread, with no other thread woken.
   While attached, callers of ``request`` leave the reading to the owner.
 * A background thread connects and reconnects; unattached, it also reads every
-  :data:`IDLE_READ_S` what no caller reads (pings, a closed connection). A connection older
-  than :data:`MAX_AGE_S` is replaced when no request waits on it (a planned rollover: the
-  requests of the moment go over REST, none is ever made ambiguous by it).
+  :data:`IDLE_READ_S` what no caller reads (pings, a closed connection) and times out the
+  overdue requests of :meth:`WsApiClient.begin` (attached, the owner does both, on
+  :meth:`WsApiClient.next_due`). A connection older than :data:`MAX_AGE_S` is replaced when no
+  request waits on it (a planned rollover: the requests of the moment go over REST, none is
+  ever made ambiguous by it).
 
 What an outcome means is the same as over REST (:mod:`.errors`):
 
@@ -263,9 +265,9 @@ class WsApiClient:
                 retire_at = time.monotonic() + self.max_age_s
                 retired = False
                 while not self._stop.is_set() and not conn.dead.wait(IDLE_READ_S):
-                    if not self._attached:
+                    if not self._attached:   # else the owner reads and times out on its timers
                         self.pump()
-                    self.service(read=False)
+                        self.service(read=False)
                     if time.monotonic() >= retire_at and self._retire(conn):
                         retired = True
                         break
