@@ -112,6 +112,60 @@ def test_signed_place_status_cancel_share_the_venue_with_rest(procs, tmp_path):
     assert set(_limits(status)) == {("REQUEST_WEIGHT", "MINUTE", 1)}
 
 
+def _rest_open_algos(port: int) -> list[dict]:
+    q = f"symbol={SYMBOL}&timestamp={int(time.time() * 1000)}"
+    sig = hmac.new(SECRET.encode(), q.encode(), hashlib.sha256).hexdigest()
+    return requests.get(f"http://127.0.0.1:{port}/fapi/v1/openAlgoOrders?{q}&signature={sig}",
+                        headers={"X-MBX-APIKEY": KEY}, timeout=5).json()
+
+
+@pytest.mark.timeout(60)
+def test_algo_orders_are_placed_and_canceled_as_over_rest(procs, tmp_path):
+    # Arrange: a long position, so that a closePosition stop below the mark has one to close
+    _p, port, _ = start_exchange(procs, tmp_path / "ex", "--symbols", SYMBOL)
+    client = Client(port)
+    trigger = f"{round(_mark(port) * 0.95, 1):.1f}"
+    stop = {"algoType": "CONDITIONAL", "symbol": SYMBOL, "side": "SELL", "type": "STOP_MARKET",
+            "triggerPrice": trigger, "closePosition": "true", "workingType": "MARK_PRICE",
+            "clientAlgoId": "ws-stop-1"}
+    try:
+        long = client.call("order.place", _signed({
+            "symbol": SYMBOL, "side": "BUY", "type": "MARKET", "quantity": "0.002",
+            "newOrderRespType": "RESULT"}))
+        # Act
+        placed = client.call("algoOrder.place", _signed(stop))
+        twice = client.call("algoOrder.place", _signed(stop))
+        at_once = client.call("algoOrder.place", _signed(dict(
+            stop, clientAlgoId="ws-stop-2", triggerPrice=f"{round(_mark(port) * 1.05, 1):.1f}")))
+        held = _rest_open_algos(port)
+        canceled = client.call("v1/algoOrder.cancel", _signed({"symbol": SYMBOL,
+                                                               "clientAlgoId": "ws-stop-1"}))
+        again = client.call("algoOrder.cancel", _signed({"symbol": SYMBOL,
+                                                         "clientAlgoId": "ws-stop-1"}))
+        after = _rest_open_algos(port)
+    finally:
+        client.close()
+    # Assert: the venue holds the stop placed over the websocket, as REST lists it
+    assert long["status"] == 200 and long["result"]["status"] == "FILLED"
+    assert placed["status"] == 200, placed
+    r = placed["result"]
+    assert (r["clientAlgoId"], r["algoStatus"], r["orderType"], r["side"]) == \
+        ("ws-stop-1", "NEW", "STOP_MARKET", "SELL")
+    assert r["closePosition"] is True and float(r["triggerPrice"]) == float(trigger)
+    assert [(a["algoId"], a["clientAlgoId"]) for a in held] == [(r["algoId"], "ws-stop-1")]
+    # refusals as over REST: the same client algo id while open; a SELL stop above the mark
+    assert twice["status"] == 400 and twice["error"]["code"] == -4116
+    assert at_once["status"] == 400 and at_once["error"]["code"] == -2021
+    assert canceled["status"] == 200
+    assert (canceled["result"]["algoId"], canceled["result"]["clientAlgoId"]) == \
+        (r["algoId"], "ws-stop-1")
+    assert again["status"] == 400 and again["error"]["code"] == -2011
+    assert after == []
+    # algoOrder.place counts on the order counts, algoOrder.cancel weighs only
+    assert _limits(placed)[("ORDERS", "SECOND", 10)]["count"] >= 2
+    assert set(_limits(canceled)) == {("REQUEST_WEIGHT", "MINUTE", 1)}
+
+
 @pytest.mark.timeout(60)
 def test_refusals_carry_binance_codes_the_request_id_and_rate_limits(procs, tmp_path):
     # Arrange

@@ -9,7 +9,9 @@ per frame, ``{"id", "status": 200, "result": ..., "rateLimits": [...]}`` or ``{"
 order (an added latency delays one answer, not the connection).
 
 Methods: ``order.place`` (weight 0, one order on the order counts), ``order.cancel`` and
-``order.status`` (weight 1), ``session.logon`` / ``session.status`` / ``session.logout``
+``order.status`` (weight 1), ``algoOrder.place`` (an algo order as ``POST /fapi/v1/algoOrder``
+takes it: weight 0, one order on the order counts) and ``algoOrder.cancel`` (by ``algoId`` or
+``clientAlgoId``, weight 1), ``session.logon`` / ``session.status`` / ``session.logout``
 (weight 2). The handshake costs 5. Weights and order counts go to the same limiter as REST
 (one budget per IP and per account, shared with REST, as on Binance).
 
@@ -21,10 +23,10 @@ out. Binance accepts ``session.logon`` only from Ed25519 keys; this exchange hol
 pairs, so it refuses the logon as Binance refuses an HMAC one (-1022): clients with HMAC keys
 sign every request, as Binance documents for them.
 
-``rateLimits`` (REQUEST_WEIGHT per minute of the IP; for ``order.place`` also ORDERS per 10 s
-and per minute of the account) is in every answer unless the connection was opened with
-``?returnRateLimits=false`` or the request says ``"returnRateLimits": false`` (a request's
-``true`` turns it back on).
+``rateLimits`` (REQUEST_WEIGHT per minute of the IP; for ``order.place`` and ``algoOrder.place``
+also ORDERS per 10 s and per minute of the account) is in every answer unless the connection was
+opened with ``?returnRateLimits=false`` or the request says ``"returnRateLimits": false`` (a
+request's ``true`` turns it back on).
 
 Faults are drawn exactly as for REST (the same seeded streams and number of draws): http5xx and
 r429 before processing; latency delays the answer; ``late`` answers a new order 503/-1007 (or
@@ -44,17 +46,25 @@ from . import errors, signing
 
 PATH = "/ws-fapi/v1"
 HANDSHAKE_WEIGHT = 5
-#: method -> (request weight, needs a signed key, counts as a new order)
+#: method -> (request weight, needs a signed key, counts on the order counts)
 METHODS = {
     "order.place": (0, True, True),
     "order.cancel": (1, True, False),
     "order.status": (1, True, False),
+    "algoOrder.place": (0, True, True),
+    "algoOrder.cancel": (1, True, False),
     "session.logon": (2, False, False),
     "session.status": (2, False, False),
     "session.logout": (2, False, False),
 }
 ORDER_METHODS = ("order.place", "order.cancel")
 VERSION_RE = re.compile(r"^v\d+/")
+
+
+def is_order_count(method: str) -> bool:
+    """Does ``method`` count on the order counts (its answer then shows them)?"""
+    spec = METHODS.get(method)
+    return spec is not None and spec[2]
 
 
 def now_ms() -> int:
@@ -277,7 +287,12 @@ class WsApi:
             key = self._authenticate(sess, params, now)
             p = {k: text(v) for k, v in params.items()
                  if k not in ("apiKey", "signature", "returnRateLimits")}
-            if is_new:
+            if method == "algoOrder.place":
+                ex.limiter.order(key, now)
+                result = ex.venue.new_algo_order(key, p, now)
+            elif method == "algoOrder.cancel":
+                result = ex.venue.cancel_algo(key, p, now)
+            elif is_new:
                 ex.limiter.order(key, now)
                 late = ex.faults.late()
                 if late is not None:
@@ -301,14 +316,14 @@ class WsApi:
                     self._stall(sess, method)
                     return
         except errors.ApiError as exc:
-            self._send(sess, self._error(sess, rid, exc, rrl, now, key, method == "order.place"),
+            self._send(sess, self._error(sess, rid, exc, rrl, now, key, is_order_count(method)),
                        latency)
             if exc.code == -2015 and sess.api_key is not None and key == sess.api_key:
                 sess.api_key = sess.authorized_since = None    # a revoked key ends the session
             return
         reply = {"id": rid, "status": 200, "result": result}
         if rrl is not False and (rrl or sess.return_rate_limits):
-            reply["rateLimits"] = self._rate_limits(sess, key, method == "order.place", now)
+            reply["rateLimits"] = self._rate_limits(sess, key, is_order_count(method), now)
         self._send(sess, reply, latency)
 
     def _authenticate(self, sess: Session, params: dict, now: int) -> str:
