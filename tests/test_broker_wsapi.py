@@ -18,8 +18,8 @@ import pytest
 
 from bus import open_bus
 from tests.conftest import wait_for
-from tests.test_broker_exchange import (Broker, Venue, _assert_books_agree,
-                                        _intent, _last_status)
+from tests.test_broker_exchange import (SYMBOL, Broker, Venue, _assert_books_agree,
+                                        _intent, _last_status, _records)
 
 
 class Relay:
@@ -197,6 +197,39 @@ def test_broker_places_over_the_ws_api_and_falls_back_to_rest_while_it_is_down(
            if e.get("action") == "place"}
     assert {way[c] for c in over_ws + again} == {"ws"}, way
     assert {way[c] for c in over_rest} == {"rest"}, way
+    _assert_books_agree(home, venue)
+
+
+@pytest.mark.timeout(120)
+def test_broker_places_and_cancels_protective_stops_over_the_ws_api(procs, home, tmp_path):
+    # Arrange
+    venue = Venue(procs, tmp_path)
+    broker = Broker(procs, home, venue, extra="  order_transport: ws\n")
+    broker.start()
+    bus = open_bus(home)
+    writer = bus.writer("intents")
+
+    def stops() -> list[dict]:
+        return venue.call(lambda: venue.http.open_algo_orders(SYMBOL))
+    # Act: a long position, then flat again
+    opened = _place(writer, 0, "BUY")
+    wait_for(lambda: _filled(home, [opened]), 20, "the long position")
+    (stop,) = wait_for(lambda: stops() or None, 10, "the protective stop at the venue")
+    closed = _place(writer, 1, "SELL")
+    wait_for(lambda: _filled(home, [closed]), 20, "the position closed")
+    wait_for(lambda: stops() == [], 10, "the stop canceled once flat")
+    methods = _heartbeat(venue, time.time()).get("wsapi_methods", {})
+    writer.close()
+    bus.close()
+    broker.stop()
+    # Assert: the stop went over the websocket both ways, once each; the journal saw it
+    assert (stop["orderType"], stop["side"], stop["closePosition"]) == ("STOP_MARKET", "SELL", True)
+    assert methods.get("algoOrder.place") == 1 and methods.get("algoOrder.cancel") == 1, methods
+    stop_calls = [(e["action"], e.get("transport"), e.get("outcome")) for e in _exec_lines(home)
+                  if e.get("action") in ("algo_place", "algo_cancel")]
+    assert stop_calls == [("algo_place", "ws", "ok"), ("algo_cancel", "ws", "ok")], stop_calls
+    events = [(r["event"], r["client_algo_id"]) for r in _records(home, "protection")]
+    assert events == [("placed", stop["clientAlgoId"]), ("canceled", stop["clientAlgoId"])]
     _assert_books_agree(home, venue)
 
 

@@ -200,3 +200,36 @@ def test_an_old_connection_is_replaced_while_idle_and_requests_go_on(procs, tmp_
     assert len(placed) + refused == i and len(placed) >= i // 2
     assert all(r["status"] == "NEW" for r in placed)
 
+
+@pytest.mark.timeout(60)
+def test_algo_orders_are_placed_and_canceled_through_the_callback(procs, tmp_path):
+    # Arrange: a long position for a closePosition stop to close
+    _p, port = _venue(procs, tmp_path)
+    client = _client(port)
+    answers: queue.SimpleQueue = queue.SimpleQueue()
+    trigger = _price(port, 0.95)
+    stop = {"symbol": SYMBOL, "side": "SELL", "type": "STOP_MARKET", "triggerPrice": trigger,
+            "closePosition": "true", "workingType": "MARK_PRICE", "clientAlgoId": "cb-stop-1"}
+    try:
+        filled = client.new_order({"symbol": SYMBOL, "side": "BUY", "type": "MARKET",
+                                   "quantity": 0.002, "newOrderRespType": "RESULT"})
+        client.attach()
+        # Act
+        client.place_algo_order(stop, answers.put)
+        _serve_until(client, lambda: not answers.empty())
+        placed = answers.get()
+        cancels = []
+        for _ in range(2):
+            client.cancel_algo_order(SYMBOL, "cb-stop-1", answers.put)
+            _serve_until(client, lambda: not answers.empty())
+            cancels.append(answers.get(timeout=1))
+        canceled, again = cancels
+    finally:
+        client.stop()
+    # Assert
+    assert filled["status"] == "FILLED"
+    assert (placed["clientAlgoId"], placed["algoStatus"], placed["closePosition"]) == \
+        ("cb-stop-1", "NEW", True)
+    assert float(placed["triggerPrice"]) == float(trigger)
+    assert canceled["clientAlgoId"] == "cb-stop-1"
+    assert isinstance(again, NotFound)

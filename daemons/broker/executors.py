@@ -99,6 +99,18 @@ class GatewayExecutor(Executor):
     def cancel_stop(self, symbol: str, client_algo_id: str) -> None:
         return self.gateway.cancel_stop(symbol, client_algo_id)
 
+    def place_stop_nowait(self, symbol: str, side: str, trigger_price: float,
+                          client_algo_id: str, done) -> bool:
+        """:meth:`place_stop` sent and left to ``done`` (as :meth:`submit_nowait`); False: not
+        sent, use :meth:`place_stop`."""
+        place = getattr(self.gateway, "place_stop_nowait", None)
+        return place is not None and place(symbol, side, trigger_price, client_algo_id, done)
+
+    def cancel_stop_nowait(self, symbol: str, client_algo_id: str, done) -> bool:
+        """:meth:`cancel_stop` sent and left to ``done``; False: not sent."""
+        cancel = getattr(self.gateway, "cancel_stop_nowait", None)
+        return cancel is not None and cancel(symbol, client_algo_id, done)
+
     def open_stops(self, symbol: str) -> list:
         return self.gateway.open_stops(symbol)
 

@@ -26,10 +26,12 @@ over Binance's WebSocket API (``binance.wsapi``: one persistent connection, ever
 HMAC-signed) while it is connected, and over REST when it is not (nothing was sent then, so
 nothing can be doubled). An unanswered or -1007 websocket request is Ambiguous exactly like a
 REST one: never sent again, over either transport, until a query settles it. Everything else
-(stops, positions, income, listenKey) is REST. ``order_transport="rest"``: REST only.
-``place_nowait`` sends an order over the websocket and returns; its answer is read by the
-caller's loop (``attach``, ``fileno``, ``service``): the broker daemon places orders so, with no
-thread between the send and the answer.
+(positions, income, listenKey, the lists of algo orders) is REST. ``order_transport="rest"``:
+REST only. ``place_nowait`` sends an order over the websocket and returns; its answer is read
+by the caller's loop (``attach``, ``fileno``, ``service``): the broker daemon places orders so,
+with no thread between the send and the answer. ``place_stop_nowait`` and ``cancel_stop_nowait``
+do the same for protective stops (``algoOrder.place`` / ``algoOrder.cancel``); their blocking
+forms are REST.
 
 :class:`daemons.broker.mock.MockGateway` implements the same interface in process.
 """
@@ -246,20 +248,62 @@ class BinanceGateway:
         except NotFound:
             return None
 
+    def _stop_params(self, symbol: str, side: str, trigger_price: float,
+                     client_algo_id: str) -> dict:
+        return {"symbol": symbol, "side": side, "type": "STOP_MARKET",
+                "triggerPrice": stop_price(self.filters.get(symbol), side, trigger_price),
+                "closePosition": "true", "workingType": "MARK_PRICE",
+                "clientAlgoId": client_algo_id, "newOrderRespType": "ACK"}
+
     def place_stop(self, symbol: str, side: str, trigger_price: float,
                    client_algo_id: str) -> VenueStop:
         """A protective stop: STOP_MARKET with closePosition on the mark price, through the Algo
         Order API (conditional types on /fapi/v1/order get -4120). The trigger goes on the tick
         grid away from the market (a SELL stop down, a BUY stop up)."""
-        params = {"symbol": symbol, "side": side, "type": "STOP_MARKET",
-                  "triggerPrice": stop_price(self.filters.get(symbol), side, trigger_price),
-                  "closePosition": "true", "workingType": "MARK_PRICE",
-                  "clientAlgoId": client_algo_id, "newOrderRespType": "ACK"}
+        params = self._stop_params(symbol, side, trigger_price, client_algo_id)
         return parse_algo_order(self.http.new_algo_order(
             params, log={"symbol": symbol, "client_algo_id": client_algo_id}))
 
+    def place_stop_nowait(self, symbol: str, side: str, trigger_price: float,
+                          client_algo_id: str, done) -> bool:
+        """:meth:`place_stop` over the WebSocket API (``algoOrder.place``), answered through
+        ``done`` as :meth:`place_nowait` is; False when the websocket is not connected (nothing
+        was sent)."""
+        ws = self.wsapi
+        if ws is None or not ws.connected.is_set():
+            return False
+        params = self._stop_params(symbol, side, trigger_price, client_algo_id)
+
+        def answered(result) -> None:
+            if not isinstance(result, Exception):
+                try:
+                    result = parse_algo_order(result)
+                except Exception as exc:
+                    result = exc
+            done(result)
+
+        try:
+            ws.place_algo_order(params, answered,
+                                log={"symbol": symbol, "client_algo_id": client_algo_id})
+        except WsUnavailable:
+            return False
+        return True
+
     def cancel_stop(self, symbol: str, client_algo_id: str) -> None:
         self.http.cancel_algo_order(symbol, client_algo_id)
+
+    def cancel_stop_nowait(self, symbol: str, client_algo_id: str, done) -> bool:
+        """:meth:`cancel_stop` over the WebSocket API (``algoOrder.cancel``): ``done`` gets None
+        or the typed error (NotFound: not open); False when not connected (nothing sent)."""
+        ws = self.wsapi
+        if ws is None or not ws.connected.is_set():
+            return False
+        try:
+            ws.cancel_algo_order(symbol, client_algo_id,
+                                 lambda r: done(r if isinstance(r, Exception) else None))
+        except WsUnavailable:
+            return False
+        return True
 
     def open_stops(self, symbol: str) -> list[VenueStop]:
         return [parse_algo_order(a) for a in self.http.open_algo_orders(symbol)]

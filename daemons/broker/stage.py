@@ -15,9 +15,10 @@ I/O around it:
 
 Records are written before the actions they allow (PENDING is on disk before the send). While
 the WebSocket API is connected an order is sent from the loop's own thread right after its
-PENDING record, without waiting: the loop polls the websocket's descriptor with the bus's (the
-waker's ``add_fd``) and reads each answer itself, so no thread is woken between the intent and
-the acknowledgement, and an order waiting for its answer (up to the timeout) holds up nothing.
+PENDING record, without waiting, and so are a protective stop's placement and cancel: the loop
+polls the websocket's descriptor with the bus's (the waker's ``add_fd``) and reads each answer
+itself, so no thread is woken between the intent and the acknowledgement, and an order waiting
+for its answer (up to the timeout) holds up nothing.
 Otherwise (REST) sends run on a pool of ``max_parallel_orders`` threads, and lookups always run
 on a pool of their own, so an order hanging for the HTTP timeout delays no other, and no lookup
 delays a send.
@@ -240,17 +241,26 @@ class BrokerStage(Stage):
                 st = tstate.save_state(self.ctx.home, tstate.HALTED, a.reason, by="broker")
                 self._read_trading_state(force=True)
                 self.core.set_trading(st, time.time())
-            elif not (isinstance(a, Send) and self._send_now(a)):
+            elif not self._send_now(a):
                 (self.sends if isinstance(a, Send) else self.lookups).submit(self._call, a)
 
-    def _send_now(self, a: Send) -> bool:
-        """Send an order from this thread over the WebSocket API, its answer to come through
-        ``self.results``; False when that cannot be done (nothing was sent: use the pool)."""
-        if self._ws_fd < 0:
+    def _send_now(self, a) -> bool:
+        """Send an order, or a protective stop's placement or cancel, from this thread over the
+        WebSocket API, its answer to come through ``self.results``; False when that cannot be
+        done (nothing was sent: use the pool)."""
+        if self._ws_fd < 0 or not isinstance(a, (Send, PlaceStop, CancelStop)):
             return False
+        ex = self.executor
+
+        def done(outcome, a=a) -> None:
+            self._answered(a, outcome)
         try:
-            return self.executor.submit_nowait(a.order, a.mark,
-                                               lambda outcome, a=a: self._answered(a, outcome))
+            if isinstance(a, Send):
+                return ex.submit_nowait(a.order, a.mark, done)
+            if isinstance(a, PlaceStop):
+                return ex.place_stop_nowait(a.symbol, a.side, a.trigger_price, a.client_algo_id,
+                                            done)
+            return ex.cancel_stop_nowait(a.symbol, a.client_algo_id, done)
         except Exception as exc:   # refused before sending, or the write failed (ambiguous)
             self._answered(a, exc)
             return True

@@ -594,6 +594,18 @@ class WsApiClient:
         """order.place, answered through ``done`` (:meth:`begin`)."""
         self.begin("order.place", params, done, weight=0, orders=1, action="place", log=log)
 
+    def place_algo_order(self, params: dict, done, log: dict | None = None) -> None:
+        """algoOrder.place (TRADE; weight 0, one order on the order counts, as
+        ``POST /fapi/v1/algoOrder``), answered through ``done`` (:meth:`begin`)."""
+        self.begin("algoOrder.place", {"algoType": "CONDITIONAL", **params}, done, weight=0,
+                   orders=1, action="algo_place", log=log)
+
+    def cancel_algo_order(self, symbol: str, client_algo_id: str, done) -> None:
+        """algoOrder.cancel (TRADE, weight 1; -2011 when not open), answered through ``done``."""
+        self.begin("algoOrder.cancel", {"symbol": symbol, "clientAlgoId": client_algo_id}, done,
+                   weight=1, action="algo_cancel",
+                   log={"symbol": symbol, "client_algo_id": client_algo_id})
+
     def cancel_order(self, symbol: str, client_order_id: str) -> dict:
         """order.cancel (TRADE, weight 1); -2011 when not open."""
         return self.request("order.cancel", {"symbol": symbol,
