@@ -1,8 +1,9 @@
 """The supervisord configuration: programs, their policy, and the health event listener.
 
 Policy lives here and in the rendered file, never in the daemons: priority (lower starts first
-and stops last), ``autorestart=unexpected``, start grace, stop timeout, process-group signals and
-log rotation. ``etc/supervisord.conf`` is this rendering for a checkout (paths relative to the
+and stops last), ``autorestart=unexpected``, start grace, stop timeout, process-group signals,
+log rotation, and the short CPU time slice of the programs on the path from a signal to an order
+(``OFI_SCHED_SLICE_US``, applied by the daemon at start: :mod:`.sched`). ``etc/supervisord.conf`` is this rendering for a checkout (paths relative to the
 file with ``%(here)s``); ``ofi run`` renders one per home with absolute paths.
 
 Exit codes: 0 (a clean stop) and :data:`REFUSED` (2, a refusal to start: bad config, missing or
@@ -17,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...runtime import REFUSED, STARTSECS_ENV
+from .sched import SLICE_ENV
 
 PROGRAMS_ORDER = ("exchange", "harvest", "signal", "strategy", "broker", "report")
 STAGES = ("harvest", "signal", "strategy", "broker", "report")
@@ -29,23 +31,39 @@ class ProgramPolicy:
     priority: int
     startsecs: int
     stopwaitsecs: int
+    slice_us: int = 0     # a CPU time slice of its own (:mod:`.sched`); 0: the kernel's default
 
+
+#: the slice of the programs a signal's order goes through (strategy, broker, and the local
+#: exchange standing in for the venue): they wake on each hand-off and work briefly
+ORDER_PATH_SLICE_US = 100
 
 POLICY = {
     # the venue must answer before harvest connects, and must outlive the broker on the way down
-    "exchange": ProgramPolicy(priority=10, startsecs=2, stopwaitsecs=10),
+    "exchange": ProgramPolicy(priority=10, startsecs=2, stopwaitsecs=10,
+                              slice_us=ORDER_PATH_SLICE_US),
     "harvest": ProgramPolicy(priority=20, startsecs=2, stopwaitsecs=10),
     # the signal stage saves its core state on SIGTERM
     "signal": ProgramPolicy(priority=30, startsecs=2, stopwaitsecs=20),
-    "strategy": ProgramPolicy(priority=40, startsecs=2, stopwaitsecs=10),
+    "strategy": ProgramPolicy(priority=40, startsecs=2, stopwaitsecs=10,
+                              slice_us=ORDER_PATH_SLICE_US),
     # the broker may be waiting on the venue for an order in flight: give it time to settle
-    "broker": ProgramPolicy(priority=50, startsecs=3, stopwaitsecs=30),
+    "broker": ProgramPolicy(priority=50, startsecs=3, stopwaitsecs=30,
+                            slice_us=ORDER_PATH_SLICE_US),
     # the report daemon writes a last report when stopped
     "report": ProgramPolicy(priority=60, startsecs=2, stopwaitsecs=60),
 }
 LISTENER = "health"
 #: exit codes supervisord treats as expected (never restarted): a clean stop, a refusal to start
 EXITCODES = (0, REFUSED)
+
+
+def environment(p: ProgramPolicy) -> str:
+    """A program's ``environment=`` value: its start grace, and its slice when it has one."""
+    env = f'{STARTSECS_ENV}="{p.startsecs}"'
+    if p.slice_us:
+        env += f',{SLICE_ENV}="{p.slice_us}"'
+    return env
 
 
 def programs_for(enable: list[str], mode: str) -> list[str]:
@@ -104,7 +122,7 @@ def render(*, programs: list[str], home: str, ofi: str, args_for, listener_cmd: 
             "autorestart=unexpected",
             f"exitcodes={','.join(str(c) for c in EXITCODES)}",
             f"startsecs={p.startsecs}",
-            f'environment={STARTSECS_ENV}="{p.startsecs}"',
+            f"environment={environment(p)}",
             "startretries=5",
             "stopsignal=TERM",
             f"stopwaitsecs={p.stopwaitsecs}",

@@ -1,0 +1,72 @@
+"""The order path's short CPU slice (daemons/tools/supervise/sched.py): a daemon started with
+``OFI_SCHED_SLICE_US`` runs every thread with that slice, as the kernel reports it
+(``se.slice`` in /proc/PID/task/TID/sched); a daemon started without it keeps the default."""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from daemons.tools.supervise import sched
+from tests.exchange_harness import start_exchange
+
+
+def _slices(pid: int) -> dict[int, int]:
+    """se.slice (ns) of each thread of ``pid``."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "sched").read_text().splitlines():
+            if line.startswith("se.slice"):
+                out[int(task.name)] = int(line.split(":")[1])
+    return out
+
+
+def _supported() -> bool:
+    """Custom slices work here (Linux 6.12+): a throwaway thread asks for one."""
+    if not Path("/proc/self/sched").exists() or \
+            "se.slice" not in Path("/proc/self/sched").read_text():
+        return False
+    got = []
+    t = threading.Thread(target=lambda: got.append(sched.request_slice(sched.MIN_US)))
+    t.start()
+    t.join(5)
+    return bool(got and got[0])
+
+
+needs_slices = pytest.mark.skipif(not _supported(), reason="no custom SCHED_OTHER slices here "
+                                  "(Linux 6.12+ with /proc/PID/sched)")
+
+
+@needs_slices
+@pytest.mark.timeout(60)
+def test_the_exchange_runs_every_thread_with_the_slice_it_was_given(procs, tmp_path, monkeypatch):
+    # Arrange
+    monkeypatch.setenv(sched.SLICE_ENV, "100")
+    # Act
+    p, _port, ready = start_exchange(procs, tmp_path / "ex")
+    slices = _slices(p.pid)
+    # Assert
+    assert ready["sched_slice_us"] == 100
+    assert slices and set(slices.values()) == {100_000}, slices
+
+
+@needs_slices
+@pytest.mark.timeout(60)
+def test_without_the_variable_a_daemon_keeps_the_default_slice(procs, tmp_path, monkeypatch):
+    # Arrange
+    monkeypatch.delenv(sched.SLICE_ENV, raising=False)
+    default = _slices(os.getpid())[threading.get_native_id()]
+    # Act
+    p, _port, ready = start_exchange(procs, tmp_path / "ex")
+    # Assert
+    assert ready["sched_slice_us"] is None
+    assert set(_slices(p.pid).values()) == {default}
+
+
+def test_a_bad_or_empty_variable_asks_for_nothing():
+    assert sched.apply_from_env({}) is None
+    assert sched.apply_from_env({sched.SLICE_ENV: ""}) is None
+    assert sched.apply_from_env({sched.SLICE_ENV: "fast"}) is None
+    assert sched.apply_from_env({sched.SLICE_ENV: "0"}) is None
