@@ -45,7 +45,7 @@ import orjson
 from bus import BadRecord, BusError, open_bus
 
 from . import config as configmod
-from . import settings
+from . import sched, settings
 from .log import LEVELS, Logger
 from .log import install as install_logging
 
@@ -395,6 +395,8 @@ class Runner:
 
 def run(stage_cls, cfg: dict) -> int:
     """Run a stage until SIGTERM/SIGINT; returns the process exit code."""
+    # before any thread starts (they inherit it): the CPU slice supervisord asks for, if any
+    slice_us = sched.apply_from_env()
     runner = Runner(stage_cls, cfg)
     log = runner.log
     install_logging(runner.name, runner.ctx.settings.log.level)
@@ -411,7 +413,7 @@ def run(stage_cls, cfg: dict) -> int:
         runner.ready = True
         runner.heartbeat(time.time(), force=True)
         announce_ready(log, inputs=list(runner.consumers), outputs=list(stage_cls.outputs),
-                       sink=cfg["sink"], home=runner.ctx.home)
+                       sink=cfg["sink"], home=runner.ctx.home, sched_slice_us=slice_us)
         runner.loop()
     except (BusError, configmod.ConfigError) as exc:
         if runner.ctx.stopping and not runner.ready:

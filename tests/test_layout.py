@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DAEMONS = ROOT / "daemons"
-LEAVES = ["trading.py", "venue.py", "settings.py", "proposals.py"]
+LEAVES = ["trading.py", "venue.py", "settings.py", "proposals.py", "sched.py"]
 STAGES = ["harvest", "signal", "strategy", "broker", "report", "marketdata", "runtime.py"]
 #: what a stage may import of the tools: the command line that runs it (imported when it runs)
 ALLOWED_FROM_TOOLS = {"daemons.tools.cli", "daemons.tools.cli.daemon_cmd"}

@@ -1,15 +1,19 @@
-"""The order path's short CPU slice (daemons/tools/supervise/sched.py): a daemon started with
+"""The order path's short CPU slice (daemons/sched.py): a daemon started with
 ``OFI_SCHED_SLICE_US`` runs every thread with that slice, as the kernel reports it
 (``se.slice`` in /proc/PID/task/TID/sched); a daemon started without it keeps the default."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from daemons.tools.supervise import sched
+from conftest import ROOT
+from daemons import sched
 from tests.exchange_harness import start_exchange
 
 
@@ -70,3 +74,21 @@ def test_a_bad_or_empty_variable_asks_for_nothing():
     assert sched.apply_from_env({sched.SLICE_ENV: ""}) is None
     assert sched.apply_from_env({sched.SLICE_ENV: "fast"}) is None
     assert sched.apply_from_env({sched.SLICE_ENV: "0"}) is None
+
+
+@needs_slices
+@pytest.mark.timeout(60)
+def test_a_stage_runs_every_thread_with_the_slice_it_was_given(procs, home, monkeypatch):
+    """The runtime applies it before the bus's and the stage's threads start."""
+    # Arrange
+    monkeypatch.setenv(sched.SLICE_ENV, "100")
+    cfg = home / "report.yaml"
+    cfg.write_text("report:\n  interval_s: 0.3\n")
+    # Act
+    p = procs([sys.executable, "-m", "daemons.report", "--home", str(home), "--config",
+               str(cfg)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    ready = json.loads(next(line for line in p.stdout if "ofi-ready" in line))
+    slices = _slices(p.pid)
+    # Assert
+    assert ready["sched_slice_us"] == 100
+    assert len(slices) > 1 and set(slices.values()) == {100_000}, slices

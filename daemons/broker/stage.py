@@ -34,7 +34,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .. import config as configmod
 from ..runtime import Stage
-from ..tools.supervise import sched
 from .. import trading as tstate
 from .binance.errors import AuthError, Banned, GatewayError, RateLimited
 from .execlog import ExecLog
@@ -79,8 +78,6 @@ class BrokerStage(Stage):
     # -- start -----------------------------------------------------------------------------------
     def start(self) -> None:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
-        # before any thread of ours starts: they inherit it
-        self.sched_slice_us = sched.apply_from_env()
         cfg = self.ctx.config
         b = self.b = self.ctx.settings.broker   # typed; allowed values checked at load
         self.log = self.ctx.log
@@ -125,8 +122,7 @@ class BrokerStage(Stage):
         j = core.journal
         self.log.info("broker_started", mode=self.mode, venue=getattr(self.gateway, "rest_url", "mock"),
                       orders=len(j.orders), fills=len(j.fill_keys), active=len(j.active()),
-                      trading=core.trading.state, max_parallel_orders=settings.max_parallel_orders,
-                      sched_slice_us=self.sched_slice_us)
+                      trading=core.trading.state, max_parallel_orders=settings.max_parallel_orders)
 
     def _with_retry(self, fn, what: str, deadline_s: float = START_DEADLINE_S):
         """Call ``fn`` until it works (start-up only); a clear error when the venue stays away."""

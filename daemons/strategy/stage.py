@@ -41,7 +41,6 @@ from .. import runtime, settings
 from ..runtime import Stage
 from . import rules, source
 from .core import StrategyCore
-from ..tools.supervise import sched
 from ..trading import HALTED, StateError, TradingState, load_state, save_state
 
 SNAPSHOT_EVERY_S = 0.5
@@ -94,7 +93,6 @@ class StrategyStage(Stage):
         return {"signals": self.external}
 
     def start(self) -> None:
-        slice_us = sched.apply_from_env()   # a short CPU slice: see daemons/tools/supervise/sched.py
         replayed = self._replay_intents()
         positions = self._replay_positions()
         st = self.trading_state()
@@ -103,8 +101,7 @@ class StrategyStage(Stage):
                           last_intent_seq=core.last_intent_seq, intents_replayed=replayed,
                           positions_replayed=positions, positions_seq=core.positions_seq,
                           trading_state=st.state, signals=self.external.dir if self.external
-                          else "bus", positions={s: v.qty for s, v in core.views.items() if v.qty},
-                          sched_slice_us=slice_us)
+                          else "bus", positions={s: v.qty for s, v in core.views.items() if v.qty})
         self.ctx.changed()   # the replays are saved with the positions at the first save
 
     def handle(self, topic: str, record: dict) -> None:

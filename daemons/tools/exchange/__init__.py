@@ -203,7 +203,7 @@ async def serve(settings: dict, log: Logger) -> int:
     """Run the exchange until SIGTERM/SIGINT."""
     from aiohttp import web
 
-    from ..supervise import sched
+    from ... import sched
     from .app import Exchange
 
     slice_us = sched.apply_from_env()   # the venue's stand-in answers at once (see sched)

@@ -3,7 +3,7 @@
 Policy lives here and in the rendered file, never in the daemons: priority (lower starts first
 and stops last), ``autorestart=unexpected``, start grace, stop timeout, process-group signals,
 log rotation, and the short CPU time slice of the programs on the path from a signal to an order
-(``OFI_SCHED_SLICE_US``, applied by the daemon at start: :mod:`.sched`). ``etc/supervisord.conf`` is this rendering for a checkout (paths relative to the
+(``OFI_SCHED_SLICE_US``, applied by the daemon at start: :mod:`daemons.sched`). ``etc/supervisord.conf`` is this rendering for a checkout (paths relative to the
 file with ``%(here)s``); ``ofi run`` renders one per home with absolute paths.
 
 Exit codes: 0 (a clean stop) and :data:`REFUSED` (2, a refusal to start: bad config, missing or
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...runtime import REFUSED, STARTSECS_ENV
-from .sched import SLICE_ENV
+from ...sched import SLICE_ENV
 
 PROGRAMS_ORDER = ("exchange", "harvest", "signal", "strategy", "broker", "report")
 STAGES = ("harvest", "signal", "strategy", "broker", "report")
@@ -31,7 +31,7 @@ class ProgramPolicy:
     priority: int
     startsecs: int
     stopwaitsecs: int
-    slice_us: int = 0     # a CPU time slice of its own (:mod:`.sched`); 0: the kernel's default
+    slice_us: int = 0     # a CPU time slice of its own (:mod:`daemons.sched`); 0: the kernel's default
 
 
 #: the slice of the programs a signal's order goes through (strategy, broker, and the local

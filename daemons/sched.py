@@ -10,9 +10,10 @@ task may ask for a shorter slice of its own (``sched_setattr``'s ``sched_runtime
 100 ms, no privilege needed): it is then picked soon after it wakes and preempted as soon after,
 so it gains latency, not CPU time (docs/latency.md has the figures).
 
-The supervisord policy (:mod:`.conf`) gives a program its slice in ``OFI_SCHED_SLICE_US``; the
-daemon applies it at start with :func:`apply_from_env` in its main thread, before it starts its
-other threads (they inherit it). Elsewhere (another OS or architecture, an older kernel that
+The supervisord policy (:mod:`daemons.tools.supervise.conf`) gives a program its slice in
+``OFI_SCHED_SLICE_US``; the runtime (:func:`daemons.runtime.run`) applies it with
+:func:`apply_from_env` first thing, in the main thread, before any other thread starts (they
+inherit it), and so does ``ofi exchange``. A leaf: it imports nothing of the project. Elsewhere (another OS or architecture, an older kernel that
 refuses it) nothing changes: the answer is False and the daemon runs with the default slice.
 """
 from __future__ import annotations
