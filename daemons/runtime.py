@@ -13,7 +13,8 @@ and the loop goes on. Any other exception is unrecoverable: logged, then exit co
 restarts the program and the consumer resumes from its last committed position).
 
 A *stateful* stage (``stateful = True``: signal, strategy) keeps what it has learnt from its
-inputs in memory. The runtime saves ``stage.snapshot()`` every ``save_every_s`` and at stop, in
+inputs in memory. The runtime saves ``stage.snapshot()`` every ``save_every_s`` (once its input has
+been quiet for :data:`QUIET_S`, as it writes the heartbeat) and at stop, in
 one file written atomically (``<home>/state/<name>.json``) together with the input positions it
 reflects; on start it hands the state back to ``stage.restore`` and rewinds every input to its
 saved position, so a SIGKILL at any instant loses nothing and applies nothing twice. The
@@ -50,6 +51,11 @@ from .log import LEVELS, Logger
 from .log import install as install_logging
 
 READY = "ofi-ready"
+#: the loop saves state and beats once its input has been quiet this long, so that those writes
+#: do not compete for the CPU with the stage that reads the records just emitted
+QUIET_S = 0.02
+#: ... or once they are this late, however busy the input
+BUSY_GRACE_S = 1.0
 #: exit code of a refusal to start; listed in supervisord's ``exitcodes``: never restarted
 REFUSED = 2
 #: environment variable with the program's ``startsecs`` (set by the rendered supervisord.conf)
@@ -356,22 +362,34 @@ class Runner:
     def loop(self) -> None:
         poll = self.ctx.settings.bus.poll_interval_s
         stateful = self.stage.stateful
+        every = self.stage.save_every_s
+        active = float("-inf")   # when records were last handled (monotonic)
         while not self.ctx.stopping:
             handled = self.step()
             now = self.clock()
             self.stage.tick(now)
-            if (stateful and self.ctx.unsaved
-                    and time.monotonic() - self._saved_at >= self.stage.save_every_s):
+            mono = time.monotonic()
+            if handled:
+                active = mono
+            # the state and the heartbeat are written once the input has been quiet for
+            # QUIET_S (or when BUSY_GRACE_S late): not while the next stage reads what this
+            # one just wrote, on the same CPUs
+            quiet = mono - active >= QUIET_S
+            save_due = stateful and self.ctx.unsaved and mono - self._saved_at >= every
+            if save_due and (quiet or mono - self._saved_at >= every + BUSY_GRACE_S):
                 self.save_state()
-            self.heartbeat(now)
+                save_due = False
+            if quiet or now >= self.beat.next_at + BUSY_GRACE_S:
+                self.heartbeat(now)
             if handled or self.ctx.stopping:
                 continue
             timeout = self.stage.idle_timeout()
             timeout = poll if timeout is None else max(0.0, min(poll, timeout))
             timeout = min(timeout, max(0.0, self.beat.next_at - now))
             if stateful and self.ctx.unsaved:
-                timeout = min(timeout, max(0.0, self._saved_at + self.stage.save_every_s
-                                           - time.monotonic()))
+                timeout = min(timeout, max(0.0, self._saved_at + every - mono))
+            if save_due or self.beat.due(now):   # wait out the quiet time first
+                timeout = max(timeout, min(poll, active + QUIET_S - mono))
             self.bus.wait(timeout)
 
     def close(self, save: bool = True) -> None:
