@@ -756,78 +756,108 @@ class _Ticks:
         return j
 
 
-def _read_depth(paths, sink: Sink, symbol, stall, depth: DepthRows, with_levels=None) -> dict:
-    """The worker's pass: depth rows; the other lines' receive times only. ``with_levels``:
-    :func:`daemons.marketdata.fastbook.with_levels`, for a depth of array books."""
-    loads = orjson.loads
-    decode_error = orjson.JSONDecodeError
-    tag, dtag, name = _TAG, _DTAG, _NAME
-    count = 0
-    nb = BATCH
-    newest = _NEG
-    for path in paths:
-        div = None
-        lineno = 0
-        file_symbol = symbol or symbol_from_path(path)
-        for lines in iter_line_chunks(path):
-            for j, line in enumerate(lines):
-                sp = line.find(b" ")
-                if sp <= 0:
-                    bad_line(path, lineno + j + 1, line)
-                    continue
-                try:
-                    ts = int(line[:sp])
-                except ValueError:
-                    bad_line(path, lineno + j + 1, line)
-                    continue
-                if div is None:
-                    div = stamp_divisor(ts)
-                recv = ts // div
-                if line.startswith(tag, sp + 1) \
-                        and line.find(dtag, sp + name, line.find(b'"', sp + name)) < 0:
-                    if count == nb:   # the main process's line
-                        nb += BATCH
-                        depth.floor(newest - stall)
-                    count += 1
-                    if recv > newest:
-                        newest = recv
-                    continue
-                body = line[sp + 1:]
-                try:
-                    msg = loads(body)
-                except decode_error:
-                    bad_line(path, lineno + j + 1, line)
-                    continue
-                if count == nb:
+class _DepthLines:
+    """The depth worker's reading state (depth rows; the other lines' receive times only),
+    kept between calls of :meth:`lines` as :class:`_Main` keeps the main process's.
+    ``message`` / ``with_levels``: :func:`daemons.marketdata.fastbook.depth_message` and
+    ``with_levels``, for a depth of array books (None: every line through orjson)."""
+
+    def __init__(self, sink: Sink, symbol, stall: int, depth: DepthRows, message=None,
+                 with_levels=None):
+        self.sink, self.symbol, self.stall, self.depth = sink, symbol, stall, depth
+        self.message, self.with_levels = message, with_levels
+        self.count = 0
+        self.nb = BATCH
+        self.newest = _NEG
+        self.div = None
+        self.file_symbol = None
+        self.last_symbol = None   # of the last diff or snapshot read here
+
+    def start(self, path: str) -> None:
+        """A new file (its stamps' unit is found again)."""
+        self.div = None
+        self.file_symbol = self.symbol or symbol_from_path(path)
+
+    def lines(self, path: str, lines, first: int, end: int, lineno: int) -> None:
+        """Read ``lines[first:end]`` (``lineno``: the number of the line before ``lines[0]``)."""
+        symbol, stall, depth = self.symbol, self.stall, self.depth
+        message, with_levels = self.message, self.with_levels
+        loads = orjson.loads
+        decode_error = orjson.JSONDecodeError
+        tag, dtag, name = _TAG, _DTAG, _NAME
+        count, nb, newest = self.count, self.nb, self.newest
+        div, file_symbol = self.div, self.file_symbol
+        for j in range(first, end):
+            line = lines[j]
+            sp = line.find(b" ")
+            if sp <= 0:
+                bad_line(path, lineno + j + 1, line)
+                continue
+            try:
+                ts = int(line[:sp])
+            except ValueError:
+                bad_line(path, lineno + j + 1, line)
+                continue
+            if div is None:
+                div = stamp_divisor(ts)
+            recv = ts // div
+            tagged = line.startswith(tag, sp + 1)
+            if tagged and line.find(dtag, sp + name, line.find(b'"', sp + name)) < 0:
+                if count == nb:   # the main process's line
                     nb += BATCH
                     depth.floor(newest - stall)
                 count += 1
                 if recv > newest:
                     newest = recv
+                continue
+            # a plain diff, read without orjson (None: anything else)
+            data = message(line, sp + 1) if message is not None and tagged else None
+            stream = data is not None
+            if data is None:
+                try:
+                    msg = loads(line[sp + 1:])
+                except decode_error:
+                    bad_line(path, lineno + j + 1, line)
+                    continue
                 stream = msg.get("stream")
                 data = msg["data"] if stream is not None else msg
-                e = data.get("e")
-                if e == "depthUpdate" or (e is None and "lastUpdateId" in data):
-                    s = data.get("s")
-                    if s is None:
-                        s = file_symbol if symbol is not None else \
-                            _last_symbol(lines, j, file_symbol)
-                    if e is None:
-                        depth.snapshot(data, recv, s, count)
-                    else:
-                        depth.diff(data if with_levels is None
-                                   else with_levels(data, line, sp + 1), recv, s, count)
-                elif line.startswith(tag, sp + 1) and (e in ("bookTicker", "trade", "aggTrade")
-                                                      or (e is None and _is_book(e, data,
-                                                                                 stream))):
-                    raise Fallback(f"{path}:{lineno + j + 1}: trades or book under a depth "
-                                   "stream name")
+            if count == nb:
+                nb += BATCH
+                depth.floor(newest - stall)
+            count += 1
+            if recv > newest:
+                newest = recv
+            e = data.get("e")
+            if e == "depthUpdate" or (e is None and "lastUpdateId" in data):
+                s = data.get("s")
+                if s is None:
+                    s = file_symbol if symbol is not None else \
+                        _last_symbol(lines, j, file_symbol)
+                if e is None:
+                    depth.snapshot(data, recv, s, count)
+                else:
+                    depth.diff(data if with_levels is None or type(data.get("b")) is not list
+                               else with_levels(data, line, sp + 1), recv, s, count)
+                self.last_symbol = s
+            elif tagged and (e in ("bookTicker", "trade", "aggTrade")
+                             or (e is None and _is_book(e, data, stream))):
+                raise Fallback(f"{path}:{lineno + j + 1}: trades or book under a depth "
+                               "stream name")
+        self.count, self.nb, self.newest, self.div = count, nb, newest, div
+
+
+def _read_depth(paths, st: _DepthLines) -> None:
+    """The worker's pass without numba: every line read by :meth:`_DepthLines.lines`."""
+    for path in paths:
+        st.start(path)
+        lineno = 0
+        for lines in iter_line_chunks(path):
+            st.lines(path, lines, 0, len(lines), lineno)
             lineno += len(lines)
-            if symbol is None:
-                file_symbol = _last_symbol(lines, len(lines), file_symbol)
-            sink.flush()
-    sink.flush(final=True)
-    return {"newest": newest, "lines": count}
+            if st.symbol is None:
+                st.file_symbol = _last_symbol(lines, len(lines), st.file_symbol)
+            st.sink.flush()
+    st.sink.flush(final=True)
 
 
 class _BlockLines:
@@ -845,129 +875,37 @@ class _BlockLines:
         return self.block[self.starts[k]:self.ends[k]]
 
 
-def _read_depth_blocks(paths, sink: Sink, symbol, stall, depth: DepthRows, with_levels,
-                       scan, message) -> dict:
+def _read_depth_blocks(paths, st: _DepthLines, scan) -> None:
     """:func:`_read_depth` with the lines classified by compiled code
-    (:func:`daemons.marketdata.fastbook.scan_block`) and never cut out unless read here: the
-    diffs that chain on an in-sync book, and every line of another stream between them, are
-    read by :func:`daemons.marketdata.fastbook.import_diffs` (:class:`_Compiled`); before the
-    first sync, the other streams' receive times count for Replay's batch floors as arrays
-    (only the last floor of a run of them matters, and it is the largest: no depth line comes
-    between)."""
-    from ...marketdata.fastbook import OTHER_STREAM
-
-    loads = orjson.loads
-    decode_error = orjson.JSONDecodeError
-    tag, dtag, name = _TAG, _DTAG, _NAME
-    count = 0
-    nb = BATCH
-    newest = _NEG
-    fast = _Compiled(depth)
+    (:func:`daemons.marketdata.fastbook.scan_block`): every line of another stream, and the
+    diffs that chain on an in-sync book, are read by
+    :func:`daemons.marketdata.fastbook.import_diffs` (:class:`_Compiled`), every line it
+    leaves by :meth:`_DepthLines.lines`."""
+    fast = _Compiled(st)
     for path in paths:
-        div = None
+        st.start(path)
         lineno = 0
-        file_symbol = symbol or symbol_from_path(path)
         for block in iter_blocks(path):
             starts, ends, stamps, kinds = scan(block)
             nl = len(kinds)
-            sl, el = starts.tolist(), ends.tolist()
-            lines = _BlockLines(block, sl, el)
+            lines = _BlockLines(block, starts.tolist(), ends.tolist())
             buf = np.frombuffer(block, np.uint8)
-            todo = np.flatnonzero(kinds != OTHER_STREAM)
             j = 0
             while j < nl:
-                if div is not None:
-                    j, count, nb, newest = fast.run(buf, starts, ends, stamps, kinds, j, div,
-                                                    count, nb, newest)
+                if st.div is not None:   # (the first line of a file finds the stamps' unit)
+                    j = fast.run(buf, starts, ends, stamps, kinds, j)
                     if j >= nl:
                         break
                     if fast.full:
-                        sink.flush()
+                        st.sink.flush()
                         continue
-                k = int(todo[np.searchsorted(todo, j)]) if todo.size and j <= todo[-1] else nl
-                if k > j:   # lines j..k-1: other streams, counted and their times read
-                    if div is None:
-                        div = stamp_divisor(int(stamps[j]))
-                    recvs = stamps[j:k] // div
-                    run = k - j
-                    if count + run > nb:   # batch ends in the run: the last one counts
-                        last = nb + (count + run - 1 - nb) // BATCH * BATCH
-                        upto = last - count   # the floor reads the times before that line
-                        top = int(recvs[:upto].max()) if upto else newest
-                        depth.floor((top if top > newest else newest) - stall)
-                        nb = last + BATCH
-                    top = int(recvs.max())
-                    if top > newest:
-                        newest = top
-                    count += run
-                    j = k
-                    continue
-                line = block[sl[j]:el[j]]
+                st.lines(path, lines, j, j + 1, lineno)
                 j += 1
-                sp = line.find(b" ")
-                if sp <= 0:
-                    bad_line(path, lineno + j, line)
-                    continue
-                try:
-                    ts = int(line[:sp])
-                except ValueError:
-                    bad_line(path, lineno + j, line)
-                    continue
-                if div is None:
-                    div = stamp_divisor(ts)
-                recv = ts // div
-                if line.startswith(tag, sp + 1) \
-                        and line.find(dtag, sp + name, line.find(b'"', sp + name)) < 0:
-                    if count == nb:   # the main process's line
-                        nb += BATCH
-                        depth.floor(newest - stall)
-                    count += 1
-                    if recv > newest:
-                        newest = recv
-                    continue
-                # a plain diff, read without orjson (None: anything else)
-                data = message(line, sp + 1) if line.startswith(tag, sp + 1) else None
-                if data is None:
-                    body = line[sp + 1:]
-                    try:
-                        msg = loads(body)
-                    except decode_error:
-                        bad_line(path, lineno + j, line)
-                        continue
-                if count == nb:
-                    nb += BATCH
-                    depth.floor(newest - stall)
-                count += 1
-                if recv > newest:
-                    newest = recv
-                if data is None:
-                    stream = msg.get("stream")
-                    data = msg["data"] if stream is not None else msg
-                else:
-                    stream = True
-                e = data.get("e")
-                if e == "depthUpdate" or (e is None and "lastUpdateId" in data):
-                    s = data.get("s")
-                    if s is None:
-                        s = file_symbol if symbol is not None else \
-                            _last_symbol(lines, j - 1, file_symbol)
-                    if e is None:
-                        depth.snapshot(data, recv, s, count)
-                    else:
-                        depth.diff(data if type(data["b"]) is not list
-                                   else with_levels(data, line, sp + 1), recv, s, count)
-                    fast.symbol(s)
-                elif line.startswith(tag, sp + 1) and (e in ("bookTicker", "trade", "aggTrade")
-                                                      or (e is None and _is_book(e, data,
-                                                                                 stream))):
-                    raise Fallback(f"{path}:{lineno + j}: trades or book under a depth "
-                                   "stream name")
             lineno += nl
-            if symbol is None:
-                file_symbol = _last_symbol(lines, nl, file_symbol)
-            sink.flush()
-    sink.flush(final=True)
-    return {"newest": newest, "lines": count}
+            if st.symbol is None:
+                st.file_symbol = _last_symbol(lines, nl, st.file_symbol)
+            st.sink.flush()
+    st.sink.flush(final=True)
 
 
 def _int_or_neg(x: float):
@@ -980,11 +918,12 @@ class _Compiled:
     diff was read last, its state shared with :class:`DepthRows` (handed over on each call,
     taken back after it)."""
 
-    def __init__(self, depth: DepthRows):
+    def __init__(self, st: _DepthLines):
         from ...marketdata import fastbook
 
         self.fb = fb = fastbook
-        self.depth = depth
+        self.st = st
+        self.depth = depth = st.depth
         n = self.n = depth.levels
         self.si = np.zeros(12, np.int64)
         self.sf = np.zeros(3)
@@ -998,16 +937,13 @@ class _Compiled:
         self.want = np.zeros(0, np.uint8)
         self.full = False
 
-    def symbol(self, s) -> None:
-        """The symbol of the diff or snapshot just read."""
+    def run(self, buf, starts, ends, stamps, kinds, j: int) -> int:
+        """Lines from ``j`` on; the first one left to :meth:`_DepthLines.lines`."""
+        fb, si, sf, depth, cur, st = self.fb, self.si, self.sf, self.depth, self.cur, self.st
+        s = st.last_symbol
         if s != self.sym and isinstance(s, str):
             self.sym = s
             self.want = np.frombuffer(s.encode(), np.uint8)
-
-    def run(self, buf, starts, ends, stamps, kinds, j: int, div: int, count: int, nb: int,
-            newest):
-        """Lines from ``j`` on; ``(next line, count, nb, newest)``."""
-        fb, si, sf, depth, cur = self.fb, self.si, self.sf, self.depth, self.cur
         b = depth.books.get(self.sym)
         book = b.book if b is not None else None
         sync = (book is not None and book._bridged and book.spot is False
@@ -1028,8 +964,8 @@ class _Compiled:
         si[fb.IM_SYNC] = sync
         si[fb.IM_N], si[fb.IM_CAP] = rows.n, rows.cap
         si[fb.IM_NS] = 0
-        si[fb.IM_DIV], si[fb.IM_COUNT], si[fb.IM_NB] = div, count, nb
-        sf[fb.IF_F], sf[fb.IF_LAST], sf[fb.IF_NEWEST] = depth.f, depth.last, newest
+        si[fb.IM_DIV], si[fb.IM_COUNT], si[fb.IM_NB] = st.div, st.count, st.nb
+        sf[fb.IF_F], sf[fb.IF_LAST], sf[fb.IF_NEWEST] = depth.f, depth.last, st.newest
         bs, as_ = book.bid_side, book.ask_side
         nl = len(starts)
         st_idx, st_stream, st_t, st_until = (np.empty(nl, np.int64), np.empty(nl, np.int8),
@@ -1040,8 +976,8 @@ class _Compiled:
                             bs.edge, as_.keys, as_.used, as_.qf, as_.qs, as_.best, as_.st,
                             as_.edge, self.n, cur, *self.top, *self.scratch, rows.ints,
                             rows.levels, st_idx, st_stream, st_t, st_until)
-        count, nb = int(si[fb.IM_COUNT]), int(si[fb.IM_NB])
-        newest = _int_or_neg(sf[fb.IF_NEWEST])
+        st.count, st.nb = int(si[fb.IM_COUNT]), int(si[fb.IM_NB])
+        st.newest = _int_or_neg(sf[fb.IF_NEWEST])
         depth.f, depth.last = _int_or_neg(sf[fb.IF_F]), _int_or_neg(sf[fb.IF_LAST])
         ns = int(si[fb.IM_NS])
         for idx, t, until in zip(st_idx[:ns].tolist(), st_t[:ns].tolist(),
@@ -1056,7 +992,7 @@ class _Compiled:
             b.bpx, b.bq = tuple(cur[0, :nbid].tolist()), tuple(cur[1, :nbid].tolist())
             b.apx, b.aq = tuple(cur[2, :nask].tolist()), tuple(cur[3, :nask].tolist())
         self.full = sync and rows.n >= rows.cap
-        return j, count, nb, newest
+        return j
 
 
 # -- the worker ---------------------------------------------------------------------------------
@@ -1111,13 +1047,16 @@ def _work(conn, paths, tmp_dir, levels, flush_rows, symbol, stall) -> None:
     sink = Sink(spool, levels)
     fast = split._fast_book(levels)
     if fast:
-        depth = DepthRows(sink, levels, stall, array_book=fast[0])
-        tot = _read_depth_blocks(paths, sink, symbol, stall, depth, fast[1], fast[2], fast[3])
+        array_book, with_levels, scan, message = fast
+        depth = DepthRows(sink, levels, stall, array_book=array_book)
+        st = _DepthLines(sink, symbol, stall, depth, message, with_levels)
+        _read_depth_blocks(paths, st, scan)
     else:
         depth = DepthRows(sink, levels, stall)
-        tot = _read_depth(paths, sink, symbol, stall, depth)
+        st = _DepthLines(sink, symbol, stall, depth)
+        _read_depth(paths, st)
     rows = spool.close()
     conn.send(("end", {
         "rows": rows, "first": sink.first, "last": sink.last, "symbols": sink.symbols(),
         "stalls": depth.stalls, "gap_rows": depth.gap_rows,
-        "end_stall": _end_stall("depth", depth.last, tot["newest"], stall)}))
+        "end_stall": _end_stall("depth", depth.last, st.newest, stall)}))
