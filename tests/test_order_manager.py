@@ -643,3 +643,32 @@ def test_wallet_check_halts_on_venue_income_the_journal_never_gets():
     assert h.core.trading.state == tstate.HALTED
     assert "venue income not in the journal" in h.core.trading.reason
     assert "tranId 900" in h.core.trading.reason
+
+
+@pytest.mark.parametrize("interval_s", [0.0, 1.0, 0.25])
+def test_periodic_venue_checks_keep_to_the_middle_of_the_signal_interval(interval_s):
+    """Orders go out just after a signal interval ends: the periodic checks (positions, open
+    orders, wallet, funding, the dead-man refresh) are moved to the middle of an interval, by
+    at most half of one, so their REST calls never meet the orders; without an interval they
+    run when due, here at the start's phase, right where the orders go."""
+    start = 1_000_000.017                  # started 17 ms after an interval end
+    h = Harness(now=start, reconcile_interval_s=30.0, deadman_ms=60_000, position_check_s=10.0,
+                signal_interval_s=interval_s)
+    fired: list[tuple[str, float]] = []
+    run = h._run
+
+    def timed(a):
+        fired.append((a.kind, h.now))
+        run(a)
+    h._run = timed
+    h.advance(125.0)
+    periodic = [(k, t) for k, t in fired if t > start + 1.0]
+    kinds = {k for k, _ in periodic}
+    assert {"positions", "open_orders", "wallet", "countdown"} <= kinds, kinds
+    for kind, t in periodic:
+        if interval_s:
+            assert abs(t % interval_s - interval_s / 2) < 1e-6, (kind, t % interval_s)
+        else:
+            assert abs(t % 1.0 - 0.017) < 1e-6, (kind, t % 1.0)
+    # the period is kept on average: 12 position checks in 125 s, every 10 s
+    assert sum(1 for k, _ in periodic if k == "positions") == 12

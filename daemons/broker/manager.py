@@ -92,6 +92,9 @@ class Settings:
     remote: bool                 # False for mock: no polling, no venue checks
     protective_stop_bps: float   # risk.protective_stop_bps (0: no stops at the venue)
     reconcile_interval_s: float  # read open orders and stops back this often (0: at start)
+    # the signal interval (signal.interval_ms / 1000): the periodic venue checks are moved to
+    # the middle of one, away from its end when the orders go out (0: run them when due)
+    signal_interval_s: float = 0.0
     # constants of the core, not settings
     max_parallel_lookups: int = 2
     query_min_s: float = 0.25
@@ -109,7 +112,8 @@ class Settings:
                    position_check_s=b.position_check_s, deadman_ms=b.deadman_ms,
                    halt_on_mismatch=b.halt_on_mismatch, remote=b.mode != "mock",
                    protective_stop_bps=s.risk.protective_stop_bps,
-                   reconcile_interval_s=b.reconcile_interval_s)
+                   reconcile_interval_s=b.reconcile_interval_s,
+                   signal_interval_s=s.signal.interval_ms / 1000)
 
 
 # -- actions ---------------------------------------------------------------------------------------
@@ -302,6 +306,17 @@ class OrderManager:
         self._due[(kind, key)] = due
         heapq.heappush(self._heap, (due, kind, key))
 
+    def _every(self, kind: str, period: float, now: float) -> None:
+        """Schedule a periodic venue check ``period`` from now, moved to the middle of the
+        signal interval that holds that time (by at most half an interval, and only when that
+        is at most a quarter of the period): orders go out just after an interval ends, and a
+        check's REST calls then would compete with them for the CPU and the venue."""
+        due = now + period
+        q = self.s.signal_interval_s
+        if 0 < q <= period / 2:
+            due = (math.floor(due / q) + 0.5) * q
+        self._at(kind, "all", due)
+
     def _cancel_timer(self, kind: str, key: str) -> None:
         self._due.pop((kind, key), None)
 
@@ -349,14 +364,14 @@ class OrderManager:
             if o.status == fsm.ABANDONED:
                 self._abandoned_at[o.client_order_id] = now
         if self.s.remote:
-            self._at("poll", "all", now + self.s.poll_interval_s)
+            self._every("poll", self.s.poll_interval_s, now)
             if self.s.position_check_s > 0:
-                self._at("venue", "all", now + self.s.position_check_s)
+                self._every("venue", self.s.position_check_s, now)
             if self.s.deadman_ms > 0:
                 self._at("deadman", "all", now)
             self._at("funding", "all", now)
             if self.s.reconcile_interval_s > 0:
-                self._at("reconcile", "all", now + self.s.reconcile_interval_s)
+                self._every("reconcile", self.s.reconcile_interval_s, now)
         for o in self.journal.open_orders():
             self._schedule_expiry(o)
 
@@ -884,7 +899,7 @@ class OrderManager:
     # -- periodic venue checks -------------------------------------------------------------------
     def _fire_poll(self, _key: str, now: float) -> None:
         """REST view of our open orders (the user stream's fallback and safety net)."""
-        self._at("poll", "all", now + self.s.poll_interval_s * (10 if self.stream_up else 1))
+        self._every("poll", self.s.poll_interval_s * (10 if self.stream_up else 1), now)
         for symbol in sorted({o.symbol for o in self.live_orders() if o.is_open}):
             if ("open_orders", symbol) not in self._busy:
                 self._act(FetchOpenOrders(symbol))
@@ -917,7 +932,7 @@ class OrderManager:
             self._reconciliation_problem(a.symbol, "; ".join(foreign), now)
 
     def _fire_venue(self, _key: str, now: float) -> None:
-        self._at("venue", "all", now + self.s.position_check_s)
+        self._every("venue", self.s.position_check_s, now)
         if ("positions", "all") not in self._busy:
             self._act(FetchPositions(tuple(self.s.symbols)))
         # an abandoned order executed late nets out of the position check: look for it
@@ -992,7 +1007,7 @@ class OrderManager:
             self._funding_since = t
 
     def _fire_funding(self, _key: str, now: float) -> None:
-        self._at("funding", "all", now + FUNDING_CHECK_S)
+        self._every("funding", FUNDING_CHECK_S, now)
         if ("funding", "all") not in self._busy:
             since = self._funding_since
             if since is None and self.journal.first_ts:
@@ -1013,7 +1028,7 @@ class OrderManager:
 
     def _fire_deadman(self, _key: str, now: float) -> None:
         """Refresh every symbol's countdown (a third of it, so two refreshes may fail)."""
-        self._at("deadman", "all", now + self.s.deadman_ms / 3000.0)
+        self._every("deadman", self.s.deadman_ms / 3000.0, now)
         for symbol in self.s.symbols:
             if ("countdown", symbol) not in self._busy:
                 self._act(Countdown(symbol, self.s.deadman_ms))
@@ -1201,7 +1216,7 @@ class OrderManager:
     def _fire_reconcile(self, _key: str, now: float) -> None:
         """Read back every symbol's open orders and open algo orders (the stops), and the
         wallet balance."""
-        self._at("reconcile", "all", now + self.s.reconcile_interval_s)
+        self._every("reconcile", self.s.reconcile_interval_s, now)
         self._fire_wallet("all", now)
         for symbol in self.s.symbols:
             if ("open_orders", symbol) not in self._busy:
@@ -1233,7 +1248,7 @@ class OrderManager:
             self._reconciliation_problem("wallet", v.problem, now)
         elif v.recheck:
             self.log.warning("wallet_differs", balance=balance, unexplained=round(v.unexplained, 8))
-            self._at("wallet", "all", now + RECHECK_S)
+            self._every("wallet", RECHECK_S, now)
 
     def _journal_has(self, row: dict) -> bool:
         """Does the journal hold this income row of one of our symbols (a funding payment by
