@@ -55,7 +55,38 @@ class JsonFormatter(logging.Formatter):
 
 
 class _StreamHandler(logging.StreamHandler):
-    """Flushes every line (supervisord tails the file); a closed pipe is not an error."""
+    """Flushes every line (supervisord tails the file); a closed pipe is not an error.
+
+    While ``held`` is a list, lines below WARNING are formatted (their ``ts`` is the event's)
+    and kept there until :meth:`write_held`; a warning or an error writes them first."""
+
+    held: list[str] | None = None
+
+    def emit(self, record) -> None:
+        held = self.held
+        if held is not None and record.levelno < logging.WARNING:
+            try:
+                held.append(self.format(record))
+            except Exception:
+                self.handleError(record)
+            return
+        if held:
+            self._write_held()
+        super().emit(record)
+
+    def write_held(self) -> None:
+        """Write the held lines, in one write."""
+        if self.held:
+            with self.lock:
+                self._write_held()
+
+    def _write_held(self) -> None:
+        lines, self.held[:] = self.held[:], []
+        try:
+            self.stream.write("\n".join(lines) + "\n")
+            self.flush()
+        except Exception:
+            pass
 
     def handleError(self, record) -> None:   # noqa: N802 (logging's name)
         pass
@@ -85,9 +116,27 @@ class Logger:
         self.threshold = LEVELS.get(level, 20)
         self.stream = stream or sys.stdout
         self._logger = logging.Logger(f"ofi.{stage}", self.threshold)
-        handler = _StreamHandler(self.stream)
+        self._handler = handler = _StreamHandler(self.stream)
         handler.setFormatter(JsonFormatter(stage))
         self._logger.addHandler(handler)
+
+    def hold(self, on: bool = True) -> None:
+        """Keep info and debug lines in memory until :meth:`write_held` (a warning or an error
+        writes them first, then itself). The runtime holds a daemon's lines while its input
+        is busy: each line written wakes supervisord and its event listener, which would
+        otherwise take the CPUs the next stage needs just then. ``hold(False)`` writes what is
+        held and stops holding."""
+        h = self._handler
+        if on:
+            if h.held is None:
+                h.held = []
+        else:
+            h.write_held()
+            h.held = None
+
+    def write_held(self) -> None:
+        """Write the lines held so far (nothing when none are)."""
+        self._handler.write_held()
 
     def log(self, level: str, event: str, **fields) -> None:
         no = LEVELS[level]

@@ -5,7 +5,8 @@ A stage is a :class:`Stage` subclass that names its ``inputs`` and ``outputs`` a
 
     read config -> open bus, writers, consumers -> [restore state] -> stage.start() -> ofi-ready
     loop: for each input, take a batch; handle each record; mark its position; commit
-          stage.tick(); [save state]; heartbeat; sleep on inotify (or the slow poll) when idle
+          stage.tick(); [save state]; heartbeat; log lines; sleep on inotify (or the slow
+          poll) when idle
     SIGTERM/SIGINT: finish the record in hand, commit, [save state], stage.stop(), exit 0
 
 ``handle`` may raise :class:`bus.BadRecord`: the record goes to ``deadletter`` with the reason
@@ -51,8 +52,9 @@ from .log import LEVELS, Logger
 from .log import install as install_logging
 
 READY = "ofi-ready"
-#: the loop saves state and beats once its input has been quiet this long, so that those writes
-#: do not compete for the CPU with the stage that reads the records just emitted
+#: the loop saves state, beats and writes its held log lines (each one wakes supervisord and its
+#: event listener) once its input has been quiet this long, so that those writes do not compete
+#: for the CPU with the stage that reads the records just emitted
 QUIET_S = 0.02
 #: ... or once they are this late, however busy the input
 BUSY_GRACE_S = 1.0
@@ -255,6 +257,7 @@ class Runner:
         self.batch = daemon.batch
         self.state_path = os.path.join(self.ctx.state_dir, f"{self.name}.json")
         self._saved_at = time.monotonic()
+        self._logged_at = time.monotonic()
         self.ready = False
         self.ctx.beat = self.heartbeat
 
@@ -381,6 +384,9 @@ class Runner:
                 save_due = False
             if quiet or now >= self.beat.next_at + BUSY_GRACE_S:
                 self.heartbeat(now)
+            if quiet or mono - self._logged_at >= BUSY_GRACE_S:
+                self.log.write_held()
+                self._logged_at = mono
             if handled or self.ctx.stopping:
                 continue
             timeout = self.stage.idle_timeout()
@@ -407,6 +413,7 @@ class Runner:
             if self.ctx.alerter is not None:
                 self.ctx.alerter.close(ALERTS_CLOSE_S)
             self.ready = False
+            self.log.hold(False)
             self.heartbeat(time.time(), force=True)
             self.bus.close()
 
@@ -432,6 +439,7 @@ def run(stage_cls, cfg: dict) -> int:
         runner.heartbeat(time.time(), force=True)
         announce_ready(log, inputs=list(runner.consumers), outputs=list(stage_cls.outputs),
                        sink=cfg["sink"], home=runner.ctx.home, sched_slice_us=slice_us)
+        log.hold()   # info lines wait for a quiet moment of the loop (QUIET_S)
         runner.loop()
     except (BusError, configmod.ConfigError) as exc:
         if runner.ctx.stopping and not runner.ready:

@@ -47,3 +47,38 @@ def test_library_warnings_become_structured_lines_too():
         logging.captureWarnings(False)
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+class _Writes(io.StringIO):
+    """Counts the writes it gets (each one is a wake-up of supervisord on a pipe)."""
+
+    writes = 0
+
+    def write(self, s):
+        self.writes += 1
+        return super().write(s)
+
+
+def test_held_lines_keep_their_time_and_order_and_go_out_in_one_write():
+    buf = _Writes()
+    log = Logger("strategy", "info", stream=buf)
+    log.hold()
+    log.info("intent", n=1)
+    log.info("intent", n=2)
+    assert buf.getvalue() == "" and buf.writes == 0
+    first = _lines_of(log, buf)
+    assert [x["n"] for x in first] == [1, 2] and buf.writes == 1
+    log.info("intent", n=3)
+    log.warning("risk_denied", n=4)          # a warning writes what is held first, then itself
+    assert [x["n"] for x in _lines(buf)] == [1, 2, 3, 4]
+    log.info("intent", n=5)
+    log.hold(False)                          # writes what is held, then holds no more
+    log.info("stopped", n=6)
+    lines = _lines(buf)
+    assert [x["n"] for x in lines] == [1, 2, 3, 4, 5, 6]
+    assert [x["ts"] for x in lines] == sorted(x["ts"] for x in lines)
+
+
+def _lines_of(log, buf):
+    log.write_held()
+    return _lines(buf)
