@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, wait_for
 from daemons import sched
 from tests.exchange_harness import start_exchange
 
@@ -88,7 +88,11 @@ def test_a_stage_runs_every_thread_with_the_slice_it_was_given(procs, home, monk
     p = procs([sys.executable, "-m", "daemons.report", "--home", str(home), "--config",
                str(cfg)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     ready = json.loads(next(line for line in p.stdout if "ofi-ready" in line))
-    slices = _slices(p.pid)
+    # the report's build thread runs for a moment every interval_s: wait until it is seen
+    def more_than_main():
+        seen = _slices(p.pid)
+        return seen if len(seen) > 1 else None
+    slices = wait_for(more_than_main, timeout=20, what="a thread besides the main one", proc=p)
     # Assert
     assert ready["sched_slice_us"] == 100
-    assert len(slices) > 1 and set(slices.values()) == {100_000}, slices
+    assert set(slices.values()) == {100_000}, slices
