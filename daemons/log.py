@@ -81,7 +81,8 @@ class _StreamHandler(logging.StreamHandler):
                 self._write_held()
 
     def _write_held(self) -> None:
-        lines, self.held[:] = self.held[:], []
+        lines = self.held[:]
+        del self.held[:]
         try:
             self.stream.write("\n".join(lines) + "\n")
             self.flush()
@@ -137,6 +138,10 @@ class Logger:
     def write_held(self) -> None:
         """Write the lines held so far (nothing when none are)."""
         self._handler.write_held()
+
+    def has_held(self) -> bool:
+        """Whether lines wait to be written."""
+        return bool(self._handler.held)
 
     def log(self, level: str, event: str, **fields) -> None:
         no = LEVELS[level]

@@ -394,6 +394,8 @@ class Runner:
             timeout = min(timeout, max(0.0, self.beat.next_at - now))
             if stateful and self.ctx.unsaved:
                 timeout = min(timeout, max(0.0, self._saved_at + every - mono))
+            if self.log.has_held():   # written once the quiet time is over
+                timeout = min(timeout, max(0.0, active + QUIET_S - mono))
             if save_due or self.beat.due(now):   # wait out the quiet time first
                 timeout = max(timeout, min(poll, active + QUIET_S - mono))
             self.bus.wait(timeout)

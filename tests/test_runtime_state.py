@@ -158,3 +158,43 @@ def test_the_stage_reads_the_injected_clock(cfg):
     r.close()
     saved = orjson.loads((configmod.home_of(cfg) / "state" / "signal.json").read_bytes())
     assert saved["saved"] == 1_700_000_002.25
+
+
+class Teller(runtime.Stage):
+    """Logs a line for each trade (what the strategy does for each intent)."""
+
+    name = "strategy"
+    inputs = ("trades",)
+
+    def handle(self, topic, rec):
+        self.ctx.log.info("seen", x=rec["x"])
+
+
+def test_held_log_lines_are_written_once_the_input_is_quiet_not_at_the_slow_poll(tmp_path):
+    """Info lines wait while records come, then go out once the input has been quiet for
+    QUIET_S: the loop wakes for them, not only at its slow poll or its next heartbeat."""
+    import io
+    import threading
+
+    from conftest import wait_for
+    from daemons.log import Logger
+
+    cfg = configmod.load(None, {"home": str(tmp_path), "bus.poll_interval_s": 30.0,
+                                "daemon.heartbeat_s": 30.0})
+    out = io.StringIO()
+    r = runtime.Runner(Teller, cfg, log=Logger("strategy", "info", stream=out))
+    r.open()
+    r.ready = True
+    r.log.hold()
+    loop = threading.Thread(target=r.loop, daemon=True)
+    loop.start()
+    try:
+        wait_for(lambda: r.beat.next_at > 0, what="the first pass")   # the first beat is written
+        append(cfg, [7])
+        line = wait_for(lambda: out.getvalue(), timeout=5.0, what="the held line")
+        assert orjson.loads(line)["event"] == "seen" and orjson.loads(line)["x"] == 7
+    finally:
+        r.ctx.stopping = True
+        r.ctx.wake()
+        loop.join(10)
+        r.close()
