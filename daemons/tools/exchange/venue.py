@@ -81,6 +81,9 @@ class Venue:
         self.trades: dict[str, list[dict]] = {}
         self.algos: dict[int, tuple[str, AlgoOrder]] = {}
         self.account_algos: dict[str, list[int]] = {}
+        # lookups by client id, so that a query or cancel costs the same on day 30 as at start
+        self.last_cid: dict[tuple[str, str, str], int] = {}     # (key, symbol, cid) -> latest
+        self.algo_cids: dict[tuple[str, str], list[int]] = {}   # (key, clientAlgoId) -> ids
         self.open_algos: dict[str, dict[int, AlgoOrder]] = {s: {} for s in specs}
         self.algo_of_order: dict[int, int] = {}      # order placed by a trigger -> its algo order
         self.last_price: dict[str, int] = {}         # last trade print per symbol (CONTRACT_PRICE)
@@ -123,8 +126,7 @@ class Venue:
             a = AlgoOrder.from_state(ad)
             if a.symbol not in self.specs:
                 continue
-            self.algos[a.algo_id] = (key, a)
-            self.account_algos.setdefault(key, []).append(a.algo_id)
+            self._index_algo(key, a)
             if a.open:
                 self.open_algos[a.symbol][a.algo_id] = a
             if a.actual_order_id:
@@ -133,6 +135,14 @@ class Venue:
     def _index(self, key: str, o: Order) -> None:
         self.orders[o.order_id] = (key, o)
         self.account_orders.setdefault(key, []).append(o.order_id)
+        ck = (key, o.symbol, o.client_order_id)
+        if self.last_cid.get(ck, 0) < o.order_id:
+            self.last_cid[ck] = o.order_id
+
+    def _index_algo(self, key: str, a: AlgoOrder) -> None:
+        self.algos[a.algo_id] = (key, a)
+        self.account_algos.setdefault(key, []).append(a.algo_id)
+        self.algo_cids.setdefault((key, a.client_algo_id), []).append(a.algo_id)
 
     def _persist(self, key: str, orders=(), trades=(), algos=()) -> None:
         st = self.store
@@ -196,14 +206,9 @@ class Venue:
             if hit and hit[0] == key and hit[1].symbol == spec.symbol:
                 return hit[1]
             return None
-        open_id = self.open_cids.get((key, spec.symbol, cid))
-        if open_id is not None:
-            return self.orders[open_id][1]
-        for order_id in reversed(self.account_orders.get(key, [])):
-            o = self.orders[order_id][1]
-            if o.client_order_id == cid and o.symbol == spec.symbol:
-                return o
-        return None
+        found = self.open_cids.get((key, spec.symbol, cid)) or self.last_cid.get(
+            (key, spec.symbol, cid))
+        return None if found is None else self.orders[found][1]
 
     # --- orders ------------------------------------------------------------------------------
     def new_order(self, key: str, p: dict, now: int, test: bool = False,
@@ -853,8 +858,7 @@ class Venue:
             raise errors.would_immediately_trigger()
         self.account(key)
         self.next_algo_id += 1
-        self.algos[a.algo_id] = (key, a)
-        self.account_algos.setdefault(key, []).append(a.algo_id)
+        self._index_algo(key, a)
         self.open_algos[spec.symbol][a.algo_id] = a
         self.user_sink(key, algomod.algo_update(spec, a, now))
         self._persist(key, algos=[a])
@@ -876,9 +880,9 @@ class Venue:
             hit = self.algos.get(aid)
             return hit[1] if hit and hit[0] == key else None
         found = None
-        for algo_id in self.account_algos.get(key, []):
+        for algo_id in self.algo_cids.get((key, cid), ()):
             a = self.algos[algo_id][1]
-            if a.client_algo_id == cid and (found is None or a.open or not found.open):
+            if found is None or a.open or not found.open:
                 found = a                # the open one, else the latest
         return found
 
