@@ -199,6 +199,13 @@ def procs():
         return p
 
     yield start
+    stop_groups(started)
+
+
+def stop_groups(started: list[subprocess.Popen]) -> None:
+    """Stop processes and their groups: SIGTERM, so that ``ofi run`` stops the supervisord it
+    started (supervisord is in a session of its own and outlives a SIGKILLed ``ofi run``),
+    then SIGKILL what still runs after STOP_GRACE_S."""
     running = [p for p in started if p.poll() is None]
     for p in running:
         try:

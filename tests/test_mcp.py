@@ -22,7 +22,7 @@ import anyio
 import pytest
 
 from bus import BadRecord, open_bus
-from tests.conftest import OFI, ROOT, free_port, wait_for
+from tests.conftest import OFI, ROOT, free_port, stop_groups, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -63,12 +63,7 @@ def run(tmp_path_factory):
               30, "a signal with a mid")
         yield {"home": home, "port": port, "cfg_off": cfg_off, "cfg_on": cfg_on, "proc": proc}
     finally:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(10)
+        stop_groups([proc])
 
 
 @pytest.fixture(scope="module")
