@@ -422,8 +422,8 @@ class Runner:
 
 def run(stage_cls, cfg: dict) -> int:
     """Run a stage until SIGTERM/SIGINT; returns the process exit code."""
-    # before any thread starts (they inherit it): the CPU slice supervisord asks for, if any
-    slice_us = sched.apply_from_env()
+    # before any thread starts (they inherit them): the CPU slice and place supervisord asks for
+    placed = sched.apply_from_env()
     runner = Runner(stage_cls, cfg)
     log = runner.log
     install_logging(runner.name, runner.ctx.settings.log.level)
@@ -440,7 +440,7 @@ def run(stage_cls, cfg: dict) -> int:
         runner.ready = True
         runner.heartbeat(time.time(), force=True)
         announce_ready(log, inputs=list(runner.consumers), outputs=list(stage_cls.outputs),
-                       sink=cfg["sink"], home=runner.ctx.home, sched_slice_us=slice_us)
+                       sink=cfg["sink"], home=runner.ctx.home, **placed)
         log.hold()   # info lines wait for a quiet moment of the loop (QUIET_S)
         runner.loop()
     except (BusError, configmod.ConfigError) as exc:

@@ -10,11 +10,20 @@ task may ask for a shorter slice of its own (``sched_setattr``'s ``sched_runtime
 100 ms, no privilege needed): it is then picked soon after it wakes and preempted as soon after,
 so it gains latency, not CPU time (docs/latency.md has the figures).
 
+The local exchange of sim mode also gets a CPU of its own, which the broker keeps off
+(:func:`cpus_for`). Left to itself, the kernel wakes the exchange on the CPU of the broker that
+just wrote the order to its socket, where the exchange's short slice preempts the broker,
+while the other CPU idles: `perf sched` over the slowest orders of a run counted 4 ms of idle
+CPU in their 5.5 ms, the broker and the exchange taking turns on one CPU. A venue has machines
+of its own; on one machine this is the nearest thing.
+
 The supervisord policy (:mod:`daemons.tools.supervise.conf`) gives a program its slice in
-``OFI_SCHED_SLICE_US``; the runtime (:func:`daemons.runtime.run`) applies it with
-:func:`apply_from_env` first thing, in the main thread, before any other thread starts (they
-inherit it), and so does ``ofi exchange``. A leaf: it imports nothing of the project. Elsewhere (another OS or architecture, an older kernel that
-refuses it) nothing changes: the answer is False and the daemon runs with the default slice.
+``OFI_SCHED_SLICE_US`` and its place in ``OFI_CPU_PLACE``; the runtime
+(:func:`daemons.runtime.run`) applies both with :func:`apply_from_env` first thing, in the main
+thread, before any other thread starts (they inherit them), and so does ``ofi exchange``. A
+leaf: it imports nothing of the project. Elsewhere (another OS or architecture, an older kernel
+that refuses a slice, a single CPU) nothing changes: the daemon runs where and as the kernel
+decides.
 """
 from __future__ import annotations
 
@@ -25,6 +34,9 @@ import struct
 import sys
 
 SLICE_ENV = "OFI_SCHED_SLICE_US"
+PLACE_ENV = "OFI_CPU_PLACE"
+VENUE = "venue"                 # the last CPU this process may use
+BESIDE_VENUE = "beside-venue"   # every other one
 MIN_US, MAX_US = 100, 100_000            # the kernel's bounds for a custom slice
 #: sched_setattr's system call number by machine (Linux)
 _SCHED_SETATTR = {"x86_64": 314, "aarch64": 274, "arm64": 274}
@@ -49,13 +61,39 @@ def request_slice(us: int) -> bool:
         return False
 
 
-def apply_from_env(environ=os.environ) -> int | None:
-    """The slice ``OFI_SCHED_SLICE_US`` asks for, once applied (None: none asked, or refused)."""
-    raw = environ.get(SLICE_ENV, "").strip()
-    if not raw:
+def cpus_for(place: str, allowed: set[int]) -> set[int] | None:
+    """The CPUs of ``place`` (:data:`VENUE` or :data:`BESIDE_VENUE`) among ``allowed``; None
+    when there is nothing to split (fewer than two CPUs, or another place)."""
+    if len(allowed) < 2 or place not in (VENUE, BESIDE_VENUE):
         return None
+    last = max(allowed)
+    return {last} if place == VENUE else set(allowed) - {last}
+
+
+def apply_from_env(environ=os.environ) -> dict:
+    """Apply the slice ``OFI_SCHED_SLICE_US`` and the place ``OFI_CPU_PLACE`` ask for; returns
+    what was applied, for the ready line: ``{"sched_slice_us": µs or None, "cpus": [...] or
+    None}`` (None: not asked, or refused)."""
+    return {"sched_slice_us": _slice_from(environ.get(SLICE_ENV, "")),
+            "cpus": _place_from(environ.get(PLACE_ENV, ""))}
+
+
+def _slice_from(raw: str) -> int | None:
     try:
-        us = int(raw)
+        us = int(raw.strip())
     except ValueError:
         return None
     return us if us > 0 and request_slice(us) else None
+
+
+def _place_from(raw: str) -> list[int] | None:
+    if not raw.strip() or not hasattr(os, "sched_setaffinity"):
+        return None
+    try:
+        cpus = cpus_for(raw.strip(), os.sched_getaffinity(0))
+        if cpus is None:
+            return None
+        os.sched_setaffinity(0, cpus)
+    except OSError:
+        return None
+    return sorted(cpus)

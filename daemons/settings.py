@@ -218,6 +218,7 @@ class Supervise:
     heartbeat_timeout_s: float
     stall_s: float
     grace_s: float
+    venue_cpu: bool
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,33 @@ def test_refusals_are_expected_exits_and_daemons_know_their_startsecs():
             env = f'OFI_STARTSECS="{conf.POLICY[name].startsecs}"'
             if name in ("exchange", "strategy", "broker"):    # the order's path: a short slice
                 env += f',OFI_SCHED_SLICE_US="{conf.ORDER_PATH_SLICE_US}"'
+            if name in ("exchange", "broker"):    # the local venue on a CPU of its own
+                env += f',OFI_CPU_PLACE="{"venue" if name == "exchange" else "beside-venue"}"'
             assert kv["environment"] == env
+
+
+def _environments(text: str) -> dict[str, str]:
+    out = {}
+    for block in text.split("\n\n"):
+        lines = block.strip().splitlines()
+        if lines and lines[0].startswith("[program:"):
+            kv = dict(line.split("=", 1) for line in lines[1:])
+            out[lines[0][len("[program:"):-1]] = kv["environment"]
+    return out
+
+
+def test_the_broker_keeps_off_the_venue_cpu_only_when_the_local_exchange_runs():
+    def render(programs, **kw):
+        return _environments(conf.render(programs=programs, home="/h", ofi="ofi",
+                                         args_for=lambda n: "", listener_cmd="l", **kw))
+    sim = render(["exchange", "harvest", "signal", "strategy", "broker"])
+    assert 'OFI_CPU_PLACE="venue"' in sim["exchange"]
+    assert 'OFI_CPU_PLACE="beside-venue"' in sim["broker"]
+    assert not any("OFI_CPU_PLACE" in sim[n] for n in ("harvest", "signal", "strategy"))
+    testnet = render(["harvest", "signal", "strategy", "broker"])   # the venue is elsewhere
+    assert not any("OFI_CPU_PLACE" in env for env in testnet.values())
+    off = render(["exchange", "broker"], venue_cpu=False)         # supervise.venue_cpu: false
+    assert not any("OFI_CPU_PLACE" in env for env in off.values())
 
 
 def test_hold_until_started_waits_out_startsecs_only_under_supervisord(monkeypatch):

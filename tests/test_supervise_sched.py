@@ -1,6 +1,7 @@
-"""The order path's short CPU slice (daemons/sched.py): a daemon started with
-``OFI_SCHED_SLICE_US`` runs every thread with that slice, as the kernel reports it
-(``se.slice`` in /proc/PID/task/TID/sched); a daemon started without it keeps the default."""
+"""The order path's short CPU slice and the local exchange's CPU (daemons/sched.py): a daemon
+started with ``OFI_SCHED_SLICE_US`` runs every thread with that slice, as the kernel reports it
+(``se.slice`` in /proc/PID/task/TID/sched); a daemon started without it keeps the default. With
+``OFI_CPU_PLACE`` every thread runs on the CPUs of its place (``Cpus_allowed_list``)."""
 from __future__ import annotations
 
 import json
@@ -70,10 +71,74 @@ def test_without_the_variable_a_daemon_keeps_the_default_slice(procs, tmp_path, 
 
 
 def test_a_bad_or_empty_variable_asks_for_nothing():
-    assert sched.apply_from_env({}) is None
-    assert sched.apply_from_env({sched.SLICE_ENV: ""}) is None
-    assert sched.apply_from_env({sched.SLICE_ENV: "fast"}) is None
-    assert sched.apply_from_env({sched.SLICE_ENV: "0"}) is None
+    nothing = {"sched_slice_us": None, "cpus": None}
+    assert sched.apply_from_env({}) == nothing
+    assert sched.apply_from_env({sched.SLICE_ENV: ""}) == nothing
+    assert sched.apply_from_env({sched.SLICE_ENV: "fast"}) == nothing
+    assert sched.apply_from_env({sched.SLICE_ENV: "0"}) == nothing
+    assert sched.apply_from_env({sched.PLACE_ENV: "somewhere"}) == nothing
+
+
+def test_the_venue_takes_the_last_cpu_and_the_broker_the_others():
+    assert sched.cpus_for(sched.VENUE, {0, 1}) == {1}
+    assert sched.cpus_for(sched.BESIDE_VENUE, {0, 1}) == {0}
+    assert sched.cpus_for(sched.VENUE, {2, 5, 7}) == {7}          # of the CPUs it may use
+    assert sched.cpus_for(sched.BESIDE_VENUE, {2, 5, 7}) == {2, 5}
+    assert sched.cpus_for(sched.VENUE, {3}) is None                # one CPU: nothing to split
+    assert sched.cpus_for(sched.BESIDE_VENUE, {3}) is None
+    assert sched.cpus_for("", {0, 1}) is None
+
+
+def _cpus(pid: int) -> dict[int, set[int]]:
+    """The CPUs each thread of ``pid`` may run on."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                cpus = set()
+                for part in line.split(":")[1].strip().split(","):
+                    lo, _, hi = part.partition("-")
+                    cpus.update(range(int(lo), int(hi or lo) + 1))
+                out[int(task.name)] = cpus
+    return out
+
+
+two_cpus = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
+                              reason="the venue's CPU needs two CPUs to choose from")
+
+
+@two_cpus
+@pytest.mark.timeout(60)
+def test_the_exchange_runs_every_thread_on_the_venue_cpu(procs, tmp_path, monkeypatch):
+    # Arrange
+    monkeypatch.setenv(sched.PLACE_ENV, sched.VENUE)
+    last = max(os.sched_getaffinity(0))
+    # Act
+    p, _port, ready = start_exchange(procs, tmp_path / "ex")
+    # Assert
+    assert ready["cpus"] == [last]
+    assert set(map(frozenset, _cpus(p.pid).values())) == {frozenset({last})}
+
+
+@two_cpus
+@pytest.mark.timeout(60)
+def test_a_stage_beside_the_venue_keeps_every_thread_off_its_cpu(procs, home, monkeypatch):
+    # Arrange
+    monkeypatch.setenv(sched.PLACE_ENV, sched.BESIDE_VENUE)
+    others = os.sched_getaffinity(0) - {max(os.sched_getaffinity(0))}
+    cfg = home / "report.yaml"
+    cfg.write_text("report:\n  interval_s: 0.3\n")
+    # Act
+    p = procs([sys.executable, "-m", "daemons.report", "--home", str(home), "--config",
+               str(cfg)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    ready = json.loads(next(line for line in p.stdout if "ofi-ready" in line))
+    def more_than_main():
+        seen = _cpus(p.pid)
+        return seen if len(seen) > 1 else None
+    cpus = wait_for(more_than_main, timeout=20, what="a thread besides the main one", proc=p)
+    # Assert
+    assert ready["cpus"] == sorted(others)
+    assert set(map(frozenset, cpus.values())) == {frozenset(others)}
 
 
 @needs_slices

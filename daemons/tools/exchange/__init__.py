@@ -206,7 +206,7 @@ async def serve(settings: dict, log: Logger) -> int:
     from ... import sched
     from .app import Exchange
 
-    slice_us = sched.apply_from_env()   # the venue's stand-in answers at once (see sched)
+    placed = sched.apply_from_env()   # the venue's stand-in answers at once (see sched)
     exchange = Exchange(settings, log)
     runner = web.AppRunner(exchange.application(), access_log=None, handle_signals=False)
     await runner.setup()
@@ -241,7 +241,7 @@ async def serve(settings: dict, log: Logger) -> int:
                    symbols=sorted(exchange.specs), feed=settings["feed"],
                    faults={k: v for k, v in vars(settings["faults"]).items()
                            if v != getattr(faultsmod.FaultSpec(), k)},
-                   state=settings["state_dir"], sched_slice_us=slice_us)
+                   state=settings["state_dir"], **placed)
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), timeout=settings["heartbeat_s"])

@@ -2,9 +2,11 @@
 
 Policy lives here and in the rendered file, never in the daemons: priority (lower starts first
 and stops last), ``autorestart=unexpected``, start grace, stop timeout, process-group signals,
-log rotation, and the short CPU time slice of the programs on the path from a signal to an order
-(``OFI_SCHED_SLICE_US``, applied by the daemon at start: :mod:`daemons.sched`). ``etc/supervisord.conf`` is this rendering for a checkout (paths relative to the
-file with ``%(here)s``); ``ofi run`` renders one per home with absolute paths.
+log rotation, the short CPU time slice of the programs on the path from a signal to an order
+(``OFI_SCHED_SLICE_US``) and, with the local exchange in the group, its CPU of its own that the
+broker keeps off (``OFI_CPU_PLACE``, ``supervise.venue_cpu``); the daemons apply both at start
+(:mod:`daemons.sched`). ``etc/supervisord.conf`` is this rendering for a checkout (paths
+relative to the file with ``%(here)s``); ``ofi run`` renders one per home with absolute paths.
 
 Exit codes: 0 (a clean stop) and :data:`REFUSED` (2, a refusal to start: bad config, missing or
 rejected keys, no confirmation, a production host outside live mode, an unreachable venue) are
@@ -18,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...runtime import REFUSED, STARTSECS_ENV
-from ...sched import SLICE_ENV
+from ...sched import BESIDE_VENUE, PLACE_ENV, SLICE_ENV, VENUE
 
 PROGRAMS_ORDER = ("exchange", "harvest", "signal", "strategy", "broker", "report")
 STAGES = ("harvest", "signal", "strategy", "broker", "report")
@@ -32,6 +34,7 @@ class ProgramPolicy:
     startsecs: int
     stopwaitsecs: int
     slice_us: int = 0     # a CPU time slice of its own (:mod:`daemons.sched`); 0: the kernel's default
+    place: str = ""       # its CPUs when the local exchange runs beside it (:mod:`daemons.sched`)
 
 
 #: the slice of the programs a signal's order goes through (strategy, broker, and the local
@@ -41,7 +44,7 @@ ORDER_PATH_SLICE_US = 100
 POLICY = {
     # the venue must answer before harvest connects, and must outlive the broker on the way down
     "exchange": ProgramPolicy(priority=10, startsecs=2, stopwaitsecs=10,
-                              slice_us=ORDER_PATH_SLICE_US),
+                              slice_us=ORDER_PATH_SLICE_US, place=VENUE),
     "harvest": ProgramPolicy(priority=20, startsecs=2, stopwaitsecs=10),
     # the signal stage saves its core state on SIGTERM
     "signal": ProgramPolicy(priority=30, startsecs=2, stopwaitsecs=20),
@@ -49,7 +52,7 @@ POLICY = {
                               slice_us=ORDER_PATH_SLICE_US),
     # the broker may be waiting on the venue for an order in flight: give it time to settle
     "broker": ProgramPolicy(priority=50, startsecs=3, stopwaitsecs=30,
-                            slice_us=ORDER_PATH_SLICE_US),
+                            slice_us=ORDER_PATH_SLICE_US, place=BESIDE_VENUE),
     # the report daemon writes a last report when stopped
     "report": ProgramPolicy(priority=60, startsecs=2, stopwaitsecs=60),
 }
@@ -58,11 +61,14 @@ LISTENER = "health"
 EXITCODES = (0, REFUSED)
 
 
-def environment(p: ProgramPolicy) -> str:
-    """A program's ``environment=`` value: its start grace, and its slice when it has one."""
+def environment(p: ProgramPolicy, venue_cpu: bool = False) -> str:
+    """A program's ``environment=`` value: its start grace, its slice when it has one, and its
+    place when ``venue_cpu`` (the local exchange runs in the group and gets a CPU of its own)."""
     env = f'{STARTSECS_ENV}="{p.startsecs}"'
     if p.slice_us:
         env += f',{SLICE_ENV}="{p.slice_us}"'
+    if venue_cpu and p.place:
+        env += f',{PLACE_ENV}="{p.place}"'
     return env
 
 
@@ -79,12 +85,15 @@ def programs_for(enable: list[str], mode: str) -> list[str]:
 
 
 def render(*, programs: list[str], home: str, ofi: str, args_for, listener_cmd: str,
-           autostart: bool = False) -> str:
+           autostart: bool = False, venue_cpu: bool = True) -> str:
     """The text of a supervisord.conf.
 
     ``ofi`` is the command that runs the CLI (``bin/ofi`` or ``python -m daemons.tools.cli``),
     ``args_for(name)`` the flags of ``ofi daemon NAME`` (``--home ... --config ...``).
+    ``venue_cpu`` (``supervise.venue_cpu``): the local exchange, when it is one of the programs,
+    runs on a CPU of its own and the broker on the others.
     """
+    venue_cpu = venue_cpu and "exchange" in programs
     out = [
         "; Rendered by the ofi pipeline. Programs start in ascending priority and stop in reverse.",
         "; Readiness: each daemon prints a line containing 'ofi-ready' (log-keyword probe, seen by",
@@ -122,7 +131,7 @@ def render(*, programs: list[str], home: str, ofi: str, args_for, listener_cmd: 
             "autorestart=unexpected",
             f"exitcodes={','.join(str(c) for c in EXITCODES)}",
             f"startsecs={p.startsecs}",
-            f"environment={environment(p)}",
+            f"environment={environment(p, venue_cpu)}",
             "startretries=5",
             "stopsignal=TERM",
             f"stopwaitsecs={p.stopwaitsecs}",

@@ -66,7 +66,7 @@ def prepare(cfg: dict, enable: list[str]) -> tuple[str, list[str], dict]:
                 f"--config {shlex.quote(cfg_file)}")
     text = conf.render(programs=programs, home=home, ofi=ofi,
                        args_for=lambda n: program_args(n, cfg, home, cfg_file),
-                       listener_cmd=listener)
+                       listener_cmd=listener, venue_cpu=cfg["supervise"]["venue_cpu"])
     conf_path = os.path.join(home, "supervisord.conf")
     with open(conf_path, "w") as f:
         f.write(text)
