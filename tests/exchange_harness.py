@@ -86,3 +86,28 @@ def push_market(url: str, side: str, beyond: float, key: str = PUSHER[0],
         assert r.status_code == 200, r.text
         time.sleep(0.05)
     raise AssertionError(f"the market did not move through {beyond}")
+
+
+class StillFeed:
+    """An in-process venue's market that never moves: one bid and one ask on BTCUSDT, no
+    prints of its own (tests inject theirs through ``Venue.on_market``)."""
+
+    live = True
+
+    def __init__(self):
+        from daemons.tools.exchange import filters
+        from daemons.tools.exchange.book import Book
+
+        btc = filters.spec_for("BTCUSDT")
+        self.specs = {"BTCUSDT": btc}
+        book = Book()
+        book.set("b", btc.price_units("64990.00"), btc.qty_units("1.000"))
+        book.set("a", btc.price_units("65010.00"), btc.qty_units("1.000"))
+        self.books = {"BTCUSDT": book}
+        self._mark = btc.price_units("65000.00")
+
+    def mark(self, symbol):
+        return self._mark
+
+    def take(self, symbol, side, fills, now):
+        return []

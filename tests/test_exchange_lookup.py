@@ -5,32 +5,11 @@ from decimal import Decimal
 import pytest
 
 from daemons.tools.exchange import errors, filters
-from daemons.tools.exchange.book import Book
 from daemons.tools.exchange.state import StateStore
 from daemons.tools.exchange.venue import Venue
+from exchange_harness import StillFeed
 
 BTC = filters.spec_for("BTCUSDT")
-P = BTC.price_units
-Q = BTC.qty_units
-
-
-class StillFeed:
-    """One bid and one ask that never move."""
-
-    live = True
-
-    def __init__(self):
-        self.specs = {"BTCUSDT": BTC}
-        book = Book()
-        book.set("b", P("64990.00"), Q("1.000"))
-        book.set("a", P("65010.00"), Q("1.000"))
-        self.books = {"BTCUSDT": book}
-
-    def mark(self, symbol):
-        return P("65000.00")
-
-    def take(self, symbol, side, fills, now):
-        return []
 
 
 def _venue(state_dir=None):

@@ -7,36 +7,16 @@ import pytest
 from websockets.sync.client import connect
 
 from daemons.tools.exchange import filters
-from daemons.tools.exchange.book import Book
 from daemons.tools.exchange.venue import Venue
-from exchange_harness import start_exchange, um_client
+from exchange_harness import StillFeed, start_exchange, um_client
 
 BTC = filters.spec_for("BTCUSDT")
 P = BTC.price_units
 Q = BTC.qty_units
 
 
-class StubFeed:
-    """A still market: one bid and one ask, prints injected by the test."""
-
-    live = True
-
-    def __init__(self):
-        self.specs = {"BTCUSDT": BTC}
-        book = Book()
-        book.set("b", P("64990.00"), Q("1.000"))
-        book.set("a", P("65010.00"), Q("1.000"))
-        self.books = {"BTCUSDT": book}
-
-    def mark(self, symbol):
-        return P("65000.00")
-
-    def take(self, symbol, side, fills, now):
-        return []
-
-
 def _venue():
-    v = Venue({"BTCUSDT": BTC}, StubFeed(), {"k": "s"}, Decimal("10000"))
+    v = Venue({"BTCUSDT": BTC}, StillFeed(), {"k": "s"}, Decimal("10000"))
     events = []
     v.user_sink = lambda key, ev: events.append(ev)
     return v, events

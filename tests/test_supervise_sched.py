@@ -70,6 +70,22 @@ def test_without_the_variable_a_daemon_keeps_the_default_slice(procs, tmp_path, 
     assert set(_slices(p.pid).values()) == {default}
 
 
+def _report_threads(procs, home, per_thread):
+    """Start the report daemon (a stage with threads of its own); its ready record and
+    ``per_thread(pid)`` once it shows a thread besides the main one."""
+    cfg = home / "report.yaml"
+    cfg.write_text("report:\n  interval_s: 0.3\n")
+    p = procs([sys.executable, "-m", "daemons.report", "--home", str(home), "--config",
+               str(cfg)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    ready = json.loads(next(line for line in p.stdout if "ofi-ready" in line))
+
+    def more_than_main():
+        # the report's build thread runs for a moment every interval_s: wait until it is seen
+        seen = per_thread(p.pid)
+        return seen if len(seen) > 1 else None
+    return ready, wait_for(more_than_main, timeout=20, what="a thread besides the main one", proc=p)
+
+
 def test_a_bad_or_empty_variable_asks_for_nothing():
     nothing = {"sched_slice_us": None, "cpus": None}
     assert sched.apply_from_env({}) == nothing
@@ -126,16 +142,8 @@ def test_a_stage_beside_the_venue_keeps_every_thread_off_its_cpu(procs, home, mo
     # Arrange
     monkeypatch.setenv(sched.PLACE_ENV, sched.BESIDE_VENUE)
     others = os.sched_getaffinity(0) - {max(os.sched_getaffinity(0))}
-    cfg = home / "report.yaml"
-    cfg.write_text("report:\n  interval_s: 0.3\n")
     # Act
-    p = procs([sys.executable, "-m", "daemons.report", "--home", str(home), "--config",
-               str(cfg)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    ready = json.loads(next(line for line in p.stdout if "ofi-ready" in line))
-    def more_than_main():
-        seen = _cpus(p.pid)
-        return seen if len(seen) > 1 else None
-    cpus = wait_for(more_than_main, timeout=20, what="a thread besides the main one", proc=p)
+    ready, cpus = _report_threads(procs, home, _cpus)
     # Assert
     assert ready["cpus"] == sorted(others)
     assert set(map(frozenset, cpus.values())) == {frozenset(others)}
@@ -147,17 +155,8 @@ def test_a_stage_runs_every_thread_with_the_slice_it_was_given(procs, home, monk
     """The runtime applies it before the bus's and the stage's threads start."""
     # Arrange
     monkeypatch.setenv(sched.SLICE_ENV, "100")
-    cfg = home / "report.yaml"
-    cfg.write_text("report:\n  interval_s: 0.3\n")
     # Act
-    p = procs([sys.executable, "-m", "daemons.report", "--home", str(home), "--config",
-               str(cfg)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    ready = json.loads(next(line for line in p.stdout if "ofi-ready" in line))
-    # the report's build thread runs for a moment every interval_s: wait until it is seen
-    def more_than_main():
-        seen = _slices(p.pid)
-        return seen if len(seen) > 1 else None
-    slices = wait_for(more_than_main, timeout=20, what="a thread besides the main one", proc=p)
+    ready, slices = _report_threads(procs, home, _slices)
     # Assert
     assert ready["sched_slice_us"] == 100
     assert set(slices.values()) == {100_000}, slices
