@@ -87,10 +87,11 @@ def _slice_from(raw: str) -> int | None:
 
 
 def _place_from(raw: str) -> list[int] | None:
-    if not raw.strip() or not hasattr(os, "sched_setaffinity"):
+    place = raw.strip()
+    if not place or not hasattr(os, "sched_setaffinity"):
         return None
     try:
-        cpus = cpus_for(raw.strip(), os.sched_getaffinity(0))
+        cpus = cpus_for(place, os.sched_getaffinity(0))
         if cpus is None:
             return None
         os.sched_setaffinity(0, cpus)

@@ -61,7 +61,7 @@ LISTENER = "health"
 EXITCODES = (0, REFUSED)
 
 
-def environment(p: ProgramPolicy, venue_cpu: bool = False) -> str:
+def environment(p: ProgramPolicy, venue_cpu: bool) -> str:
     """A program's ``environment=`` value: its start grace, its slice when it has one, and its
     place when ``venue_cpu`` (the local exchange runs in the group and gets a CPU of its own)."""
     env = f'{STARTSECS_ENV}="{p.startsecs}"'
