@@ -11,7 +11,9 @@ its events with it):
 - ``signal_to_ack_ms``: acknowledgement − signal written;
 - ``per_stage_ms``: harvest (``recv_ts − E`` of the market records), signal (signal written −
   interval end: the watermark's wait plus the work), strategy (intent written − signal
-  written), broker (acknowledgement − intent written).
+  written), broker (acknowledgement − intent written), and the broker's part split at the
+  venue's time of the order (``venue_ts``, when the venue took it): ``to_venue`` (venue time −
+  intent written) and ``from_venue`` (acknowledgement written − venue time).
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ def _free_port() -> int:
 
 def _stats(values: list[float]) -> dict:
     return {"p50": percentile(values, 0.5), "p99": percentile(values, 0.99),
-            "max": max(values) if values else None, "n": len(values)}
+            "max": max(values) if values else None, "n": len(values),
+            "mean": round(sum(values) / len(values), 3) if values else None}
 
 
 def measure(home: str, sink: str = "jsonl") -> dict:
@@ -55,6 +58,7 @@ def measure(home: str, sink: str = "jsonl") -> dict:
     finally:
         bus.close()
     end_ack, sig_ack, signal, strategy, broker = [], [], [], [], []
+    to_venue, from_venue = [], []
     for ack in acks.values():
         tr = ack["trace"]
         if not all(isinstance(tr.get(k), (int, float))
@@ -65,9 +69,13 @@ def measure(home: str, sink: str = "jsonl") -> dict:
         signal.append(tr["signal"] - tr["exchange"])
         strategy.append(tr["intent"] - tr["signal"])
         broker.append(ack["ts"] - tr["intent"])
+        if isinstance(ack.get("venue_ts"), (int, float)):
+            to_venue.append(ack["venue_ts"] - tr["intent"])
+            from_venue.append(ack["ts"] - ack["venue_ts"])
     return {"interval_end_to_ack_ms": _stats(end_ack), "signal_to_ack_ms": _stats(sig_ack),
             "per_stage_ms": {"harvest": _stats(harvest), "signal": _stats(signal),
-                             "strategy": _stats(strategy), "broker": _stats(broker)},
+                             "strategy": _stats(strategy), "broker": _stats(broker),
+                             "to_venue": _stats(to_venue), "from_venue": _stats(from_venue)},
             "late_records": sum(late), "signals": len(late)}
 
 
