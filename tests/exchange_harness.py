@@ -11,9 +11,10 @@ from conftest import OFI, free_port, wait_for  # noqa: F401 (wait_for: for the e
 KEY, SECRET = "demo-key", "demo-secret"
 
 
-def start_exchange(procs, home, *args, timeout: float = 20.0):
-    """Start the exchange; return (process, port, ready record) once it printed ofi-ready."""
-    port = free_port()
+def start_exchange(procs, home, *args, timeout: float = 20.0, port: int | None = None):
+    """Start the exchange (on ``port``, else a free one); return (process, port, ready record)
+    once it printed ofi-ready."""
+    port = port or free_port()
     p = procs(OFI + ["exchange", "--port", str(port), "--home", str(home), *args],
               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + timeout

@@ -114,7 +114,8 @@ class BinanceGateway:
         if not self.ws_url:
             return None
         streams = [f"{s.lower()}@markPrice@1s" for s in symbols]
-        marks = UserStream(lambda: urls.market_stream_url(self.ws_url, streams), wake)
+        marks = UserStream(lambda: urls.market_stream_url(self.ws_url, streams), wake,
+                           name="mark-stream")
         marks.start()
         return marks
 

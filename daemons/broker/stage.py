@@ -18,7 +18,8 @@ the WebSocket API is connected an order is sent from the loop's own thread right
 PENDING record, without waiting, and so are a protective stop's placement and cancel: the loop
 polls the websocket's descriptor with the bus's (the waker's ``add_fd``) and reads each answer
 itself, so no thread is woken between the intent and the acknowledgement, and an order waiting
-for its answer (up to the timeout) holds up nothing.
+for its answer (up to the timeout) holds up nothing. The user data stream and the mark prices are
+read the same way, in this loop (the answers first), and their threads only connect.
 Otherwise (REST) sends run on a pool of ``max_parallel_orders`` threads, and lookups always run
 on a pool of their own, so an order hanging for the HTTP timeout delays no other, and no lookup
 delays a send.
@@ -50,8 +51,8 @@ from .ratelimit import RateLimiter
 START_DEADLINE_S = 30.0
 LOOKUP_THREADS = 4
 #: how long a thread may keep the GIL while another waits for it (Python's default: 5 ms). The
-#: loop's thread sends orders and reads their answers; a lookup or the user stream's thread
-#: must not hold it up for milliseconds after each system call
+#: loop's thread sends orders and reads their answers and the streams; a lookup thread must not
+#: hold it up for milliseconds after each system call
 SWITCH_INTERVAL_S = 0.0005
 
 
@@ -74,6 +75,7 @@ class BrokerStage(Stage):
         self._state_mtime = None
         self._loop_thread = threading.get_ident()
         self._ws_fd = -1      # the WebSocket API's descriptor, polled with the bus
+        self._fds: set[int] = set()   # every descriptor this loop reads (API and streams)
 
     # -- start -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -118,7 +120,9 @@ class BrokerStage(Stage):
             self.marks = self.gateway.start_marks(settings.symbols, self.ctx.wake)
         if hasattr(self.gateway, "attach"):
             self.gateway.attach()      # its answers are read by this loop from now on
-            self._watch_ws()
+        for s in self._streams():
+            s.attach()                 # and so are the streams' events
+        self._watch_fds()
         j = core.journal
         self.log.info("broker_started", mode=self.mode, venue=getattr(self.gateway, "rest_url", "mock"),
                       orders=len(j.orders), fills=len(j.fill_keys), active=len(j.active()),
@@ -188,7 +192,7 @@ class BrokerStage(Stage):
 
     def tick(self, now: float) -> None:
         core = self.core
-        self._watch_ws()
+        self._watch_fds()
         self._drain(now)
         self._sync_trading(now)
         core.tick(now)
@@ -196,8 +200,8 @@ class BrokerStage(Stage):
         self.gateway.keepalive(now)
 
     def _drain(self, now: float) -> None:
-        """Answers from the WebSocket API and the pool, and events from the user stream, into
-        the core."""
+        """Answers from the WebSocket API and the pool, and events from the user stream and
+        the mark prices, into the core (the answers first: they are what an order waits for)."""
         core = self.core
         if self._ws_fd >= 0:
             self.gateway.service()   # answers read here are handed over through self.results
@@ -207,7 +211,9 @@ class BrokerStage(Stage):
             except queue.Empty:
                 break
             core.on_result(action, outcome, now)
+        self._flush()   # an acknowledgement is written before the streams' events are read
         if self.stream is not None:
+            self.stream.service()
             for ev in self.stream.drain():
                 kind = ev.get("e")
                 if kind == "listenKeyExpired":
@@ -221,6 +227,7 @@ class BrokerStage(Stage):
                 else:
                     core.on_stream_event(ev, now)
         if self.marks is not None:
+            self.marks.service()
             for ev in self.marks.drain():
                 if ev.get("e") == "markPriceUpdate":
                     try:
@@ -270,18 +277,23 @@ class BrokerStage(Stage):
         if threading.get_ident() != self._loop_thread:
             self.ctx.wake()
 
-    def _watch_ws(self) -> None:
-        """Poll the WebSocket API's current descriptor (it changes with each connection)."""
+    def _streams(self) -> list:
+        return [s for s in (self.stream, self.marks) if s is not None]
+
+    def _watch_fds(self) -> None:
+        """Poll the descriptors of the WebSocket API and of the streams with the bus (each
+        changes with its connection; a number closed by one may come back for another)."""
         fileno = getattr(self.gateway, "fileno", None)
-        fd = fileno() if fileno is not None else -1
-        if fd == self._ws_fd:
+        self._ws_fd = fileno() if fileno is not None else -1
+        wanted = {fd for fd in (self._ws_fd, *(s.fileno() for s in self._streams())) if fd >= 0}
+        if wanted == self._fds:
             return
         waker = self.ctx.bus.waker    # there is one: the runtime watches the intents topic
-        if self._ws_fd >= 0:
-            waker.remove_fd(self._ws_fd)
-        if fd >= 0:
+        for fd in self._fds - wanted:
+            waker.remove_fd(fd)
+        for fd in wanted - self._fds:
             waker.add_fd(fd)
-        self._ws_fd = fd
+        self._fds = wanted
 
     def _alert(self, a: dict) -> None:
         a = dict(a)
@@ -399,11 +411,11 @@ class BrokerStage(Stage):
             for pool in (self.sends, self.lookups):
                 if pool is not None:
                     pool.shutdown(wait=False, cancel_futures=True)
+            for fd in self._fds:
+                self.ctx.bus.waker.remove_fd(fd)
+            self._fds, self._ws_fd = set(), -1
             if self.marks is not None:
                 self.marks.stop()
-            if self._ws_fd >= 0:
-                self.ctx.bus.waker.remove_fd(self._ws_fd)
-                self._ws_fd = -1
             try:
                 self.executor.close()
             except Exception:

@@ -9,7 +9,9 @@ errors          typed errors: Rejected, Ambiguous, NotSent (RateLimited, Banned)
 schemas         wire shapes -> domain dicts (``parse_*``), exchangeInfo symbol filters
 filters         tick size, step size, min notional and percent price applied before sending
 http            the requests session: one method per endpoint, rate limits, -1021 resync
-userstream      listenKey websocket (ORDER_TRADE_UPDATE / ACCOUNT_UPDATE) in a thread
+wsconn          one client websocket over websockets' sans-I/O protocol, read by its owner
+wsapi           the WebSocket API: order.place, order.cancel, order.status, algo orders
+userstream      the user data stream (listenKey) and market streams, read by the owner's loop
 ==============  ==========================================================================
 
 The same client serves sim (``ofi exchange`` on loopback), testnet and live: only the URLs and

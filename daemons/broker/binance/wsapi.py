@@ -45,28 +45,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
-import select
-import socket
-import ssl
 import threading
 import time
 from decimal import Decimal
 
 import orjson
-from websockets.client import ClientProtocol
-from websockets.frames import Frame, Opcode
-from websockets.protocol import State
-from websockets.uri import parse_uri
 
 from .errors import Ambiguous, GatewayError, NotSent, RateLimited, classify
+from .wsconn import Conn, open_conn
 
 _LETTER = {"SECOND": "s", "MINUTE": "m", "HOUR": "h", "DAY": "d"}
 IDLE_READ_S = 0.2        # unattached: the background thread reads this often
 #: Binance closes a WebSocket API connection after 24 h; the client replaces it before then, at a
 #: moment no request waits on it, rather than have the venue cut it under an order in flight
 MAX_AGE_S = 23 * 3600.0
-READ_SIZE = 1 << 16
-_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class WsUnavailable(NotSent):
@@ -142,19 +134,6 @@ class _Slot:
         self.action, self.log, self.retried, self.done = action, log, retried, done
 
 
-class _Conn:
-    """One open connection: its socket (non-blocking once open) and protocol state."""
-
-    def __init__(self, sock, proto):
-        self.sock = sock
-        self.proto = proto
-        self.fd = sock.fileno()
-        self.dead = threading.Event()
-        self.parts: list[bytes] | None = None    # a fragmented message being put together
-        self.poller = select.poll()              # used by the reading thread only
-        self.poller.register(self.fd, select.POLLIN)
-
-
 class WsApiClient:
     """A websocket to one venue's WebSocket API, shared by every calling thread."""
 
@@ -180,10 +159,9 @@ class WsApiClient:
         self._ids = itertools.count(1)
         self._pending: dict[int, _Slot] = {}
         self._lock = threading.Lock()          # _pending
-        self._io_lock = threading.Lock()       # the protocol state and the socket's writes
         self._read_lock = threading.Lock()     # one reader of the socket at a time
         self._stop = threading.Event()
-        self._conn: _Conn | None = None
+        self._conn: Conn | None = None
         self._attached = False
         self._thread: threading.Thread | None = None
 
@@ -214,38 +192,10 @@ class WsApiClient:
         conn = self._conn
         return conn.fd if conn is not None and not conn.dead.is_set() else -1
 
-    def _open(self) -> _Conn:
-        uri = parse_uri(self.url)
-        sock = socket.create_connection((uri.host, uri.port), timeout=self.open_timeout_s)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if uri.secure:
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=uri.host)
-            proto = ClientProtocol(uri, max_size=2 ** 22)
-            proto.send_request(proto.connect())
-            for data in proto.data_to_send():
-                sock.sendall(data)
-            deadline = time.monotonic() + self.open_timeout_s
-            early = []
-            while proto.state is State.CONNECTING:
-                sock.settimeout(max(0.01, deadline - time.monotonic()))
-                data = sock.recv(READ_SIZE)
-                if not data:
-                    proto.receive_eof()
-                    break
-                proto.receive_data(data)
-                early += [e for e in proto.events_received() if isinstance(e, Frame)]
-            if proto.handshake_exc is not None:
-                raise proto.handshake_exc
-            if proto.state is not State.OPEN:
-                raise ConnectionError("the WebSocket API handshake did not complete")
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        conn = _Conn(sock, proto)
-        if early:   # frames that came with the handshake's answer
-            self._handle_frames(conn, early)
+    def _open(self) -> Conn:
+        conn = open_conn(self.url, self.open_timeout_s, self.timeout_s)
+        for message in conn.early:   # answers that came with the handshake's
+            self._dispatch(message)
         return conn
 
     def _run(self) -> None:
@@ -272,7 +222,7 @@ class WsApiClient:
                         retired = True
                         break
                 self._lose(conn)
-                with self._io_lock:
+                with conn.lock:
                     try:
                         conn.sock.close()
                     except OSError:
@@ -284,18 +234,18 @@ class WsApiClient:
                 break
             delay = min(self.reconnect_max_s, delay * 2)
 
-    def _retire(self, conn: _Conn) -> bool:
+    def _retire(self, conn: Conn) -> bool:
         """Close ``conn`` to new requests if none waits on it (True); a request already sent
         keeps it open until answered. A sender that comes after finds it closed, and nothing
         sent: it goes over REST."""
-        with self._io_lock, self._lock:
+        with conn.lock, self._lock:
             if any(s.conn is conn for s in self._pending.values()):
                 return False
             self.connected.clear()
             conn.dead.set()
             return True
 
-    def _lose(self, conn: _Conn) -> None:
+    def _lose(self, conn: Conn) -> None:
         """The connection is gone: nothing more is sent on it, its requests are lost."""
         first = not conn.dead.is_set()
         conn.dead.set()
@@ -323,54 +273,14 @@ class WsApiClient:
         finally:
             self._read_lock.release()
 
-    def _read(self, conn: _Conn) -> int:
+    def _read(self, conn: Conn) -> int:
         """Read until the socket would block (with the read lock held)."""
-        frames, gone = [], False
-        while True:
-            try:
-                data = conn.sock.recv(READ_SIZE)
-            except _WOULD_BLOCK:
-                break
-            except OSError:
-                gone = True
-                break
-            with self._io_lock:
-                if data:
-                    conn.proto.receive_data(data)
-                else:
-                    conn.proto.receive_eof()
-                events = conn.proto.events_received()
-                out = conn.proto.data_to_send()   # pongs, the answer to a close
-                try:
-                    for chunk in out:
-                        if chunk:
-                            self._sendall(conn, chunk)
-                except OSError:
-                    gone = True
-            frames += [e for e in events if isinstance(e, Frame)]
-            if not data or gone:
-                gone = True
-                break
-        n = self._handle_frames(conn, frames)
-        if gone or conn.proto.close_expected():
-            self._lose(conn)
-        return n
-
-    def _handle_frames(self, conn: _Conn, frames) -> int:
+        messages, gone = conn.read()
         n = 0
-        for f in frames:
-            if f.opcode in (Opcode.TEXT, Opcode.BINARY):
-                if f.fin:
-                    n += self._dispatch(f.data)
-                else:
-                    conn.parts = [f.data]
-            elif f.opcode is Opcode.CONT and conn.parts is not None:
-                conn.parts.append(f.data)
-                if f.fin:
-                    data, conn.parts = b"".join(conn.parts), None
-                    n += self._dispatch(data)
-            elif f.opcode is Opcode.CLOSE:
-                self._lose(conn)
+        for message in messages:
+            n += self._dispatch(message)
+        if gone:
+            self._lose(conn)
         return n
 
     def _dispatch(self, message) -> int:
@@ -422,24 +332,6 @@ class WsApiClient:
             due = [s.deadline for s in self._pending.values() if s.done is not None]
         return max(0.0, min(due) - time.monotonic()) if due else None
 
-    # -- writing ----------------------------------------------------------------------------------
-    def _sendall(self, conn: _Conn, data: bytes) -> None:
-        """Write all of ``data`` (with the io lock held); the socket is non-blocking."""
-        view = memoryview(data)
-        deadline = None
-        while view:
-            try:
-                n = conn.sock.send(view)
-            except _WOULD_BLOCK:
-                if deadline is None:
-                    deadline = time.monotonic() + self.timeout_s
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError("the WebSocket API socket stays full") from None
-                select.select([], [conn.sock], [], left)
-                continue
-            view = view[n:]
-
     # -- one request ------------------------------------------------------------------------------
     def request(self, method: str, params: dict, *, weight: int = 1, orders: int = 0,
                 action: str = "", log: dict | None = None, _retried: bool = False):
@@ -480,17 +372,14 @@ class WsApiClient:
                      action, log, retried, done)
         with self._lock:
             self._pending[rid] = slot
-        with self._io_lock:
+        with conn.lock:
             if conn.dead.is_set():
                 with self._lock:
                     self._pending.pop(rid, None)
                 self._log(action, "not_sent", log, error="not connected", t0=slot.t0)
                 raise WsUnavailable("the WebSocket API connection is closed")
             try:
-                conn.proto.send_text(frame)
-                for chunk in conn.proto.data_to_send():
-                    if chunk:
-                        self._sendall(conn, chunk)
+                conn.send_text(frame)
             except Exception as e:
                 with self._lock:
                     self._pending.pop(rid, None)
