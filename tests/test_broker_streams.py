@@ -33,6 +33,14 @@ def _stream(url: str) -> tuple[UserStream, Wakes]:
     return s, wakes
 
 
+def _marks(procs, tmp_path) -> tuple:
+    """An exchange (process, port) and a stream of its BTCUSDT mark prices, connected."""
+    p, port, _ = start_exchange(procs, tmp_path / "ex")
+    s, wakes = _stream(urls.market_stream_url(f"ws://127.0.0.1:{port}",
+                                              ["btcusdt@markPrice@1s"]))
+    return p, port, s, wakes
+
+
 def _own_loop(s: UserStream, until, timeout: float = 10.0) -> list[dict]:
     """The owner's loop: wait for the descriptor, service, drain, until ``until(events)``."""
     got: list[dict] = []
@@ -81,9 +89,7 @@ def test_an_attached_user_stream_is_read_in_the_owners_thread(procs, tmp_path):
 @pytest.mark.timeout(60)
 def test_an_unattached_mark_stream_is_read_by_its_thread_and_unwrapped(procs, tmp_path):
     # Arrange
-    _p, port, _ = start_exchange(procs, tmp_path / "ex")
-    url = urls.market_stream_url(f"ws://127.0.0.1:{port}", ["btcusdt@markPrice@1s"])
-    s, wakes = _stream(url)
+    _p, _port, s, wakes = _marks(procs, tmp_path)
     try:
         # Act: nobody services it; its thread reads and wakes the owner
         marks = wait_for(lambda: [e for e in s.drain() if e.get("e") == "markPriceUpdate"]
@@ -99,9 +105,7 @@ def test_an_unattached_mark_stream_is_read_by_its_thread_and_unwrapped(procs, tm
 @pytest.mark.timeout(60)
 def test_a_dropped_connection_comes_back_and_events_go_on(procs, tmp_path):
     # Arrange
-    _p, port, _ = start_exchange(procs, tmp_path / "ex")
-    url = urls.market_stream_url(f"ws://127.0.0.1:{port}", ["btcusdt@markPrice@1s"])
-    s, _ = _stream(url)
+    _p, _port, s, _ = _marks(procs, tmp_path)
     s.attach()
     try:
         _own_loop(s, lambda ev: "markPriceUpdate" in _kinds(ev))
@@ -120,9 +124,7 @@ def test_a_dropped_connection_comes_back_and_events_go_on(procs, tmp_path):
 @pytest.mark.timeout(60)
 def test_the_venue_going_away_is_a_disconnection_then_a_reconnection(procs, tmp_path):
     # Arrange
-    p, port, _ = start_exchange(procs, tmp_path / "ex")
-    url = urls.market_stream_url(f"ws://127.0.0.1:{port}", ["btcusdt@markPrice@1s"])
-    s, _ = _stream(url)
+    p, port, s, _ = _marks(procs, tmp_path)
     s.attach()
     try:
         # Act: the exchange stops (the owner's read sees the connection end), then comes back

@@ -132,8 +132,9 @@ class UserStream:
                 while not self._stop.is_set() and not conn.dead.is_set():
                     if self._attached:
                         conn.dead.wait(IDLE_S)      # the owner reads; it marks a lost one dead
-                    elif conn.poller.poll(int(IDLE_S * 1000)) and self.service():
-                        self.on_event()
+                    elif conn.poller.poll(int(IDLE_S * 1000)) and not self._attached \
+                            and self.service():
+                        self.on_event()   # (attached meanwhile: the owner reads it)
                 with self._read_lock:     # not under a reader's feet
                     conn.close()
                 self._conn = None
