@@ -22,9 +22,7 @@ import threading
 
 import orjson
 
-from .wsconn import Conn, open_conn
-
-IDLE_S = 0.2      # how often the background thread looks at the stop flag
+from .wsconn import IDLE_READ_S, Conn, open_conn
 
 
 class UserStream:
@@ -79,10 +77,10 @@ class UserStream:
         """Read what the socket holds now into the events (never blocks; nothing when another
         thread is reading or there is no connection). Returns how many events came."""
         conn = self._conn
-        if conn is None or conn.dead.is_set() or not self._read_lock.acquire(blocking=False):
+        if conn is None or not self._read_lock.acquire(blocking=False):
             return 0
         try:
-            if conn.dead.is_set():
+            if conn.dead.is_set():    # (checked under the lock: the thread closes it under it)
                 return 0
             messages, gone = conn.read()
         finally:
@@ -131,8 +129,8 @@ class UserStream:
                 self.on_event()
                 while not self._stop.is_set() and not conn.dead.is_set():
                     if self._attached:
-                        conn.dead.wait(IDLE_S)      # the owner reads; it marks a lost one dead
-                    elif conn.poller.poll(int(IDLE_S * 1000)) and not self._attached \
+                        conn.dead.wait(IDLE_READ_S)   # the owner reads; it marks a lost one dead
+                    elif conn.poller.poll(int(IDLE_READ_S * 1000)) and not self._attached \
                             and self.service():
                         self.on_event()   # (attached meanwhile: the owner reads it)
                 with self._read_lock:     # not under a reader's feet

@@ -52,10 +52,9 @@ from decimal import Decimal
 import orjson
 
 from .errors import Ambiguous, GatewayError, NotSent, RateLimited, classify
-from .wsconn import Conn, open_conn
+from .wsconn import IDLE_READ_S, Conn, open_conn
 
 _LETTER = {"SECOND": "s", "MINUTE": "m", "HOUR": "h", "DAY": "d"}
-IDLE_READ_S = 0.2        # unattached: the background thread reads this often
 #: Binance closes a WebSocket API connection after 24 h; the client replaces it before then, at a
 #: moment no request waits on it, rather than have the venue cut it under an order in flight
 MAX_AGE_S = 23 * 3600.0

@@ -22,6 +22,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 READ_SIZE = 1 << 16
+IDLE_READ_S = 0.2     # a connection's own thread, when no owner reads, reads this often
 MAX_MESSAGE = 1 << 22
 WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
