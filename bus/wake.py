@@ -18,7 +18,8 @@ then would only make the next record wait for the end of a nap (~150 µs of time
 
 A loop that also reads a socket (the broker's WebSocket API) adds its descriptor
 (``add_fd``): a wait then ends when the socket is readable, and the loop's own thread reads it,
-with no thread between the answer and its handling.
+with no thread between the answer and its handling. A nap ends early too when such a socket
+becomes readable or another thread kicks: only spool events are deferred to the end of a nap.
 
 The inotify fd is read in the consumer's own loop rather than through watchdog's observer
 thread: the hand-off across the observer's threads costs ~100 µs per event and milliseconds in
@@ -54,6 +55,7 @@ _READ_SIZE = 1 << 16
 BURST_GAP_S = 0.0005    # two spool wake-ups this close together mean a burst
 NAP_S = 0.0001          # one nap during a burst
 BURST_NAPS = 5          # naps without news before waiting on the fd again
+_SELECT_LIMIT = 1024    # select(2) takes descriptors below FD_SETSIZE only
 
 
 def is_spool_file(name: bytes) -> bool:
@@ -85,6 +87,8 @@ class Waker:
         self._poll = select.poll()
         self._poll.register(self._kick_r, select.POLLIN)
         self._fds: set[int] = set()     # other descriptors that end a wait (add_fd)
+        self._nap_fds: list[int] | None = None   # what ends a nap early (None: only its time)
+        self._set_nap_fds()
         if inotify_init is not None:
             fd = inotify_init()
             if fd >= 0:
@@ -131,7 +135,11 @@ class Waker:
         while True:
             if naps:
                 naps -= 1
-                time.sleep(min(NAP_S, max(0.0, deadline - time.monotonic())))
+                nap = min(NAP_S, max(0.0, deadline - time.monotonic()))
+                if self._nap_fds is not None:
+                    select.select(self._nap_fds, (), (), nap)   # a socket or a kick ends it
+                else:
+                    time.sleep(nap)
                 self.naps += 1
                 ready = poll(0)
             else:
@@ -190,6 +198,7 @@ class Waker:
             raise OSError("descriptors can be waited on with inotify only")
         self._poll.register(fd, select.POLLIN)
         self._fds.add(fd)
+        self._set_nap_fds()
 
     def remove_fd(self, fd: int) -> None:
         if fd in self._fds:
@@ -198,6 +207,11 @@ class Waker:
                 self._poll.unregister(fd)
             except (KeyError, ValueError):
                 pass
+            self._set_nap_fds()
+
+    def _set_nap_fds(self) -> None:
+        fds = [self._kick_r, *self._fds]
+        self._nap_fds = fds if max(fds) < _SELECT_LIMIT else None
 
     def kick(self) -> None:
         """Wake a thread blocked in :meth:`wait` (safe from any thread)."""

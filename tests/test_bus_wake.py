@@ -108,6 +108,39 @@ def test_waker_naps_after_wake_ups_close_together(tmp_path, monkeypatch):
         waker.close()
 
 
+@pytest.mark.parametrize("wakes_it", ["socket", "kick"])
+def test_a_socket_or_a_kick_ends_a_nap_at_once(tmp_path, monkeypatch, wakes_it):
+    """During a burst a wait naps before it looks at the spools again; an answer on a socket
+    of ``add_fd`` (or a kick from another thread) must not wait for the nap's end. The nap is
+    made 30 s long here: the wait has to end long before it."""
+    from bus import wake
+
+    monkeypatch.setattr(wake, "BURST_GAP_S", 60.0)
+    monkeypatch.setattr(wake, "NAP_S", 30.0)
+    waker = wake.Waker()
+    a, b = socket.socketpair()
+    try:
+        waker.watch(tmp_path)
+        waker.add_fd(a.fileno())
+        for _ in range(2):                          # two wake-ups close together: a burst
+            _ring(tmp_path / "1.jsonl")
+            assert waker.wait(5)
+        if wakes_it == "socket":
+            b.send(b"x")
+        else:
+            waker.kick()
+        t0 = time.monotonic()
+        woke = waker.wait(60)
+        took = time.monotonic() - t0
+    finally:
+        waker.close()
+        a.close()
+        b.close()
+    assert woke is True and waker.naps == 1
+    assert (waker.readable, waker.kicks) == ((1, 0) if wakes_it == "socket" else (0, 1))
+    assert took < 15.0                              # not the nap's 30 s
+
+
 def test_a_readable_descriptor_ends_a_wait_until_it_is_removed(tmp_path):
     # Arrange
     bus = open_bus(tmp_path)
