@@ -22,7 +22,7 @@ import threading
 
 import orjson
 
-from .wsconn import IDLE_READ_S, Conn, open_conn
+from .wsconn import IDLE_READ_S, Conn, fd_of, open_conn
 
 
 class UserStream:
@@ -70,8 +70,7 @@ class UserStream:
 
     def fileno(self) -> int:
         """The open connection's descriptor (-1: none)."""
-        conn = self._conn
-        return conn.fd if conn is not None and not conn.dead.is_set() else -1
+        return fd_of(self._conn)
 
     def service(self) -> int:
         """Read what the socket holds now into the events (never blocks; nothing when another

@@ -52,7 +52,7 @@ from decimal import Decimal
 import orjson
 
 from .errors import Ambiguous, GatewayError, NotSent, RateLimited, classify
-from .wsconn import IDLE_READ_S, Conn, open_conn
+from .wsconn import IDLE_READ_S, Conn, fd_of, open_conn
 
 _LETTER = {"SECOND": "s", "MINUTE": "m", "HOUR": "h", "DAY": "d"}
 #: Binance closes a WebSocket API connection after 24 h; the client replaces it before then, at a
@@ -188,8 +188,7 @@ class WsApiClient:
 
     def fileno(self) -> int:
         """The open connection's descriptor (-1: none)."""
-        conn = self._conn
-        return conn.fd if conn is not None and not conn.dead.is_set() else -1
+        return fd_of(self._conn)
 
     def _open(self) -> Conn:
         conn = open_conn(self.url, self.open_timeout_s, self.timeout_s)

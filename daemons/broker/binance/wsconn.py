@@ -134,6 +134,11 @@ class Conn:
                 pass
 
 
+def fd_of(conn: Conn | None) -> int:
+    """``conn``'s descriptor while it is open (-1: none, or closed)."""
+    return conn.fd if conn is not None and not conn.dead.is_set() else -1
+
+
 def open_conn(url: str, open_timeout_s: float = 5.0, write_timeout_s: float = 5.0) -> Conn:
     """Connect and make the handshake (blocking, up to ``open_timeout_s``); the connection is
     returned non-blocking. Raises OSError, or websockets' handshake error."""
